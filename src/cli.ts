@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { loadConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';
+import { GatehouseError } from './errors.js';
+import { createLogger } from './log.js';
+import { buildGateway } from './server.js';
+
+const program = new Command()
+  .name('gatehouse')
+  .description('OpenID Connect sign-in gateway in front of a self-hosted LLM platform')
+  .showHelpAfterError();
+
+const configOption = ['--config <file>', 'llama_config_edits.yaml (default: $GATEHOUSE_CONFIG, else ./llama_config_edits.yaml)'] as const;
+
+function readConfig(flag: string | undefined): Config {
+  return loadConfig(resolveConfigPath(flag));
+}
+
+/** Starts a gateway and keeps it until SIGTERM/SIGINT. */
+async function serve(config: Config): Promise<void> {
+  const log = createLogger(process.env.LOG_LEVEL ?? 'info');
+  const gateway = await buildGateway(config, log);
+  const address = await gateway.app.listen({ host: config.gateway.host, port: config.gateway.port });
+  log.info({ address, upstream: config.gateway.upstream }, 'gatehouse is listening');
+  const stop = async (signal: string) => {
+    log.info({ signal }, 'shutting down');
+    await gateway.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+}
+
+program
+  .command('serve')
+  .description('run the gateway')
+  .option(...configOption)
+  .action(async (options: { config?: string }) => serve(readConfig(options.config)));
+
+program
+  .command('config')
+  .description('work with the configuration')
+  .command('check')
+  .description('validate the configuration and print it with secrets redacted')
+  .option(...configOption)
+  .action((options: { config?: string }) => {
+    const config = readConfig(options.config);
+    process.stdout.write(`${JSON.stringify(redactConfig(config), null, 2)}\n`);
+    process.stderr.write(`configuration ${config.source} is valid\n`);
+  });
+
+program
+  .command('demo')
+  .description('run a development provider, a sample platform and the gateway on 127.0.0.1')
+  .option('--port <port>', 'gateway port', '5001')
+  .action(async (options: { port: string }) => {
+    const { runDemo } = await import('./demo/run.js');
+    await runDemo({ port: Number(options.port) });
+  });
+
+program.parseAsync().catch((error: unknown) => {
+  if (error instanceof GatehouseError) {
+    process.stderr.write(`gatehouse: ${error.message}\n`);
+  } else {
+    process.stderr.write(`gatehouse: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  }
+  process.exit(1);
+});

@@ -1,0 +1,49 @@
+import { closest, distance } from 'fastest-levenshtein';
+import type { z } from 'zod';
+import { describeValue } from './describe.js';
+import { SECRET_KEYS, schemaAt } from './schema.js';
+import { getAt } from './tree.js';
+
+/**
+ * Turns zod's issues into one line per key, each naming the full key path, what is wrong and
+ * what is expected. zod's own messages are not used: they are written for developers, and an
+ * issue for one list item is reported on its key, with the key's whole value.
+ */
+export function describeIssues(
+  issues: readonly z.core.$ZodIssue[],
+  tree: unknown,
+  skipKeys: ReadonlySet<string>,
+): string[] {
+  const lines = new Map<string, string>();
+  for (const issue of issues) {
+    if (issue.code === 'unrecognized_keys') {
+      const section = issue.path.map(String);
+      for (const key of issue.keys) lines.set([...section, key].join('.'), describeUnknownKey(section, key));
+      continue;
+    }
+    const at = issue.path.slice(0, 2).map(String);
+    const path = at.join('.');
+    if (!skipKeys.has(path) && !lines.has(path)) lines.set(path, describeWrongValue(at, getAt(tree, at)));
+  }
+  return [...lines.values()];
+}
+
+function describeWrongValue(at: string[], value: unknown): string {
+  const path = at.join('.');
+  const expected = at.length === 1 ? 'a mapping of keys' : (schemaAt(at)?.description ?? 'a valid value');
+  if (value === null || value === undefined) return `${path} is missing (expected ${expected})`;
+  const secret = (SECRET_KEYS as readonly string[]).includes(path);
+  return `${path} must be ${expected}, got ${describeValue(value, secret)}`;
+}
+
+/** A typo in a key would otherwise be ignored and leave its default silently in force. */
+function describeUnknownKey(section: string[], key: string): string {
+  const schema = schemaAt(section);
+  const known = schema && 'shape' in schema ? Object.keys(schema.shape as object) : [];
+  const path = [...section, key].join('.');
+  const guess = known.length > 0 ? closest(key, known) : undefined;
+  if (guess !== undefined && distance(key, guess) <= Math.max(2, Math.floor(key.length / 3))) {
+    return `${path} is not a known key (did you mean ${[...section, guess].join('.')}?)`;
+  }
+  return `${path} is not a known key (known keys in ${section.join('.')}: ${known.join(', ')})`;
+}

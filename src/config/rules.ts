@@ -1,0 +1,61 @@
+import { describeValue } from './describe.js';
+import { parseUrl, schemaAt } from './schema.js';
+import { getAt } from './tree.js';
+
+/** Needed to sign anyone in; unused when auth is disabled. */
+const REQUIRED_WITH_AUTH = [
+  'powerml.website',
+  'auth_provider.client_id',
+  'auth_provider.client_secret',
+  'auth_provider.server_metadata_url',
+] as const;
+
+/** URLs that carry session cookies or the provider's tokens, which plain http exposes. */
+const HTTPS_ONLY = ['powerml.website', 'auth_provider.server_metadata_url'] as const;
+
+/**
+ * Checks the rules between keys. They read the raw values through each key's own schema
+ * rather than zod's result, so they still run when another key is wrong, and one run reports
+ * every problem.
+ */
+export function checkRules(tree: unknown): string[] {
+  const problems: string[] = [];
+  if (readValid(tree, 'auth.disable_auth') === false) {
+    for (const path of REQUIRED_WITH_AUTH) {
+      if (isUnset(tree, path)) problems.push(`${path} is missing (required unless auth.disable_auth is true)`);
+    }
+  }
+  if (!isUnset(tree, 'auth.test_token') && isUnset(tree, 'auth.test_token_email')) {
+    problems.push('auth.test_token_email is missing (required when auth.test_token is set)');
+  }
+  const insecureAllowed = readValid(tree, 'auth_provider.allow_insecure_http') === true;
+  for (const path of HTTPS_ONLY) {
+    const url = readValid(tree, path);
+    if (typeof url === 'string' && !insecureAllowed && !isSafeUrl(url)) {
+      problems.push(
+        `${path} must use https, got ${describeValue(url, false)}: plain http is allowed only for a loopback ` +
+          'host (localhost, 127.0.0.0/8, ::1) or with auth_provider.allow_insecure_http: true',
+      );
+    }
+  }
+  return problems;
+}
+
+/** True for localhost, 127.0.0.0/8 and ::1, as `URL.hostname` spells them. */
+export function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+function isSafeUrl(value: string): boolean {
+  const url = parseUrl(value);
+  return url !== undefined && (url.protocol === 'https:' || isLoopbackHost(url.hostname));
+}
+
+function readValid(tree: unknown, path: string): unknown {
+  const result = schemaAt(path.split('.'))?.safeParse(getAt(tree, path.split('.')));
+  return result?.success ? result.data : undefined;
+}
+
+function isUnset(tree: unknown, path: string): boolean {
+  return getAt(tree, path.split('.')) == null;
+}

@@ -1,0 +1,26 @@
+import type { FastifyInstance } from 'fastify';
+
+export interface ReadinessCheck {
+  name: string;
+  /** Resolves with undefined when healthy, or a reason a person can act on. */
+  check(): Promise<string | undefined>;
+}
+
+/** `/healthz` says the process answers; `/readyz` says it can serve (dependencies reachable). */
+export function registerHealthRoutes(app: FastifyInstance, checks: ReadinessCheck[], warnings: string[]): void {
+  app.get('/healthz', async (_request, reply) => reply.header('cache-control', 'no-store').send({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const results = await Promise.all(
+      checks.map(async ({ name, check }) => [name, await check().catch((error: Error) => error.message)] as const),
+    );
+    const failing = results.filter(([, problem]) => problem !== undefined);
+    return reply
+      .code(failing.length ? 503 : 200)
+      .header('cache-control', 'no-store')
+      .send({
+        status: failing.length ? 'not_ready' : 'ready',
+        checks: Object.fromEntries(results.map(([name, problem]) => [name, problem ?? 'ok'])),
+        ...(warnings.length ? { warnings } : {}),
+      });
+  });
+}

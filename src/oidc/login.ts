@@ -1,0 +1,111 @@
+import * as client from 'openid-client';
+import { AuthError } from '../errors.js';
+import { randomToken, sha256 } from '../crypto/tokens.js';
+import type { Db } from '../storage/database.js';
+import type { ProviderConnection } from './provider.js';
+
+/** Long enough to type a password and pass a second factor; short enough that a stolen flow cookie expires. */
+const LOGIN_FLOW_TTL_MS = 10 * 60_000;
+/** The same leeway openid-client allows for `exp`. */
+const CLOCK_TOLERANCE_MS = 30_000;
+
+export interface LoginStart {
+  /** Where to send the browser. */
+  authorizationUrl: URL;
+  /** Value of the cookie that binds this sign-in to this browser. */
+  flowToken: string;
+}
+
+export interface SignedIn {
+  issuer: string;
+  subject: string;
+  email?: string;
+  name?: string;
+  idToken: string;
+  returnTo: string;
+}
+
+/**
+ * Starts the authorization code flow with `state`, `nonce` and PKCE S256 (OpenID Connect Core 3.1.2,
+ * RFC 7636). All three are kept server-side under a random id that only this browser's cookie holds.
+ */
+export async function startLogin(
+  db: Db,
+  provider: ProviderConnection,
+  redirectUri: string,
+  scopes: string[],
+  returnTo: string,
+  now = Date.now(),
+): Promise<LoginStart> {
+  const config = provider.configuration();
+  const state = client.randomState();
+  const nonce = client.randomNonce();
+  const codeVerifier = client.randomPKCECodeVerifier();
+  const flowToken = randomToken();
+  await db
+    .insertInto('login_flows')
+    .values({
+      id_hash: sha256(flowToken),
+      state,
+      nonce,
+      code_verifier: codeVerifier,
+      return_to: returnTo,
+      expires_at: now + LOGIN_FLOW_TTL_MS,
+    })
+    .execute();
+  const authorizationUrl = client.buildAuthorizationUrl(config, {
+    redirect_uri: redirectUri,
+    scope: scopes.join(' '),
+    state,
+    nonce,
+    code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
+    code_challenge_method: 'S256',
+  });
+  return { authorizationUrl, flowToken };
+}
+
+/**
+ * Finishes the flow. The flow row is deleted before the code is redeemed, so a replayed callback
+ * finds nothing; every ID token check of OpenID Connect Core 3.1.3.7 is openid-client's.
+ */
+export async function finishLogin(
+  db: Db,
+  provider: ProviderConnection,
+  flowToken: string | undefined,
+  callbackUrl: URL,
+  now = Date.now(),
+): Promise<SignedIn> {
+  if (!flowToken) {
+    throw new AuthError('LOGIN_FLOW_MISSING', 'this sign-in was not started in this browser, or its cookie expired');
+  }
+  const flow = await db
+    .deleteFrom('login_flows')
+    .where('id_hash', '=', sha256(flowToken))
+    .returningAll()
+    .executeTakeFirst();
+  if (!flow || Number(flow.expires_at) <= now) {
+    throw new AuthError('LOGIN_FLOW_UNKNOWN', 'this sign-in has expired or was already completed');
+  }
+  const config = provider.configuration();
+  const tokens = await client.authorizationCodeGrant(config, callbackUrl, {
+    expectedState: flow.state,
+    expectedNonce: flow.nonce,
+    pkceCodeVerifier: flow.code_verifier,
+    idTokenExpected: true,
+  });
+  provider.rememberJwks(config);
+  const claims = tokens.claims();
+  if (!claims || !tokens.id_token) throw new AuthError('ID_TOKEN_MISSING', 'the provider returned no ID token');
+  // openid-client only checks that `iat` is a number; Core 3.1.3.7 step 10 leaves the bound to the client.
+  if (claims.iat * 1000 > now + CLOCK_TOLERANCE_MS) {
+    throw new AuthError('ID_TOKEN_ISSUED_IN_FUTURE', 'the ID token claims to be issued in the future');
+  }
+  return {
+    issuer: claims.iss,
+    subject: claims.sub,
+    email: typeof claims.email === 'string' ? claims.email : undefined,
+    name: typeof claims.name === 'string' ? claims.name : undefined,
+    idToken: tokens.id_token,
+    returnTo: flow.return_to,
+  };
+}

@@ -1,0 +1,30 @@
+const PLACEHOLDER_ORIGIN = 'http://gatehouse.invalid';
+
+/**
+ * Where a browser may be sent after sign-in: only a path on this origin. Anything a browser could
+ * read as another origin (`//host`, `/\host`, a scheme, whitespace or control characters it would
+ * strip, or percent-encoded forms of these) falls back to `/`, closing the open redirect
+ * (RFC 9700 4.11.2).
+ */
+export function safeReturnTo(candidate: unknown): string {
+  if (typeof candidate !== 'string' || candidate.length > 2048) return '/';
+  // Browsers drop tabs and newlines anywhere in a URL and read `\` as `/`, so any of them is refused.
+  if (/[\s\\]/.test(candidate)) return '/';
+  const decoded = decodeOnce(candidate);
+  if (decoded === undefined || !isLocalPath(candidate) || !isLocalPath(decoded)) return '/';
+  const resolved = new URL(candidate, PLACEHOLDER_ORIGIN);
+  if (resolved.origin !== PLACEHOLDER_ORIGIN) return '/';
+  return resolved.pathname + resolved.search + resolved.hash;
+}
+
+function isLocalPath(path: string): boolean {
+  return path.startsWith('/') && !path.startsWith('//') && !path.startsWith('/\\') && !/[\u0000-\u001f\u007f]/.test(path);
+}
+
+function decodeOnce(value: string): string | undefined {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,114 @@
+import type { IncomingHttpHeaders } from 'node:http';
+
+/** RFC 9110 7.6.1: meaningful for one connection only, never forwarded. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-authenticate',
+  'proxy-authorization',
+]);
+
+/**
+ * Headers a platform or a framework in front of it may read as "who is calling" or "which URL was
+ * asked for". The client may not set any of them; the gateway sets its own. Names are compared
+ * after lower-casing and mapping `_` to `-`, because some servers treat those as the same header.
+ */
+const SPOOFABLE = new Set([
+  'authorization',
+  'forwarded',
+  'x-real-ip',
+  'x-client-ip',
+  'true-client-ip',
+  'remote-user',
+  'x-remote-user',
+  'x-remote-email',
+  'x-remote-groups',
+  'x-user',
+  'x-email',
+  'x-user-id',
+  'x-original-url',
+  'x-original-uri',
+  'x-rewrite-url',
+  'host',
+  'expect',
+]);
+const SPOOFABLE_PREFIXES = ['x-forwarded-', 'x-auth-request-', 'x-gatehouse-'];
+
+function canonical(name: string): string {
+  return name.toLowerCase().replaceAll('_', '-');
+}
+
+function isSpoofable(name: string): boolean {
+  const key = canonical(name);
+  return HOP_BY_HOP.has(key) || SPOOFABLE.has(key) || SPOOFABLE_PREFIXES.some((prefix) => key.startsWith(prefix));
+}
+
+/** Removes the named cookies from a Cookie header, keeping the platform's own. */
+function withoutCookies(header: string, names: readonly string[]): string | undefined {
+  const kept = header
+    .split(';')
+    .map((part) => part.trim())
+    .filter((part) => part && !names.includes(part.slice(0, part.indexOf('=') >>> 0).trim()));
+  return kept.length ? kept.join('; ') : undefined;
+}
+
+export interface ForwardedIdentity {
+  user: string;
+  email?: string;
+  keyId?: string;
+}
+
+export interface ForwardContext {
+  clientAddress: string;
+  publicProto: string;
+  publicHost: string;
+  requestId: string;
+  identity?: ForwardedIdentity;
+  upstreamApiKey?: string;
+  gatewayCookies: readonly string[];
+}
+
+/** The headers the platform receives: the client's, minus anything spoofable, plus the gateway's truth. */
+export function buildUpstreamHeaders(incoming: IncomingHttpHeaders, context: ForwardContext): Record<string, string | string[]> {
+  const connectionListed = new Set(
+    String(incoming.connection ?? '')
+      .split(',')
+      .map((name) => canonical(name.trim()))
+      .filter(Boolean),
+  );
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(incoming)) {
+    if (value === undefined || isSpoofable(name) || connectionListed.has(canonical(name))) continue;
+    if (name === 'cookie') {
+      const cookie = withoutCookies(String(value), context.gatewayCookies);
+      if (cookie) headers.cookie = cookie;
+      continue;
+    }
+    headers[name] = value;
+  }
+  headers['x-forwarded-for'] = context.clientAddress;
+  headers['x-forwarded-proto'] = context.publicProto;
+  headers['x-forwarded-host'] = context.publicHost;
+  headers['x-request-id'] = context.requestId;
+  if (context.identity) {
+    headers['x-forwarded-user'] = context.identity.user;
+    if (context.identity.email) headers['x-forwarded-email'] = context.identity.email;
+    if (context.identity.keyId) headers['x-forwarded-key-id'] = context.identity.keyId;
+  }
+  if (context.upstreamApiKey) headers.authorization = `Bearer ${context.upstreamApiKey}`;
+  return headers;
+}
+
+/** The headers the client receives from the platform: all but the per-connection ones. */
+export function buildClientHeaders(upstream: IncomingHttpHeaders): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(upstream)) {
+    if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
+  }
+  return headers;
+}

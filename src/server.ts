@@ -1,0 +1,117 @@
+import { randomUUID } from 'node:crypto';
+import fastifyCookie from '@fastify/cookie';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Config } from './config/index.js';
+import { HttpError } from './errors.js';
+import { sendApiError } from './http/errors.js';
+import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
+import { sessionIdentifier } from './identity/identify.js';
+import type { Logger } from './log.js';
+import { ProviderConnection } from './oidc/provider.js';
+import { registerAuthRoutes } from './oidc/routes.js';
+import { createForwarder } from './proxy/forward.js';
+import { proxyRoutes } from './proxy/route.js';
+import { cookieNamesFor } from './sessions/cookies.js';
+import { SessionStore } from './sessions/store.js';
+import { openStorage } from './storage/database.js';
+import { registerAssets } from './web/pages.js';
+
+export interface Gateway {
+  app: FastifyInstance;
+  /** Resolves once the provider's first discovery attempt has finished (ready or not). */
+  providerAttempted: Promise<void>;
+  close(): Promise<void>;
+}
+
+const PURGE_INTERVAL_MS = 10 * 60_000;
+
+export const AUTH_DISABLED_WARNING =
+  'auth.disable_auth is true: every request is forwarded to the platform without sign-in';
+
+/** Composes the gateway from its parts; holds no logic of its own. */
+export async function buildGateway(config: Config, log: Logger): Promise<Gateway> {
+  const storage = await openStorage(config.database.url);
+  const website = config.powerml.website;
+  const secureCookies = website?.startsWith('https:') ?? false;
+  const cookies = cookieNamesFor(secureCookies);
+  const forwarder = createForwarder({
+    upstream: config.gateway.upstream,
+    upstreamApiKey: config.gateway.upstream_api_key,
+    gatewayCookies: [cookies.session, cookies.loginFlow],
+  });
+
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    // Two info lines per proxied request would cost more than the proxying; failures are logged where they happen.
+    logController: new LogController({ disableRequestLogging: true }),
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    return503OnClosing: true,
+  });
+  app.setErrorHandler((error, request, reply) => {
+    if (error instanceof HttpError) return sendApiError(reply, error.status, error.code, error.message, error.headers);
+    const status = (error as { statusCode?: number }).statusCode;
+    if (status && status < 500) {
+      const { code = 'bad_request', message } = error as { code?: string; message: string };
+      return sendApiError(reply, status, code, message);
+    }
+    request.log.error({ err: error }, 'request failed');
+    return sendApiError(reply, 500, 'internal_error', `Gatehouse could not complete this request (request id ${request.id}).`);
+  });
+  await app.register(fastifyCookie);
+  registerAssets(app);
+
+  const checks: ReadinessCheck[] = [{ name: 'database', check: () => storage.ping().then(() => undefined) }];
+  const warnings: string[] = [];
+  let provider: ProviderConnection | undefined;
+  let purgeTimer: NodeJS.Timeout | undefined;
+
+  if (config.auth.disable_auth || !website) {
+    warnings.push(AUTH_DISABLED_WARNING);
+    log.warn(AUTH_DISABLED_WARNING);
+    await app.register(proxyRoutes, { forwarder });
+  } else {
+    const { client_id, client_secret, server_metadata_url, allow_insecure_http, scopes } = config.auth_provider;
+    provider = new ProviderConnection(
+      {
+        metadataUrl: server_metadata_url!,
+        clientId: client_id!,
+        clientSecret: client_secret!,
+        allowHttp: server_metadata_url!.startsWith('http:') || allow_insecure_http,
+      },
+      log,
+    );
+    const connection = provider;
+    checks.push({ name: 'provider', check: async () => connection.problem });
+    const sessions = new SessionStore(storage.db, {
+      idleMs: config.auth.session_idle_minutes * 60_000,
+      maxMs: config.auth.session_max_hours * 3_600_000,
+    });
+    purgeTimer = setInterval(() => void sessions.purgeExpired().catch(() => undefined), PURGE_INTERVAL_MS).unref();
+    const identifier = sessionIdentifier(sessions, cookies.session);
+    registerAuthRoutes(app, {
+      db: storage.db,
+      provider,
+      sessions,
+      identifier,
+      cookies,
+      secureCookies,
+      website,
+      scopes,
+    });
+    await app.register(proxyRoutes, { forwarder, identifier, website });
+  }
+  registerHealthRoutes(app, checks, warnings);
+
+  return {
+    app,
+    providerAttempted: provider?.whenAttempted() ?? Promise.resolve(),
+    async close() {
+      clearInterval(purgeTimer);
+      provider?.close();
+      await app.close();
+      await forwarder.close();
+      await storage.close();
+    },
+  };
+}

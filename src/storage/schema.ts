@@ -1,0 +1,36 @@
+/** Times are milliseconds since the epoch in `bigint` columns, the same in SQLite and PostgreSQL. */
+export interface UsersTable {
+  id: string;
+  issuer: string;
+  subject: string;
+  email: string | null;
+  name: string | null;
+  created_at: number;
+  last_login_at: number;
+}
+
+/** A signed-in browser. Only a SHA-256 of the cookie value is stored, so a database copy signs no one in. */
+export interface SessionsTable {
+  id_hash: string;
+  user_id: string;
+  id_token: string | null;
+  created_at: number;
+  last_seen_at: number;
+  expires_at: number;
+}
+
+/** One sign-in in progress: what the callback must see again (OpenID Connect Core 3.1.2.1, RFC 7636). */
+export interface LoginFlowsTable {
+  id_hash: string;
+  state: string;
+  nonce: string;
+  code_verifier: string;
+  return_to: string;
+  expires_at: number;
+}
+
+export interface Database {
+  users: UsersTable;
+  sessions: SessionsTable;
+  login_flows: LoginFlowsTable;
+}

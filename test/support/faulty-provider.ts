@@ -1,0 +1,497 @@
+/**
+ * A real, minimal OpenID provider on 127.0.0.1 whose ID tokens can be made wrong on purpose, so
+ * tests can prove the gateway refuses each token a Relying Party must refuse.
+ * https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation
+ *
+ * It speaks only the code flow with PKCE (S256) and a confidential client, signs in one test user
+ * without a login form, and keeps everything in memory until `close()`.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import {
+  calculateJwkThumbprint,
+  exportJWK,
+  generateKeyPair,
+  SignJWT,
+  type CryptoKey,
+  type JWK,
+  type JWTPayload,
+} from 'jose';
+
+/** What is wrong with the next sign-in; read when the code is issued or redeemed. */
+export type TokenFault =
+  | 'none'
+  /** The authorization endpoint refuses the user: `error=access_denied` back to the client. */
+  | 'access-denied'
+  | 'wrong-iss'
+  | 'wrong-aud'
+  /** `exp` and `iat` well beyond the usual 30 s clock tolerance in the past. */
+  | 'expired'
+  /** `iat` an hour ahead (with `exp` five minutes after it), as from a provider whose clock runs fast. */
+  | 'iat-future'
+  /** Signed by a key outside the JWKS that claims the current key's `kid`. */
+  | 'bad-signature'
+  /** An unsecured JWT: `alg: none` and an empty signature. */
+  | 'alg-none'
+  | 'wrong-nonce'
+  | 'missing-nonce'
+  /** `aud` names a second client and `azp` names that one, not ours. */
+  | 'wrong-azp'
+  /** The key rotates just before signing, so a cached JWKS lacks the `kid`; a correct RP refetches. */
+  | 'unknown-kid-then-rotate'
+  /** HS256 keyed with the client secret although the metadata allows RS256 only. */
+  | 'hs256-with-client-secret';
+
+export interface FaultyProviderOptions {
+  clientId: string;
+  clientSecret: string;
+  /** The only redirect URI registered for the client; compared exactly. */
+  redirectUri: string;
+  /** 0 (the default) picks a free port. */
+  port?: number;
+  subject?: string;
+  email?: string;
+  name?: string;
+  /** Advertise and serve `end_session_endpoint` (RP-Initiated Logout); default true. */
+  endSessionEndpoint?: boolean;
+}
+
+export interface TokenRequestRecord {
+  code: string;
+  codeVerifier?: string;
+  clientAuth: 'basic' | 'post' | 'none';
+  ok: boolean;
+}
+
+export interface LogoutRequestRecord {
+  idTokenHint?: string;
+  clientId?: string;
+  postLogoutRedirectUri?: string;
+  state?: string;
+}
+
+export interface FaultyProvider {
+  /** `http://127.0.0.1:<port>`; also the `iss` of every correct ID token. */
+  issuer: string;
+  metadataUrl: string;
+  /** Set between sign-ins to choose the next defect. */
+  fault: TokenFault;
+  /** Replaces the signing key (and the only JWKS entry) with a new RS256 key under a new `kid`. */
+  rotateKey(): Promise<void>;
+  tokenRequests: TokenRequestRecord[];
+  jwksRequests: number;
+  logoutRequests: LogoutRequestRecord[];
+  lastIdToken?: string;
+  close(): Promise<void>;
+}
+
+interface SigningKey {
+  kid: string;
+  privateKey: CryptoKey;
+  publicJwk: JWK;
+}
+
+interface IssuedCode {
+  redirectUri: string;
+  codeChallenge: string;
+  nonce?: string;
+  expiresAt: number;
+  used: boolean;
+}
+
+const codeLifetimeSeconds = 60;
+const tokenLifetimeSeconds = 300;
+
+async function createSigningKey(): Promise<SigningKey> {
+  const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true });
+  const publicJwk = await exportJWK(publicKey);
+  const kid = await calculateJwkThumbprint(publicJwk);
+  return { kid, privateKey, publicJwk: { ...publicJwk, kid, alg: 'RS256', use: 'sig' } };
+}
+
+function epochSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+function base64url(value: string | Buffer): string {
+  return Buffer.from(value).toString('base64url');
+}
+
+function sha256(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+/** Compares digests so the time taken says nothing about where two secrets differ. */
+function secretsMatch(given: string, expected: string): boolean {
+  return timingSafeEqual(sha256(given), sha256(expected));
+}
+
+/** RFC 6749 2.3.1: the id and secret are form-encoded before base64, so `+` means space. */
+function formDecode(value: string): string {
+  return decodeURIComponent(value.replace(/\+/g, ' '));
+}
+
+function readBasicCredentials(
+  header: string | undefined,
+): { id: string; secret: string } | undefined {
+  const match = /^Basic\s+(\S+)$/i.exec(header ?? '');
+  if (!match?.[1]) return undefined;
+  const decoded = Buffer.from(match[1], 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return undefined;
+  try {
+    return {
+      id: formDecode(decoded.slice(0, colon)),
+      secret: formDecode(decoded.slice(colon + 1)),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+async function readForm(request: IncomingMessage): Promise<URLSearchParams> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > 64 * 1024) break;
+    chunks.push(chunk);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+function sendJson(
+  response: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  response.writeHead(status, {
+    'content-type': 'application/json',
+    'cache-control': 'no-store',
+    ...headers,
+  });
+  response.end(JSON.stringify(body));
+}
+
+function sendText(response: ServerResponse, status: number, text: string): void {
+  response.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
+  response.end(text);
+}
+
+function redirect(response: ServerResponse, location: URL): void {
+  response.writeHead(302, { location: location.href, 'cache-control': 'no-store' });
+  response.end();
+}
+
+/** Starts the provider on 127.0.0.1 and resolves once it accepts connections. */
+export async function startFaultyProvider(options: FaultyProviderOptions): Promise<FaultyProvider> {
+  const user = {
+    sub: options.subject ?? 'test-user-1',
+    email: options.email ?? 'ada@example.test',
+    email_verified: true,
+    name: options.name ?? 'Ada Lovelace',
+  };
+  const servesEndSession = options.endSessionEndpoint ?? true;
+
+  let signingKey = await createSigningKey();
+  // Never published: tokens it signs carry the real kid, so only a signature check can catch them.
+  const strayKey = await createSigningKey();
+  const codes = new Map<string, IssuedCode>();
+  const accessTokens = new Map<string, { claims: typeof user; expiresAt: number }>();
+
+  const server = createServer((request, response) => {
+    handle(request, response).catch((error: unknown) => {
+      if (!response.headersSent)
+        sendJson(response, 500, { error: 'server_error', error_description: String(error) });
+      else response.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const issuer = `http://127.0.0.1:${port}`;
+
+  const provider: FaultyProvider = {
+    issuer,
+    metadataUrl: `${issuer}/.well-known/openid-configuration`,
+    fault: 'none',
+    async rotateKey() {
+      signingKey = await createSigningKey();
+    },
+    tokenRequests: [],
+    jwksRequests: 0,
+    logoutRequests: [],
+    lastIdToken: undefined,
+    close() {
+      return new Promise<void>((resolve, reject) => {
+        server.close((error) => (error ? reject(error) : resolve()));
+        // Keep-alive sockets from fetch would otherwise hold close() open.
+        server.closeAllConnections();
+      });
+    },
+  };
+
+  const metadata = {
+    issuer,
+    authorization_endpoint: `${issuer}/authorize`,
+    token_endpoint: `${issuer}/token`,
+    jwks_uri: `${issuer}/jwks`,
+    userinfo_endpoint: `${issuer}/userinfo`,
+    ...(servesEndSession ? { end_session_endpoint: `${issuer}/logout` } : {}),
+    response_types_supported: ['code'],
+    grant_types_supported: ['authorization_code'],
+    code_challenge_methods_supported: ['S256'],
+    id_token_signing_alg_values_supported: ['RS256'],
+    token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
+    subject_types_supported: ['public'],
+    scopes_supported: ['openid', 'email', 'profile'],
+    claims_supported: [
+      'sub',
+      'iss',
+      'aud',
+      'exp',
+      'iat',
+      'nonce',
+      'email',
+      'email_verified',
+      'name',
+    ],
+  };
+
+  async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const url = new URL(request.url ?? '/', issuer);
+    const route = `${request.method ?? 'GET'} ${url.pathname}`;
+    switch (route) {
+      case 'GET /.well-known/openid-configuration':
+        return sendJson(response, 200, metadata, { 'cache-control': 'no-cache' });
+      case 'GET /authorize':
+        return authorize(url.searchParams, response);
+      case 'POST /token':
+        return token(request, response);
+      case 'GET /jwks':
+        provider.jwksRequests += 1;
+        return sendJson(
+          response,
+          200,
+          { keys: [signingKey.publicJwk] },
+          { 'cache-control': 'no-cache' },
+        );
+      case 'GET /userinfo':
+        return userinfo(request, response);
+      case 'GET /logout':
+        if (servesEndSession) return logout(url.searchParams, response);
+        return sendText(response, 404, 'not found');
+      default:
+        return sendText(response, 404, 'not found');
+    }
+  }
+
+  function authorize(params: URLSearchParams, response: ServerResponse): void {
+    // RFC 6749 4.1.2.1: with an unknown client or redirect URI there is nowhere safe to send an error.
+    if (params.get('client_id') !== options.clientId)
+      return sendText(response, 400, 'unknown client_id');
+    if (params.get('redirect_uri') !== options.redirectUri) {
+      return sendText(response, 400, 'redirect_uri is not registered for this client');
+    }
+    const back = new URL(options.redirectUri);
+    const state = params.get('state');
+    const refuse = (error: string, description: string): void => {
+      back.searchParams.set('error', error);
+      back.searchParams.set('error_description', description);
+      if (state) back.searchParams.set('state', state);
+      redirect(response, back);
+    };
+    if (params.get('response_type') !== 'code') {
+      return refuse('unsupported_response_type', 'only response_type=code is supported');
+    }
+    if (!(params.get('scope') ?? '').split(' ').includes('openid')) {
+      return refuse('invalid_scope', 'scope must include openid');
+    }
+    const codeChallenge = params.get('code_challenge');
+    if (!codeChallenge || params.get('code_challenge_method') !== 'S256') {
+      return refuse('invalid_request', 'PKCE with code_challenge_method=S256 is required');
+    }
+    if (!state) return refuse('invalid_request', 'state is required');
+    if (provider.fault === 'access-denied')
+      return refuse('access_denied', 'the test user declined');
+
+    const code = base64url(randomBytes(32));
+    codes.set(code, {
+      redirectUri: options.redirectUri,
+      codeChallenge,
+      nonce: params.get('nonce') ?? undefined,
+      expiresAt: epochSeconds() + codeLifetimeSeconds,
+      used: false,
+    });
+    back.searchParams.set('code', code);
+    back.searchParams.set('state', state);
+    redirect(response, back);
+  }
+
+  async function token(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const form = await readForm(request);
+    const code = form.get('code') ?? '';
+    const codeVerifier = form.get('code_verifier') ?? undefined;
+    const basic = readBasicCredentials(request.headers.authorization);
+    const clientAuth: TokenRequestRecord['clientAuth'] = basic
+      ? 'basic'
+      : form.has('client_secret')
+        ? 'post'
+        : 'none';
+    const record: TokenRequestRecord = { code, codeVerifier, clientAuth, ok: false };
+    provider.tokenRequests.push(record);
+
+    const client = basic ?? {
+      id: form.get('client_id') ?? '',
+      secret: form.get('client_secret') ?? '',
+    };
+    const clientIdsAgree = !basic || !form.has('client_id') || form.get('client_id') === basic.id;
+    if (
+      clientAuth === 'none' ||
+      !clientIdsAgree ||
+      client.id !== options.clientId ||
+      !secretsMatch(client.secret, options.clientSecret)
+    ) {
+      // RFC 6749 5.2: a client that tried the Authorization header gets a challenge back.
+      const challenge: Record<string, string> = basic
+        ? { 'www-authenticate': 'Basic realm="token"' }
+        : {};
+      return sendJson(
+        response,
+        401,
+        { error: 'invalid_client', error_description: 'client authentication failed' },
+        challenge,
+      );
+    }
+    if (form.get('grant_type') !== 'authorization_code') {
+      return sendJson(response, 400, { error: 'unsupported_grant_type' });
+    }
+
+    const issued = codes.get(code);
+    const invalidGrant = (description: string): void =>
+      sendJson(response, 400, { error: 'invalid_grant', error_description: description });
+    if (!issued) return invalidGrant('unknown authorization code');
+    if (issued.used) return invalidGrant('authorization code was already used');
+    // Consumed on the first authenticated attempt, right or wrong, so a verifier cannot be guessed.
+    issued.used = true;
+    if (issued.expiresAt < epochSeconds()) return invalidGrant('authorization code expired');
+    if (form.get('redirect_uri') !== issued.redirectUri)
+      return invalidGrant('redirect_uri does not match');
+    if (!codeVerifier || base64url(sha256(codeVerifier)) !== issued.codeChallenge) {
+      return invalidGrant('code_verifier does not match code_challenge');
+    }
+
+    const accessToken = base64url(randomBytes(32));
+    accessTokens.set(accessToken, {
+      claims: user,
+      expiresAt: epochSeconds() + tokenLifetimeSeconds,
+    });
+    const idToken = await buildIdToken(provider.fault, issued.nonce);
+    provider.lastIdToken = idToken;
+    record.ok = true;
+    sendJson(response, 200, {
+      access_token: accessToken,
+      token_type: 'Bearer',
+      expires_in: tokenLifetimeSeconds,
+      id_token: idToken,
+    });
+  }
+
+  async function buildIdToken(fault: TokenFault, nonce: string | undefined): Promise<string> {
+    const now = epochSeconds();
+    const claims: JWTPayload & Record<string, unknown> = {
+      iss: issuer,
+      sub: user.sub,
+      aud: options.clientId,
+      exp: now + tokenLifetimeSeconds,
+      iat: now,
+      ...(nonce === undefined ? {} : { nonce }),
+      email: user.email,
+      email_verified: user.email_verified,
+      name: user.name,
+    };
+    let key = signingKey;
+    switch (fault) {
+      case 'none':
+      case 'access-denied':
+        break;
+      case 'wrong-iss':
+        claims.iss = 'https://impostor.example.test';
+        break;
+      case 'wrong-aud':
+        claims.aud = 'another-client';
+        break;
+      case 'expired':
+        claims.iat = now - 900;
+        claims.exp = now - 600;
+        break;
+      case 'iat-future':
+        claims.iat = now + 3600;
+        claims.exp = now + 3600 + tokenLifetimeSeconds;
+        break;
+      case 'wrong-nonce':
+        claims.nonce = base64url(randomBytes(16));
+        break;
+      case 'missing-nonce':
+        delete claims.nonce;
+        break;
+      case 'wrong-azp':
+        claims.aud = [options.clientId, 'other'];
+        claims.azp = 'other';
+        break;
+      case 'bad-signature':
+        key = { ...strayKey, kid: signingKey.kid };
+        break;
+      case 'unknown-kid-then-rotate':
+        await provider.rotateKey();
+        key = signingKey;
+        break;
+      case 'alg-none':
+        return `${base64url(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${base64url(JSON.stringify(claims))}.`;
+      case 'hs256-with-client-secret':
+        return new SignJWT(claims)
+          .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+          .sign(new TextEncoder().encode(options.clientSecret));
+    }
+    return new SignJWT(claims)
+      .setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: key.kid })
+      .sign(key.privateKey);
+  }
+
+  function userinfo(request: IncomingMessage, response: ServerResponse): void {
+    const match = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '');
+    const grant = match?.[1] ? accessTokens.get(match[1]) : undefined;
+    if (!grant || grant.expiresAt < epochSeconds()) {
+      return sendJson(
+        response,
+        401,
+        { error: 'invalid_token' },
+        { 'www-authenticate': 'Bearer error="invalid_token"' },
+      );
+    }
+    sendJson(response, 200, grant.claims);
+  }
+
+  function logout(params: URLSearchParams, response: ServerResponse): void {
+    const record: LogoutRequestRecord = {
+      idTokenHint: params.get('id_token_hint') ?? undefined,
+      clientId: params.get('client_id') ?? undefined,
+      postLogoutRedirectUri: params.get('post_logout_redirect_uri') ?? undefined,
+      state: params.get('state') ?? undefined,
+    };
+    provider.logoutRequests.push(record);
+    if (!record.postLogoutRedirectUri) return sendText(response, 200, 'signed out');
+    const back = new URL(record.postLogoutRedirectUri);
+    if (record.state) back.searchParams.set('state', record.state);
+    redirect(response, back);
+  }
+
+  return provider;
+}
