@@ -5,7 +5,12 @@ import type { Config } from './config/index.js';
 import { HttpError } from './errors.js';
 import { sendApiError } from './http/errors.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
-import { sessionIdentifier } from './identity/identify.js';
+import { FailedAuthLimiter } from './identity/failure-limiter.js';
+import { createIdentifier } from './identity/identify.js';
+import { loadKeyHashSecret } from './keys/hash-secret.js';
+import { registerKeyRoutes } from './keys/routes.js';
+import { ApiKeyStore } from './keys/store.js';
+import { ApiKeyVerifier, type StaticKey } from './keys/verify.js';
 import type { Logger } from './log.js';
 import { ProviderConnection } from './oidc/provider.js';
 import { registerAuthRoutes } from './oidc/routes.js';
@@ -13,7 +18,8 @@ import { createForwarder } from './proxy/forward.js';
 import { proxyRoutes } from './proxy/route.js';
 import { cookieNamesFor } from './sessions/cookies.js';
 import { SessionStore } from './sessions/store.js';
-import { openStorage } from './storage/database.js';
+import { openStorage, type Db } from './storage/database.js';
+import { recordSignIn } from './users/store.js';
 import { registerAssets } from './web/pages.js';
 
 export interface Gateway {
@@ -65,6 +71,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   const warnings: string[] = [];
   let provider: ProviderConnection | undefined;
   let purgeTimer: NodeJS.Timeout | undefined;
+  let keyVerifier: ApiKeyVerifier | undefined;
 
   if (config.auth.disable_auth || !website) {
     warnings.push(AUTH_DISABLED_WARNING);
@@ -88,7 +95,23 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       maxMs: config.auth.session_max_hours * 3_600_000,
     });
     purgeTimer = setInterval(() => void sessions.purgeExpired().catch(() => undefined), PURGE_INTERVAL_MS).unref();
-    const identifier = sessionIdentifier(sessions, cookies.session);
+    const keyStore = new ApiKeyStore(
+      storage.db,
+      loadKeyHashSecret(config.auth.key_hash_secret, config.gateway.data_dir),
+      config.auth.api_key_prefix,
+    );
+    const testToken = await loadTestToken(config, storage.db);
+    if (testToken) {
+      warnings.push(TEST_TOKEN_WARNING);
+      log.warn(TEST_TOKEN_WARNING);
+    }
+    keyVerifier = new ApiKeyVerifier(keyStore, config.auth.api_key_prefix, testToken);
+    const identifier = createIdentifier({
+      sessions,
+      sessionCookie: cookies.session,
+      keys: keyVerifier,
+      limiter: new FailedAuthLimiter(config.auth.failed_auth_per_minute),
+    });
     registerAuthRoutes(app, {
       db: storage.db,
       provider,
@@ -98,6 +121,13 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       secureCookies,
       website,
       scopes,
+    });
+    registerKeyRoutes(app, {
+      store: keyStore,
+      verifier: keyVerifier,
+      identifier,
+      website,
+      maxDays: config.auth.api_key_max_days,
     });
     await app.register(proxyRoutes, { forwarder, identifier, website });
   }
@@ -110,8 +140,19 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       clearInterval(purgeTimer);
       provider?.close();
       await app.close();
+      await keyVerifier?.flush();
       await forwarder.close();
       await storage.close();
     },
   };
+}
+
+export const TEST_TOKEN_WARNING = 'auth.test_token is set: anyone holding it is let in as auth.test_token_email';
+
+/** Lamini's static test token: accepted as a key of a user of its own, with a warning every start. */
+async function loadTestToken(config: Config, db: Db): Promise<StaticKey | undefined> {
+  const { test_token: token, test_token_email: email } = config.auth;
+  if (!token || !email) return undefined;
+  const user = await recordSignIn(db, { issuer: 'gatehouse:test-token', subject: email, email });
+  return { token, user };
 }

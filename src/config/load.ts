@@ -15,7 +15,10 @@ export function resolveConfigPath(flag?: string, env: NodeJS.ProcessEnv = proces
 
 /** Reads the operator's edits file and returns the validated configuration over the defaults. */
 export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
-  const edits = readYamlFile(path, 'create it, or pass another with --config FILE or GATEHOUSE_CONFIG');
+  const edits = readYamlFile(
+    path,
+    'create it, or pass another with --config FILE or GATEHOUSE_CONFIG',
+  );
   return loadConfigFromObject(edits, path, env);
 }
 
@@ -31,18 +34,24 @@ export function loadConfigFromObject(
 ): Config {
   const defaultsPath = defaultsFilePath();
   const defaults = readYamlFile(defaultsPath, 'it ships with Gatehouse: reinstall');
-  if (!isMapping(defaults)) throw invalid(defaultsPath, ['the top level must be a mapping of sections']);
+  if (!isMapping(defaults)) {
+    throw invalid(defaultsPath, ['the top level must be a mapping of sections']);
+  }
   // An empty file parses as null: no edits, so the required keys are reported as missing.
   if (edits != null && !isMapping(edits)) {
     const got = describeValue(edits, true);
-    throw invalid(sourceName, [`the top level must be a mapping of sections (${OWNED_SECTIONS.join(', ')}), got ${got}`]);
+    throw invalid(sourceName, [
+      `the top level must be a mapping of sections (${OWNED_SECTIONS.join(', ')}), got ${got}`,
+    ]);
   }
   const merged = mergeEdits(defaults, pickOwnedSections(edits ?? {}));
   const { value: tree, problems: unset } = interpolateEnv(merged, env);
   const parsed = configSchema.safeParse(tree);
   const problems = [
     ...unset.map((problem) => problem.message),
-    ...(parsed.success ? [] : describeIssues(parsed.error.issues, tree, new Set(unset.map((p) => p.key)))),
+    ...(parsed.success
+      ? []
+      : describeIssues(parsed.error.issues, tree, new Set(unset.map((p) => p.key)))),
     ...checkRules(tree),
   ];
   if (!parsed.success || problems.length > 0) throw invalid(sourceName, problems);

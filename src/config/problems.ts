@@ -18,19 +18,24 @@ export function describeIssues(
   for (const issue of issues) {
     if (issue.code === 'unrecognized_keys') {
       const section = issue.path.map(String);
-      for (const key of issue.keys) lines.set([...section, key].join('.'), describeUnknownKey(section, key));
+      for (const key of issue.keys) {
+        lines.set([...section, key].join('.'), describeUnknownKey(section, key));
+      }
       continue;
     }
     const at = issue.path.slice(0, 2).map(String);
     const path = at.join('.');
-    if (!skipKeys.has(path) && !lines.has(path)) lines.set(path, describeWrongValue(at, getAt(tree, at)));
+    if (!skipKeys.has(path) && !lines.has(path)) {
+      lines.set(path, describeWrongValue(at, getAt(tree, at)));
+    }
   }
   return [...lines.values()];
 }
 
 function describeWrongValue(at: string[], value: unknown): string {
   const path = at.join('.');
-  const expected = at.length === 1 ? 'a mapping of keys' : (schemaAt(at)?.description ?? 'a valid value');
+  const expected =
+    at.length === 1 ? 'a mapping of keys' : (schemaAt(at)?.description ?? 'a valid value');
   if (value === null || value === undefined) return `${path} is missing (expected ${expected})`;
   const secret = (SECRET_KEYS as readonly string[]).includes(path);
   return `${path} must be ${expected}, got ${describeValue(value, secret)}`;

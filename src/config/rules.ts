@@ -22,7 +22,9 @@ export function checkRules(tree: unknown): string[] {
   const problems: string[] = [];
   if (readValid(tree, 'auth.disable_auth') === false) {
     for (const path of REQUIRED_WITH_AUTH) {
-      if (isUnset(tree, path)) problems.push(`${path} is missing (required unless auth.disable_auth is true)`);
+      if (isUnset(tree, path)) {
+        problems.push(`${path} is missing (required unless auth.disable_auth is true)`);
+      }
     }
   }
   if (!isUnset(tree, 'auth.test_token') && isUnset(tree, 'auth.test_token_email')) {

@@ -15,8 +15,11 @@ export function readYamlFile(path: string, missingHint: string): unknown {
     text = readFileSync(path, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new ConfigError(`${path}: configuration file not found; ${missingHint}`, { cause: error });
-    throw new ConfigError(`${path}: cannot read configuration file (${code ?? String(error)})`, { cause: error });
+    const reason =
+      code === 'ENOENT'
+        ? `configuration file not found; ${missingHint}`
+        : `cannot read configuration file (${code ?? String(error)})`;
+    throw new ConfigError(`${path}: ${reason}`, { cause: error });
   }
   const document = parseDocument(text);
   const [error] = document.errors;
@@ -30,7 +33,9 @@ export function readYamlFile(path: string, missingHint: string): unknown {
     return document.toJS();
   } catch (error) {
     // e.g. too many aliases: the "billion laughs" guard of the yaml package.
-    throw new ConfigError(`${path}: cannot be read as YAML: ${(error as Error).message}`, { cause: error });
+    throw new ConfigError(`${path}: cannot be read as YAML: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 }
 
@@ -42,7 +47,9 @@ export function defaultsFilePath(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json'))) {
     const parent = dirname(dir);
-    if (parent === dir) throw new ConfigError(`no package.json above ${fileURLToPath(import.meta.url)}`);
+    if (parent === dir) {
+      throw new ConfigError(`no package.json above ${fileURLToPath(import.meta.url)}`);
+    }
     dir = parent;
   }
   return join(dir, 'config', 'llama_config.yaml');

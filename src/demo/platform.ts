@@ -59,6 +59,7 @@ export async function startSamplePlatform(options: SamplePlatformOptions = {}): 
   const chunkDelayMs = options.chunkDelayMs ?? 50;
   const requests: RecordedRequest[] = [];
   const streams: StreamCounters = { active: 0, aborted: 0 };
+  const stream: Streamer = (reply, events, delayMs = chunkDelayMs) => streamEvents(reply, events, delayMs, streams);
   const app = Fastify({ logger: false, bodyLimit: 10 * 1024 * 1024, forceCloseConnections: true });
 
   // Bodies stay text whatever their type: recorded and echoed verbatim, and bad JSON is answered
@@ -95,13 +96,17 @@ export async function startSamplePlatform(options: SamplePlatformOptions = {}): 
     const body = parseJsonObject(request);
     if (!Array.isArray(body.messages)) throw invalidRequest("'messages' must be an array of messages.");
     const question = readLastUserText(body.messages);
-    return answer(reply, body, 'chat', `You said: ${question || '(nothing)'}`, question, chunkDelayMs, streams);
+    return answer(
+      reply,
+      { body, flavour: 'chat', text: `You said: ${question || '(nothing)'}`, prompt: question },
+      stream,
+    );
   });
 
   app.post('/v1/completions', async (request, reply) => {
     const body = parseJsonObject(request);
     const prompt = Array.isArray(body.prompt) ? body.prompt.join('\n') : String(body.prompt ?? '');
-    return answer(reply, body, 'text', `Echo: ${prompt || '(empty prompt)'}`, prompt, chunkDelayMs, streams);
+    return answer(reply, { body, flavour: 'text', text: `Echo: ${prompt || '(empty prompt)'}`, prompt }, stream);
   });
 
   app.all('/echo/*', async (request) => ({
@@ -116,14 +121,16 @@ export async function startSamplePlatform(options: SamplePlatformOptions = {}): 
     const chunks = clamp(Number(query.chunks ?? 5), 1, MAX_STREAM_CHUNKS);
     const delayMs = clamp(Number(query.delayMs ?? chunkDelayMs), 0, MAX_STREAM_DELAY_MS);
     const events = Array.from({ length: chunks }, (_, index) => () => JSON.stringify({ index, sent_at: Date.now() }));
-    await streamEvents(reply, events, delayMs, streams);
+    await stream(reply, events, delayMs);
   });
 
-  const url = await app.listen({ port: options.port ?? 0, host: options.host ?? '127.0.0.1' }).catch((cause: unknown) => {
-    throw new GatehouseError('DEMO_LISTEN_FAILED', `sample platform cannot listen on port ${options.port ?? 0}`, {
-      cause,
+  const url = await app
+    .listen({ port: options.port ?? 0, host: options.host ?? '127.0.0.1' })
+    .catch((cause: unknown) => {
+      throw new GatehouseError('DEMO_LISTEN_FAILED', `sample platform cannot listen on port ${options.port ?? 0}`, {
+        cause,
+      });
     });
-  });
 
   return {
     url,
@@ -134,18 +141,21 @@ export async function startSamplePlatform(options: SamplePlatformOptions = {}): 
   };
 }
 
-type Flavour = 'chat' | 'text';
+type Streamer = (reply: FastifyReply, events: (() => string)[], delayMs?: number) => Promise<void>;
+
+interface Completion {
+  body: Record<string, unknown>;
+  /** `chat` for /v1/chat/completions, `text` for /v1/completions. */
+  flavour: 'chat' | 'text';
+  /** The whole answer; streamed one word per event. */
+  text: string;
+  /** What the caller asked, for the usage counts. */
+  prompt: string;
+}
 
 /** Replies with one completion object, or with one event per word when `stream` is true. */
-async function answer(
-  reply: FastifyReply,
-  body: Record<string, unknown>,
-  flavour: Flavour,
-  text: string,
-  prompt: string,
-  delayMs: number,
-  streams: StreamCounters,
-): Promise<unknown> {
+async function answer(reply: FastifyReply, completion: Completion, stream: Streamer): Promise<FastifyReply> {
+  const { body, flavour, text, prompt } = completion;
   const model = typeof body.model === 'string' ? body.model : (MODELS[0] ?? '');
   const id = `${flavour === 'chat' ? 'chatcmpl' : 'cmpl'}-${Date.now().toString(36)}`;
   const created = Math.floor(Date.now() / 1000);
@@ -168,20 +178,21 @@ async function answer(
   const streamOptions = body.stream_options as { include_usage?: unknown } | undefined;
   const includeUsage = streamOptions?.include_usage === true;
   const chunkObject = flavour === 'chat' ? 'chat.completion.chunk' : 'text_completion';
-  const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => () =>
-    JSON.stringify({ id, object: chunkObject, created, model, choices, ...extra, ...(includeUsage ? { usage: null } : {}) });
+  // With `include_usage`, every chunk carries `usage: null` and one last chunk without choices
+  // carries the totals, as OpenAI does.
+  const frame = (choices: unknown[], totals: typeof usage | null) => () =>
+    JSON.stringify({ id, object: chunkObject, created, model, choices, ...(includeUsage ? { usage: totals } : {}) });
   const events = words.map((word, index) => {
     const piece = index === 0 ? word : ` ${word}`;
     const finish_reason = index === words.length - 1 ? 'stop' : null;
-    return chunk([
+    const choice =
       flavour === 'chat'
         ? { index: 0, delta: index === 0 ? { role: 'assistant', content: piece } : { content: piece }, finish_reason }
-        : { index: 0, text: piece, logprobs: null, finish_reason },
-    ]);
+        : { index: 0, text: piece, logprobs: null, finish_reason };
+    return frame([choice], null);
   });
-  // The usage chunk has no choices and carries the totals (OpenAI `stream_options.include_usage`).
-  if (includeUsage) events.push(() => JSON.stringify({ id, object: chunkObject, created, model, choices: [], usage }));
-  await streamEvents(reply, events, delayMs, streams);
+  if (includeUsage) events.push(frame([], usage));
+  await stream(reply, events);
   return reply;
 }
 
@@ -241,12 +252,12 @@ function parseJsonObject(request: FastifyRequest): Record<string, unknown> {
 /** The text of the last user message; content may be a string or an array of text parts. */
 function readLastUserText(messages: unknown[]): string {
   const last = messages.findLast((message) => (message as { role?: unknown })?.role === 'user') as
-    | { content?: unknown }
-    | undefined;
+    { content?: unknown } | undefined;
   if (typeof last?.content === 'string') return last.content;
   if (!Array.isArray(last?.content)) return '';
-  return last.content
-    .map((part: { type?: unknown; text?: unknown }) => (part?.type === 'text' ? String(part.text ?? '') : ''))
+  return (last.content as { type?: unknown; text?: unknown }[])
+    .filter((part) => part?.type === 'text')
+    .map((part) => String(part.text ?? ''))
     .join(' ');
 }
 

@@ -9,13 +9,7 @@
  * https://openid.net/specs/openid-connect-core-1_0.html
  */
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import {
-  createServer,
-  type IncomingMessage,
-  type RequestListener,
-  type Server,
-  type ServerResponse,
-} from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, type JWK } from 'jose';
 import { GatehouseError } from '../errors.js';
@@ -94,10 +88,7 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
   let forward: RequestListener;
   /** Builds a Provider around `signingKey`; the store and cookie keys are shared by all of them. */
   const install = (signingKey: JWK): void => {
-    provider = new Provider(
-      issuer,
-      buildConfiguration({ ...options, users, signingKey, adapter: store, cookieKeys }),
-    );
+    provider = new Provider(issuer, buildConfiguration({ ...options, users, signingKey, adapter: store, cookieKeys }));
     provider.proxy = false;
     forward = provider.callback();
   };
@@ -347,12 +338,7 @@ async function submitLogin(
     sendPage(res, 403, renderLogin({ uid, email, hint: users[0], error }));
     return;
   }
-  await provider.interactionFinished(
-    req,
-    res,
-    { login: { accountId: user.sub } },
-    { mergeWithLastSubmission: false },
-  );
+  await provider.interactionFinished(req, res, { login: { accountId: user.sub } }, { mergeWithLastSubmission: false });
 }
 
 /**

@@ -1,6 +1,9 @@
 import type { FastifyRequest } from 'fastify';
+import { AuthError } from '../errors.js';
+import type { ApiKeyVerifier } from '../keys/verify.js';
 import type { SessionStore } from '../sessions/store.js';
 import type { User } from '../users/store.js';
+import type { FailedAuthLimiter } from './failure-limiter.js';
 
 export type AuthMethod = 'session' | 'api_key';
 
@@ -20,11 +23,36 @@ export interface Identifier {
   identify(request: FastifyRequest): Promise<Identity | undefined>;
 }
 
-/** Identifies browsers by their session cookie. */
-export function sessionIdentifier(sessions: SessionStore, cookieName: string): Identifier {
+export interface IdentifierOptions {
+  sessions: SessionStore;
+  sessionCookie: string;
+  keys: ApiKeyVerifier;
+  limiter: FailedAuthLimiter;
+}
+
+/** RFC 6750 2.1 `b64token`; keys are accepted from the Authorization header only, never a query string. */
+const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;
+
+/** Identifies programs by `Authorization: Bearer <key>` and browsers by their session cookie. */
+export function createIdentifier({ sessions, sessionCookie, keys, limiter }: IdentifierOptions): Identifier {
   return {
     async identify(request) {
-      const token = request.cookies[cookieName];
+      const authorization = request.headers.authorization;
+      if (authorization !== undefined) {
+        limiter.assertAllowed(request.ip);
+        const key = BEARER.exec(authorization)?.[1];
+        try {
+          if (!key) {
+            throw new AuthError('invalid_authorization_header', 'Send the API key as "Authorization: Bearer <key>".');
+          }
+          const record = await keys.verify(key);
+          return { user: record.user, method: 'api_key', keyId: record.id };
+        } catch (error) {
+          if (error instanceof AuthError) limiter.recordFailure(request.ip);
+          throw error;
+        }
+      }
+      const token = request.cookies[sessionCookie];
       if (!token) return undefined;
       const session = await sessions.find(token);
       if (!session) return undefined;

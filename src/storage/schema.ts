@@ -29,8 +29,25 @@ export interface LoginFlowsTable {
   expires_at: number;
 }
 
+/** An API key. Only its HMAC is stored; the key itself exists once, in the answer that created it. */
+export interface ApiKeysTable {
+  id: string;
+  user_id: string;
+  /** Who created it, as the provider named them at that moment. */
+  owner_subject: string;
+  owner_email: string | null;
+  name: string;
+  hash: string;
+  stub: string;
+  created_at: number;
+  expires_at: number | null;
+  last_used_at: number | null;
+  revoked_at: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
   login_flows: LoginFlowsTable;
+  api_keys: ApiKeysTable;
 }

@@ -1,10 +1,15 @@
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { html, type SafeHtml } from './html.js';
 
 export const STYLESHEET_PATH = '/v1/auth/assets/gatehouse.css';
-// The build copies this file beside the compiled module.
-const stylesheet = readFileSync(new URL('./gatehouse.css', import.meta.url), 'utf8');
+export const ACCOUNT_SCRIPT_PATH = '/v1/auth/assets/account.js';
+// The build copies assets/ beside the compiled module.
+const assetsDir = join(dirname(fileURLToPath(import.meta.url)), 'assets');
+const stylesheet = readFileSync(join(assetsDir, 'gatehouse.css'), 'utf8');
+const accountScript = readFileSync(join(assetsDir, 'account.js'), 'utf8');
 
 /** No inline script or style anywhere: a strict policy makes injected markup inert. */
 const CONTENT_SECURITY_POLICY =
@@ -33,7 +38,8 @@ export function sendPage(reply: FastifyReply, status: number, title: string, bod
     .headers({
       'content-security-policy': CONTENT_SECURITY_POLICY,
       'x-content-type-options': 'nosniff',
-      'referrer-policy': 'no-referrer',
+      // Not no-referrer: Chromium then sends `Origin: null` on form posts, which the CSRF check must refuse.
+      'referrer-policy': 'same-origin',
       'cache-control': 'no-store',
     })
     .type('text/html; charset=utf-8')
@@ -59,7 +65,10 @@ export function sendErrorPage(
 }
 
 export function registerAssets(app: FastifyInstance): void {
-  app.get(STYLESHEET_PATH, (_request, reply) =>
-    reply.type('text/css; charset=utf-8').header('cache-control', 'public, max-age=3600').send(stylesheet),
-  );
+  const asset = (path: string, type: string, body: string) =>
+    app.get(path, (_request, reply) =>
+      reply.type(type).headers({ 'cache-control': 'public, max-age=3600', 'x-content-type-options': 'nosniff' }).send(body),
+    );
+  asset(STYLESHEET_PATH, 'text/css; charset=utf-8', stylesheet);
+  asset(ACCOUNT_SCRIPT_PATH, 'text/javascript; charset=utf-8', accountScript);
 }

@@ -33,7 +33,9 @@ describe('loadConfig rejects', () => {
   });
 
   it('an unclosed flow list at the right line', () => {
-    const { path, message } = loadError('auth:\n  disable_auth: true\ngateway:\n  port: [1,\n  host: x\n');
+    const { path, message } = loadError(
+      'auth:\n  disable_auth: true\ngateway:\n  port: [1,\n  host: x\n',
+    );
     expect(message).toContain(`${path}: YAML syntax error at line 5, column 3`);
   });
 
@@ -44,8 +46,8 @@ describe('loadConfig rejects', () => {
   });
 
   it('unknown keys in other sections, listing the known keys when none is close', () => {
-    expectRejected(editsYaml({ gateway: { upstream_key: 'k', timeout: 3 } }), [
-      'gateway.upstream_key is not a known key (did you mean gateway.upstream_api_key?)',
+    expectRejected(editsYaml({ gateway: { upstream_apikey: 'k', timeout: 3 } }), [
+      'gateway.upstream_apikey is not a known key (did you mean gateway.upstream_api_key?)',
       'gateway.timeout is not a known key (known keys in gateway: host, port, upstream, upstream_api_key, data_dir)',
     ]);
     expectRejected(editsYaml({ auth_provider: { client_secrt: 'x' } }), [
@@ -64,7 +66,9 @@ describe('loadConfig rejects', () => {
     expectRejected(editsYaml({ gateway: { port: 70000 } }), [
       'gateway.port must be an integer from 0 to 65535, got 70000',
     ]);
-    expectRejected(editsYaml({ gateway: { port: 'abc' } }), ['gateway.port must be an integer from 0 to 65535, got "abc"']);
+    expectRejected(editsYaml({ gateway: { port: 'abc' } }), [
+      'gateway.port must be an integer from 0 to 65535, got "abc"',
+    ]);
   });
 
   it('a missing client_secret while auth is enabled', () => {
@@ -87,7 +91,9 @@ describe('loadConfig rejects', () => {
     const text = editsYaml({ auth_provider: { client_secret: 'prefix-${OIDC_SECRET}' } });
     const message = expectRejected(
       text,
-      ['auth_provider.client_secret uses ${OIDC_SECRET}, but the environment variable OIDC_SECRET is not set'],
+      [
+        'auth_provider.client_secret uses ${OIDC_SECRET}, but the environment variable OIDC_SECRET is not set',
+      ],
       { OTHER: 'unrelated-value' },
     );
     expect(message).not.toContain('prefix-');
@@ -116,9 +122,16 @@ describe('loadConfig rejects', () => {
   });
 
   it('a website that is not a base URL', () => {
-    const expected = 'an absolute http(s) URL without query or fragment (e.g. https://llm.example.com)';
-    for (const website of ['https://llm.example.com/?a=1', 'llm.example.com', 'ftp://llm.example.com']) {
-      expectRejected(editsYaml({ powerml: { website } }), [`powerml.website must be ${expected}, got "${website}"`]);
+    const expected =
+      'an absolute http(s) URL without query or fragment (e.g. https://llm.example.com)';
+    for (const website of [
+      'https://llm.example.com/?a=1',
+      'llm.example.com',
+      'ftp://llm.example.com',
+    ]) {
+      expectRejected(editsYaml({ powerml: { website } }), [
+        `powerml.website must be ${expected}, got "${website}"`,
+      ]);
     }
   });
 
@@ -168,7 +181,10 @@ describe('loadConfig rejects', () => {
 
   it('secrets of the wrong type or length, by their type only', () => {
     const message = expectRejected(
-      editsYaml({ auth_provider: { client_secret: 918273645546 }, auth: { key_hash_secret: 'short-hash-secret' } }),
+      editsYaml({
+        auth_provider: { client_secret: 918273645546 },
+        auth: { key_hash_secret: 'short-hash-secret' },
+      }),
       [
         'auth_provider.client_secret must be a non-empty string, got a number',
         'auth.key_hash_secret must be a string of at least 32 characters, got a string of 17 characters',

@@ -38,7 +38,8 @@ describe('loadConfig with good files', () => {
   });
 
   it('reads True/False/TRUE/false as booleans (YAML 1.2 core schema)', () => {
-    const text = 'auth:\n  disable_auth: True\nauth_provider:\n  allow_insecure_http: FALSE\ngateway:\n  upstream: http://127.0.0.1:8000\n';
+    const text =
+      'auth:\n  disable_auth: True\nauth_provider:\n  allow_insecure_http: FALSE\ngateway:\n  upstream: http://127.0.0.1:8000\n';
     const config = load(text);
     expect(config.auth.disable_auth).toBe(true);
     expect(config.auth_provider.allow_insecure_http).toBe(false);
@@ -46,7 +47,9 @@ describe('loadConfig with good files', () => {
   });
 
   it('starts without any provider keys when auth is disabled', () => {
-    const config = load('auth:\n  disable_auth: true\ngateway:\n  upstream: http://127.0.0.1:8000\n');
+    const config = load(
+      'auth:\n  disable_auth: true\ngateway:\n  upstream: http://127.0.0.1:8000\n',
+    );
     expect(config.auth.disable_auth).toBe(true);
     expect(config.auth_provider.client_id).toBeUndefined();
     expect(config.powerml.website).toBeUndefined();
@@ -58,7 +61,12 @@ describe('loadConfig with good files', () => {
       powerml: { website: 'https://${PUBLIC_HOST}/llm' },
       gateway: { port: '${PORT}', upstream_api_key: '${UPSTREAM_KEY}' },
     });
-    const env = { OIDC_SECRET: 'from-env', PUBLIC_HOST: 'llm.example.org', PORT: '8080', UPSTREAM_KEY: 'k' };
+    const env = {
+      OIDC_SECRET: 'from-env',
+      PUBLIC_HOST: 'llm.example.org',
+      PORT: '8080',
+      UPSTREAM_KEY: 'k',
+    };
     const config = load(text, env);
     expect(config.auth_provider.client_secret).toBe('from-env');
     expect(config.powerml.website).toBe('https://llm.example.org/llm');
@@ -94,7 +102,9 @@ describe('loadConfig with good files', () => {
   });
 
   it('replaces default lists instead of appending to them', () => {
-    expect(load(editsYaml({ auth_provider: { scopes: ['openid'] } })).auth_provider.scopes).toEqual(['openid']);
+    expect(load(editsYaml({ auth_provider: { scopes: ['openid'] } })).auth_provider.scopes).toEqual(
+      ['openid'],
+    );
   });
 
   it('keeps the default when a key is present but empty', () => {
@@ -111,16 +121,25 @@ describe('loadConfig with good files', () => {
     }
     const insecure = editsYaml({
       powerml: { website: 'http://llm.internal' },
-      auth_provider: { server_metadata_url: 'http://id.internal/.well-known/openid-configuration', allow_insecure_http: true },
+      auth_provider: {
+        server_metadata_url: 'http://id.internal/.well-known/openid-configuration',
+        allow_insecure_http: true,
+      },
     });
     expect(load(insecure).powerml.website).toBe('http://llm.internal');
   });
 
   it('accepts sqlite and postgres database URLs and rediss', () => {
-    for (const url of ['sqlite::memory:', 'sqlite:/var/lib/gatehouse.db', 'postgresql://u:p@db/gatehouse']) {
+    for (const url of [
+      'sqlite::memory:',
+      'sqlite:/var/lib/gatehouse.db',
+      'postgresql://u:p@db/gatehouse',
+    ]) {
       expect(load(editsYaml({ database: { url } })).database.url).toBe(url);
     }
-    expect(load(editsYaml({ redis: { url: 'rediss://cache:6380' } })).redis.url).toBe('rediss://cache:6380');
+    expect(load(editsYaml({ redis: { url: 'rediss://cache:6380' } })).redis.url).toBe(
+      'rediss://cache:6380',
+    );
   });
 
   it('validates objects in memory the same way and names the given source', () => {
@@ -131,7 +150,10 @@ describe('loadConfig with good files', () => {
 
 describe('the shipped defaults file', () => {
   it('lists every key Gatehouse knows, and nothing else', () => {
-    const defaults = parse(readFileSync(defaultsFilePath(), 'utf8')) as Record<string, Record<string, unknown>>;
+    const defaults = parse(readFileSync(defaultsFilePath(), 'utf8')) as Record<
+      string,
+      Record<string, unknown>
+    >;
     for (const [section, schema] of Object.entries(configSchema.shape)) {
       expect(Object.keys(defaults[section] ?? {}), section).toEqual(Object.keys(schema.shape));
     }
@@ -145,7 +167,9 @@ describe('the shipped defaults file', () => {
 
 describe('resolveConfigPath', () => {
   it('prefers --config, then GATEHOUSE_CONFIG, then ./llama_config_edits.yaml, always absolute', () => {
-    expect(resolveConfigPath('/etc/a.yaml', { GATEHOUSE_CONFIG: '/etc/b.yaml' })).toBe('/etc/a.yaml');
+    expect(resolveConfigPath('/etc/a.yaml', { GATEHOUSE_CONFIG: '/etc/b.yaml' })).toBe(
+      '/etc/a.yaml',
+    );
     expect(resolveConfigPath(undefined, { GATEHOUSE_CONFIG: '/etc/b.yaml' })).toBe('/etc/b.yaml');
     const fallback = resolveConfigPath(undefined, {});
     expect(isAbsolute(fallback)).toBe(true);

@@ -1,0 +1,82 @@
+import { describe, expect, expectTypeOf, it } from 'vitest';
+import { loadConfigFromObject, redactConfig, type Config } from '../../src/config/index.js';
+import { MINIMAL, SECRETS } from './fixtures.js';
+
+describe('redactConfig', () => {
+  const config = loadConfigFromObject(
+    {
+      ...MINIMAL,
+      auth: {
+        key_hash_secret: SECRETS.hash,
+        test_token: SECRETS.token,
+        test_token_email: 'ci@example.com',
+      },
+      gateway: { ...MINIMAL.gateway, upstream_api_key: SECRETS.upstream },
+      database: { url: `postgres://gatehouse:${SECRETS.dbPassword}@db.internal:5432/gatehouse` },
+      redis: { url: `rediss://:${SECRETS.redisPassword}@cache.internal:6380/0` },
+    },
+    'redact-test',
+    {},
+  );
+
+  it('leaves no secret anywhere in the output', () => {
+    const printed = JSON.stringify(redactConfig(config));
+    for (const secret of Object.values(SECRETS)) expect(printed).not.toContain(secret);
+  });
+
+  it('marks set secrets and keeps everything else readable', () => {
+    expect(redactConfig(config)).toMatchObject({
+      auth: { key_hash_secret: '***', test_token: '***', test_token_email: 'ci@example.com' },
+      auth_provider: { client_id: 'gatehouse', client_secret: '***' },
+      gateway: { upstream: 'http://127.0.0.1:8000', upstream_api_key: '***' },
+      database: { url: 'postgres://gatehouse:***@db.internal:5432/gatehouse' },
+      redis: { url: 'rediss://:***@cache.internal:6380/0' },
+    });
+  });
+
+  it('leaves unset secrets unset and the config itself untouched', () => {
+    const plain = loadConfigFromObject(MINIMAL, 'redact-test', {});
+    expect(redactConfig(plain)).toMatchObject({
+      auth: { key_hash_secret: undefined },
+      database: { url: 'sqlite:./gatehouse.db' },
+    });
+    redactConfig(config);
+    expect(config.auth_provider.client_secret).toBe(SECRETS.client);
+  });
+});
+
+describe('Config', () => {
+  it('keeps the documented shape', () => {
+    expectTypeOf<Config>().toEqualTypeOf<{
+      source: string;
+      auth: {
+        disable_auth: boolean;
+        session_idle_minutes: number;
+        session_max_hours: number;
+        api_key_prefix: string;
+        key_hash_secret?: string;
+        api_key_max_days?: number;
+        test_token?: string;
+        test_token_email?: string;
+        failed_auth_per_minute: number;
+      };
+      powerml: { website?: string };
+      auth_provider: {
+        client_id?: string;
+        client_secret?: string;
+        server_metadata_url?: string;
+        scopes: string[];
+        allow_insecure_http: boolean;
+      };
+      gateway: {
+        host: string;
+        port: number;
+        upstream: string;
+        upstream_api_key?: string;
+        data_dir: string;
+      };
+      database: { url: string };
+      redis: { url?: string };
+    }>();
+  });
+});
