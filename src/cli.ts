@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
+import { createKeyCommand, listKeysCommand, revokeKeyCommand } from './commands/keys.js';
 import { loadConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';
 import { GatehouseError } from './errors.js';
 import { createLogger } from './log.js';
 import { buildGateway } from './server.js';
+import { openStorage } from './storage/database.js';
 
 const program = new Command()
   .name('gatehouse')
@@ -57,6 +59,50 @@ program
     const { runDemo } = await import('./demo/run.js');
     await runDemo({ port: Number(options.port) });
   });
+
+const keys = program.command('keys').description('manage API keys in the configured database');
+keys
+  .command('create')
+  .description('create an API key for a user (recorded by email if they never signed in) and print it once')
+  .requiredOption('--email <email>', "the owner's email")
+  .requiredOption('--name <name>', 'a name to tell the key apart')
+  .option('--expires-in-days <days>', 'days until the key stops working', parsePositiveInteger)
+  .option(...configOption)
+  .action(async (options: { email: string; name: string; expiresInDays?: number; config?: string }) => {
+    process.stdout.write(await createKeyCommand(readConfig(options.config), options));
+  });
+keys
+  .command('list')
+  .description('list API keys (no secrets)')
+  .option('--email <email>', "only this user's keys")
+  .option(...configOption)
+  .action(async (options: { email?: string; config?: string }) => {
+    process.stdout.write(await listKeysCommand(readConfig(options.config), options));
+  });
+keys
+  .command('revoke')
+  .description('revoke an API key by id')
+  .argument('<id>', 'the key id, as shown by keys list')
+  .option(...configOption)
+  .action(async (id: string, options: { config?: string }) => {
+    process.stdout.write(await revokeKeyCommand(readConfig(options.config), id));
+  });
+
+program
+  .command('migrate')
+  .description('apply pending database migrations and exit')
+  .option(...configOption)
+  .action(async (options: { config?: string }) => {
+    const storage = await openStorage(readConfig(options.config).database.url);
+    await storage.close();
+    process.stdout.write('database is up to date\n');
+  });
+
+function parsePositiveInteger(value: string): number {
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError('must be a whole number of days, 1 or more');
+  return number;
+}
 
 program.parseAsync().catch((error: unknown) => {
   if (error instanceof GatehouseError) {

@@ -18,6 +18,8 @@ export function safeReturnTo(candidate: unknown): string {
 }
 
 function isLocalPath(path: string): boolean {
+  // Control characters are exactly what is being refused here.
+  // eslint-disable-next-line no-control-regex
   return path.startsWith('/') && !path.startsWith('//') && !path.startsWith('/\\') && !/[\u0000-\u001f\u007f]/.test(path);
 }
 

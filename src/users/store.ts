@@ -39,3 +39,13 @@ export async function recordSignIn(db: Db, identity: ProviderIdentity, now = Dat
     .returning(['id', 'issuer', 'subject', 'email', 'name'])
     .executeTakeFirstOrThrow();
 }
+
+/** Users with this email, most recent sign-in first; emails compare without case (RFC 5321 says domains do). */
+export async function findUsersByEmail(db: Db, email: string): Promise<User[]> {
+  return db
+    .selectFrom('users')
+    .select(['id', 'issuer', 'subject', 'email', 'name'])
+    .where((eb) => eb(eb.fn('lower', ['email']), '=', email.toLowerCase()))
+    .orderBy('last_login_at', 'desc')
+    .execute();
+}

@@ -35,20 +35,47 @@ interface RawResponse {
  * One request over node:http, with headers given as a flat [name, value, ...] list so names keep
  * their case, repeat, carry underscores or override Host, none of which fetch allows.
  */
-function rawRequest(url: string, options: { method?: string; path: string; headers?: string[]; body?: Buffer | string }): Promise<RawResponse> {
+function rawRequest(
+  url: string,
+  options: { method?: string; path: string; headers?: string[]; body?: Buffer | string },
+): Promise<RawResponse> {
   const headers = options.headers ?? [];
   // With a header list node:http adds no Host of its own, and HTTP/1.1 requires one (RFC 9112 3.2).
-  const withHost = headers.some((_, index) => index % 2 === 0 && headers[index]!.toLowerCase() === 'host') ? headers : ['Host', new URL(url).host, ...headers];
+  const withHost = headers.some((_, index) => index % 2 === 0 && headers[index]!.toLowerCase() === 'host')
+    ? headers
+    : ['Host', new URL(url).host, ...headers];
   return new Promise((resolve, reject) => {
-    const outgoing = httpRequest(url, { method: options.method ?? 'GET', path: options.path, headers: withHost }, (response) => {
-      const parts: Buffer[] = [];
-      response.on('data', (part: Buffer) => parts.push(part));
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(parts) }));
-      response.on('error', reject);
-    });
+    const outgoing = httpRequest(
+      url,
+      { method: options.method ?? 'GET', path: options.path, headers: withHost },
+      (response) => {
+        const parts: Buffer[] = [];
+        response.on('data', (part: Buffer) => parts.push(part));
+        response.on('end', () =>
+          resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(parts) }),
+        );
+        response.on('error', reject);
+      },
+    );
     outgoing.on('error', reject);
     outgoing.end(options.body);
   });
+}
+
+interface CreatedKey {
+  id: string;
+  key: string;
+}
+
+/** Creates an API key for the signed-in user the way the account page's script does. */
+async function createApiKey(stack: FaultyStack, session: string): Promise<CreatedKey> {
+  const response = await fetch(`${stack.url}/v1/auth/api-keys`, {
+    method: 'POST',
+    headers: { cookie: sessionCookie(session), origin: stack.url, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'proxy test' }),
+  });
+  expect(response.status).toBe(201);
+  return (await response.json()) as CreatedKey;
 }
 
 function sessionCookie(session: string, others = ''): string {
@@ -121,7 +148,12 @@ async function startByteEchoUpstream(): Promise<ByteEchoUpstream> {
 }
 
 /** A server that must never be reached: it stands for a host an attacker names. */
-async function startDecoy(): Promise<{ url: string; host: string; hits: { url: string; headers: IncomingHttpHeaders }[]; close(): Promise<void> }> {
+async function startDecoy(): Promise<{
+  url: string;
+  host: string;
+  hits: { url: string; headers: IncomingHttpHeaders }[];
+  close(): Promise<void>;
+}> {
   const hits: { url: string; headers: IncomingHttpHeaders }[] = [];
   const server = createServer((request, response) => {
     hits.push({ url: request.url ?? '', headers: request.headers });
@@ -165,7 +197,10 @@ function platformSaw(marker: string): boolean {
 describe('a request that is not signed in', () => {
   it('sends a browser GET to sign in, carrying the original path and query', async () => {
     const asked = '/v1/models?x=1&x=2&q=hello%20world';
-    const response = await fetch(`${stack.url}${asked}`, { headers: { accept: 'text/html,application/xhtml+xml' }, redirect: 'manual' });
+    const response = await fetch(`${stack.url}${asked}`, {
+      headers: { accept: 'text/html,application/xhtml+xml' },
+      redirect: 'manual',
+    });
     expect(response.status).toBe(302);
     expect(response.headers.get('location')).toBe(`/v1/auth/login?return_to=${encodeURIComponent(asked)}`);
   });
@@ -203,7 +238,9 @@ describe('a request that is not signed in', () => {
   it('never forwards a request whose only credential is a Bearer token or an unknown session', async () => {
     const marker = `unauthenticated-${Date.now()}`;
     const bearer = await fetch(`${stack.url}/echo/${marker}`, { headers: { authorization: 'Bearer whatever' } });
-    const forged = await fetch(`${stack.url}/echo/${marker}`, { headers: { cookie: sessionCookie('forged-session-id') } });
+    const forged = await fetch(`${stack.url}/echo/${marker}`, {
+      headers: { cookie: sessionCookie('forged-session-id') },
+    });
     expect([bearer.status, forged.status]).toEqual([401, 401]);
     expect(platformSaw(marker)).toBe(false);
   });
@@ -313,7 +350,10 @@ describe('bodies and statuses, byte for byte', () => {
         },
       });
       // A gateway that buffered the body would wait for the end the client is still holding back.
-      const stalled = setTimeout(() => reject(new Error('no answer before the body ended: the upload was buffered')), 5_000);
+      const stalled = setTimeout(
+        () => reject(new Error('no answer before the body ended: the upload was buffered')),
+        5_000,
+      );
       outgoing.on('error', reject);
       outgoing.on('response', (response) => {
         let text = '';
@@ -335,7 +375,9 @@ describe('bodies and statuses, byte for byte', () => {
   });
 
   it.each([201, 202, 404, 409, 500, 503])('passes an upstream %i back unchanged', async (status) => {
-    const response = await fetch(`${byteStack.url}/status/${status}`, { headers: { cookie: sessionCookie(byteSession) } });
+    const response = await fetch(`${byteStack.url}/status/${status}`, {
+      headers: { cookie: sessionCookie(byteSession) },
+    });
     expect(response.status).toBe(status);
     expect(response.headers.get('x-upstream-says')).toBe('hello');
   });
@@ -375,7 +417,6 @@ const spoofed: [name: string, value: string][] = [
   ['X-Original-URL', '/admin'],
   ['X-Original-URI', '/admin'],
   ['X-Rewrite-URL', '/admin'],
-  ['Authorization', 'Bearer whatever'],
   ['Proxy-Authorization', 'Basic YWRtaW46YWRtaW4='],
   ['Host', 'evil.example'],
 ];
@@ -387,7 +428,10 @@ function allValues(headers: IncomingHttpHeaders): string {
 
 describe('identity headers come from the gateway only', () => {
   async function echoWithHeaders(headers: string[]): Promise<Echo> {
-    const response = await rawRequest(stack.url, { path: '/echo/whoami', headers: ['Cookie', sessionCookie(session), ...headers] });
+    const response = await rawRequest(stack.url, {
+      path: '/echo/whoami',
+      headers: ['Cookie', sessionCookie(session), ...headers],
+    });
     expect(response.status).toBe(200);
     return JSON.parse(response.body.toString()) as Echo;
   }
@@ -415,18 +459,44 @@ describe('identity headers come from the gateway only', () => {
     const seen = await echoWithHeaders(spoofed.flat());
     expectGatewayIdentity(seen);
     expect(allValues(seen.headers)).not.toMatch(/admin|1\.2\.3\.4|evil|whatever|gopher/);
-    expect(Object.keys(seen.headers).filter((name) => /forwarded|remote|auth|real-ip|client-ip|original|rewrite|x-user|gatehouse/.test(name)).sort()).toEqual([
-      'x-forwarded-email',
-      'x-forwarded-for',
-      'x-forwarded-host',
-      'x-forwarded-proto',
-      'x-forwarded-user',
-    ]);
+    expect(
+      Object.keys(seen.headers)
+        .filter((name) => /forwarded|remote|auth|real-ip|client-ip|original|rewrite|x-user|gatehouse/.test(name))
+        .sort(),
+    ).toEqual(['x-forwarded-email', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-user']);
   });
 
   it('keeps its identity headers when the client lists them in Connection', async () => {
-    const seen = await echoWithHeaders(['Connection', 'keep-alive, X-Forwarded-User, X-Forwarded-Email, X-Forwarded-For']);
+    const seen = await echoWithHeaders([
+      'Connection',
+      'keep-alive, X-Forwarded-User, X-Forwarded-Email, X-Forwarded-For',
+    ]);
     expectGatewayIdentity(seen);
+  });
+
+  it('refuses a signed-in request that also carries an unknown Bearer key, without forwarding it', async () => {
+    const marker = `bearer-with-session-${Date.now()}`;
+    const response = await rawRequest(stack.url, {
+      path: `/echo/${marker}`,
+      headers: ['Cookie', sessionCookie(session), 'Authorization', 'Bearer whatever'],
+    });
+    expect(response.status).toBe(401);
+    expect((JSON.parse(response.body.toString()) as OpenAiError).error.code).toBe('invalid_api_key');
+    expect(platformSaw(marker)).toBe(false);
+  });
+
+  it("forwards an API-key request with the key's owner and id, never the key itself", async () => {
+    const { id, key } = await createApiKey(stack, session);
+    const response = await rawRequest(stack.url, {
+      path: '/echo/with-key',
+      headers: ['Authorization', `Bearer ${key}`, 'X-Forwarded-Key-Id', 'key_admin', 'X-Forwarded-User', 'admin'],
+    });
+    expect(response.status).toBe(200);
+    const seen = JSON.parse(response.body.toString()) as Echo;
+    expect(seen.headers['x-forwarded-user']).toBe(TEST_SUBJECT);
+    expect(seen.headers['x-forwarded-key-id']).toBe(id);
+    expect(seen.headers.authorization).toBeUndefined();
+    expect(allValues(seen.headers)).not.toMatch(new RegExp(`${key}|admin`));
   });
 
   it("removes the gateway's cookies and keeps the platform's", async () => {
@@ -451,15 +521,24 @@ describe('with an upstream API key configured', () => {
   });
   afterAll(() => keyStack.close());
 
-  it("sends the platform the gateway's key instead of the client's", async () => {
+  it('sends the platform the upstream key on a signed-in request', async () => {
     const response = await rawRequest(keyStack.url, {
       path: '/echo/key',
-      headers: ['Cookie', sessionCookie(keySession), 'Authorization', 'Bearer sk-client-key', 'authorization', 'Bearer second'],
+      headers: ['Cookie', sessionCookie(keySession)],
     });
+    expect(response.status).toBe(200);
     const seen = JSON.parse(response.body.toString()) as Echo;
     expect(seen.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
-    expect(allValues(seen.headers)).not.toContain('sk-client-key');
     expect(seen.headers['x-forwarded-user']).toBe(TEST_SUBJECT);
+  });
+
+  it("sends the platform the upstream key instead of the client's API key", async () => {
+    const { key } = await createApiKey(keyStack, keySession);
+    const response = await rawRequest(keyStack.url, { path: '/echo/key', headers: ['Authorization', `Bearer ${key}`] });
+    expect(response.status).toBe(200);
+    const seen = JSON.parse(response.body.toString()) as Echo;
+    expect(seen.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
+    expect(allValues(seen.headers)).not.toContain(key);
   });
 
   it.each([
@@ -468,8 +547,11 @@ describe('with an upstream API key configured', () => {
   ])('never sends the key to a host named in %s', async (_label, target) => {
     const decoy = await startDecoy();
     try {
-      const response = await rawRequest(keyStack.url, { path: target(decoy.host), headers: ['Cookie', sessionCookie(keySession)] });
-      expect(decoy.hits).toEqual([]);
+      const response = await rawRequest(keyStack.url, {
+        path: target(decoy.host),
+        headers: ['Cookie', sessionCookie(keySession)],
+      });
+      expect(decoy.hits.map((hit) => ({ url: hit.url, authorization: hit.headers.authorization }))).toEqual([]);
       expect(response.body.toString()).not.toBe('decoy');
     } finally {
       await decoy.close();
@@ -510,7 +592,9 @@ describe('cross-site requests with the session cookie (CSRF)', () => {
     ['no Origin and no Sec-Fetch-Site', {}],
   ])('refuses a POST with %s', async (_label, headers: Record<string, string>) => {
     const marker = `csrf-${Math.random().toString(36).slice(2)}`;
-    const resolved = Object.fromEntries(Object.entries(headers).map(([name, value]) => [name, value.replace('STACK', stack.url)]));
+    const resolved = Object.fromEntries(
+      Object.entries(headers).map(([name, value]) => [name, value.replace('STACK', stack.url)]),
+    );
     await expectRefused(await post(marker, resolved), marker);
   });
 
@@ -533,6 +617,18 @@ describe('cross-site requests with the session cookie (CSRF)', () => {
   it('lets a POST through with no Origin but Sec-Fetch-Site: same-origin', async () => {
     const marker = `fetch-site-${Date.now()}`;
     const response = await post(marker, { 'sec-fetch-site': 'same-origin' });
+    expect(response.status).toBe(200);
+    expect(platformSaw(marker)).toBe(true);
+  });
+
+  it('lets a program POST with an API key and no Origin through (no cookie, so no CSRF)', async () => {
+    const { key } = await createApiKey(stack, session);
+    const marker = `api-key-post-${Date.now()}`;
+    const response = await fetch(`${stack.url}/echo/${marker}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: '{}',
+    });
     expect(response.status).toBe(200);
     expect(platformSaw(marker)).toBe(true);
   });
@@ -561,7 +657,9 @@ describe('cross-site requests with the session cookie (CSRF)', () => {
 
 describe('streaming', () => {
   it('passes server-sent events through one by one as the platform writes them', async () => {
-    const response = await fetch(`${stack.url}/slow-stream?chunks=5&delayMs=200`, { headers: { cookie: sessionCookie(session) } });
+    const response = await fetch(`${stack.url}/slow-stream?chunks=5&delayMs=200`, {
+      headers: { cookie: sessionCookie(session) },
+    });
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
     const { frames } = await readFrames(response);
@@ -577,7 +675,11 @@ describe('streaming', () => {
     const response = await fetch(`${stack.url}/v1/chat/completions`, {
       method: 'POST',
       headers: fromGateway(stack, session, { 'content-type': 'application/json' }),
-      body: JSON.stringify({ model: 'demo-small', stream: true, messages: [{ role: 'user', content: 'one two three four five six' }] }),
+      body: JSON.stringify({
+        model: 'demo-small',
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three four five six' }],
+      }),
     });
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
@@ -585,7 +687,10 @@ describe('streaming', () => {
     expect(frames.at(-1)!.data).toBe('[DONE]');
     const text = frames
       .slice(0, -1)
-      .map((frame) => (JSON.parse(frame.data) as { choices: { delta: { content?: string } }[] }).choices[0]!.delta.content ?? '')
+      .map(
+        (frame) =>
+          (JSON.parse(frame.data) as { choices: { delta: { content?: string } }[] }).choices[0]!.delta.content ?? '',
+      )
       .join('');
     expect(text).toBe('You said: one two three four five six');
     expect(reads).toBeGreaterThan(1);
@@ -633,7 +738,10 @@ describe('logout', () => {
     const atProvider = await browser.fetch(location.href);
     expect(atProvider.status).toBe(302);
     expect(atProvider.headers.get('location')).toBe(new URL(stack.url).href);
-    expect(stack.provider.logoutRequests.at(-1)).toMatchObject({ idTokenHint: idToken, postLogoutRedirectUri: stack.url });
+    expect(stack.provider.logoutRequests.at(-1)).toMatchObject({
+      idTokenHint: idToken,
+      postLogoutRedirectUri: stack.url,
+    });
 
     const replayed = await fetch(`${stack.url}/v1/auth/me`, { headers: { cookie: sessionCookie(own) } });
     expect(replayed.status).toBe(401);

@@ -13,7 +13,11 @@ export interface SignInHops {
  * Runs login -> provider -> callback in `browser` against a provider that signs in without a
  * form (the faulty test provider), and returns the callback's answer unread.
  */
-export async function signIn(stack: { url: string }, browser: Browserless, returnTo = '/v1/models'): Promise<SignInHops> {
+export async function signIn(
+  stack: { url: string },
+  browser: Browserless,
+  returnTo = '/v1/models',
+): Promise<SignInHops> {
   const login = await browser.fetch(`${stack.url}/v1/auth/login?return_to=${encodeURIComponent(returnTo)}`);
   expect(login.status).toBe(302);
   const authorizeUrl = new URL(login.headers.get('location')!);
