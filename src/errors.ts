@@ -54,6 +54,6 @@ export class ProviderError extends GatehouseError {}
 /** The platform behind the gateway could not be reached or broke off. */
 export class UpstreamError extends HttpError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(502, 'UPSTREAM_UNAVAILABLE', message, options);
+    super(502, 'upstream_unavailable', message, options);
   }
 }

@@ -14,7 +14,9 @@ export function safeReturnTo(candidate: unknown): string {
   if (decoded === undefined || !isLocalPath(candidate) || !isLocalPath(decoded)) return '/';
   const resolved = new URL(candidate, PLACEHOLDER_ORIGIN);
   if (resolved.origin !== PLACEHOLDER_ORIGIN) return '/';
-  return resolved.pathname + resolved.search + resolved.hash;
+  const path = resolved.pathname + resolved.search + resolved.hash;
+  // Resolving dot segments can turn `/.//evil.com` into `//evil.com` (RFC 3986 5.2.4), so check again.
+  return isLocalPath(path) ? path : '/';
 }
 
 function isLocalPath(path: string): boolean {

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { Agent, request as undiciRequest } from 'undici';
+import { Agent } from 'undici';
 import { HttpError, UpstreamError } from '../errors.js';
 import { buildClientHeaders, buildUpstreamHeaders, type ForwardContext } from './headers.js';
 
@@ -46,11 +46,18 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       if (!reply.raw.writableFinished) aborter.abort();
     };
     reply.raw.once('close', abortIfUnfinished);
+    const target = request.raw.url ?? '';
+    // Only an origin-form target (RFC 9112 3.2.1) is a path; `//host/x` or `http://host/x` must never
+    // choose the upstream host, so the path is passed on verbatim, dot segments included.
+    if (!target.startsWith('/')) {
+      throw new HttpError(400, 'invalid_request_target', 'The request target must be a path starting with /.');
+    }
     const hasBody = request.raw.headers['content-length'] !== undefined || request.raw.headers['transfer-encoding'] !== undefined;
     let upstream;
     try {
-      upstream = await undiciRequest(new URL(basePath + request.raw.url, base.origin), {
-        dispatcher: agent,
+      upstream = await agent.request({
+        origin: base.origin,
+        path: basePath + target,
         method: request.raw.method as 'GET',
         headers: buildUpstreamHeaders(request.raw.headers, {
           ...context,
@@ -62,7 +69,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       });
     } catch (error) {
       if (aborter.signal.aborted) return;
-      throw describeUpstreamFailure(options.upstream, error);
+      request.log.warn({ err: error, upstream: options.upstream }, 'platform request failed');
+      throw describeUpstreamFailure(error);
     }
     reply.code(upstream.statusCode).headers(buildClientHeaders(upstream.headers));
     if (request.raw.method === 'HEAD') {
@@ -74,12 +82,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   return Object.assign(forward, { close: () => agent.close() });
 }
 
-function describeUpstreamFailure(upstream: string, error: unknown): HttpError {
-  const code = (error as { code?: string }).code;
-  if (code === 'UND_ERR_HEADERS_TIMEOUT') {
-    return new HttpError(504, 'UPSTREAM_TIMEOUT', `the platform at ${upstream} did not answer in time`, { cause: error });
+/** The platform's internal address stays in the log; the caller learns only what happened. */
+function describeUpstreamFailure(error: unknown): HttpError {
+  if ((error as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT') {
+    return new HttpError(504, 'upstream_timeout', 'The platform did not answer in time.', { cause: error });
   }
-  return new UpstreamError(`the platform at ${upstream} is not reachable (${code ?? (error as Error).message})`, {
-    cause: error,
-  });
+  return new UpstreamError('The platform behind the gateway is not reachable; try again shortly.', { cause: error });
 }

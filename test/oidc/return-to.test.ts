@@ -89,11 +89,11 @@ const kept: string[] = [
 ];
 
 describe('safeReturnTo', () => {
-  it.each(hostile)('falls back to / for a %s', (_label, value) => {
+  it.each(hostile)('falls back to / for %s', (_label, value) => {
     expect(safeReturnTo(value)).toBe('/');
   });
 
-  it.each(dotSegmentEscapes)('falls back to / for a %s', (_label, value) => {
+  it.each(dotSegmentEscapes)('falls back to / for %s', (_label, value) => {
     expect(safeReturnTo(value)).toBe('/');
   });
 

@@ -1,3 +1,6 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { loadConfigFromObject } from '../../src/config/index.js';
 import { startDemoProvider, DEMO_USER, type DemoProvider } from '../../src/demo/provider.js';
@@ -33,7 +36,13 @@ export async function startGateway(
     },
   });
   const config = loadConfigFromObject(
-    deepMerge({ gateway: { host: '127.0.0.1', port: listenPort }, database: { url: 'sqlite::memory:' } }, edits(website)),
+    deepMerge(
+      {
+        gateway: { host: '127.0.0.1', port: listenPort, data_dir: mkdtempSync(join(tmpdir(), 'gatehouse-test-')) },
+        database: { url: 'sqlite::memory:' },
+      },
+      edits(website),
+    ),
     'test',
   );
   const gateway = await buildGateway(config, createLogger('debug', sink));
