@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import SqliteDatabase from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateApiKey } from '../../src/keys/format.js';
 import { hashApiKey } from '../../src/keys/hash-secret.js';
 import { TEST_TOKEN_WARNING } from '../../src/server.js';
 import { Browserless } from '../support/browserless.js';
@@ -279,7 +280,10 @@ describe('API keys on a gateway with default settings', () => {
       expect(((await otherList.json()) as { data: ListedKey[] }).data).toEqual([]);
       const deleted = await withKey(stack, TEST_TOKEN, `/v1/auth/api-keys/${created.id}`, { method: 'DELETE' });
       await expectApiError(deleted, 404, 'api_key_not_found');
-      const formRevoke = await withKey(stack, TEST_TOKEN, `/v1/auth/account/keys/${created.id}/revoke`, { method: 'POST' });
+      const formRevoke = await withKey(stack, TEST_TOKEN, `/v1/auth/account/keys/${created.id}/revoke`, {
+        method: 'POST',
+        redirect: 'manual',
+      });
       expect(formRevoke.status).toBe(303);
       expect((await withKey(stack, created.key)).status).toBe(200);
       expect((await listKeys(stack, owner)).find((key) => key.id === created.id)!.revoked_at).toBeNull();
@@ -397,7 +401,7 @@ describe('API keys on a gateway with default settings', () => {
       expect(page).toContain(`gth_…${created.key.slice(-4)}`);
       expect(page).toContain(`data-key-id="${created.id}"`);
       expect(page).not.toMatch(/<script(?![^>]*\ssrc=)[^>]*>/);
-      expect(page).not.toMatch(/\son[a-z]+=/i);
+      expect(page).not.toMatch(/<[^>]+\son[a-z]+=/i);
       for (const key of issued) expect(page).not.toContain(secretPartOf(key));
     });
 
@@ -417,7 +421,7 @@ describe('API keys on a gateway with default settings', () => {
       expect(response.headers.get('content-security-policy')).not.toMatch(/unsafe-inline/);
       expect(response.headers.get('cache-control')).toBe('no-store');
       const page = await response.text();
-      const key = /id="new-key-value"[^>]*value="([^"]+)"/.exec(page)?.[1] ?? /value="([^"]+)"[^>]*id="new-key-value"/.exec(page)?.[1];
+      const key = /id="new-key-value"[^>]*value="([^"]+)"/.exec(page)?.[1];
       expect(key).toMatch(KEY_SHAPE);
       issued.push(key!);
       expect((await withKey(stack, key!)).status).toBe(200);
@@ -433,7 +437,8 @@ describe('API keys on a gateway with default settings', () => {
       await createKey(stack, owner, { name });
       const page = await (await owner.fetch(`${stack.url}/v1/auth/account`)).text();
       expect(page).not.toContain('<img src=x');
-      expect(page).toContain('&lt;img src=x onerror=alert(1)&gt;');
+      expect(page).toContain('&lt;img src=x onerror=alert(1)&gt;&quot;&#39;&amp;');
+      expect(page).not.toContain('"\'&');
     });
 
     const badForms: Array<[string, Record<string, string>]> = [
@@ -542,9 +547,9 @@ describe('API keys on a gateway with default settings', () => {
   describe('refused keys', () => {
     it('refuses an unknown key that is well formed: 401 invalid_api_key, without echoing it', async () => {
       const created = await createKey(stack, owner, { name: 'template' });
-      // Another real-looking key that was never issued: same prefix, valid checksum shape not needed.
-      const unknown = `gth_${'A'.repeat(30)}${created.key.slice(-6)}`;
-      for (const candidate of [unknown, created.key.slice(0, -1) + (created.key.endsWith('A') ? 'B' : 'A')]) {
+      const neverIssued = generateApiKey('gth_');
+      const mistyped = created.key.slice(0, -1) + (created.key.endsWith('A') ? 'B' : 'A');
+      for (const candidate of [neverIssued, mistyped]) {
         const response = await withKey(stack, candidate);
         expect(response.headers.get('www-authenticate')).toMatch(/^Bearer/);
         const text = await expectApiError(response, 401, 'invalid_api_key');
@@ -728,8 +733,6 @@ describe('slowing down guessing: auth.failed_auth_per_minute', () => {
         expect(retryAfter).toBeLessThanOrEqual(60);
         expect(text).not.toContain(secretPartOf(created.key));
       }
-      // Malformed headers count as failures too, and are refused the same way once over the limit.
-      await expectApiError(await fetch(`${stack.url}/echo/x`, { headers: { authorization: 'Token abc' } }), 429);
     } finally {
       await stack.close();
     }

@@ -232,7 +232,7 @@ describe.skipIf(!available)('the gateway in a real browser', () => {
       await createKey(page, 'csp-check');
       await page.click('#copy-key');
       await expect.poll(() => page.locator('#copy-key').textContent()).toBe('Copied');
-      const cardBackground = await page.locator('main.card').evaluate<string>('(element) => getComputedStyle(element).backgroundColor');
+      const cardBackground = await page.evaluate<string>("getComputedStyle(document.querySelector('main.card')).backgroundColor");
       expect(cardBackground).toBe('rgb(255, 255, 255)');
 
       expect(problems).toEqual([]);
