@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import fastifyCookie from '@fastify/cookie';
+import formbody from '@fastify/formbody';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { registerAdminRoutes } from './admin/routes.js';
+import { AuditLog } from './audit/log.js';
 import type { Config } from './config/index.js';
 import { HttpError } from './errors.js';
 import { sendApiError } from './http/errors.js';
@@ -14,7 +17,11 @@ import { ApiKeyVerifier, type StaticKey } from './keys/verify.js';
 import type { Logger } from './log.js';
 import { ProviderConnection } from './oidc/provider.js';
 import { registerAuthRoutes } from './oidc/routes.js';
+import { compileAccessRules } from './policy/access.js';
+import { registerForwardAuth } from './policy/forward-auth.js';
+import { createTrustedPeerCheck } from './policy/trusted-proxies.js';
 import { createForwarder } from './proxy/forward.js';
+import { InFlightRequests } from './proxy/in-flight.js';
 import { proxyRoutes } from './proxy/route.js';
 import { cookieNamesFor } from './sessions/cookies.js';
 import { SessionStore } from './sessions/store.js';
@@ -33,6 +40,10 @@ const PURGE_INTERVAL_MS = 10 * 60_000;
 
 export const AUTH_DISABLED_WARNING =
   'auth.disable_auth is true: every request is forwarded to the platform without sign-in';
+export const TEST_TOKEN_WARNING = 'auth.test_token is set: anyone holding it is let in as auth.test_token_email';
+
+/** Statuses that mean "someone was turned away", recorded in the audit log by class. */
+const DENIAL_STATUSES = new Set([401, 403, 429]);
 
 /** Composes the gateway from its parts; holds no logic of its own. */
 export async function buildGateway(config: Config, log: Logger): Promise<Gateway> {
@@ -40,11 +51,15 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   const website = config.powerml.website;
   const secureCookies = website?.startsWith('https:') ?? false;
   const cookies = cookieNamesFor(secureCookies);
+  const inFlight = new InFlightRequests();
+  const audit = new AuditLog(storage.db, log);
   const forwarder = createForwarder({
     upstream: config.gateway.upstream,
     upstreamApiKey: config.gateway.upstream_api_key,
     gatewayCookies: [cookies.session, cookies.loginFlow],
+    inFlight,
   });
+  const { trusted_proxies: trustedProxies } = config.gateway;
 
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
@@ -53,9 +68,23 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     return503OnClosing: true,
+    // X-Forwarded-For is believed only from the proxies the operator named.
+    trustProxy: trustedProxies.length ? [...trustedProxies] : false,
+    // A typo such as "expires_in" must be an error, not silently dropped; "30" is not a number.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   });
   app.setErrorHandler((error, request, reply) => {
-    if (error instanceof HttpError) return sendApiError(reply, error.status, error.code, error.message, error.headers);
+    if (error instanceof HttpError) {
+      if (DENIAL_STATUSES.has(error.status)) {
+        audit.record(request, {
+          event: 'request_denied',
+          actor: request.identity?.user,
+          target: request.url.split('?')[0]?.slice(0, 256),
+          detail: { reason: error.code, status: error.status },
+        });
+      }
+      return sendApiError(reply, error.status, error.code, error.message, error.headers);
+    }
     const status = (error as { statusCode?: number }).statusCode;
     if (status && status < 500) {
       const { code = 'bad_request', message } = error as { code?: string; message: string };
@@ -65,6 +94,8 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     return sendApiError(reply, 500, 'internal_error', `Gatehouse could not complete this request (request id ${request.id}).`);
   });
   await app.register(fastifyCookie);
+  // Pages post plain HTML forms; the proxy's own context replaces every parser with a pass-through.
+  await app.register(formbody);
   registerAssets(app);
 
   const checks: ReadinessCheck[] = [{ name: 'database', check: () => storage.ping().then(() => undefined) }];
@@ -78,7 +109,8 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     log.warn(AUTH_DISABLED_WARNING);
     await app.register(proxyRoutes, { forwarder });
   } else {
-    const { client_id, client_secret, server_metadata_url, allow_insecure_http, scopes } = config.auth_provider;
+    const { client_id, client_secret, server_metadata_url, allow_insecure_http, scopes, groups_claim } =
+      config.auth_provider;
     provider = new ProviderConnection(
       {
         metadataUrl: server_metadata_url!,
@@ -105,31 +137,37 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       warnings.push(TEST_TOKEN_WARNING);
       log.warn(TEST_TOKEN_WARNING);
     }
-    keyVerifier = new ApiKeyVerifier(keyStore, config.auth.api_key_prefix, testToken);
+    const verifier = (keyVerifier = new ApiKeyVerifier(keyStore, config.auth.api_key_prefix, testToken));
     const identifier = createIdentifier({
       sessions,
       sessionCookie: cookies.session,
-      keys: keyVerifier,
+      keys: verifier,
       limiter: new FailedAuthLimiter(config.auth.failed_auth_per_minute),
     });
+    const rules = compileAccessRules(config.gateway.public_paths, config.gateway.admin_paths);
     registerAuthRoutes(app, {
       db: storage.db,
       provider,
       sessions,
       identifier,
+      audit,
       cookies,
       secureCookies,
       website,
       scopes,
+      signInRules: {
+        allowedDomains: config.auth.allowed_email_domains,
+        allowUnverified: config.auth.allow_unverified_email,
+        allowedGroups: config.auth.allowed_groups,
+        adminEmails: config.auth.admin_emails,
+        adminGroups: config.auth.admin_groups,
+        groupsClaim: groups_claim,
+      },
     });
-    registerKeyRoutes(app, {
-      store: keyStore,
-      verifier: keyVerifier,
-      identifier,
-      website,
-      maxDays: config.auth.api_key_max_days,
-    });
-    await app.register(proxyRoutes, { forwarder, identifier, website });
+    registerKeyRoutes(app, { store: keyStore, verifier, identifier, audit, website, maxDays: config.auth.api_key_max_days });
+    registerAdminRoutes(app, { db: storage.db, keys: keyStore, verifier, identifier, audit, inFlight, website });
+    registerForwardAuth(app, { identifier, rules, website, isTrustedPeer: createTrustedPeerCheck(trustedProxies) });
+    await app.register(proxyRoutes, { forwarder, gate: { identifier, website, rules } });
   }
   registerHealthRoutes(app, checks, warnings);
 
@@ -146,8 +184,6 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     },
   };
 }
-
-export const TEST_TOKEN_WARNING = 'auth.test_token is set: anyone holding it is let in as auth.test_token_email';
 
 /** Lamini's static test token: accepted as a key of a user of its own, with a warning every start. */
 async function loadTestToken(config: Config, db: Db): Promise<StaticKey | undefined> {

@@ -1,13 +1,15 @@
 import { closest, distance } from 'fastest-levenshtein';
 import type { z } from 'zod';
 import { describeValue } from './describe.js';
-import { SECRET_KEYS, schemaAt } from './schema.js';
+import { ITEM_PROBLEM, SECRET_KEYS, schemaAt } from './schema.js';
 import { getAt } from './tree.js';
 
 /**
  * Turns zod's issues into one line per key, each naming the full key path, what is wrong and
  * what is expected. zod's own messages are not used: they are written for developers, and an
- * issue for one list item is reported on its key, with the key's whole value.
+ * issue for one list item is reported on its key, with the key's whole value. The exception is
+ * an item checked by schema.ts's own code (a regular expression, a domain): its message is
+ * Gatehouse's, and says which item and why, so each such item gets its own line.
  */
 export function describeIssues(
   issues: readonly z.core.$ZodIssue[],
@@ -25,11 +27,26 @@ export function describeIssues(
     }
     const at = issue.path.slice(0, 2).map(String);
     const path = at.join('.');
+    if (issue.code === 'custom' && issue.params?.[ITEM_PROBLEM] === true) {
+      if (!skipKeys.has(path)) {
+        const item = itemPath(issue.path, tree);
+        lines.set(item, `${item} ${issue.message}`);
+      }
+      continue;
+    }
     if (!skipKeys.has(path) && !lines.has(path)) {
       lines.set(path, describeWrongValue(at, getAt(tree, at)));
     }
   }
   return [...lines.values()];
+}
+
+/** `gateway.public_paths[1]`; just the key when the operator wrote one value rather than a list. */
+function itemPath(path: readonly PropertyKey[], tree: unknown): string {
+  const key = path.slice(0, 2).map(String);
+  if (!Array.isArray(getAt(tree, key))) return key.join('.');
+  const indexes = path.slice(2).map((step) => `[${String(step)}]`);
+  return key.join('.') + indexes.join('');
 }
 
 function describeWrongValue(at: string[], value: unknown): string {

@@ -1,4 +1,6 @@
+import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
+import { describeValue } from './describe.js';
 
 /** Key paths holding secrets: redacted by `config check`, described only by type in messages. */
 export const SECRET_KEYS = [
@@ -53,7 +55,93 @@ const httpUrl = ({ query }: { query: boolean }) =>
 /** A base URL that paths are appended to, so a trailing slash would double up. */
 const baseUrl = () => httpUrl({ query: false }).transform((value) => value.replace(/\/+$/, ''));
 
-const auth = z.strictObject({
+/**
+ * Marks an issue about one list item whose message is written for the operator; problems.ts
+ * prints it after the item's path (`gateway.public_paths[1] is not ...`) instead of the key's
+ * generic description.
+ */
+export const ITEM_PROBLEM = 'gatehouse_item_problem';
+
+/** A string checked by `problemWith`, which returns what is wrong with it, or undefined. */
+const checkedString = (problemWith: (value: string) => string | undefined) =>
+  z.string().superRefine((value, ctx) => {
+    const problem = problemWith(value);
+    if (problem !== undefined) {
+      ctx.addIssue({ code: 'custom', message: problem, params: { [ITEM_PROBLEM]: true } });
+    }
+  });
+
+/** A list; absent or null is the empty list. */
+const list = <T extends z.ZodType>(item: T) => z.preprocess((value) => value ?? [], z.array(item));
+
+/** Like `list`, but one string is a list of one, as older configurations wrote it. */
+const oneOrList = <T extends z.ZodType>(item: T) =>
+  z.preprocess((value) => (typeof value === 'string' ? [value] : (value ?? [])), z.array(item));
+
+/** Lowercases A-Z only: `toLowerCase` maps some non-ASCII letters to ASCII (U+212A KELVIN SIGN to k). */
+const asciiLowercase = (value: string) => value.replace(/[A-Z]/g, (letter) => letter.toLowerCase());
+
+const unique = <T>(items: readonly T[]) => [...new Set(items)];
+
+const DOMAIN_LABEL = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
+const DOMAIN = new RegExp(`^\\.?${DOMAIN_LABEL}(?:\\.${DOMAIN_LABEL})+$`);
+
+const normaliseDomain = (value: string) => asciiLowercase(value).replace(/\.$/, '');
+
+/**
+ * An email domain, lowercased and without a trailing dot. ASCII only: an internationalised domain
+ * is written in its xn-- form, as providers send it, so no Unicode lookalike can equal it.
+ */
+const emailDomain = () =>
+  checkedString((value) => {
+    const domain = normaliseDomain(value);
+    if (domain.length <= 253 && DOMAIN.test(domain)) return undefined;
+    return (
+      'must be a domain name such as example.com, or .example.com for its subdomains ' +
+      `(ASCII letters, digits, - and dots; write an internationalised domain as xn--), got ${describeValue(value, false)}`
+    );
+  }).transform(normaliseDomain);
+
+/** What V8 says is wrong with a pattern, compiled with the flags policy/paths.ts uses. */
+function regexProblem(pattern: string): string | undefined {
+  if (pattern === '') return 'is empty, which would match every path';
+  try {
+    new RegExp(pattern, 'u');
+    return undefined;
+  } catch (error) {
+    const reason = (error as Error).message.replace(/^Invalid regular expression: /, '');
+    return `is not a valid regular expression: ${reason}`;
+  }
+}
+
+/** An address (10.0.0.1, ::1) or a CIDR block (10.0.0.0/8, fd00::/8), as `node:net` reads them. */
+function cidrProblem(value: string): string | undefined {
+  const [address = '', prefix, ...rest] = value.split('/');
+  const family = isIP(address);
+  const bits = family === 4 ? 32 : 128;
+  const prefixOk = prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= bits);
+  // A zone id (fe80::1%eth0) names an interface, which a peer address is never compared with.
+  if (family !== 0 && prefixOk && rest.length === 0 && !address.includes('%')) {
+    try {
+      const blocks = new BlockList();
+      const type = family === 4 ? 'ipv4' : 'ipv6';
+      if (prefix === undefined) blocks.addAddress(address, type);
+      else blocks.addSubnet(address, Number(prefix), type);
+      return undefined;
+    } catch {
+      // Falls through to the same message: BlockList is the one that will read it at startup.
+    }
+  }
+  return `must be an IP address or a CIDR block (e.g. 10.0.0.0/8 or fd00::/8), got ${describeValue(value, false)}`;
+}
+
+/**
+ * A claim name, or a dotted path into nested claims (realm_access.roles). A URL claim name
+ * (https://example.com/groups) is allowed: policy/groups.ts tries the whole name first.
+ */
+const CLAIM_PATH = /^[^.\s\p{Cc}]+(?:\.[^.\s\p{Cc}]+)*$/u;
+
+const authKeys = z.strictObject({
   disable_auth: boolean(),
   session_idle_minutes: integer(1).describe('an integer of at least 1'),
   session_max_hours: integer(1).describe('an integer of at least 1'),
@@ -66,7 +154,25 @@ const auth = z.strictObject({
   test_token: optional(text(20)).describe('a string of at least 20 characters'),
   test_token_email: optional(z.email()).describe('an email address'),
   failed_auth_per_minute: integer(0).describe('an integer of at least 0 (0 turns the limit off)'),
+  allowed_email_domains: list(emailDomain()).describe(
+    'a list of email domains (example.com, or .example.com for its subdomains)',
+  ),
+  /** The legacy Lamini name for allowed_email_domains: one domain or a list. */
+  google_whitelist: oneOrList(emailDomain()).describe('a domain or a list of domains'),
+  allow_unverified_email: boolean(),
+  allowed_groups: list(text()).describe('a list of non-empty group names'),
+  admin_emails: list(z.email().transform(asciiLowercase)).describe('a list of email addresses'),
+  admin_groups: list(text()).describe('a list of non-empty group names'),
 });
+
+/**
+ * google_whitelist's entries join allowed_email_domains, the only one of the two that code
+ * reads; the alias stays in Config so `config check` still shows what the file said.
+ */
+const auth = authKeys.overwrite((section) => ({
+  ...section,
+  allowed_email_domains: unique([...section.allowed_email_domains, ...section.google_whitelist]),
+}));
 
 const powerml = z.strictObject({
   website: optional(baseUrl()).describe(
@@ -85,6 +191,10 @@ const authProvider = z.strictObject({
     .refine((scopes) => scopes.includes('openid'))
     .describe('a list of scope names that includes openid'),
   allow_insecure_http: boolean(),
+  groups_claim: z
+    .string()
+    .regex(CLAIM_PATH)
+    .describe('a claim name or a dotted path to one (e.g. groups or realm_access.roles)'),
 });
 
 const gateway = z.strictObject({
@@ -93,6 +203,11 @@ const gateway = z.strictObject({
   upstream: baseUrl().describe('the http(s) base URL of the platform (e.g. http://127.0.0.1:8000)'),
   upstream_api_key: optional(text()).describe('a non-empty string'),
   data_dir: text().describe('a directory path'),
+  public_paths: list(checkedString(regexProblem)).describe('a list of regular expressions'),
+  admin_paths: list(checkedString(regexProblem)).describe('a list of regular expressions'),
+  trusted_proxies: list(checkedString(cidrProblem)).describe(
+    'a list of IP addresses or CIDR blocks (e.g. 10.0.0.0/8)',
+  ),
 });
 
 const database = z.strictObject({

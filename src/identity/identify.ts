@@ -15,6 +15,13 @@ export interface Identity {
   idToken?: string | null;
 }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set once the caller is identified, for the audit of what happens to the request next. */
+    identity?: Identity;
+  }
+}
+
 export interface Identifier {
   /**
    * Who sent this request, or undefined when it carries no credential at all. A credential that is
@@ -46,7 +53,8 @@ export function createIdentifier({ sessions, sessionCookie, keys, limiter }: Ide
             throw new AuthError('invalid_authorization_header', 'Send the API key as "Authorization: Bearer <key>".');
           }
           const record = await keys.verify(key);
-          return { user: record.user, method: 'api_key', keyId: record.id };
+          request.identity = { user: record.user, method: 'api_key', keyId: record.id };
+          return request.identity;
         } catch (error) {
           if (error instanceof AuthError) limiter.recordFailure(request.ip);
           throw error;
@@ -56,7 +64,8 @@ export function createIdentifier({ sessions, sessionCookie, keys, limiter }: Ide
       if (!token) return undefined;
       const session = await sessions.find(token);
       if (!session) return undefined;
-      return { user: session.user, method: 'session', idToken: session.idToken };
+      request.identity = { user: session.user, method: 'session', idToken: session.idToken };
+      return request.identity;
     },
   };
 }

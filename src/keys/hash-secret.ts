@@ -1,5 +1,5 @@
 import { createHmac, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { GatehouseError } from '../errors.js';
 
@@ -13,21 +13,37 @@ export function loadKeyHashSecret(configured: string | undefined, dataDir: strin
   if (configured) return configured;
   const path = join(resolve(dataDir), SECRET_FILE);
   try {
-    return readFileSync(path, 'utf8').trim();
+    return readSecret(path);
   } catch (error) {
+    if (error instanceof GatehouseError) throw error;
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw unreadable(path, error);
   }
   const secret = randomBytes(32).toString('base64url');
   try {
     mkdirSync(resolve(dataDir), { recursive: true, mode: 0o700 });
-    // 'wx' fails if another process created it first; then theirs is the one to use.
-    writeFileSync(path, `${secret}\n`, { flag: 'wx', mode: 0o600 });
-    chmodSync(path, 0o600);
+    // Written aside, then linked into place: the file appears whole or not at all, and link fails
+    // with EEXIST if another process won the race, whose secret is then the one to use.
+    const draft = `${path}.${process.pid}.tmp`;
+    writeFileSync(draft, `${secret}\n`, { mode: 0o600 });
+    try {
+      linkSync(draft, path);
+    } finally {
+      unlinkSync(draft);
+    }
     return secret;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return readFileSync(path, 'utf8').trim();
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return readSecret(path);
     throw unreadable(path, error);
   }
+}
+
+/** An empty file (a crash between create and write, or damage) must never mean "hash with no secret". */
+function readSecret(path: string): string {
+  const secret = readFileSync(path, 'utf8').trim();
+  if (!secret) {
+    throw new GatehouseError('KEY_SECRET_UNAVAILABLE', `${path} is empty; delete it or set auth.key_hash_secret`);
+  }
+  return secret;
 }
 
 function unreadable(path: string, error: unknown): GatehouseError {

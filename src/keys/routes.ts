@@ -1,5 +1,7 @@
-import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { LRUCache } from 'lru-cache';
+import type { AuditLog } from '../audit/log.js';
+import { randomToken } from '../crypto/tokens.js';
 import { ForbiddenError, HttpError } from '../errors.js';
 import { sendChallenge } from '../identity/challenge.js';
 import type { Identifier, Identity } from '../identity/identify.js';
@@ -14,6 +16,7 @@ export const ACCOUNT_PATH = '/v1/auth/account';
 
 export interface KeyRoutesOptions {
   store: ApiKeyStore;
+  audit: AuditLog;
   verifier: ApiKeyVerifier;
   identifier: Identifier;
   website: string;
@@ -37,6 +40,16 @@ const newKeySchema = {
   },
 } as const;
 
+/** Keys are created by people who signed in, so a leaked key cannot mint more keys. */
+function assertSessionCaller(identity: Identity): void {
+  if (identity.method !== 'session') {
+    throw new ForbiddenError(
+      'session_required',
+      'API keys cannot create API keys; sign in with a browser at /v1/auth/account to create one.',
+    );
+  }
+}
+
 function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
@@ -55,7 +68,7 @@ function describeKey(key: ApiKeyInfo) {
 
 /** The key lifecycle for its owner: a JSON API for programs and an account page for people. */
 export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOptions): void {
-  const { store, verifier, identifier, maxDays } = options;
+  const { store, verifier, identifier, maxDays, audit } = options;
   const websiteOrigin = new URL(options.website).origin;
 
   /** The caller, or undefined after answering with the right challenge; unsafe methods need our origin. */
@@ -77,20 +90,20 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     return effective === undefined ? null : now + effective * DAY_MS;
   }
 
-  async function createKey(identity: Identity, body: NewKeyRequest): Promise<CreatedApiKey> {
-    if (identity.method !== 'session') {
-      throw new ForbiddenError(
-        'session_required',
-        'API keys cannot create API keys; sign in with a browser at /v1/auth/account to create one.',
-      );
-    }
+  async function createKey(request: FastifyRequest, identity: Identity, body: NewKeyRequest): Promise<CreatedApiKey> {
+    assertSessionCaller(identity);
     const now = Date.now();
-    return store.create(identity.user, body.name.trim(), expiryFor(body.expires_in_days, now), now);
+    const created = await store.create(identity.user, body.name.trim(), expiryFor(body.expires_in_days, now), now);
+    audit.record(request, { event: 'key_created', actor: identity.user, target: created.id, detail: { name: created.name } });
+    return created;
   }
 
-  async function revokeKey(identity: Identity, id: string): Promise<boolean> {
+  async function revokeKey(request: FastifyRequest, identity: Identity, id: string): Promise<boolean> {
     const revoked = await store.revoke(id, identity.user.id);
-    if (revoked) verifier.forgetAll();
+    if (revoked) {
+      verifier.forgetAll();
+      audit.record(request, { event: 'key_revoked', actor: identity.user, target: id });
+    }
     return revoked;
   }
 
@@ -104,8 +117,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   app.post<{ Body: NewKeyRequest }>(API_KEYS_PATH, { schema: { body: newKeySchema } }, async (request, reply) => {
     const identity = await authenticate(request, reply);
     if (!identity) return reply;
-    const created = await createKey(identity, request.body);
-    request.log.info({ keyId: created.id, userId: identity.user.id }, 'api key created');
+    const created = await createKey(request, identity, request.body);
     const { id, key, name, created_at, expires_at } = created;
     return reply
       .code(201)
@@ -116,58 +128,61 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   app.delete<{ Params: { id: string } }>(`${API_KEYS_PATH}/:id`, async (request, reply) => {
     const identity = await authenticate(request, reply);
     if (!identity) return reply;
-    if (!(await revokeKey(identity, request.params.id))) {
+    if (!(await revokeKey(request, identity, request.params.id))) {
       throw new HttpError(404, 'api_key_not_found', 'No API key with this id belongs to you.');
     }
-    request.log.info({ keyId: request.params.id, userId: identity.user.id }, 'api key revoked');
     return reply.code(204).send();
   });
 
-  app.register(async (forms) => {
-    await forms.register(formbody);
+  /** Form tokens already used, so reloading the page that showed a new key does not create another. */
+  const usedFormTokens = new LRUCache<string, string>({ max: 10_000, ttl: 3_600_000 });
 
-    const showAccount = async (identity: Identity, reply: FastifyReply, created?: CreatedApiKey, error?: string) => {
-      const keys = await store.listForUser(identity.user.id);
-      return sendPage(
-        reply,
-        error ? 400 : 200,
-        'Your account',
-        renderAccountPage({ user: identity.user, keys, created, error, maxDays, now: Date.now() }),
-      );
-    };
+  const showAccount = async (identity: Identity, reply: FastifyReply, created?: CreatedApiKey, error?: string) => {
+    const keys = await store.listForUser(identity.user.id);
+    return sendPage(
+      reply,
+      error ? 400 : 200,
+      'Your account',
+      renderAccountPage({ user: identity.user, keys, created, error, maxDays, formToken: randomToken(), now: Date.now() }),
+    );
+  };
 
-    forms.get(ACCOUNT_PATH, async (request, reply) => {
-      const identity = await authenticate(request, reply);
-      return identity ? showAccount(identity, reply) : reply;
-    });
+  app.get(ACCOUNT_PATH, async (request, reply) => {
+    const identity = await authenticate(request, reply);
+    return identity ? showAccount(identity, reply) : reply;
+  });
 
-    forms.post<{ Body: Record<string, string | undefined> }>(`${ACCOUNT_PATH}/keys`, async (request, reply) => {
-      const identity = await authenticate(request, reply);
-      if (!identity) return reply;
-      const name = String(request.body?.name ?? '').trim();
-      const daysText = String(request.body?.expires_in_days ?? '').trim();
-      const days = daysText === '' ? undefined : Number(daysText);
-      if (!name || name.length > 100) return showAccount(identity, reply, undefined, 'Give the key a name of 1 to 100 characters.');
-      if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36500)) {
-        return showAccount(identity, reply, undefined, 'Expiry must be a whole number of days, 1 or more.');
-      }
-      try {
-        const created = await createKey(identity, { name, expires_in_days: days });
-        request.log.info({ keyId: created.id, userId: identity.user.id }, 'api key created');
-        return showAccount(identity, reply, created);
-      } catch (error) {
-        if (error instanceof HttpError && error.status === 400) return showAccount(identity, reply, undefined, error.message);
-        throw error;
-      }
-    });
+  app.post<{ Body: Record<string, string | undefined> }>(`${ACCOUNT_PATH}/keys`, async (request, reply) => {
+    const identity = await authenticate(request, reply);
+    if (!identity) return reply;
+    assertSessionCaller(identity);
+    const formToken = String(request.body?.form_token ?? '');
+    if (!formToken) return showAccount(identity, reply, undefined, 'The form has expired; please try again.');
+    const earlier = usedFormTokens.get(formToken);
+    if (earlier !== undefined) {
+      return showAccount(identity, reply, undefined, `The key “${earlier}” was already created; its secret was shown once.`);
+    }
+    const name = String(request.body?.name ?? '').trim();
+    const daysText = String(request.body?.expires_in_days ?? '').trim();
+    const days = daysText === '' ? undefined : Number(daysText);
+    if (!name || name.length > 100) return showAccount(identity, reply, undefined, 'Give the key a name of 1 to 100 characters.');
+    if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36500)) {
+      return showAccount(identity, reply, undefined, 'Expiry must be a whole number of days, 1 or more.');
+    }
+    try {
+      const created = await createKey(request, identity, { name, expires_in_days: days });
+      usedFormTokens.set(formToken, created.name);
+      return showAccount(identity, reply, created);
+    } catch (error) {
+      if (error instanceof HttpError && error.status === 400) return showAccount(identity, reply, undefined, error.message);
+      throw error;
+    }
+  });
 
-    forms.post<{ Params: { id: string } }>(`${ACCOUNT_PATH}/keys/:id/revoke`, async (request, reply) => {
-      const identity = await authenticate(request, reply);
-      if (!identity) return reply;
-      if (await revokeKey(identity, request.params.id)) {
-        request.log.info({ keyId: request.params.id, userId: identity.user.id }, 'api key revoked');
-      }
-      return reply.redirect(ACCOUNT_PATH, 303);
-    });
+  app.post<{ Params: { id: string } }>(`${ACCOUNT_PATH}/keys/:id/revoke`, async (request, reply) => {
+    const identity = await authenticate(request, reply);
+    if (!identity) return reply;
+    await revokeKey(request, identity, request.params.id);
+    return reply.redirect(ACCOUNT_PATH, 303);
   });
 }

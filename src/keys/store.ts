@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Db } from '../storage/database.js';
-import type { User } from '../users/store.js';
+import { toUser, USER_COLUMNS, type User } from '../users/store.js';
 import { displayStubOf, generateApiKey } from './format.js';
 import { hashApiKey } from './hash-secret.js';
 
@@ -126,17 +126,18 @@ export class ApiKeyStore {
         'api_keys.id as key_id',
         'api_keys.expires_at',
         'api_keys.revoked_at',
-        'users.id',
-        'users.issuer',
-        'users.subject',
-        'users.email',
-        'users.name',
+        ...USER_COLUMNS,
       ])
       .where('api_keys.hash', '=', hash)
       .executeTakeFirst();
     if (!row) return undefined;
     const { key_id, expires_at, revoked_at, ...user } = row;
-    return { id: key_id, expires_at: toNumberOrNull(expires_at), revoked_at: toNumberOrNull(revoked_at), user };
+    return {
+      id: key_id,
+      expires_at: toNumberOrNull(expires_at),
+      revoked_at: toNumberOrNull(revoked_at),
+      user: toUser(user),
+    };
   }
 
   /** Records use times in one statement per key; called in batches off the request path. */

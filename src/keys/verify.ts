@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { AuthError } from '../errors.js';
+import { AuthError, ForbiddenError } from '../errors.js';
 import { sha256 } from '../crypto/tokens.js';
 import type { User } from '../users/store.js';
 import { isWellFormedApiKey } from './format.js';
@@ -37,6 +37,8 @@ export class ApiKeyVerifier {
   private readonly lastUseWritten = new LRUCache<string, number>({ max: CACHE_ENTRIES });
   private readonly pendingUse = new Map<string, number>();
   private flushScheduled = false;
+  /** Bumped by every forgetAll, so lookups in flight at that moment are not cached. */
+  private generation = 0;
   private readonly staticKeyDigest: Buffer | undefined;
 
   constructor(
@@ -65,12 +67,16 @@ export class ApiKeyVerifier {
         `This API key expired on ${new Date(record.expires_at).toISOString()}. Create a new one at /v1/auth/account.`,
       );
     }
+    if (record.user.disabled) {
+      throw new ForbiddenError('account_disabled', 'This account has been disabled by an administrator.');
+    }
     this.noteUse(record.id, now);
     return record;
   }
 
   /** Drops every cached answer so a revocation in this process takes effect on the next request. */
   forgetAll(): void {
+    this.generation += 1;
     this.cache.clear();
   }
 
@@ -98,8 +104,10 @@ export class ApiKeyVerifier {
   }
 
   private async fetch(hash: string, now: number): Promise<ApiKeyRecord | undefined> {
+    const generation = this.generation;
     const record = await this.store.findByHash(hash);
-    this.cache.set(hash, { record, fetchedAt: now });
+    // A read that began before a revocation must not put the pre-revocation answer back.
+    if (generation === this.generation) this.cache.set(hash, { record, fetchedAt: now });
     return record;
   }
 

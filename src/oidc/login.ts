@@ -21,6 +21,8 @@ export interface SignedIn {
   subject: string;
   email?: string;
   name?: string;
+  /** The ID token's claims, completed by the UserInfo endpoint's where the provider has one. */
+  claims: Record<string, unknown>;
   idToken: string;
   returnTo: string;
 }
@@ -100,12 +102,32 @@ export async function finishLogin(
   if (claims.iat * 1000 > now + CLOCK_TOLERANCE_MS) {
     throw new AuthError('ID_TOKEN_ISSUED_IN_FUTURE', 'the ID token claims to be issued in the future');
   }
+  const merged = { ...(await fetchUserInfoClaims(config, tokens.access_token, claims.sub)), ...claims };
   return {
     issuer: claims.iss,
     subject: claims.sub,
-    email: typeof claims.email === 'string' ? claims.email : undefined,
-    name: typeof claims.name === 'string' ? claims.name : undefined,
+    email: typeof merged.email === 'string' ? merged.email : undefined,
+    name: typeof merged.name === 'string' ? merged.name : undefined,
+    claims: merged,
     idToken: tokens.id_token,
     returnTo: flow.return_to,
   };
+}
+
+/**
+ * Okta, Entra and others put email or groups only in UserInfo unless configured otherwise; its
+ * `sub` must equal the ID token's (Core 5.3.2), which openid-client checks. A failure here leaves
+ * the ID token's claims, which policy then judges on their own.
+ */
+async function fetchUserInfoClaims(
+  config: client.Configuration,
+  accessToken: string,
+  subject: string,
+): Promise<Record<string, unknown>> {
+  if (!config.serverMetadata().userinfo_endpoint) return {};
+  try {
+    return { ...(await client.fetchUserInfo(config, accessToken, subject)) };
+  } catch {
+    return {};
+  }
 }

@@ -8,6 +8,8 @@ import { cookieOptions, type CookieNames } from '../sessions/cookies.js';
 import type { SessionStore } from '../sessions/store.js';
 import type { Db } from '../storage/database.js';
 import { recordSignIn } from '../users/store.js';
+import type { AuditLog } from '../audit/log.js';
+import { decideSignIn, type SignInRules } from '../policy/sign-in.js';
 import { sendErrorPage } from '../web/pages.js';
 import { finishLogin, startLogin } from './login.js';
 import type { ProviderConnection } from './provider.js';
@@ -19,6 +21,8 @@ export const ME_PATH = '/v1/auth/me';
 
 export interface AuthRoutesOptions {
   db: Db;
+  audit: AuditLog;
+  signInRules: SignInRules;
   provider: ProviderConnection;
   sessions: SessionStore;
   identifier: Identifier;
@@ -30,7 +34,7 @@ export interface AuthRoutesOptions {
 
 /** Sign-in, its callback, sign-out and "who am I": the only routes that speak OpenID Connect. */
 export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOptions): void {
-  const { db, provider, sessions, cookies, secureCookies, website } = options;
+  const { db, provider, sessions, cookies, secureCookies, website, audit } = options;
   const redirectUri = website + CALLBACK_PATH;
   const websiteOrigin = new URL(website).origin;
 
@@ -64,6 +68,7 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
         { error: providerError, description: callbackUrl.searchParams.get('error_description') },
         'sign-in refused by the provider',
       );
+      audit.record(request, { event: 'sign_in_failed', detail: { reason: `provider_${providerError.slice(0, 64)}` } });
       if (flowToken) await finishLogin(db, provider, flowToken, callbackUrl).catch(() => undefined);
       return sendErrorPage(
         reply,
@@ -75,21 +80,42 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
         LOGIN_PATH,
       );
     }
+    let signedIn;
     try {
-      const signedIn = await finishLogin(db, provider, flowToken, callbackUrl);
-      const user = await recordSignIn(db, signedIn);
-      const previous = request.cookies[cookies.session];
-      // A new id at every sign-in defeats session fixation (OWASP Session Management).
-      if (previous) await sessions.end(previous);
-      const token = await sessions.create(user.id, signedIn.idToken);
-      reply.setCookie(cookies.session, token, cookieOptions(secureCookies));
-      request.log.info({ userId: user.id, sub: user.subject }, 'signed in');
-      return reply.header('cache-control', 'no-store').redirect(signedIn.returnTo, 302);
+      signedIn = await finishLogin(db, provider, flowToken, callbackUrl);
     } catch (error) {
       const { status, title, message } = describeSignInFailure(error);
       request.log.warn({ err: error }, 'sign-in failed');
+      audit.record(request, {
+        event: 'sign_in_failed',
+        detail: { reason: (error as { code?: string }).code ?? 'token_rejected' },
+      });
       return sendErrorPage(reply, status, title, message, LOGIN_PATH);
     }
+    const actor = { email: signedIn.email ?? signedIn.subject };
+    const decision = decideSignIn(signedIn.claims, options.signInRules);
+    if (!decision.allowed) {
+      audit.record(request, { event: 'sign_in_failed', actor, detail: { reason: decision.reason } });
+      return sendErrorPage(reply, 403, 'Access not allowed', decision.message, LOGIN_PATH);
+    }
+    const user = await recordSignIn(db, { ...signedIn, role: decision.role, groups: decision.groups });
+    if (user.disabled) {
+      audit.record(request, { event: 'sign_in_failed', actor: user, detail: { reason: 'user_disabled' } });
+      return sendErrorPage(
+        reply,
+        403,
+        'Account disabled',
+        'Your account has been disabled by an administrator.',
+        LOGIN_PATH,
+      );
+    }
+    const previous = request.cookies[cookies.session];
+    // A new id at every sign-in defeats session fixation (OWASP Session Management).
+    if (previous) await sessions.end(previous);
+    const token = await sessions.create(user.id, signedIn.idToken);
+    reply.setCookie(cookies.session, token, cookieOptions(secureCookies));
+    audit.record(request, { event: 'sign_in', actor: user, detail: { role: user.role } });
+    return reply.header('cache-control', 'no-store').redirect(signedIn.returnTo, 302);
   });
 
   const logout = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -97,7 +123,9 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     let idToken: string | null | undefined;
     if (token) {
       assertSameOrigin(request.method, request.headers, websiteOrigin);
+      const identity = await options.identifier.identify(request).catch(() => undefined);
       idToken = await sessions.end(token);
+      if (identity) audit.record(request, { event: 'sign_out', actor: identity.user });
     }
     reply.clearCookie(cookies.session, cookieOptions(secureCookies));
     reply.header('cache-control', 'no-store');

@@ -2,12 +2,19 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Agent } from 'undici';
 import { HttpError, UpstreamError } from '../errors.js';
 import { buildClientHeaders, buildUpstreamHeaders, type ForwardContext } from './headers.js';
+import type { InFlightRequests } from './in-flight.js';
 
 export interface ForwarderOptions {
   upstream: string;
   upstreamApiKey?: string;
   gatewayCookies: readonly string[];
+  inFlight: InFlightRequests;
 }
+
+export type RequestContext = Omit<ForwardContext, 'upstreamApiKey' | 'gatewayCookies'> & {
+  /** Whose request this is, so disabling them can cut it. */
+  userId?: string;
+};
 
 /**
  * Generations can take minutes before the first byte and pause between tokens; these bound a hung
@@ -16,11 +23,9 @@ export interface ForwarderOptions {
 const HEADERS_TIMEOUT_MS = 10 * 60_000;
 const BODY_IDLE_TIMEOUT_MS = 5 * 60_000;
 
-export type Forwarder = ((
-  request: FastifyRequest,
-  reply: FastifyReply,
-  context: Omit<ForwardContext, 'upstreamApiKey' | 'gatewayCookies'>,
-) => Promise<void>) & { close(): Promise<void> };
+export type Forwarder = ((request: FastifyRequest, reply: FastifyReply, context: RequestContext) => Promise<void>) & {
+  close(): Promise<void>;
+};
 
 /**
  * Streams a request to the platform and its answer back, both ways without buffering, over a pooled
@@ -36,16 +41,13 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     bodyTimeout: BODY_IDLE_TIMEOUT_MS,
   });
 
-  const forward = async (
-    request: FastifyRequest,
-    reply: FastifyReply,
-    context: Omit<ForwardContext, 'upstreamApiKey' | 'gatewayCookies'>,
-  ): Promise<void> => {
+  const forward = async (request: FastifyRequest, reply: FastifyReply, context: RequestContext): Promise<void> => {
     const aborter = new AbortController();
-    const abortIfUnfinished = () => {
+    const untrack = context.userId ? options.inFlight.track(context.userId, aborter) : undefined;
+    reply.raw.once('close', () => {
+      untrack?.();
       if (!reply.raw.writableFinished) aborter.abort();
-    };
-    reply.raw.once('close', abortIfUnfinished);
+    });
     const target = request.raw.url ?? '';
     // Only an origin-form target (RFC 9112 3.2.1) is a path; `//host/x` or `http://host/x` must never
     // choose the upstream host, so the path is passed on verbatim, dot segments included.

@@ -61,6 +61,7 @@ export interface ForwardedIdentity {
   user: string;
   email?: string;
   keyId?: string;
+  groups?: readonly string[];
 }
 
 export interface ForwardContext {
@@ -99,6 +100,7 @@ export function buildUpstreamHeaders(incoming: IncomingHttpHeaders, context: For
     headers['x-forwarded-user'] = context.identity.user;
     if (context.identity.email) headers['x-forwarded-email'] = context.identity.email;
     if (context.identity.keyId) headers['x-forwarded-key-id'] = context.identity.keyId;
+    if (context.identity.groups?.length) headers['x-forwarded-groups'] = context.identity.groups.join(',');
   }
   if (context.upstreamApiKey) headers.authorization = `Bearer ${context.upstreamApiKey}`;
   return headers;

@@ -1,15 +1,19 @@
 import type { FastifyInstance } from 'fastify';
+import { ForbiddenError } from '../errors.js';
 import { sendChallenge } from '../identity/challenge.js';
 import type { Identifier } from '../identity/identify.js';
+import { classifyTarget, type PathRules } from '../policy/access.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
 import type { Forwarder } from './forward.js';
 
 export interface ProxyRouteOptions {
   forwarder: Forwarder;
-  /** Undefined when auth is disabled: everything is forwarded without sign-in. */
-  identifier?: Identifier;
-  /** Public origin of the website; undefined when auth is disabled. */
-  website?: string;
+  /** Absent when auth is disabled: everything is forwarded without sign-in. */
+  gate?: {
+    identifier: Identifier;
+    website: string;
+    rules: PathRules;
+  };
 }
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
@@ -18,28 +22,40 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as 
  * Every path the gateway does not own belongs to the platform: identify the caller, authorize,
  * forward. The body is left unread (a pass-through parser) so it streams straight upstream.
  */
-export async function proxyRoutes(app: FastifyInstance, options: ProxyRouteOptions): Promise<void> {
+export async function proxyRoutes(app: FastifyInstance, { forwarder, gate }: ProxyRouteOptions): Promise<void> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null));
-  const website = options.website ? new URL(options.website) : undefined;
+  const website = gate ? new URL(gate.website) : undefined;
 
   app.route({
     method: [...METHODS],
     url: '/*',
     exposeHeadRoute: false,
     handler: async (request, reply) => {
-      const identity = options.identifier ? await options.identifier.identify(request) : undefined;
-      if (options.identifier && !identity) return sendChallenge(request, reply);
-      if (identity?.method === 'session' && website) assertSameOrigin(request.method, request.headers, website.origin);
-      return options.forwarder(request, reply, {
+      const context = {
         clientAddress: request.ip,
         publicProto: website ? website.protocol.slice(0, -1) : request.protocol,
         publicHost: website ? website.host : (request.headers.host ?? ''),
         requestId: String(request.id),
-        identity: identity && {
+      };
+      if (!gate) return forwarder(request, reply, context);
+
+      const access = classifyTarget(request.url, gate.rules);
+      if (access === 'public') return forwarder(request, reply, context);
+      const identity = await gate.identifier.identify(request);
+      if (!identity) return sendChallenge(request, reply);
+      if (access === 'admin' && identity.user.role !== 'admin') {
+        throw new ForbiddenError('admin_required', 'This path is for administrators only.');
+      }
+      if (identity.method === 'session') assertSameOrigin(request.method, request.headers, website!.origin);
+      return forwarder(request, reply, {
+        ...context,
+        userId: identity.user.id,
+        identity: {
           user: identity.user.subject,
           email: identity.user.email ?? undefined,
           keyId: identity.keyId,
+          groups: identity.user.groups,
         },
       });
     },

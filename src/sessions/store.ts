@@ -1,6 +1,6 @@
 import { randomToken, sha256 } from '../crypto/tokens.js';
 import type { Db } from '../storage/database.js';
-import type { User } from '../users/store.js';
+import { toUser, USER_COLUMNS, type User } from '../users/store.js';
 
 export interface SessionLifetime {
   idleMs: number;
@@ -50,13 +50,10 @@ export class SessionStore {
         'sessions.id_token',
         'sessions.last_seen_at',
         'sessions.expires_at',
-        'users.id',
-        'users.issuer',
-        'users.subject',
-        'users.email',
-        'users.name',
+        ...USER_COLUMNS,
       ])
       .where('sessions.id_hash', '=', idHash)
+      .where('users.disabled_at', 'is', null)
       .executeTakeFirst();
     if (!row) return undefined;
     const lastSeen = Number(row.last_seen_at);
@@ -68,8 +65,8 @@ export class SessionStore {
     if (now - lastSeen >= TOUCH_INTERVAL_MS) {
       await this.db.updateTable('sessions').set({ last_seen_at: now }).where('id_hash', '=', idHash).execute();
     }
-    const { id, issuer, subject, email, name } = row;
-    return { user: { id, issuer, subject, email, name }, idToken: row.id_token, expiresAt };
+    const { id_token: idToken, last_seen_at: _lastSeen, expires_at: _expires, ...user } = row;
+    return { user: toUser(user), idToken, expiresAt };
   }
 
   /** Ends the session behind a cookie value; returns its ID token for the provider's logout. */

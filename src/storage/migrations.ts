@@ -56,6 +56,27 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('api_keys_user_id').on('api_keys').column('user_id').execute();
     },
   },
+  '003_roles_disabled_users_audit': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('users').addColumn('role', 'text', (c) => c.notNull().defaultTo('user')).execute();
+      await db.schema.alterTable('users').addColumn('groups', 'text', (c) => c.notNull().defaultTo('[]')).execute();
+      await db.schema.alterTable('users').addColumn('disabled_at', 'bigint').execute();
+      await db.schema.createIndex('users_email').on('users').column('email').execute();
+      await db.schema
+        .createTable('audit_events')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('at', 'bigint', (c) => c.notNull())
+        .addColumn('event', 'text', (c) => c.notNull())
+        .addColumn('actor_user_id', 'text')
+        .addColumn('actor_email', 'text')
+        .addColumn('target', 'text')
+        .addColumn('client_address', 'text')
+        .addColumn('user_agent', 'text')
+        .addColumn('detail', 'text', (c) => c.notNull().defaultTo('{}'))
+        .execute();
+      await db.schema.createIndex('audit_events_at').on('audit_events').column('at').execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

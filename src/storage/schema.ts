@@ -7,6 +7,11 @@ export interface UsersTable {
   name: string | null;
   created_at: number;
   last_login_at: number;
+  /** 'admin' or 'user', recomputed from the provider's claims at each sign-in. */
+  role: string;
+  /** JSON array of the groups the provider named at the last sign-in. */
+  groups: string;
+  disabled_at: number | null;
 }
 
 /** A signed-in browser. Only a SHA-256 of the cookie value is stored, so a database copy signs no one in. */
@@ -45,9 +50,24 @@ export interface ApiKeysTable {
   revoked_at: number | null;
 }
 
+/** What happened, who did it, to what, from where. Never a secret. */
+export interface AuditEventsTable {
+  id: string;
+  at: number;
+  event: string;
+  actor_user_id: string | null;
+  actor_email: string | null;
+  target: string | null;
+  client_address: string | null;
+  user_agent: string | null;
+  /** JSON object with event-specific details (a reason, a key name). */
+  detail: string;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
   login_flows: LoginFlowsTable;
   api_keys: ApiKeysTable;
+  audit_events: AuditEventsTable;
 }

@@ -1,12 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import type { Db } from '../storage/database.js';
 
+export type Role = 'admin' | 'user';
+
 export interface User {
   id: string;
   issuer: string;
   subject: string;
   email: string | null;
   name: string | null;
+  role: Role;
+  /** Groups the provider named at the last sign-in. */
+  groups: string[];
+  disabled: boolean;
 }
 
 export interface ProviderIdentity {
@@ -14,38 +20,124 @@ export interface ProviderIdentity {
   subject: string;
   email?: string;
   name?: string;
+  role?: Role;
+  groups?: string[];
+}
+
+export interface UserOverview extends User {
+  created_at: number;
+  last_login_at: number;
+  key_count: number;
+  active_sessions: number;
+}
+
+/** The columns every User is read from; `disabled_at` becomes a boolean. */
+export const USER_COLUMNS = [
+  'users.id',
+  'users.issuer',
+  'users.subject',
+  'users.email',
+  'users.name',
+  'users.role',
+  'users.groups',
+  'users.disabled_at',
+] as const;
+
+export function toUser(row: {
+  id: string;
+  issuer: string;
+  subject: string;
+  email: string | null;
+  name: string | null;
+  role: string;
+  groups: string;
+  disabled_at: number | null;
+}): User {
+  const { disabled_at, role, groups, ...rest } = row;
+  return {
+    ...rest,
+    role: role === 'admin' ? 'admin' : 'user',
+    groups: JSON.parse(groups) as string[],
+    disabled: disabled_at !== null,
+  };
 }
 
 /**
  * Records a sign-in. A user is keyed by the provider's `iss` + `sub`, never by email: two accounts
- * that share an address at different providers stay two users (OpenID Connect Core 5.7).
+ * that share an address at different providers stay two users (OpenID Connect Core 5.7). Role and
+ * groups are replaced by what the provider says now, never merged with what it said before.
  */
 export async function recordSignIn(db: Db, identity: ProviderIdentity, now = Date.now()): Promise<User> {
-  const fresh = {
-    id: randomUUID(),
-    issuer: identity.issuer,
-    subject: identity.subject,
+  const current = {
     email: identity.email ?? null,
     name: identity.name ?? null,
-    created_at: now,
+    role: identity.role ?? 'user',
+    groups: JSON.stringify(identity.groups ?? []),
     last_login_at: now,
   };
-  return db
+  const row = await db
     .insertInto('users')
-    .values(fresh)
-    .onConflict((conflict) =>
-      conflict.columns(['issuer', 'subject']).doUpdateSet({ email: fresh.email, name: fresh.name, last_login_at: now }),
-    )
-    .returning(['id', 'issuer', 'subject', 'email', 'name'])
+    .values({ id: randomUUID(), issuer: identity.issuer, subject: identity.subject, created_at: now, ...current })
+    .onConflict((conflict) => conflict.columns(['issuer', 'subject']).doUpdateSet(current))
+    .returning(['id', 'issuer', 'subject', 'email', 'name', 'role', 'groups', 'disabled_at'])
     .executeTakeFirstOrThrow();
+  return toUser(row);
 }
 
 /** Users with this email, most recent sign-in first; emails compare without case (RFC 5321 says domains do). */
 export async function findUsersByEmail(db: Db, email: string): Promise<User[]> {
-  return db
+  const rows = await db
     .selectFrom('users')
-    .select(['id', 'issuer', 'subject', 'email', 'name'])
+    .select(USER_COLUMNS)
     .where((eb) => eb(eb.fn('lower', ['email']), '=', email.toLowerCase()))
     .orderBy('last_login_at', 'desc')
     .execute();
+  return rows.map(toUser);
+}
+
+export async function findUser(db: Db, id: string): Promise<User | undefined> {
+  const row = await db.selectFrom('users').select(USER_COLUMNS).where('users.id', '=', id).executeTakeFirst();
+  return row && toUser(row);
+}
+
+/** Disables a user and ends their sessions in one transaction; keys are refused by the verifier from then on. */
+export async function setUserDisabled(db: Db, id: string, disabled: boolean, now = Date.now()): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const result = await trx
+      .updateTable('users')
+      .set({ disabled_at: disabled ? now : null })
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (disabled) await trx.deleteFrom('sessions').where('user_id', '=', id).execute();
+    return result.numUpdatedRows > 0n;
+  });
+}
+
+export async function listUsers(db: Db, now = Date.now()): Promise<UserOverview[]> {
+  const rows = await db
+    .selectFrom('users')
+    .select([...USER_COLUMNS, 'users.created_at', 'users.last_login_at'])
+    .select((eb) => [
+      eb
+        .selectFrom('api_keys')
+        .select(eb.fn.countAll<number>().as('n'))
+        .whereRef('api_keys.user_id', '=', 'users.id')
+        .where('api_keys.revoked_at', 'is', null)
+        .as('key_count'),
+      eb
+        .selectFrom('sessions')
+        .select(eb.fn.countAll<number>().as('n'))
+        .whereRef('sessions.user_id', '=', 'users.id')
+        .where('sessions.expires_at', '>', now)
+        .as('active_sessions'),
+    ])
+    .orderBy('users.last_login_at', 'desc')
+    .execute();
+  return rows.map((row) => ({
+    ...toUser(row),
+    created_at: Number(row.created_at),
+    last_login_at: Number(row.last_login_at),
+    key_count: Number(row.key_count ?? 0),
+    active_sessions: Number(row.active_sessions ?? 0),
+  }));
 }

@@ -10,6 +10,8 @@ export interface AccountPageModel {
   created?: CreatedApiKey;
   error?: string;
   maxDays?: number;
+  /** One-time value that makes a resubmitted form (a reload) create nothing. */
+  formToken: string;
   now: number;
 }
 
@@ -54,13 +56,13 @@ function createdNotice(created: CreatedApiKey): SafeHtml {
 
 /** The account page: who is signed in, their keys, a form to create one, and sign-out. */
 export function renderAccountPage(model: AccountPageModel): SafeHtml {
-  const { user, keys, created, error, maxDays, now } = model;
+  const { user, keys, created, error, maxDays, formToken, now } = model;
   return html`<header class="top">
 <div>
 <h1>Your account</h1>
 <p class="muted">Signed in as <strong>${user.name ?? user.email ?? user.subject}</strong>${user.email ? html` · ${user.email}` : ''}</p>
 </div>
-<form method="post" action="/v1/auth/logout"><button type="submit" class="secondary">Sign out</button></form>
+<a class="button secondary" href="/v1/auth/logout">Sign out</a>
 </header>
 ${created ? createdNotice(created) : ''}
 ${error ? html`<p class="notice" role="alert">${error}</p>` : ''}
@@ -75,6 +77,7 @@ ${
 }
 <h2>Create a key</h2>
 <form class="create" method="post" action="/v1/auth/account/keys">
+<input type="hidden" name="form_token" value="${formToken}">
 <label>Name <input type="text" name="name" required maxlength="100" placeholder="e.g. laptop notebook"></label>
 <label>Expires in days <input type="number" name="expires_in_days" min="1" ${maxDays ? html`max="${maxDays}" placeholder="${maxDays}"` : html`placeholder="never"`}></label>
 <button type="submit">Create key</button>

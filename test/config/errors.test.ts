@@ -48,7 +48,8 @@ describe('loadConfig rejects', () => {
   it('unknown keys in other sections, listing the known keys when none is close', () => {
     expectRejected(editsYaml({ gateway: { upstream_apikey: 'k', timeout: 3 } }), [
       'gateway.upstream_apikey is not a known key (did you mean gateway.upstream_api_key?)',
-      'gateway.timeout is not a known key (known keys in gateway: host, port, upstream, upstream_api_key, data_dir)',
+      'gateway.timeout is not a known key (known keys in gateway: host, port, upstream, upstream_api_key, data_dir, ' +
+        'public_paths, admin_paths, trusted_proxies)',
     ]);
     expectRejected(editsYaml({ auth_provider: { client_secrt: 'x' } }), [
       'auth_provider.client_secrt is not a known key (did you mean auth_provider.client_secret?)',

@@ -29,10 +29,24 @@ describe('loadConfig with good files', () => {
       session_max_hours: 168,
       api_key_prefix: 'gth_',
       failed_auth_per_minute: 60,
+      allowed_email_domains: [],
+      google_whitelist: [],
+      allow_unverified_email: false,
+      allowed_groups: [],
+      admin_emails: [],
+      admin_groups: [],
     });
     expect(config.auth.key_hash_secret).toBeUndefined();
     expect(config.auth_provider.scopes).toEqual(['openid', 'email', 'profile']);
-    expect(config.gateway).toMatchObject({ host: '0.0.0.0', port: 5001, data_dir: './.gatehouse' });
+    expect(config.auth_provider.groups_claim).toBe('groups');
+    expect(config.gateway).toMatchObject({
+      host: '0.0.0.0',
+      port: 5001,
+      data_dir: './.gatehouse',
+      public_paths: [],
+      admin_paths: [],
+      trusted_proxies: [],
+    });
     expect(config.database.url).toBe('sqlite:./gatehouse.db');
     expect(config.redis.url).toBeUndefined();
   });

@@ -59,6 +59,12 @@ describe('Config', () => {
         test_token?: string;
         test_token_email?: string;
         failed_auth_per_minute: number;
+        allowed_email_domains: string[];
+        google_whitelist: string[];
+        allow_unverified_email: boolean;
+        allowed_groups: string[];
+        admin_emails: string[];
+        admin_groups: string[];
       };
       powerml: { website?: string };
       auth_provider: {
@@ -67,6 +73,7 @@ describe('Config', () => {
         server_metadata_url?: string;
         scopes: string[];
         allow_insecure_http: boolean;
+        groups_claim: string;
       };
       gateway: {
         host: string;
@@ -74,6 +81,9 @@ describe('Config', () => {
         upstream: string;
         upstream_api_key?: string;
         data_dir: string;
+        public_paths: string[];
+        admin_paths: string[];
+        trusted_proxies: string[];
       };
       database: { url: string };
       redis: { url?: string };

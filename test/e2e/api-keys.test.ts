@@ -108,7 +108,12 @@ async function expectApiError(response: Response, status: number, code?: string)
   expect(response.status, text).toBe(status);
   expect(response.headers.get('content-type')).toMatch(/^application\/json/);
   const body = JSON.parse(text) as ApiErrorBody;
-  expect(body.error).toEqual({ message: expect.any(String), type: expect.any(String), code: expect.any(String), param: null });
+  expect(body.error).toEqual({
+    message: expect.any(String),
+    type: expect.any(String),
+    code: expect.any(String),
+    param: null,
+  });
   expect(body.error.message.length).toBeGreaterThan(10);
   if (code) expect(body.error.code).toBe(code);
   return text;
@@ -159,7 +164,11 @@ describe('API keys on a gateway with default settings', () => {
   let owner: Browserless;
   beforeAll(async () => {
     // The failure limit is off here so the refusal tests below cannot lock the valid-key tests out.
-    stack = await startKeyStack({ failed_auth_per_minute: 0, test_token: TEST_TOKEN, test_token_email: TEST_TOKEN_EMAIL });
+    stack = await startKeyStack({
+      failed_auth_per_minute: 0,
+      test_token: TEST_TOKEN,
+      test_token_email: TEST_TOKEN_EMAIL,
+    });
     owner = await signedInBrowser(stack);
   });
   afterAll(() => stack.close());
@@ -406,16 +415,21 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('sends a browser that is not signed in to sign in and back', async () => {
-      const response = await fetch(`${stack.url}/v1/auth/account`, { headers: { accept: 'text/html' }, redirect: 'manual' });
+      const response = await fetch(`${stack.url}/v1/auth/account`, {
+        headers: { accept: 'text/html' },
+        redirect: 'manual',
+      });
       expect(response.status).toBe(302);
-      expect(response.headers.get('location')).toBe(`/v1/auth/login?return_to=${encodeURIComponent('/v1/auth/account')}`);
+      expect(response.headers.get('location')).toBe(
+        `/v1/auth/login?return_to=${encodeURIComponent('/v1/auth/account')}`,
+      );
     });
 
     it('creates a key from the form, shows its secret that once, and the key works', async () => {
       const response = await owner.fetch(`${stack.url}/v1/auth/account/keys`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', origin: stack.url },
-        body: new URLSearchParams({ name: 'from the form', expires_in_days: '3' }).toString(),
+        body: new URLSearchParams({ name: 'from the form', expires_in_days: '3', form_token: 'token-from-the-form' }).toString(),
       });
       expect(response.status).toBe(200);
       expect(response.headers.get('content-security-policy')).not.toMatch(/unsafe-inline/);
@@ -430,6 +444,19 @@ describe('API keys on a gateway with default settings', () => {
       const again = await (await owner.fetch(`${stack.url}/v1/auth/account`)).text();
       expect(again).toContain('from the form');
       expect(again).not.toContain(secretPartOf(key!));
+    });
+
+    it('creates nothing when the same form is posted again (a reload of the page that showed the key)', async () => {
+      const post = () =>
+        owner.fetch(`${stack.url}/v1/auth/account/keys`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', origin: stack.url },
+          body: new URLSearchParams({ name: 'reloaded', form_token: 'token-reloaded' }).toString(),
+        });
+      expect((await post()).status).toBe(200);
+      const second = await post();
+      expect(await second.text()).toContain('was already created');
+      expect((await listKeys(stack, owner)).filter((entry) => entry.name === 'reloaded')).toHaveLength(1);
     });
 
     it('escapes a key name that contains markup', async () => {
@@ -452,7 +479,7 @@ describe('API keys on a gateway with default settings', () => {
       const response = await owner.fetch(`${stack.url}/v1/auth/account/keys`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', origin: stack.url },
-        body: new URLSearchParams(fields).toString(),
+        body: new URLSearchParams({ ...fields, form_token: `bad-form-${_label}` }).toString(),
       });
       expect(response.status).toBe(400);
       expect(await response.text()).toContain('role="alert"');
@@ -603,15 +630,25 @@ describe('API keys on a gateway with default settings', () => {
 
     it('answers non-ASCII Authorization values with 401, not 500', async () => {
       const created = await createKey(stack, owner, { name: 'unicode' });
-      await expectApiError(await fetch(`${stack.url}/echo/latin1`, { headers: { authorization: 'Bearer gth_é' } }), 401);
-      const utf8Values = [`Bearer gth_ключ${created.key.slice(8)}`, `Bearer ${created.key}\u00a0`, 'Bearer 🔑', `Bearer ${created.key.slice(0, 10)}ß${created.key.slice(11)}`];
+      await expectApiError(
+        await fetch(`${stack.url}/echo/latin1`, { headers: { authorization: 'Bearer gth_é' } }),
+        401,
+      );
+      const utf8Values = [
+        `Bearer gth_ключ${created.key.slice(8)}`,
+        `Bearer ${created.key}\u00a0`,
+        'Bearer 🔑',
+        `Bearer ${created.key.slice(0, 10)}ß${created.key.slice(11)}`,
+      ];
       for (const value of utf8Values) {
         expect(await rawGet(stack.url, '/echo/utf8', [Buffer.from(`Authorization: ${value}`, 'utf8')])).toBe(401);
       }
     });
 
     it('answers an Authorization beyond the header limit with 431 and keeps serving', async () => {
-      const status = await rawGet(stack.url, '/echo/huge', [Buffer.from(`Authorization: Bearer ${'a'.repeat(40_000)}`)]);
+      const status = await rawGet(stack.url, '/echo/huge', [
+        Buffer.from(`Authorization: Bearer ${'a'.repeat(40_000)}`),
+      ]);
       expect(status).toBe(431);
       expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
     });
@@ -660,7 +697,7 @@ describe('API keys on a gateway with default settings', () => {
 
   it('never wrote a key or the test token to the log', () => {
     const log = stack.logs.join('');
-    expect(log).toContain('api key created');
+    expect(log).toContain('audit: key_created');
     expect(issued.length).toBeGreaterThan(20);
     for (const key of issued) expect(log).not.toContain(secretPartOf(key));
     expect(log).not.toContain(TEST_TOKEN);
@@ -679,7 +716,9 @@ describe('API keys on a gateway with api_key_max_days: 30 and api_key_prefix: co
   it('issues keys with the configured prefix', async () => {
     const created = await createKey(stack, owner);
     expect(created.key).toMatch(/^corp_[0-9A-Za-z]{36}$/);
-    expect((await listKeys(stack, owner)).find((key) => key.id === created.id)!.stub).toBe(`corp_…${created.key.slice(-4)}`);
+    expect((await listKeys(stack, owner)).find((key) => key.id === created.id)!.stub).toBe(
+      `corp_…${created.key.slice(-4)}`,
+    );
     expect((await withKey(stack, created.key)).status).toBe(200);
   });
 
@@ -696,7 +735,10 @@ describe('API keys on a gateway with api_key_max_days: 30 and api_key_prefix: co
   it('accepts the maximum and refuses one day more with 400 expiry_too_long', async () => {
     const created = await createKey(stack, owner, { name: 'max', expires_in_days: 30 });
     expect(Date.parse(created.expires_at!) - Date.parse(created.created_at)).toBe(30 * 86_400_000);
-    const response = await owner.fetch(`${stack.url}/v1/auth/api-keys`, jsonPost(stack, { name: 'long', expires_in_days: 31 }));
+    const response = await owner.fetch(
+      `${stack.url}/v1/auth/api-keys`,
+      jsonPost(stack, { name: 'long', expires_in_days: 31 }),
+    );
     const text = await expectApiError(response, 400, 'expiry_too_long');
     expect(JSON.parse(text).error.message).toContain('30');
   });
@@ -705,7 +747,7 @@ describe('API keys on a gateway with api_key_max_days: 30 and api_key_prefix: co
     const response = await owner.fetch(`${stack.url}/v1/auth/account/keys`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded', origin: stack.url },
-      body: 'name=long-form&expires_in_days=31',
+      body: 'name=long-form&expires_in_days=31&form_token=token-long-form',
     });
     expect(response.status).toBe(400);
     expect(await response.text()).toContain('at most 30');
@@ -784,7 +826,9 @@ describe('API keys in a file-backed SQLite database', () => {
     const database = new SqliteDatabase(databasePath);
     try {
       database.pragma('busy_timeout = 5000');
-      expect(database.prepare('update api_keys set expires_at = ? where id = ?').run(expiredAt, created.id).changes).toBe(1);
+      expect(
+        database.prepare('update api_keys set expires_at = ? where id = ?').run(expiredAt, created.id).changes,
+      ).toBe(1);
     } finally {
       database.close();
     }

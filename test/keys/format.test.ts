@@ -39,7 +39,8 @@ describe('generateApiKey', () => {
     const counts = new Map<string, number>(Array.from(BASE62, (c) => [c, 0]));
     const keys = 3000;
     for (let i = 0; i < keys; i++) {
-      for (const c of generateApiKey(PREFIX).slice(PREFIX.length, PREFIX.length + 30)) counts.set(c, counts.get(c)! + 1);
+      for (const c of generateApiKey(PREFIX).slice(PREFIX.length, PREFIX.length + 30))
+        counts.set(c, counts.get(c)! + 1);
     }
     const expected = (keys * 30) / 62;
     const chiSquare = [...counts.values()].reduce((sum, seen) => sum + (seen - expected) ** 2 / expected, 0);

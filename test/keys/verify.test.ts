@@ -18,7 +18,11 @@ let reads: number;
 beforeEach(async () => {
   storage = await openStorage('sqlite::memory:');
   store = new ApiKeyStore(storage.db, SECRET, PREFIX);
-  owner = await recordSignIn(storage.db, { issuer: 'https://id.example.test', subject: 'owner-1', email: 'o@example.test' });
+  owner = await recordSignIn(storage.db, {
+    issuer: 'https://id.example.test',
+    subject: 'owner-1',
+    email: 'o@example.test',
+  });
   reads = 0;
   const findByHash = store.findByHash.bind(store);
   store.findByHash = (hash: string) => {
@@ -172,10 +176,10 @@ describe('ApiKeyVerifier', () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const countingFind = store.findByHash.bind(store);
-    let refreshes = 0;
+    let finds = 0;
     store.findByHash = async (hash: string): Promise<ApiKeyRecord | undefined> => {
       const record = await countingFind(hash);
-      if (++refreshes === 2) await gate; // the background refresh read the row before the revocation
+      if (++finds === 2) await gate; // the background refresh read the row before the revocation
       return record;
     };
     const now = Date.now();
@@ -193,7 +197,11 @@ describe('ApiKeyVerifier with a static test token', () => {
   const token = 'static-test-token-of-some-length';
   let tester: User;
   beforeEach(async () => {
-    tester = await recordSignIn(storage.db, { issuer: 'gatehouse:test-token', subject: 't@example.test', email: 't@example.test' });
+    tester = await recordSignIn(storage.db, {
+      issuer: 'gatehouse:test-token',
+      subject: 't@example.test',
+      email: 't@example.test',
+    });
   });
 
   it('accepts the token as its user without reading the database', async () => {

@@ -8,11 +8,12 @@ for (const button of document.querySelectorAll('button[data-copy-target]')) {
   button.addEventListener('click', async () => {
     const input = document.getElementById(button.dataset.copyTarget);
     input.select();
+    let copied = true;
     try {
       await navigator.clipboard.writeText(input.value);
     } catch {
-      document.execCommand('copy');
+      copied = document.execCommand('copy');
     }
-    button.textContent = 'Copied';
+    button.textContent = copied ? 'Copied' : 'Press Ctrl+C to copy';
   });
 }

@@ -1,0 +1,106 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from '../log.js';
+import type { Db } from '../storage/database.js';
+
+export const AUDIT_EVENTS = [
+  'sign_in',
+  'sign_in_failed',
+  'sign_out',
+  'key_created',
+  'key_revoked',
+  'user_disabled',
+  'user_enabled',
+  'request_denied',
+] as const;
+export type AuditEventName = (typeof AUDIT_EVENTS)[number];
+
+export interface AuditActor {
+  id?: string | null;
+  email?: string | null;
+}
+
+export interface AuditEntry {
+  event: AuditEventName;
+  actor?: AuditActor;
+  target?: string;
+  /** Event specifics: a reason, a key name. Never a secret. */
+  detail?: Record<string, string | number | boolean | null>;
+}
+
+export interface AuditRecord {
+  id: string;
+  at: string;
+  event: string;
+  actor_user_id: string | null;
+  actor_email: string | null;
+  target: string | null;
+  client_address: string | null;
+  user_agent: string | null;
+  detail: Record<string, unknown>;
+}
+
+export interface AuditQuery {
+  since?: number;
+  event?: string;
+  actor?: string;
+  limit?: number;
+  /** Export reads forward in time; the admin page shows the newest first. */
+  oldestFirst?: boolean;
+}
+
+/** Denied requests can arrive by the thousand; one entry per class and address per minute tells the story. */
+const DENIAL_SAMPLE_MS = 60_000;
+
+/**
+ * The audit trail: each entry goes to the database (for the admin page and export) and to the
+ * structured log. Writing never blocks or fails the request it describes.
+ */
+export class AuditLog {
+  private readonly lastDenial = new LRUCache<string, number>({ max: 10_000 });
+
+  constructor(
+    private readonly db: Db,
+    private readonly log: Logger,
+  ) {}
+
+  record(request: FastifyRequest | undefined, entry: AuditEntry, now = Date.now()): void {
+    const clientAddress = request?.ip ?? null;
+    if (entry.event === 'request_denied') {
+      const sampleKey = `${entry.detail?.reason}|${clientAddress}`;
+      if (now - (this.lastDenial.get(sampleKey) ?? 0) < DENIAL_SAMPLE_MS) return;
+      this.lastDenial.set(sampleKey, now);
+    }
+    const row = {
+      id: randomUUID(),
+      at: now,
+      event: entry.event,
+      actor_user_id: entry.actor?.id ?? null,
+      actor_email: entry.actor?.email ?? null,
+      target: entry.target ?? null,
+      client_address: clientAddress,
+      user_agent: request?.headers['user-agent']?.slice(0, 512) ?? null,
+      detail: JSON.stringify(entry.detail ?? {}),
+    };
+    this.log.info({ audit: { ...row, detail: entry.detail ?? {} } }, `audit: ${entry.event}`);
+    this.db
+      .insertInto('audit_events')
+      .values(row)
+      .execute()
+      .catch((error: unknown) => this.log.error({ err: error, event: entry.event }, 'audit entry could not be stored'));
+  }
+
+  async list(query: AuditQuery = {}): Promise<AuditRecord[]> {
+    let select = this.db.selectFrom('audit_events').selectAll();
+    if (query.since !== undefined) select = select.where('at', '>=', query.since);
+    if (query.event) select = select.where('event', '=', query.event);
+    if (query.actor) select = select.where('actor_email', '=', query.actor);
+    const rows = await select
+      .orderBy('at', query.oldestFirst ? 'asc' : 'desc')
+      .orderBy('id')
+      .limit(Math.min(query.limit ?? 500, 10_000))
+      .execute();
+    return rows.map((row) => ({ ...row, at: new Date(Number(row.at)).toISOString(), detail: JSON.parse(row.detail) }));
+  }
+}
