@@ -54,7 +54,9 @@ async function verification(): Promise<void> {
   const key = keys[0]!.key;
   const cached = await perSecond('gatehouse, cached (valid key)', () => verifier.verify(key));
   const uncached = await firstLookups('gatehouse, uncached (checksum + HMAC + SQLite)', verifier, keys.slice(1));
-  await perSecond('gatehouse, malformed key rejected', () => verifier.verify('gth_notavalidkey').catch(() => undefined));
+  await perSecond('gatehouse, malformed key rejected', () =>
+    verifier.verify('gth_notavalidkey').catch(() => undefined),
+  );
 
   const naive = new SqliteDatabase(':memory:');
   naive.exec('create table keys (key text primary key, user text)');
@@ -62,7 +64,9 @@ async function verification(): Promise<void> {
   for (const k of keys) insert.run(k.key, 'u1');
   const lookup = naive.prepare('select user from keys where key = ?');
   const peer = await perSecond('peer: plaintext key looked up in SQLite each time', () => lookup.get(key));
-  console.log(`\nratio cached / peer: ${(cached / peer).toFixed(2)}x   uncached / peer: ${(uncached / peer).toFixed(2)}x`);
+  console.log(
+    `\nratio cached / peer: ${(cached / peer).toFixed(2)}x   uncached / peer: ${(uncached / peer).toFixed(2)}x`,
+  );
   await storage.close();
 }
 
@@ -110,7 +114,9 @@ async function proxied(): Promise<void> {
     ['direct to the sample platform', direct],
     ['through Gatehouse with an API key', gated],
   ] as const) {
-    console.log(`${label.padEnd(40)} ${Math.round(result.rps).toLocaleString('en-US').padStart(9)} req/s   p50 ${result.p50}   p99 ${result.p99}`);
+    console.log(
+      `${label.padEnd(40)} ${Math.round(result.rps).toLocaleString('en-US').padStart(9)} req/s   p50 ${result.p50}   p99 ${result.p99}`,
+    );
   }
   console.log(`\nratio gatehouse / direct: ${(gated.rps / direct.rps).toFixed(2)}x`);
   await stack.close();

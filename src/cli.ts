@@ -12,7 +12,10 @@ const program = new Command()
   .description('OpenID Connect sign-in gateway in front of a self-hosted LLM platform')
   .showHelpAfterError();
 
-const configOption = ['--config <file>', 'llama_config_edits.yaml (default: $GATEHOUSE_CONFIG, else ./llama_config_edits.yaml)'] as const;
+const configOption = [
+  '--config <file>',
+  'llama_config_edits.yaml (default: $GATEHOUSE_CONFIG, else ./llama_config_edits.yaml)',
+] as const;
 
 function readConfig(flag: string | undefined): Config {
   return loadConfig(resolveConfigPath(flag));
@@ -100,7 +103,8 @@ program
 
 function parsePositiveInteger(value: string): number {
   const number = Number(value);
-  if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError('must be a whole number of days, 1 or more');
+  if (!Number.isInteger(number) || number < 1)
+    throw new InvalidArgumentError('must be a whole number of days, 1 or more');
   return number;
 }
 
@@ -108,7 +112,9 @@ program.parseAsync().catch((error: unknown) => {
   if (error instanceof GatehouseError) {
     process.stderr.write(`gatehouse: ${error.message}\n`);
   } else {
-    process.stderr.write(`gatehouse: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.stderr.write(
+      `gatehouse: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
   }
   process.exit(1);
 });

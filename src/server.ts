@@ -91,7 +91,12 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       return sendApiError(reply, status, code, message);
     }
     request.log.error({ err: error }, 'request failed');
-    return sendApiError(reply, 500, 'internal_error', `Gatehouse could not complete this request (request id ${request.id}).`);
+    return sendApiError(
+      reply,
+      500,
+      'internal_error',
+      `Gatehouse could not complete this request (request id ${request.id}).`,
+    );
   });
   await app.register(fastifyCookie);
   // Pages post plain HTML forms; the proxy's own context replaces every parser with a pass-through.
@@ -164,7 +169,14 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
         groupsClaim: groups_claim,
       },
     });
-    registerKeyRoutes(app, { store: keyStore, verifier, identifier, audit, website, maxDays: config.auth.api_key_max_days });
+    registerKeyRoutes(app, {
+      store: keyStore,
+      verifier,
+      identifier,
+      audit,
+      website,
+      maxDays: config.auth.api_key_max_days,
+    });
     registerAdminRoutes(app, { db: storage.db, keys: keyStore, verifier, identifier, audit, inFlight, website });
     registerForwardAuth(app, { identifier, rules, website, isTrustedPeer: createTrustedPeerCheck(trustedProxies) });
     await app.register(proxyRoutes, { forwarder, gate: { identifier, website, rules } });

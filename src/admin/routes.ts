@@ -80,7 +80,15 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
       reply,
       200,
       'Admin',
-      renderAdminPage({ admin: identity.user, users, keys: allKeys, events, filter, eventNames: AUDIT_EVENTS, now: Date.now() }),
+      renderAdminPage({
+        admin: identity.user,
+        users,
+        keys: allKeys,
+        events,
+        filter,
+        eventNames: AUDIT_EVENTS,
+        now: Date.now(),
+      }),
     );
   });
 
@@ -94,36 +102,33 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
     return reply.header('cache-control', 'no-store').send({ object: 'list', data: await keys.listAll() });
   });
 
-  app.post<{ Params: { id: string; action: string } }>(
-    `${ADMIN_PATH}/users/:id/:action`,
-    async (request, reply) => {
-      const identity = await requireAdmin(request, reply);
-      if (!identity) return reply;
-      const { id, action } = request.params;
-      if (action !== 'disable' && action !== 'enable') {
-        throw new HttpError(404, 'not_found', 'Use /disable or /enable.');
-      }
-      if (action === 'disable' && id === identity.user.id) {
-        throw new HttpError(409, 'cannot_disable_self', 'Administrators cannot disable their own account.');
-      }
-      const target = await findUser(db, id);
-      if (!target || !(await setUserDisabled(db, id, action === 'disable'))) {
-        throw new HttpError(404, 'user_not_found', 'No user with this id.');
-      }
-      if (action === 'disable') {
-        verifier.forgetAll();
-        inFlight.abortUser(id);
-        options.onRevocation?.();
-      }
-      audit.record(request, {
-        event: action === 'disable' ? 'user_disabled' : 'user_enabled',
-        actor: identity.user,
-        target: target.email ?? target.subject,
-        detail: { user_id: id },
-      });
-      return done(request, reply, { id, disabled: action === 'disable' });
-    },
-  );
+  app.post<{ Params: { id: string; action: string } }>(`${ADMIN_PATH}/users/:id/:action`, async (request, reply) => {
+    const identity = await requireAdmin(request, reply);
+    if (!identity) return reply;
+    const { id, action } = request.params;
+    if (action !== 'disable' && action !== 'enable') {
+      throw new HttpError(404, 'not_found', 'Use /disable or /enable.');
+    }
+    if (action === 'disable' && id === identity.user.id) {
+      throw new HttpError(409, 'cannot_disable_self', 'Administrators cannot disable their own account.');
+    }
+    const target = await findUser(db, id);
+    if (!target || !(await setUserDisabled(db, id, action === 'disable'))) {
+      throw new HttpError(404, 'user_not_found', 'No user with this id.');
+    }
+    if (action === 'disable') {
+      verifier.forgetAll();
+      inFlight.abortUser(id);
+      options.onRevocation?.();
+    }
+    audit.record(request, {
+      event: action === 'disable' ? 'user_disabled' : 'user_enabled',
+      actor: identity.user,
+      target: target.email ?? target.subject,
+      detail: { user_id: id },
+    });
+    return done(request, reply, { id, disabled: action === 'disable' });
+  });
 
   app.post<{ Params: { id: string } }>(`${ADMIN_PATH}/keys/:id/revoke`, async (request, reply) => {
     const identity = await requireAdmin(request, reply);

@@ -25,9 +25,22 @@ async function ownerFor(storage: Storage, email: string): Promise<User> {
 }
 
 function line(key: ApiKeyInfo): string {
-  const state = key.revoked_at !== null ? 'revoked' : key.expires_at !== null && key.expires_at <= Date.now() ? 'expired' : 'active';
+  const state =
+    key.revoked_at !== null
+      ? 'revoked'
+      : key.expires_at !== null && key.expires_at <= Date.now()
+        ? 'expired'
+        : 'active';
   const day = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().slice(0, 10));
-  return [key.id, key.stub, state, key.owner_email ?? key.owner_subject, day(key.created_at), day(key.expires_at), key.name].join('\t');
+  return [
+    key.id,
+    key.stub,
+    state,
+    key.owner_email ?? key.owner_subject,
+    day(key.created_at),
+    day(key.expires_at),
+    key.name,
+  ].join('\t');
 }
 
 export async function createKeyCommand(

@@ -15,9 +15,7 @@ export function describeValue(value: unknown, secret: boolean): string {
   if (Array.isArray(value)) return secret ? 'a list' : `a list ${clip(JSON.stringify(value))}`;
   if (typeof value === 'object') return 'a mapping';
   if (typeof value === 'string') {
-    return secret
-      ? `a string of ${value.length} characters`
-      : clip(JSON.stringify(maskUrlPassword(value)));
+    return secret ? `a string of ${value.length} characters` : clip(JSON.stringify(maskUrlPassword(value)));
   }
   return secret ? `a ${typeof value}` : String(value);
 }

@@ -22,9 +22,7 @@ export function interpolateEnv(tree: unknown, env: NodeJS.ProcessEnv): Interpola
       return node.replace(REFERENCE, (reference: string, name: string) => {
         const value = env[name];
         if (value !== undefined) return value;
-        const where = path
-          .map((step) => (typeof step === 'number' ? `[${step}]` : `.${step}`))
-          .join('');
+        const where = path.map((step) => (typeof step === 'number' ? `[${step}]` : `.${step}`)).join('');
         problems.push({
           key: path.slice(0, 2).join('.'),
           message: `${where.slice(1)} uses \${${name}}, but the environment variable ${name} is not set`,
@@ -34,9 +32,7 @@ export function interpolateEnv(tree: unknown, env: NodeJS.ProcessEnv): Interpola
     }
     if (Array.isArray(node)) return node.map((item, index) => visit(item, [...path, index]));
     if (isMapping(node)) {
-      return Object.fromEntries(
-        Object.entries(node).map(([key, item]) => [key, visit(item, [...path, key])]),
-      );
+      return Object.fromEntries(Object.entries(node).map(([key, item]) => [key, visit(item, [...path, key])]));
     }
     return node;
   };

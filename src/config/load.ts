@@ -15,10 +15,7 @@ export function resolveConfigPath(flag?: string, env: NodeJS.ProcessEnv = proces
 
 /** Reads the operator's edits file and returns the validated configuration over the defaults. */
 export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
-  const edits = readYamlFile(
-    path,
-    'create it, or pass another with --config FILE or GATEHOUSE_CONFIG',
-  );
+  const edits = readYamlFile(path, 'create it, or pass another with --config FILE or GATEHOUSE_CONFIG');
   return loadConfigFromObject(edits, path, env);
 }
 
@@ -27,11 +24,7 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): 
  * defaults, interpolate `${ENV}`, validate. Every problem found is reported in one error, so an
  * operator fixes the file in one pass.
  */
-export function loadConfigFromObject(
-  edits: unknown,
-  sourceName: string,
-  env: NodeJS.ProcessEnv = process.env,
-): Config {
+export function loadConfigFromObject(edits: unknown, sourceName: string, env: NodeJS.ProcessEnv = process.env): Config {
   const defaultsPath = defaultsFilePath();
   const defaults = readYamlFile(defaultsPath, 'it ships with Gatehouse: reinstall');
   if (!isMapping(defaults)) {
@@ -49,9 +42,7 @@ export function loadConfigFromObject(
   const parsed = configSchema.safeParse(tree);
   const problems = [
     ...unset.map((problem) => problem.message),
-    ...(parsed.success
-      ? []
-      : describeIssues(parsed.error.issues, tree, new Set(unset.map((p) => p.key)))),
+    ...(parsed.success ? [] : describeIssues(parsed.error.issues, tree, new Set(unset.map((p) => p.key)))),
     ...checkRules(tree),
   ];
   if (!parsed.success || problems.length > 0) throw invalid(sourceName, problems);

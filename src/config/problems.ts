@@ -51,8 +51,7 @@ function itemPath(path: readonly PropertyKey[], tree: unknown): string {
 
 function describeWrongValue(at: string[], value: unknown): string {
   const path = at.join('.');
-  const expected =
-    at.length === 1 ? 'a mapping of keys' : (schemaAt(at)?.description ?? 'a valid value');
+  const expected = at.length === 1 ? 'a mapping of keys' : (schemaAt(at)?.description ?? 'a valid value');
   if (value === null || value === undefined) return `${path} is missing (expected ${expected})`;
   const secret = (SECRET_KEYS as readonly string[]).includes(path);
   return `${path} must be ${expected}, got ${describeValue(value, secret)}`;

@@ -14,8 +14,7 @@ export const SECRET_KEYS = [
 export const URLS_WITH_PASSWORD = ['database.url', 'redis.url'] as const;
 
 /** `${PORT}` always yields a string, so "8080" is accepted where an integer is expected. */
-const toInteger = (value: unknown) =>
-  typeof value === 'string' && /^-?\d+$/.test(value) ? Number(value) : value;
+const toInteger = (value: unknown) => (typeof value === 'string' && /^-?\d+$/.test(value) ? Number(value) : value);
 
 /** Likewise "true"/"false", spelled as YAML 1.2 spells booleans. */
 const toBoolean = (value: unknown) => {
@@ -25,8 +24,7 @@ const toBoolean = (value: unknown) => {
 };
 
 /** Absent or null both mean "not set", and come out as undefined. */
-const optional = <T extends z.ZodType>(schema: T) =>
-  z.preprocess((value) => value ?? undefined, schema.optional());
+const optional = <T extends z.ZodType>(schema: T) => z.preprocess((value) => value ?? undefined, schema.optional());
 
 const boolean = () => z.preprocess(toBoolean, z.boolean()).describe('true or false');
 
@@ -205,9 +203,7 @@ const gateway = z.strictObject({
   data_dir: text().describe('a directory path'),
   public_paths: list(checkedString(regexProblem)).describe('a list of regular expressions'),
   admin_paths: list(checkedString(regexProblem)).describe('a list of regular expressions'),
-  trusted_proxies: list(checkedString(cidrProblem)).describe(
-    'a list of IP addresses or CIDR blocks (e.g. 10.0.0.0/8)',
-  ),
+  trusted_proxies: list(checkedString(cidrProblem)).describe('a list of IP addresses or CIDR blocks (e.g. 10.0.0.0/8)'),
 });
 
 const database = z.strictObject({

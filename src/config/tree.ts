@@ -2,14 +2,7 @@
 export type Mapping = Record<string, unknown>;
 
 /** The top-level sections Gatehouse reads; every other section belongs to the platform. */
-export const OWNED_SECTIONS = [
-  'auth',
-  'powerml',
-  'auth_provider',
-  'gateway',
-  'database',
-  'redis',
-] as const;
+export const OWNED_SECTIONS = ['auth', 'powerml', 'auth_provider', 'gateway', 'database', 'redis'] as const;
 
 /** True for a plain mapping (not a list, not null). */
 export function isMapping(value: unknown): value is Mapping {
@@ -57,7 +50,5 @@ export function mergeEdits(defaults: unknown, edits: unknown): unknown {
   if (!isMapping(defaults) || !isMapping(edits)) return edits;
   const keys = new Set([...Object.keys(defaults), ...Object.keys(edits)]);
   // fromEntries defines own properties, so a `__proto__` key in YAML cannot reach a prototype.
-  return Object.fromEntries(
-    [...keys].map((key) => [key, mergeEdits(readOwn(defaults, key), readOwn(edits, key))]),
-  );
+  return Object.fromEntries([...keys].map((key) => [key, mergeEdits(readOwn(defaults, key), readOwn(edits, key))]));
 }

@@ -40,7 +40,8 @@ export function generateApiKey(prefix: string): string {
  * from random strings.
  */
 export function isWellFormedApiKey(candidate: string, prefix: string): boolean {
-  if (candidate.length !== prefix.length + RANDOM_LENGTH + CHECKSUM_LENGTH || !candidate.startsWith(prefix)) return false;
+  if (candidate.length !== prefix.length + RANDOM_LENGTH + CHECKSUM_LENGTH || !candidate.startsWith(prefix))
+    return false;
   const random = candidate.slice(prefix.length, prefix.length + RANDOM_LENGTH);
   const body = prefix + random;
   if (!/^[0-9A-Za-z]+$/.test(random)) return false;

@@ -94,7 +94,12 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     assertSessionCaller(identity);
     const now = Date.now();
     const created = await store.create(identity.user, body.name.trim(), expiryFor(body.expires_in_days, now), now);
-    audit.record(request, { event: 'key_created', actor: identity.user, target: created.id, detail: { name: created.name } });
+    audit.record(request, {
+      event: 'key_created',
+      actor: identity.user,
+      target: created.id,
+      detail: { name: created.name },
+    });
     return created;
   }
 
@@ -143,7 +148,15 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       reply,
       error ? 400 : 200,
       'Your account',
-      renderAccountPage({ user: identity.user, keys, created, error, maxDays, formToken: randomToken(), now: Date.now() }),
+      renderAccountPage({
+        user: identity.user,
+        keys,
+        created,
+        error,
+        maxDays,
+        formToken: randomToken(),
+        now: Date.now(),
+      }),
     );
   };
 
@@ -160,12 +173,18 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     if (!formToken) return showAccount(identity, reply, undefined, 'The form has expired; please try again.');
     const earlier = usedFormTokens.get(formToken);
     if (earlier !== undefined) {
-      return showAccount(identity, reply, undefined, `The key “${earlier}” was already created; its secret was shown once.`);
+      return showAccount(
+        identity,
+        reply,
+        undefined,
+        `The key “${earlier}” was already created; its secret was shown once.`,
+      );
     }
     const name = String(request.body?.name ?? '').trim();
     const daysText = String(request.body?.expires_in_days ?? '').trim();
     const days = daysText === '' ? undefined : Number(daysText);
-    if (!name || name.length > 100) return showAccount(identity, reply, undefined, 'Give the key a name of 1 to 100 characters.');
+    if (!name || name.length > 100)
+      return showAccount(identity, reply, undefined, 'Give the key a name of 1 to 100 characters.');
     if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36500)) {
       return showAccount(identity, reply, undefined, 'Expiry must be a whole number of days, 1 or more.');
     }
@@ -174,7 +193,8 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       usedFormTokens.set(formToken, created.name);
       return showAccount(identity, reply, created);
     } catch (error) {
-      if (error instanceof HttpError && error.status === 400) return showAccount(identity, reply, undefined, error.message);
+      if (error instanceof HttpError && error.status === 400)
+        return showAccount(identity, reply, undefined, error.message);
       throw error;
     }
   });

@@ -108,7 +108,11 @@ export class ApiKeyStore {
 
   /** Revokes a key if `userId` owns it (any key when undefined); false when there is no such key. */
   async revoke(id: string, userId: string | undefined, now = Date.now()): Promise<boolean> {
-    let query = this.db.updateTable('api_keys').set({ revoked_at: now }).where('id', '=', id).where('revoked_at', 'is', null);
+    let query = this.db
+      .updateTable('api_keys')
+      .set({ revoked_at: now })
+      .where('id', '=', id)
+      .where('revoked_at', 'is', null);
     if (userId !== undefined) query = query.where('user_id', '=', userId);
     const result = await query.executeTakeFirst();
     if (result.numUpdatedRows > 0n) return true;
@@ -122,12 +126,7 @@ export class ApiKeyStore {
     const row = await this.db
       .selectFrom('api_keys')
       .innerJoin('users', 'users.id', 'api_keys.user_id')
-      .select([
-        'api_keys.id as key_id',
-        'api_keys.expires_at',
-        'api_keys.revoked_at',
-        ...USER_COLUMNS,
-      ])
+      .select(['api_keys.id as key_id', 'api_keys.expires_at', 'api_keys.revoked_at', ...USER_COLUMNS])
       .where('api_keys.hash', '=', hash)
       .executeTakeFirst();
     if (!row) return undefined;

@@ -134,5 +134,8 @@ export class ApiKeyVerifier {
 }
 
 function unknownKey(): AuthError {
-  return new AuthError('invalid_api_key', 'Incorrect API key provided. You can find or create API keys at /v1/auth/account.');
+  return new AuthError(
+    'invalid_api_key',
+    'Incorrect API key provided. You can find or create API keys at /v1/auth/account.',
+  );
 }

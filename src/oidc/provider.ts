@@ -133,6 +133,7 @@ function issuerUrlOf(metadataUrl: string): URL {
 }
 
 function describeDiscoveryError(metadataUrl: string, error: unknown): ProviderError {
-  const reason = error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error);
+  const reason =
+    error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error);
   return new ProviderError('PROVIDER_DISCOVERY_FAILED', `cannot load ${metadataUrl}: ${reason}`, { cause: error });
 }

@@ -19,10 +19,12 @@ export function safeReturnTo(candidate: unknown): string {
   return isLocalPath(path) ? path : '/';
 }
 
+// Control characters are exactly what is being refused here.
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+
 function isLocalPath(path: string): boolean {
-  // Control characters are exactly what is being refused here.
-  // eslint-disable-next-line no-control-regex
-  return path.startsWith('/') && !path.startsWith('//') && !path.startsWith('/\\') && !/[\u0000-\u001f\u007f]/.test(path);
+  return path.startsWith('/') && !path.startsWith('//') && !path.startsWith('/\\') && !CONTROL_CHARACTER.test(path);
 }
 
 function decodeOnce(value: string): string | undefined {

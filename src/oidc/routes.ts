@@ -151,13 +151,18 @@ function describeSignInFailure(error: unknown): { status: number; title: string;
     return { status: 400, title: 'Sign-in expired', message: `Sign-in could not be completed: ${error.message}.` };
   }
   if (error instanceof ProviderError) {
-    return { status: 503, title: 'Sign-in is unavailable', message: 'The sign-in provider cannot be reached right now.' };
+    return {
+      status: 503,
+      title: 'Sign-in is unavailable',
+      message: 'The sign-in provider cannot be reached right now.',
+    };
   }
   if (error instanceof client.ResponseBodyError || error instanceof client.AuthorizationResponseError) {
     return {
       status: 502,
       title: 'Sign-in failed',
-      message: 'The sign-in provider refused to complete the sign-in. The administrator can find the details in the gateway log.',
+      message:
+        'The sign-in provider refused to complete the sign-in. The administrator can find the details in the gateway log.',
     };
   }
   return {

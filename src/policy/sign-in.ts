@@ -12,8 +12,7 @@ export interface SignInRules {
 }
 
 export type SignInDecision =
-  | { allowed: true; role: Role; groups: string[] }
-  | { allowed: false; reason: string; message: string };
+  { allowed: true; role: Role; groups: string[] } | { allowed: false; reason: string; message: string };
 
 const MESSAGES: Record<string, string> = {
   email_missing: 'The sign-in provider did not share an email address, which this service requires.',

@@ -54,7 +54,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     if (!target.startsWith('/')) {
       throw new HttpError(400, 'invalid_request_target', 'The request target must be a path starting with /.');
     }
-    const hasBody = request.raw.headers['content-length'] !== undefined || request.raw.headers['transfer-encoding'] !== undefined;
+    const hasBody =
+      request.raw.headers['content-length'] !== undefined || request.raw.headers['transfer-encoding'] !== undefined;
     let upstream;
     try {
       upstream = await agent.request({

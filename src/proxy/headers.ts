@@ -75,7 +75,10 @@ export interface ForwardContext {
 }
 
 /** The headers the platform receives: the client's, minus anything spoofable, plus the gateway's truth. */
-export function buildUpstreamHeaders(incoming: IncomingHttpHeaders, context: ForwardContext): Record<string, string | string[]> {
+export function buildUpstreamHeaders(
+  incoming: IncomingHttpHeaders,
+  context: ForwardContext,
+): Record<string, string | string[]> {
   const connectionListed = new Set(
     String(incoming.connection ?? '')
       .split(',')

@@ -46,12 +46,7 @@ export class SessionStore {
     const row = await this.db
       .selectFrom('sessions')
       .innerJoin('users', 'users.id', 'sessions.user_id')
-      .select([
-        'sessions.id_token',
-        'sessions.last_seen_at',
-        'sessions.expires_at',
-        ...USER_COLUMNS,
-      ])
+      .select(['sessions.id_token', 'sessions.last_seen_at', 'sessions.expires_at', ...USER_COLUMNS])
       .where('sessions.id_hash', '=', idHash)
       .where('users.disabled_at', 'is', null)
       .executeTakeFirst();

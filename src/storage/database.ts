@@ -53,8 +53,12 @@ function openSqlite(location: string) {
     database.pragma('foreign_keys = ON');
     return database;
   } catch (error) {
-    throw new GatehouseError('DATABASE_UNAVAILABLE', `cannot open SQLite database ${path}: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new GatehouseError(
+      'DATABASE_UNAVAILABLE',
+      `cannot open SQLite database ${path}: ${(error as Error).message}`,
+      {
+        cause: error,
+      },
+    );
   }
 }

@@ -58,8 +58,14 @@ const migrations: Record<string, Migration> = {
   },
   '003_roles_disabled_users_audit': {
     async up(db: Kysely<unknown>) {
-      await db.schema.alterTable('users').addColumn('role', 'text', (c) => c.notNull().defaultTo('user')).execute();
-      await db.schema.alterTable('users').addColumn('groups', 'text', (c) => c.notNull().defaultTo('[]')).execute();
+      await db.schema
+        .alterTable('users')
+        .addColumn('role', 'text', (c) => c.notNull().defaultTo('user'))
+        .execute();
+      await db.schema
+        .alterTable('users')
+        .addColumn('groups', 'text', (c) => c.notNull().defaultTo('[]'))
+        .execute();
       await db.schema.alterTable('users').addColumn('disabled_at', 'bigint').execute();
       await db.schema.createIndex('users_email').on('users').column('email').execute();
       await db.schema

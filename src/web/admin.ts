@@ -21,41 +21,69 @@ function when(ms: number | null): string {
 function userRow(user: UserOverview, self: User): SafeHtml {
   const action = user.disabled ? 'enable' : 'disable';
   return html`<tr data-user-id="${user.id}">
-<td>${user.email ?? user.subject}<div class="muted small">${user.name ?? ''}</div></td>
-<td><span class="badge${user.role === 'admin' ? ' admin' : ''}">${user.role}</span></td>
-<td>${when(user.created_at)}</td>
-<td>${when(user.last_login_at)}</td>
-<td>${user.key_count}</td>
-<td>${user.active_sessions}</td>
-<td>${user.disabled ? html`<span class="badge revoked">disabled</span>` : html`<span class="badge">active</span>`}</td>
-<td>${
-    user.id === self.id
-      ? html`<span class="muted small">you</span>`
-      : html`<form class="inline" method="post" action="/v1/auth/admin/users/${encodeURIComponent(user.id)}/${action}"${
-          action === 'disable'
-            ? html` data-confirm="Disable ${user.email ?? user.subject}? Their sessions end and their keys stop working at once."`
-            : ''
-        }><button type="submit" class="${action === 'disable' ? 'danger' : 'secondary'}">${action === 'disable' ? 'Disable' : 'Enable'}</button></form>`
-  }</td>
-</tr>`;
+    <td>
+      ${user.email ?? user.subject}
+      <div class="muted small">${user.name ?? ''}</div>
+    </td>
+    <td><span class="badge${user.role === 'admin' ? ' admin' : ''}">${user.role}</span></td>
+    <td>${when(user.created_at)}</td>
+    <td>${when(user.last_login_at)}</td>
+    <td>${user.key_count}</td>
+    <td>${user.active_sessions}</td>
+    <td>
+      ${user.disabled ? html`<span class="badge revoked">disabled</span>` : html`<span class="badge">active</span>`}
+    </td>
+    <td>
+      ${
+        user.id === self.id
+          ? html`<span class="muted small">you</span>`
+          : html`<form
+              class="inline"
+              method="post"
+              action="/v1/auth/admin/users/${encodeURIComponent(user.id)}/${action}"
+              ${
+                action === 'disable'
+                  ? html` data-confirm="Disable ${user.email ?? user.subject}? Their sessions end and their keys stop
+                    working at once."`
+                  : ''
+              }
+            >
+              <button type="submit" class="${action === 'disable' ? 'danger' : 'secondary'}">
+                ${action === 'disable' ? 'Disable' : 'Enable'}
+              </button>
+            </form>`
+      }
+    </td>
+  </tr>`;
 }
 
 function keyRow(key: ApiKeyInfo, now: number): SafeHtml {
   const revoked = key.revoked_at !== null;
   const expired = !revoked && key.expires_at !== null && key.expires_at <= now;
   return html`<tr data-key-id="${key.id}">
-<td>${key.owner_email ?? key.owner_subject}</td>
-<td>${key.name}</td>
-<td><code>${key.stub}</code></td>
-<td>${when(key.created_at)}</td>
-<td>${key.last_used_at === null ? 'never' : when(key.last_used_at)}</td>
-<td>${revoked ? html`<span class="badge revoked">revoked</span>` : expired ? html`<span class="badge expired">expired</span>` : html`<span class="badge">active</span>`}</td>
-<td>${
-    revoked || expired
-      ? ''
-      : html`<form class="inline" method="post" action="/v1/auth/admin/keys/${encodeURIComponent(key.id)}/revoke" data-confirm="Revoke “${key.name}” of ${key.owner_email ?? key.owner_subject}?"><button type="submit" class="danger">Revoke</button></form>`
-  }</td>
-</tr>`;
+    <td>${key.owner_email ?? key.owner_subject}</td>
+    <td>${key.name}</td>
+    <td><code>${key.stub}</code></td>
+    <td>${when(key.created_at)}</td>
+    <td>${key.last_used_at === null ? 'never' : when(key.last_used_at)}</td>
+    <td>
+      ${revoked ? html`<span class="badge revoked">revoked</span>` : expired ? html`<span class="badge expired">expired</span>` : html`<span class="badge">active</span>`}
+    </td>
+    <td>
+      ${
+        revoked || expired
+          ? ''
+          : html`<form
+              class="inline"
+              method="post"
+              action="/v1/auth/admin/keys/${encodeURIComponent(key.id)}/revoke"
+              data-confirm="Revoke “${key.name}” of ${key.owner_email ?? key.owner_subject}?"
+            >
+              <button type="submit" class="danger">Revoke</button>
+            </form>`
+      }
+    </td>
+  </tr>`;
 }
 
 function eventRow(event: AuditRecord): SafeHtml {
@@ -63,54 +91,114 @@ function eventRow(event: AuditRecord): SafeHtml {
     .map(([key, value]) => `${key}=${String(value)}`)
     .join(' ');
   return html`<tr>
-<td class="nowrap">${event.at.slice(0, 19).replace('T', ' ')}</td>
-<td><code>${event.event}</code></td>
-<td>${event.actor_email ?? '—'}</td>
-<td>${event.target ?? ''}</td>
-<td>${event.client_address ?? ''}</td>
-<td class="muted small">${detail}</td>
-</tr>`;
+    <td class="nowrap">${event.at.slice(0, 19).replace('T', ' ')}</td>
+    <td><code>${event.event}</code></td>
+    <td>${event.actor_email ?? '—'}</td>
+    <td>${event.target ?? ''}</td>
+    <td>${event.client_address ?? ''}</td>
+    <td class="muted small">${detail}</td>
+  </tr>`;
 }
 
 /** The admin console: users, keys and the audit log, server-rendered like the account page. */
 export function renderAdminPage(model: AdminPageModel): SafeHtml {
   const { admin, users, keys, events, filter, eventNames, now } = model;
   return html`<header class="top">
-<div><h1>Admin</h1><p class="muted">Signed in as <strong>${admin.email ?? admin.subject}</strong> · <a href="/v1/auth/account">your account</a></p></div>
-<a class="button secondary" href="/v1/auth/logout">Sign out</a>
-</header>
-<h2>Users <span class="muted small">(${users.length})</span></h2>
-${
-  users.length
-    ? html`<div class="scroll"><table>
-<thead><tr><th>User</th><th>Role</th><th>First sign-in</th><th>Last sign-in</th><th>Keys</th><th>Sessions</th><th>State</th><th></th></tr></thead>
-<tbody>${users.map((user) => userRow(user, admin))}</tbody></table></div>`
-    : html`<p class="empty">No users yet.</p>`
-}
-<h2>API keys <span class="muted small">(${keys.length})</span></h2>
-${
-  keys.length
-    ? html`<div class="scroll"><table>
-<thead><tr><th>Owner</th><th>Name</th><th>Key</th><th>Created</th><th>Last used</th><th>State</th><th></th></tr></thead>
-<tbody>${keys.map((key) => keyRow(key, now))}</tbody></table></div>`
-    : html`<p class="empty">No API keys yet.</p>`
-}
-<h2>Audit log</h2>
-<form class="create" method="get" action="/v1/auth/admin">
-<label>Event <select name="event"><option value="">any</option>${eventNames.map(
-    (name) => html`<option value="${name}"${filter.event === name ? html` selected` : ''}>${name}</option>`,
-  )}</select></label>
-<label>Actor email <input type="text" name="actor" value="${filter.actor ?? ''}"></label>
-<label>Since <input type="text" name="since" value="${filter.since ?? ''}" placeholder="2026-01-31"></label>
-<button type="submit" class="secondary">Filter</button>
-<a class="button secondary" href="/v1/auth/admin/audit${filter.since ? `?since=${encodeURIComponent(filter.since)}` : ''}">Export JSON lines</a>
-</form>
-${
-  events.length
-    ? html`<div class="scroll"><table class="audit">
-<thead><tr><th>Time (UTC)</th><th>Event</th><th>Actor</th><th>Target</th><th>Address</th><th>Detail</th></tr></thead>
-<tbody>${events.map(eventRow)}</tbody></table></div>`
-    : html`<p class="empty">No matching events.</p>`
-}
-<script src="${ACCOUNT_SCRIPT_PATH}"></script>`;
+      <div>
+        <h1>Admin</h1>
+        <p class="muted">
+          Signed in as <strong>${admin.email ?? admin.subject}</strong> · <a href="/v1/auth/account">your account</a>
+        </p>
+      </div>
+      <a class="button secondary" href="/v1/auth/logout">Sign out</a>
+    </header>
+    <h2>Users <span class="muted small">(${users.length})</span></h2>
+    ${
+      users.length
+        ? html`<div class="scroll">
+            <table>
+              <thead>
+                <tr>
+                  <th>User</th>
+                  <th>Role</th>
+                  <th>First sign-in</th>
+                  <th>Last sign-in</th>
+                  <th>Keys</th>
+                  <th>Sessions</th>
+                  <th>State</th>
+                  <th></th>
+                </tr>
+              </thead>
+              <tbody>
+                ${users.map((user) => userRow(user, admin))}
+              </tbody>
+            </table>
+          </div>`
+        : html`<p class="empty">No users yet.</p>`
+    }
+    <h2>API keys <span class="muted small">(${keys.length})</span></h2>
+    ${
+      keys.length
+        ? html`<div class="scroll">
+            <table>
+              <thead>
+                <tr>
+                  <th>Owner</th>
+                  <th>Name</th>
+                  <th>Key</th>
+                  <th>Created</th>
+                  <th>Last used</th>
+                  <th>State</th>
+                  <th></th>
+                </tr>
+              </thead>
+              <tbody>
+                ${keys.map((key) => keyRow(key, now))}
+              </tbody>
+            </table>
+          </div>`
+        : html`<p class="empty">No API keys yet.</p>`
+    }
+    <h2>Audit log</h2>
+    <form class="create" method="get" action="/v1/auth/admin">
+      <label
+        >Event
+        <select name="event">
+          <option value="">any</option>
+          ${eventNames.map(
+            (name) => html`<option value="${name}" ${filter.event === name ? html` selected` : ''}>${name}</option>`,
+          )}
+        </select></label
+      >
+      <label>Actor email <input type="text" name="actor" value="${filter.actor ?? ''}" /></label>
+      <label>Since <input type="text" name="since" value="${filter.since ?? ''}" placeholder="2026-01-31" /></label>
+      <button type="submit" class="secondary">Filter</button>
+      <a
+        class="button secondary"
+        href="/v1/auth/admin/audit${filter.since ? `?since=${encodeURIComponent(filter.since)}` : ''}"
+        >Export JSON lines</a
+      >
+    </form>
+    ${
+      events.length
+        ? html`<div class="scroll">
+            <table class="audit">
+              <thead>
+                <tr>
+                  <th>Time (UTC)</th>
+                  <th>Event</th>
+                  <th>Actor</th>
+                  <th>Target</th>
+                  <th>Address</th>
+                  <th>Detail</th>
+                </tr>
+              </thead>
+              <tbody>
+                ${events.map(eventRow)}
+              </tbody>
+            </table>
+          </div>`
+        : html`<p class="empty">No matching events.</p>`
+    }
+    <script src="${ACCOUNT_SCRIPT_PATH}"></script>`;
 }

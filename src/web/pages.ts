@@ -17,20 +17,18 @@ const CONTENT_SECURITY_POLICY =
 
 export function layout(title: string, body: SafeHtml): SafeHtml {
   return html`<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${title} · Gatehouse</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="${STYLESHEET_PATH}">
-</head>
-<body>
-<main class="card">
-${body}
-</main>
-</body>
-</html>`;
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width, initial-scale=1" />
+        <title>${title} · Gatehouse</title>
+        <link rel="icon" href="data:," />
+        <link rel="stylesheet" href="${STYLESHEET_PATH}" />
+      </head>
+      <body>
+        <main class="card">${body}</main>
+      </body>
+    </html>`;
 }
 
 export function sendPage(reply: FastifyReply, status: number, title: string, body: SafeHtml): FastifyReply {
@@ -60,15 +58,18 @@ export function sendErrorPage(
     status,
     title,
     html`<h1>${title}</h1>
-<p>${message}</p>
-<p><a class="button" href="${retryHref}">Try signing in again</a></p>`,
+      <p>${message}</p>
+      <p><a class="button" href="${retryHref}">Try signing in again</a></p>`,
   );
 }
 
 export function registerAssets(app: FastifyInstance): void {
   const asset = (path: string, type: string, body: string) =>
     app.get(path, (_request, reply) =>
-      reply.type(type).headers({ 'cache-control': 'public, max-age=3600', 'x-content-type-options': 'nosniff' }).send(body),
+      reply
+        .type(type)
+        .headers({ 'cache-control': 'public, max-age=3600', 'x-content-type-options': 'nosniff' })
+        .send(body),
     );
   asset(STYLESHEET_PATH, 'text/css; charset=utf-8', stylesheet);
   asset(ACCOUNT_SCRIPT_PATH, 'text/javascript; charset=utf-8', accountScript);

@@ -85,18 +85,32 @@ database:
   url: sqlite:$DIR/gatehouse.db
 `));
     await gatehouse(['migrate', '--config', file]);
-    stack = await startFaultyStack({ gateway: { data_dir: join(dir, 'data') }, database: { url: `sqlite:${dir}/gatehouse.db` } });
+    stack = await startFaultyStack({
+      gateway: { data_dir: join(dir, 'data') },
+      database: { url: `sqlite:${dir}/gatehouse.db` },
+    });
   });
   afterAll(() => stack.close());
 
   it('creates a key that a running gateway on the same database accepts, lists and revokes it', async () => {
-    const created = await gatehouse(['keys', 'create', '--email', 'ops@example.com', '--name', 'ci bootstrap', '--config', file]);
+    const created = await gatehouse([
+      'keys',
+      'create',
+      '--email',
+      'ops@example.com',
+      '--name',
+      'ci bootstrap',
+      '--config',
+      file,
+    ]);
     expect(created.code).toBe(0);
     const key = KEY.exec(created.stdout)![0];
 
     const used = await fetch(`${stack.url}/echo/cli`, { headers: { authorization: `Bearer ${key}` } });
     expect(used.status).toBe(200);
-    expect(((await used.json()) as { headers: Record<string, string> }).headers['x-forwarded-email']).toBe('ops@example.com');
+    expect(((await used.json()) as { headers: Record<string, string> }).headers['x-forwarded-email']).toBe(
+      'ops@example.com',
+    );
 
     const listed = await gatehouse(['keys', 'list', '--email', 'OPS@example.com', '--config', file]);
     expect(listed.stdout).toContain('ci bootstrap');
@@ -113,7 +127,18 @@ database:
   });
 
   it('rejects a number of days that is not a whole positive number', async () => {
-    const bad = await gatehouse(['keys', 'create', '--email', 'a@example.com', '--name', 'x', '--expires-in-days', 'ten', '--config', file]);
+    const bad = await gatehouse([
+      'keys',
+      'create',
+      '--email',
+      'a@example.com',
+      '--name',
+      'x',
+      '--expires-in-days',
+      'ten',
+      '--config',
+      file,
+    ]);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain('whole number of days');
   });

@@ -33,9 +33,7 @@ describe('loadConfig rejects', () => {
   });
 
   it('an unclosed flow list at the right line', () => {
-    const { path, message } = loadError(
-      'auth:\n  disable_auth: true\ngateway:\n  port: [1,\n  host: x\n',
-    );
+    const { path, message } = loadError('auth:\n  disable_auth: true\ngateway:\n  port: [1,\n  host: x\n');
     expect(message).toContain(`${path}: YAML syntax error at line 5, column 3`);
   });
 
@@ -92,9 +90,7 @@ describe('loadConfig rejects', () => {
     const text = editsYaml({ auth_provider: { client_secret: 'prefix-${OIDC_SECRET}' } });
     const message = expectRejected(
       text,
-      [
-        'auth_provider.client_secret uses ${OIDC_SECRET}, but the environment variable OIDC_SECRET is not set',
-      ],
+      ['auth_provider.client_secret uses ${OIDC_SECRET}, but the environment variable OIDC_SECRET is not set'],
       { OTHER: 'unrelated-value' },
     );
     expect(message).not.toContain('prefix-');
@@ -123,16 +119,9 @@ describe('loadConfig rejects', () => {
   });
 
   it('a website that is not a base URL', () => {
-    const expected =
-      'an absolute http(s) URL without query or fragment (e.g. https://llm.example.com)';
-    for (const website of [
-      'https://llm.example.com/?a=1',
-      'llm.example.com',
-      'ftp://llm.example.com',
-    ]) {
-      expectRejected(editsYaml({ powerml: { website } }), [
-        `powerml.website must be ${expected}, got "${website}"`,
-      ]);
+    const expected = 'an absolute http(s) URL without query or fragment (e.g. https://llm.example.com)';
+    for (const website of ['https://llm.example.com/?a=1', 'llm.example.com', 'ftp://llm.example.com']) {
+      expectRejected(editsYaml({ powerml: { website } }), [`powerml.website must be ${expected}, got "${website}"`]);
     }
   });
 

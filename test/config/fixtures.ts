@@ -57,10 +57,7 @@ export function removeEditsFiles(): void {
 }
 
 /** Loads `text` from a file and returns the ConfigError's message; fails if the file loads. */
-export function loadError(
-  text: string,
-  env: NodeJS.ProcessEnv = {},
-): { path: string; message: string } {
+export function loadError(text: string, env: NodeJS.ProcessEnv = {}): { path: string; message: string } {
   const path = writeEditsFile(text);
   try {
     loadConfig(path, env);

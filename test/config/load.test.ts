@@ -61,9 +61,7 @@ describe('loadConfig with good files', () => {
   });
 
   it('starts without any provider keys when auth is disabled', () => {
-    const config = load(
-      'auth:\n  disable_auth: true\ngateway:\n  upstream: http://127.0.0.1:8000\n',
-    );
+    const config = load('auth:\n  disable_auth: true\ngateway:\n  upstream: http://127.0.0.1:8000\n');
     expect(config.auth.disable_auth).toBe(true);
     expect(config.auth_provider.client_id).toBeUndefined();
     expect(config.powerml.website).toBeUndefined();
@@ -116,9 +114,7 @@ describe('loadConfig with good files', () => {
   });
 
   it('replaces default lists instead of appending to them', () => {
-    expect(load(editsYaml({ auth_provider: { scopes: ['openid'] } })).auth_provider.scopes).toEqual(
-      ['openid'],
-    );
+    expect(load(editsYaml({ auth_provider: { scopes: ['openid'] } })).auth_provider.scopes).toEqual(['openid']);
   });
 
   it('keeps the default when a key is present but empty', () => {
@@ -144,16 +140,10 @@ describe('loadConfig with good files', () => {
   });
 
   it('accepts sqlite and postgres database URLs and rediss', () => {
-    for (const url of [
-      'sqlite::memory:',
-      'sqlite:/var/lib/gatehouse.db',
-      'postgresql://u:p@db/gatehouse',
-    ]) {
+    for (const url of ['sqlite::memory:', 'sqlite:/var/lib/gatehouse.db', 'postgresql://u:p@db/gatehouse']) {
       expect(load(editsYaml({ database: { url } })).database.url).toBe(url);
     }
-    expect(load(editsYaml({ redis: { url: 'rediss://cache:6380' } })).redis.url).toBe(
-      'rediss://cache:6380',
-    );
+    expect(load(editsYaml({ redis: { url: 'rediss://cache:6380' } })).redis.url).toBe('rediss://cache:6380');
   });
 
   it('validates objects in memory the same way and names the given source', () => {
@@ -164,10 +154,7 @@ describe('loadConfig with good files', () => {
 
 describe('the shipped defaults file', () => {
   it('lists every key Gatehouse knows, and nothing else', () => {
-    const defaults = parse(readFileSync(defaultsFilePath(), 'utf8')) as Record<
-      string,
-      Record<string, unknown>
-    >;
+    const defaults = parse(readFileSync(defaultsFilePath(), 'utf8')) as Record<string, Record<string, unknown>>;
     for (const [section, schema] of Object.entries(configSchema.shape)) {
       expect(Object.keys(defaults[section] ?? {}), section).toEqual(Object.keys(schema.shape));
     }
@@ -181,9 +168,7 @@ describe('the shipped defaults file', () => {
 
 describe('resolveConfigPath', () => {
   it('prefers --config, then GATEHOUSE_CONFIG, then ./llama_config_edits.yaml, always absolute', () => {
-    expect(resolveConfigPath('/etc/a.yaml', { GATEHOUSE_CONFIG: '/etc/b.yaml' })).toBe(
-      '/etc/a.yaml',
-    );
+    expect(resolveConfigPath('/etc/a.yaml', { GATEHOUSE_CONFIG: '/etc/b.yaml' })).toBe('/etc/a.yaml');
     expect(resolveConfigPath(undefined, { GATEHOUSE_CONFIG: '/etc/b.yaml' })).toBe('/etc/b.yaml');
     const fallback = resolveConfigPath(undefined, {});
     expect(isAbsolute(fallback)).toBe(true);

@@ -429,7 +429,11 @@ describe('API keys on a gateway with default settings', () => {
       const response = await owner.fetch(`${stack.url}/v1/auth/account/keys`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', origin: stack.url },
-        body: new URLSearchParams({ name: 'from the form', expires_in_days: '3', form_token: 'token-from-the-form' }).toString(),
+        body: new URLSearchParams({
+          name: 'from the form',
+          expires_in_days: '3',
+          form_token: 'token-from-the-form',
+        }).toString(),
       });
       expect(response.status).toBe(200);
       expect(response.headers.get('content-security-policy')).not.toMatch(/unsafe-inline/);

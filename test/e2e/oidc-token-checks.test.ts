@@ -129,9 +129,16 @@ describe('the authorization response is bound to this browser', () => {
       return { callback: await browser.fetch(url), callbackUrl: url };
     })();
     expect(callback.status).toBe(302);
-    const replay = await fetch(callbackUrl, { headers: { cookie: `gatehouse_login=${flowCookie}` }, redirect: 'manual' });
+    const replay = await fetch(callbackUrl, {
+      headers: { cookie: `gatehouse_login=${flowCookie}` },
+      redirect: 'manual',
+    });
     expect(replay.status).toBe(400);
-    expect(replay.headers.getSetCookie().some((line) => line.startsWith('gatehouse_session=') && !/Max-Age=0|Expires=Thu, 01 Jan 1970/i.test(line))).toBe(false);
+    expect(
+      replay.headers
+        .getSetCookie()
+        .some((line) => line.startsWith('gatehouse_session=') && !/Max-Age=0|Expires=Thu, 01 Jan 1970/i.test(line)),
+    ).toBe(false);
   });
 
   it('shows a clear page when the provider denies access', async () => {

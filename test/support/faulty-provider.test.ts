@@ -38,8 +38,7 @@ interface ClientOptions {
 /** A fresh Configuration, hence a fresh JWKS cache, for every call. */
 async function connect(options: ClientOptions = {}): Promise<client.Configuration> {
   const secret = options.secret ?? clientSecret;
-  const auth =
-    options.auth === 'post' ? client.ClientSecretPost(secret) : client.ClientSecretBasic(secret);
+  const auth = options.auth === 'post' ? client.ClientSecretPost(secret) : client.ClientSecretBasic(secret);
   // Plain HTTP is only tolerable because the provider listens on loopback.
   const config = await client.discovery(new URL(provider.issuer), clientId, undefined, auth, {
     execute: [client.allowInsecureRequests],
@@ -179,9 +178,9 @@ describe('a correct provider', () => {
 
   it('replaces the only JWKS entry when the key rotates', async () => {
     const kids = async () =>
-      (
-        (await (await fetch(`${provider.issuer}/jwks`)).json()) as { keys: Array<{ kid: string }> }
-      ).keys.map((key) => key.kid);
+      ((await (await fetch(`${provider.issuer}/jwks`)).json()) as { keys: Array<{ kid: string }> }).keys.map(
+        (key) => key.kid,
+      );
     const before = await kids();
 
     await provider.rotateKey();
@@ -331,9 +330,7 @@ describe('the authorization endpoint', () => {
     provider.fault = 'access-denied';
     const authorization = await authorize(config);
 
-    expect(authorization.callbackUrl.searchParams.get('state')).toBe(
-      authorization.checks.expectedState,
-    );
+    expect(authorization.callbackUrl.searchParams.get('state')).toBe(authorization.checks.expectedState);
     await expect(redeem(config, authorization)).rejects.toMatchObject({
       code: 'OAUTH_AUTHORIZATION_RESPONSE_ERROR',
       error: 'access_denied',

@@ -132,9 +132,7 @@ function formDecode(value: string): string {
   return decodeURIComponent(value.replace(/\+/g, ' '));
 }
 
-function readBasicCredentials(
-  header: string | undefined,
-): { id: string; secret: string } | undefined {
+function readBasicCredentials(header: string | undefined): { id: string; secret: string } | undefined {
   const match = /^Basic\s+(\S+)$/i.exec(header ?? '');
   if (!match?.[1]) return undefined;
   const decoded = Buffer.from(match[1], 'base64').toString('utf8');
@@ -161,12 +159,7 @@ async function readForm(request: IncomingMessage): Promise<URLSearchParams> {
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
-function sendJson(
-  response: ServerResponse,
-  status: number,
-  body: unknown,
-  headers: Record<string, string> = {},
-): void {
+function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   response.writeHead(status, {
     'content-type': 'application/json',
     'cache-control': 'no-store',
@@ -203,8 +196,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
 
   const server = createServer((request, response) => {
     handle(request, response).catch((error: unknown) => {
-      if (!response.headersSent)
-        sendJson(response, 500, { error: 'server_error', error_description: String(error) });
+      if (!response.headersSent) sendJson(response, 500, { error: 'server_error', error_description: String(error) });
       else response.destroy();
     });
   });
@@ -252,17 +244,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
     subject_types_supported: ['public'],
     scopes_supported: ['openid', 'email', 'profile'],
-    claims_supported: [
-      'sub',
-      'iss',
-      'aud',
-      'exp',
-      'iat',
-      'nonce',
-      'email',
-      'email_verified',
-      'name',
-    ],
+    claims_supported: ['sub', 'iss', 'aud', 'exp', 'iat', 'nonce', 'email', 'email_verified', 'name'],
   };
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
@@ -277,12 +259,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
         return token(request, response);
       case 'GET /jwks':
         provider.jwksRequests += 1;
-        return sendJson(
-          response,
-          200,
-          { keys: [signingKey.publicJwk] },
-          { 'cache-control': 'no-cache' },
-        );
+        return sendJson(response, 200, { keys: [signingKey.publicJwk] }, { 'cache-control': 'no-cache' });
       case 'GET /userinfo':
         return userinfo(request, response);
       case 'GET /logout':
@@ -295,8 +272,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
 
   function authorize(params: URLSearchParams, response: ServerResponse): void {
     // RFC 6749 4.1.2.1: with an unknown client or redirect URI there is nowhere safe to send an error.
-    if (params.get('client_id') !== options.clientId)
-      return sendText(response, 400, 'unknown client_id');
+    if (params.get('client_id') !== options.clientId) return sendText(response, 400, 'unknown client_id');
     if (params.get('redirect_uri') !== options.redirectUri) {
       return sendText(response, 400, 'redirect_uri is not registered for this client');
     }
@@ -319,8 +295,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
       return refuse('invalid_request', 'PKCE with code_challenge_method=S256 is required');
     }
     if (!state) return refuse('invalid_request', 'state is required');
-    if (provider.fault === 'access-denied')
-      return refuse('access_denied', 'the test user declined');
+    if (provider.fault === 'access-denied') return refuse('access_denied', 'the test user declined');
 
     const code = base64url(randomBytes(32));
     codes.set(code, {
@@ -340,11 +315,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     const code = form.get('code') ?? '';
     const codeVerifier = form.get('code_verifier') ?? undefined;
     const basic = readBasicCredentials(request.headers.authorization);
-    const clientAuth: TokenRequestRecord['clientAuth'] = basic
-      ? 'basic'
-      : form.has('client_secret')
-        ? 'post'
-        : 'none';
+    const clientAuth: TokenRequestRecord['clientAuth'] = basic ? 'basic' : form.has('client_secret') ? 'post' : 'none';
     const record: TokenRequestRecord = { code, codeVerifier, clientAuth, ok: false };
     provider.tokenRequests.push(record);
 
@@ -360,9 +331,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
       !secretsMatch(client.secret, options.clientSecret)
     ) {
       // RFC 6749 5.2: a client that tried the Authorization header gets a challenge back.
-      const challenge: Record<string, string> = basic
-        ? { 'www-authenticate': 'Basic realm="token"' }
-        : {};
+      const challenge: Record<string, string> = basic ? { 'www-authenticate': 'Basic realm="token"' } : {};
       return sendJson(
         response,
         401,
@@ -382,8 +351,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     // Consumed on the first authenticated attempt, right or wrong, so a verifier cannot be guessed.
     issued.used = true;
     if (issued.expiresAt < epochSeconds()) return invalidGrant('authorization code expired');
-    if (form.get('redirect_uri') !== issued.redirectUri)
-      return invalidGrant('redirect_uri does not match');
+    if (form.get('redirect_uri') !== issued.redirectUri) return invalidGrant('redirect_uri does not match');
     if (!codeVerifier || base64url(sha256(codeVerifier)) !== issued.codeChallenge) {
       return invalidGrant('code_verifier does not match code_challenge');
     }
@@ -460,9 +428,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
           .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
           .sign(new TextEncoder().encode(options.clientSecret));
     }
-    return new SignJWT(claims)
-      .setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: key.kid })
-      .sign(key.privateKey);
+    return new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: key.kid }).sign(key.privateKey);
   }
 
   function userinfo(request: IncomingMessage, response: ServerResponse): void {

@@ -63,8 +63,6 @@ export async function requireResource(
   ];
   const width = Math.max(...lines.map((line) => line.length));
   const rule = '!'.repeat(width + 4);
-  console.warn(
-    ['', rule, ...lines.map((line) => `! ${line.padEnd(width)} !`), rule, ''].join('\n'),
-  );
+  console.warn(['', rule, ...lines.map((line) => `! ${line.padEnd(width)} !`), rule, ''].join('\n'));
   return false;
 }

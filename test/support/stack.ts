@@ -75,7 +75,10 @@ function authEdits(website: string, metadataUrl: string, platformUrl: string, ex
 }
 
 /** Gateway + the bundled demo provider (real oidc-provider) + the sample platform. */
-export async function startDemoStack(extra: Record<string, unknown> = {}, platformChunkDelayMs = 20): Promise<DemoStack> {
+export async function startDemoStack(
+  extra: Record<string, unknown> = {},
+  platformChunkDelayMs = 20,
+): Promise<DemoStack> {
   const port = await freePort();
   const website = `http://127.0.0.1:${port}`;
   const platform = await startSamplePlatform({ chunkDelayMs: platformChunkDelayMs });
