@@ -77,6 +77,15 @@ export interface FaultyProvider {
   metadataUrl: string;
   /** Set between sign-ins to choose the next defect. */
   fault: TokenFault;
+  /** Who the next sign-in is: `sub` and `email` of the next ID token and UserInfo answer. */
+  subject: string;
+  email: string;
+  /**
+   * Claims merged into the next ID token's payload and UserInfo answer, after `email`,
+   * `email_verified` and `name` (so they can replace them; an `undefined` value leaves one out):
+   * `groups`, `realm_access`, `_claim_names`, `email_verified: false`...
+   */
+  extraClaims: Record<string, unknown>;
   /** Replaces the signing key (and the only JWKS entry) with a new RS256 key under a new `kid`. */
   rotateKey(): Promise<void>;
   tokenRequests: TokenRequestRecord[];
@@ -99,6 +108,9 @@ interface IssuedCode {
   expiresAt: number;
   used: boolean;
 }
+
+/** What the provider says about the user; `undefined` values are left out of the JSON. */
+type UserClaims = Record<string, unknown> & { sub: string };
 
 const codeLifetimeSeconds = 60;
 const tokenLifetimeSeconds = 300;
@@ -180,19 +192,14 @@ function redirect(response: ServerResponse, location: URL): void {
 
 /** Starts the provider on 127.0.0.1 and resolves once it accepts connections. */
 export async function startFaultyProvider(options: FaultyProviderOptions): Promise<FaultyProvider> {
-  const user = {
-    sub: options.subject ?? 'test-user-1',
-    email: options.email ?? 'ada@example.test',
-    email_verified: true,
-    name: options.name ?? 'Ada Lovelace',
-  };
+  const name = options.name ?? 'Ada Lovelace';
   const servesEndSession = options.endSessionEndpoint ?? true;
 
   let signingKey = await createSigningKey();
   // Never published: tokens it signs carry the real kid, so only a signature check can catch them.
   const strayKey = await createSigningKey();
   const codes = new Map<string, IssuedCode>();
-  const accessTokens = new Map<string, { claims: typeof user; expiresAt: number }>();
+  const accessTokens = new Map<string, { claims: UserClaims; expiresAt: number }>();
 
   const server = createServer((request, response) => {
     handle(request, response).catch((error: unknown) => {
@@ -214,6 +221,9 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     issuer,
     metadataUrl: `${issuer}/.well-known/openid-configuration`,
     fault: 'none',
+    subject: options.subject ?? 'test-user-1',
+    email: options.email ?? 'ada@example.test',
+    extraClaims: {},
     async rotateKey() {
       signingKey = await createSigningKey();
     },
@@ -356,12 +366,20 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
       return invalidGrant('code_verifier does not match code_challenge');
     }
 
+    // One snapshot for both, so UserInfo never contradicts the ID token it accompanies.
+    const user: UserClaims = {
+      sub: provider.subject,
+      email: provider.email,
+      email_verified: true,
+      name,
+      ...provider.extraClaims,
+    };
     const accessToken = base64url(randomBytes(32));
     accessTokens.set(accessToken, {
       claims: user,
       expiresAt: epochSeconds() + tokenLifetimeSeconds,
     });
-    const idToken = await buildIdToken(provider.fault, issued.nonce);
+    const idToken = await buildIdToken(provider.fault, issued.nonce, user);
     provider.lastIdToken = idToken;
     record.ok = true;
     sendJson(response, 200, {
@@ -372,18 +390,17 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     });
   }
 
-  async function buildIdToken(fault: TokenFault, nonce: string | undefined): Promise<string> {
+  async function buildIdToken(fault: TokenFault, nonce: string | undefined, user: UserClaims): Promise<string> {
     const now = epochSeconds();
+    const { sub, ...profile } = user;
     const claims: JWTPayload & Record<string, unknown> = {
       iss: issuer,
-      sub: user.sub,
+      sub,
       aud: options.clientId,
       exp: now + tokenLifetimeSeconds,
       iat: now,
       ...(nonce === undefined ? {} : { nonce }),
-      email: user.email,
-      email_verified: user.email_verified,
-      name: user.name,
+      ...profile,
     };
     let key = signingKey;
     switch (fault) {
