@@ -96,7 +96,7 @@ program
   .description('apply pending database migrations and exit')
   .option(...configOption)
   .action(async (options: { config?: string }) => {
-    const storage = await openStorage(readConfig(options.config).database.url);
+    const storage = await openStorage({ ...readConfig(options.config).database, auto_migrate: true });
     await storage.close();
     process.stdout.write('database is up to date\n');
   });

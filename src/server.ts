@@ -8,7 +8,7 @@ import type { Config } from './config/index.js';
 import { HttpError } from './errors.js';
 import { sendApiError } from './http/errors.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
-import { FailedAuthLimiter } from './identity/failure-limiter.js';
+import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
 import { loadKeyHashSecret } from './keys/hash-secret.js';
 import { registerKeyRoutes } from './keys/routes.js';
@@ -26,6 +26,7 @@ import { proxyRoutes } from './proxy/route.js';
 import { cookieNamesFor } from './sessions/cookies.js';
 import { SessionStore } from './sessions/store.js';
 import { openStorage, type Db } from './storage/database.js';
+import { openSharedState } from './storage/shared-state.js';
 import { recordSignIn } from './users/store.js';
 import { registerAssets } from './web/pages.js';
 
@@ -47,7 +48,8 @@ const DENIAL_STATUSES = new Set([401, 403, 429]);
 
 /** Composes the gateway from its parts; holds no logic of its own. */
 export async function buildGateway(config: Config, log: Logger): Promise<Gateway> {
-  const storage = await openStorage(config.database.url);
+  const storage = await openStorage(config.database);
+  const shared = openSharedState(storage, config.redis, log);
   const website = config.powerml.website;
   const secureCookies = website?.startsWith('https:') ?? false;
   const cookies = cookieNamesFor(secureCookies);
@@ -104,6 +106,8 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   registerAssets(app);
 
   const checks: ReadinessCheck[] = [{ name: 'database', check: () => storage.ping().then(() => undefined) }];
+  const { redis } = shared;
+  if (redis) checks.push({ name: 'redis', check: async () => (redis.status === 'ready' ? undefined : `redis is ${redis.status}`) });
   const warnings: string[] = [];
   let provider: ProviderConnection | undefined;
   let purgeTimer: NodeJS.Timeout | undefined;
@@ -127,10 +131,11 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     );
     const connection = provider;
     checks.push({ name: 'provider', check: async () => connection.problem });
-    const sessions = new SessionStore(storage.db, {
-      idleMs: config.auth.session_idle_minutes * 60_000,
-      maxMs: config.auth.session_max_hours * 3_600_000,
-    });
+    const sessions = new SessionStore(
+      storage.db,
+      { idleMs: config.auth.session_idle_minutes * 60_000, maxMs: config.auth.session_max_hours * 3_600_000 },
+      shared.cache,
+    );
     purgeTimer = setInterval(() => void sessions.purgeExpired().catch(() => undefined), PURGE_INTERVAL_MS).unref();
     const keyStore = new ApiKeyStore(
       storage.db,
@@ -142,12 +147,19 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       warnings.push(TEST_TOKEN_WARNING);
       log.warn(TEST_TOKEN_WARNING);
     }
-    const verifier = (keyVerifier = new ApiKeyVerifier(keyStore, config.auth.api_key_prefix, testToken));
+    const verifier = (keyVerifier = new ApiKeyVerifier(keyStore, config.auth.api_key_prefix, testToken, shared.cache));
+    shared.bus.subscribe((change) => {
+      verifier.forgetAll();
+      if (change.kind === 'user_disabled') inFlight.abortUser(change.userId);
+    });
     const identifier = createIdentifier({
       sessions,
       sessionCookie: cookies.session,
       keys: verifier,
-      limiter: new FailedAuthLimiter(config.auth.failed_auth_per_minute),
+      limiter: new FailedAuthLimiter(
+        config.auth.failed_auth_per_minute,
+        redis ? redisFailureCounter(redis, config.redis.key_prefix) : undefined,
+      ),
     });
     const rules = compileAccessRules(config.gateway.public_paths, config.gateway.admin_paths);
     registerAuthRoutes(app, {
@@ -169,15 +181,16 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
         groupsClaim: groups_claim,
       },
     });
+    const { revocations } = shared;
     registerKeyRoutes(app, {
       store: keyStore,
-      verifier,
+      revocations,
       identifier,
       audit,
       website,
       maxDays: config.auth.api_key_max_days,
     });
-    registerAdminRoutes(app, { db: storage.db, keys: keyStore, verifier, identifier, audit, inFlight, website });
+    registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, identifier, audit, website });
     registerForwardAuth(app, { identifier, rules, website, isTrustedPeer: createTrustedPeerCheck(trustedProxies) });
     await app.register(proxyRoutes, { forwarder, gate: { identifier, website, rules } });
   }
@@ -192,6 +205,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       await app.close();
       await keyVerifier?.flush();
       await forwarder.close();
+      await shared.close();
       await storage.close();
     },
   };

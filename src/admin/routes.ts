@@ -4,10 +4,9 @@ import { ForbiddenError, HttpError } from '../errors.js';
 import { sendChallenge } from '../identity/challenge.js';
 import type { Identifier, Identity } from '../identity/identify.js';
 import type { ApiKeyStore } from '../keys/store.js';
-import type { ApiKeyVerifier } from '../keys/verify.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
-import type { InFlightRequests } from '../proxy/in-flight.js';
 import type { Db } from '../storage/database.js';
+import type { Revocations } from '../storage/revocations.js';
 import { findUser, listUsers, setUserDisabled } from '../users/store.js';
 import { renderAdminPage } from '../web/admin.js';
 import { sendPage } from '../web/pages.js';
@@ -17,13 +16,10 @@ export const ADMIN_PATH = '/v1/auth/admin';
 export interface AdminRoutesOptions {
   db: Db;
   keys: ApiKeyStore;
-  verifier: ApiKeyVerifier;
+  revocations: Revocations;
   identifier: Identifier;
   audit: AuditLog;
-  inFlight: InFlightRequests;
   website: string;
-  /** Called after a user is disabled or a key revoked here, so other replicas can drop caches too. */
-  onRevocation?: () => void;
 }
 
 interface AuditFilter {
@@ -48,7 +44,7 @@ function isFormPost(request: FastifyRequest): boolean {
 
 /** The operator's view: users, keys, the audit log; disabling users and revoking any key. */
 export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOptions): void {
-  const { db, keys, verifier, identifier, audit, inFlight } = options;
+  const { db, keys, revocations, identifier, audit } = options;
   const websiteOrigin = new URL(options.website).origin;
 
   async function requireAdmin(request: FastifyRequest, reply: FastifyReply): Promise<Identity | undefined> {
@@ -116,11 +112,7 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
     if (!target || !(await setUserDisabled(db, id, action === 'disable'))) {
       throw new HttpError(404, 'user_not_found', 'No user with this id.');
     }
-    if (action === 'disable') {
-      verifier.forgetAll();
-      inFlight.abortUser(id);
-      options.onRevocation?.();
-    }
+    if (action === 'disable') await revocations.userDisabled(id);
     audit.record(request, {
       event: action === 'disable' ? 'user_disabled' : 'user_enabled',
       actor: identity.user,
@@ -136,8 +128,7 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
     if (!(await keys.revoke(request.params.id, undefined))) {
       throw new HttpError(404, 'api_key_not_found', 'No API key with this id.');
     }
-    verifier.forgetAll();
-    options.onRevocation?.();
+    await revocations.keysChanged();
     audit.record(request, {
       event: 'key_revoked',
       actor: identity.user,

@@ -2,7 +2,9 @@ import type { Config } from '../config/index.js';
 import { HttpError } from '../errors.js';
 import { loadKeyHashSecret } from '../keys/hash-secret.js';
 import { ApiKeyStore, type ApiKeyInfo } from '../keys/store.js';
+import { createLogger } from '../log.js';
 import { openStorage, type Storage } from '../storage/database.js';
+import { openSharedState } from '../storage/shared-state.js';
 import { findUsersByEmail, recordSignIn, type User } from '../users/store.js';
 
 /** Users an operator creates keys for before they ever sign in are recorded under this issuer. */
@@ -10,7 +12,7 @@ export const CLI_ISSUER = 'gatehouse:cli';
 const DAY_MS = 86_400_000;
 
 async function withKeyStore<T>(config: Config, work: (store: ApiKeyStore, storage: Storage) => Promise<T>): Promise<T> {
-  const storage = await openStorage(config.database.url);
+  const storage = await openStorage(config.database);
   try {
     const secret = loadKeyHashSecret(config.auth.key_hash_secret, config.gateway.data_dir);
     return await work(new ApiKeyStore(storage.db, secret, config.auth.api_key_prefix), storage);
@@ -80,8 +82,15 @@ export async function listKeysCommand(config: Config, options: { email?: string 
 }
 
 export async function revokeKeyCommand(config: Config, id: string): Promise<string> {
-  return withKeyStore(config, async (store) => {
+  return withKeyStore(config, async (store, storage) => {
     if (!(await store.revoke(id, undefined))) throw new HttpError(404, 'api_key_not_found', `no API key with id ${id}`);
+    // Running gateways hear of it now through Redis or PostgreSQL, or by polling SQLite within 1 s.
+    const shared = openSharedState(storage, config.redis, createLogger('error'));
+    try {
+      await shared.revocations.keysChanged();
+    } finally {
+      await shared.close();
+    }
     return `Revoked ${id}. Running gateways refuse it within 1 second.\n`;
   });
 }

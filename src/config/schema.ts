@@ -211,10 +211,20 @@ const database = z.strictObject({
     .string()
     .regex(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/)
     .describe('sqlite:PATH, sqlite::memory: or a postgres:// or postgresql:// URL'),
+  schema: optional(z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/)).describe(
+    'a PostgreSQL schema name: lowercase letters, digits and _ (e.g. gatehouse)',
+  ),
+  pool_size: integer(1, 1000).describe('an integer from 1 to 1000'),
+  statement_timeout_ms: integer(0).describe('an integer of at least 0 (milliseconds; 0 means none)'),
+  auto_migrate: boolean(),
 });
 
 const redis = z.strictObject({
   url: optional(z.string().regex(/^rediss?:\/\/.+$/)).describe('a redis:// or rediss:// URL'),
+  key_prefix: z
+    .string()
+    .regex(/^[A-Za-z0-9:_-]{1,64}$/)
+    .describe('letters, digits, :, _ or -, at most 64 characters (e.g. "gatehouse:")'),
 });
 
 /** Shape and format of each key; rules between keys live in rules.ts. */

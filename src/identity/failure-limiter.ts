@@ -1,28 +1,72 @@
+import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { HttpError } from '../errors.js';
 
 const WINDOW_MS = 60_000;
 
-interface Window {
-  startedAt: number;
+export interface FailureWindow {
   failures: number;
+  /** Milliseconds until the window that began at the first failure closes. */
+  resetsInMs: number;
+}
+
+/** Counts failures per client address in a one-minute window opened by the first failure. */
+export interface FailureCounter {
+  read(address: string, now: number): Promise<FailureWindow>;
+  add(address: string, now: number): Promise<void>;
+}
+
+export function memoryFailureCounter(): FailureCounter {
+  const windows = new LRUCache<string, { startedAt: number; failures: number }>({ max: 100_000 });
+  return {
+    read: async (address, now) => {
+      const window = windows.get(address);
+      if (!window || now - window.startedAt >= WINDOW_MS) return { failures: 0, resetsInMs: 0 };
+      return { failures: window.failures, resetsInMs: window.startedAt + WINDOW_MS - now };
+    },
+    add: async (address, now) => {
+      const window = windows.get(address);
+      if (!window || now - window.startedAt >= WINDOW_MS) windows.set(address, { startedAt: now, failures: 1 });
+      else window.failures += 1;
+    },
+  };
+}
+
+/** Shared by every gateway process, so a guesser gains nothing by spreading attempts over replicas. */
+export function redisFailureCounter(redis: Redis, prefix: string): FailureCounter {
+  const keyOf = (address: string) => `${prefix}failed_auth:${address}`;
+  return {
+    read: async (address) => {
+      const [[, failures], [, ttl]] = (await redis.multi().get(keyOf(address)).pttl(keyOf(address)).exec()) as [
+        [unknown, string | null],
+        [unknown, number],
+      ];
+      return { failures: Number(failures ?? 0), resetsInMs: Math.max(0, ttl) };
+    },
+    add: async (address) => {
+      const key = keyOf(address);
+      // NX: only the first failure of a window sets its end.
+      await redis.multi().incr(key).pexpire(key, WINDOW_MS, 'NX').exec();
+    },
+  };
 }
 
 /**
- * Slows guessing: once a client address has failed `perMinute` times in the current minute, every
- * further key attempt from it is refused with 429 until the minute ends, valid key or not, so the
- * answer reveals nothing to a guesser.
+ * Slows guessing: once a client address has failed `perMinute` times within a minute, every further
+ * key attempt from it is refused with 429 until that minute ends, valid key or not, so the answer
+ * reveals nothing to a guesser.
  */
 export class FailedAuthLimiter {
-  private readonly windows = new LRUCache<string, Window>({ max: 100_000 });
+  constructor(
+    private readonly perMinute: number,
+    private readonly counter: FailureCounter = memoryFailureCounter(),
+  ) {}
 
-  constructor(private readonly perMinute: number) {}
-
-  assertAllowed(address: string, now = Date.now()): void {
+  async assertAllowed(address: string, now = Date.now()): Promise<void> {
     if (this.perMinute === 0) return;
-    const window = this.windows.get(address);
-    if (!window || now - window.startedAt >= WINDOW_MS || window.failures < this.perMinute) return;
-    const retryAfter = Math.max(1, Math.ceil((window.startedAt + WINDOW_MS - now) / 1000));
+    const { failures, resetsInMs } = await this.counter.read(address, now);
+    if (failures < this.perMinute) return;
+    const retryAfter = Math.max(1, Math.ceil(resetsInMs / 1000));
     throw new HttpError(
       429,
       'too_many_failed_attempts',
@@ -31,10 +75,8 @@ export class FailedAuthLimiter {
     );
   }
 
-  recordFailure(address: string, now = Date.now()): void {
+  async recordFailure(address: string, now = Date.now()): Promise<void> {
     if (this.perMinute === 0) return;
-    const window = this.windows.get(address);
-    if (!window || now - window.startedAt >= WINDOW_MS) this.windows.set(address, { startedAt: now, failures: 1 });
-    else window.failures += 1;
+    await this.counter.add(address, now);
   }
 }

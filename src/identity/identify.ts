@@ -46,7 +46,7 @@ export function createIdentifier({ sessions, sessionCookie, keys, limiter }: Ide
     async identify(request) {
       const authorization = request.headers.authorization;
       if (authorization !== undefined) {
-        limiter.assertAllowed(request.ip);
+        await limiter.assertAllowed(request.ip);
         const key = BEARER.exec(authorization)?.[1];
         try {
           if (!key) {
@@ -56,7 +56,7 @@ export function createIdentifier({ sessions, sessionCookie, keys, limiter }: Ide
           request.identity = { user: record.user, method: 'api_key', keyId: record.id };
           return request.identity;
         } catch (error) {
-          if (error instanceof AuthError) limiter.recordFailure(request.ip);
+          if (error instanceof AuthError) await limiter.recordFailure(request.ip);
           throw error;
         }
       }

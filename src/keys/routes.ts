@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
 import type { AuditLog } from '../audit/log.js';
 import { randomToken } from '../crypto/tokens.js';
+import type { Revocations } from '../storage/revocations.js';
 import { ForbiddenError, HttpError } from '../errors.js';
 import { sendChallenge } from '../identity/challenge.js';
 import type { Identifier, Identity } from '../identity/identify.js';
@@ -9,7 +10,6 @@ import { assertSameOrigin } from '../policy/same-origin.js';
 import { renderAccountPage } from '../web/account.js';
 import { sendPage } from '../web/pages.js';
 import type { ApiKeyInfo, ApiKeyStore, CreatedApiKey } from './store.js';
-import type { ApiKeyVerifier } from './verify.js';
 
 export const API_KEYS_PATH = '/v1/auth/api-keys';
 export const ACCOUNT_PATH = '/v1/auth/account';
@@ -17,7 +17,7 @@ export const ACCOUNT_PATH = '/v1/auth/account';
 export interface KeyRoutesOptions {
   store: ApiKeyStore;
   audit: AuditLog;
-  verifier: ApiKeyVerifier;
+  revocations: Revocations;
   identifier: Identifier;
   website: string;
   maxDays?: number;
@@ -68,7 +68,7 @@ function describeKey(key: ApiKeyInfo) {
 
 /** The key lifecycle for its owner: a JSON API for programs and an account page for people. */
 export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOptions): void {
-  const { store, verifier, identifier, maxDays, audit } = options;
+  const { store, revocations, identifier, maxDays, audit } = options;
   const websiteOrigin = new URL(options.website).origin;
 
   /** The caller, or undefined after answering with the right challenge; unsafe methods need our origin. */
@@ -106,7 +106,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   async function revokeKey(request: FastifyRequest, identity: Identity, id: string): Promise<boolean> {
     const revoked = await store.revoke(id, identity.user.id);
     if (revoked) {
-      verifier.forgetAll();
+      await revocations.keysChanged();
       audit.record(request, { event: 'key_revoked', actor: identity.user, target: id });
     }
     return revoked;

@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { AuthError, ForbiddenError } from '../errors.js';
 import { sha256 } from '../crypto/tokens.js';
+import { noSharedCache, type SharedCache } from '../storage/shared-cache.js';
 import type { User } from '../users/store.js';
 import { isWellFormedApiKey } from './format.js';
 import type { ApiKeyRecord, ApiKeyStore } from './store.js';
@@ -45,6 +46,7 @@ export class ApiKeyVerifier {
     private readonly store: ApiKeyStore,
     private readonly prefix: string,
     private readonly staticKey?: StaticKey,
+    private readonly shared: SharedCache = noSharedCache,
   ) {
     this.staticKeyDigest = staticKey ? Buffer.from(sha256(staticKey.token)) : undefined;
   }
@@ -105,7 +107,9 @@ export class ApiKeyVerifier {
 
   private async fetch(hash: string, now: number): Promise<ApiKeyRecord | undefined> {
     const generation = this.generation;
-    const record = await this.store.findByHash(hash);
+    const lookup = await this.shared.get<ApiKeyRecord | null>('key', hash);
+    const record = lookup.hit ? (lookup.value ?? undefined) : await this.store.findByHash(hash);
+    if (!lookup.hit) await this.shared.set('key', hash, record ?? null, lookup.version);
     // A read that began before a revocation must not put the pre-revocation answer back.
     if (generation === this.generation) this.cache.set(hash, { record, fetchedAt: now });
     return record;

@@ -1,31 +1,61 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, SqliteDialect, sql } from 'kysely';
-import { ConfigError, GatehouseError } from '../errors.js';
+import { Kysely, PostgresDialect, SqliteDialect, sql, type Dialect } from 'kysely';
+import pg from 'pg';
+import { GatehouseError } from '../errors.js';
 import { migrateToLatest } from './migrations.js';
 import type { Database } from './schema.js';
 
 export type Db = Kysely<Database>;
 
+export interface DatabaseSettings {
+  url: string;
+  /** PostgreSQL schema for Gatehouse's tables; created when missing. */
+  schema?: string;
+  pool_size?: number;
+  statement_timeout_ms?: number;
+  auto_migrate?: boolean;
+}
+
 export interface Storage {
   db: Db;
+  kind: 'sqlite' | 'postgres';
+  /** PostgreSQL only: settings for a dedicated connection (LISTEN cannot share a pooled one). */
+  postgresConnection?: pg.ClientConfig;
+  postgresPool?: pg.Pool;
   /** Resolves when the database answers a trivial query; for /readyz. */
   ping(): Promise<void>;
   close(): Promise<void>;
 }
 
-/** Opens the database named by `database.url` and applies pending migrations. */
-export async function openStorage(url: string): Promise<Storage> {
-  const db = new Kysely<Database>({ dialect: createDialect(url) });
+/** int8 columns hold epoch milliseconds, well inside the exact range of a JS number. */
+const INT8_OID = 20;
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID ? Number : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+/** Opens the database named by `database.url` and, unless told otherwise, applies pending migrations. */
+export async function openStorage(settings: DatabaseSettings | string): Promise<Storage> {
+  const options = typeof settings === 'string' ? { url: settings } : settings;
+  const storage = /^postgres(ql)?:/.test(options.url) ? await openPostgres(options) : openSqliteStorage(options.url);
+  if (options.auto_migrate === false) return storage;
   try {
-    await migrateToLatest(db as Kysely<unknown>);
+    await migrateToLatest(storage.db as Kysely<unknown>, storage.kind === 'postgres' ? options.schema : undefined);
   } catch (error) {
-    await db.destroy();
+    await storage.close();
     throw error;
   }
+  return storage;
+}
+
+function storageOf(dialect: Dialect, kind: Storage['kind'], extra: Partial<Storage> = {}): Storage {
+  const db = new Kysely<Database>({ dialect });
   return {
     db,
+    kind,
+    ...extra,
     ping: async () => {
       await sql`select 1`.execute(db);
     },
@@ -33,15 +63,42 @@ export async function openStorage(url: string): Promise<Storage> {
   };
 }
 
-function createDialect(url: string) {
-  if (url.startsWith('sqlite:')) return new SqliteDialect({ database: openSqlite(url.slice('sqlite:'.length)) });
-  if (/^postgres(ql)?:/.test(url)) {
-    throw new ConfigError('database.url: PostgreSQL is not supported by this version yet; use sqlite:PATH');
-  }
-  throw new ConfigError(`database.url must start with sqlite: or postgres://`);
+async function openPostgres(options: DatabaseSettings): Promise<Storage> {
+  const { schema } = options;
+  const connection: pg.ClientConfig = {
+    connectionString: options.url,
+    statement_timeout: options.statement_timeout_ms || undefined,
+    connectionTimeoutMillis: 5_000,
+    types,
+    // search_path set at connect time puts every table, and the migrations' own, in the schema.
+    ...(schema ? { options: `-c search_path=${schema}` } : {}),
+  };
+  if (schema) await createSchema(connection, schema);
+  const pool = new pg.Pool({ ...connection, max: options.pool_size ?? 10 });
+  // An idle connection the server dropped must not crash the process; the pool replaces it.
+  pool.on('error', () => undefined);
+  return storageOf(new PostgresDialect({ pool }), 'postgres', { postgresConnection: connection, postgresPool: pool });
 }
 
-function openSqlite(location: string) {
+async function createSchema(connection: pg.ClientConfig, schema: string): Promise<void> {
+  const client = new pg.Client({ ...connection, options: undefined });
+  try {
+    await client.connect();
+    await client.query(`create schema if not exists "${schema}"`);
+  } catch (error) {
+    throw new GatehouseError('DATABASE_UNAVAILABLE', `cannot reach PostgreSQL: ${(error as Error).message}`, {
+      cause: error,
+    });
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+function openSqliteStorage(url: string): Storage {
+  if (!url.startsWith('sqlite:')) {
+    throw new GatehouseError('DATABASE_URL_INVALID', 'database.url must start with sqlite: or postgres://');
+  }
+  const location = url.slice('sqlite:'.length);
   const path = location === ':memory:' ? location : resolve(location);
   try {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -51,14 +108,12 @@ function openSqlite(location: string) {
     database.pragma('journal_mode = WAL');
     database.pragma('busy_timeout = 5000');
     database.pragma('foreign_keys = ON');
-    return database;
+    return storageOf(new SqliteDialect({ database }), 'sqlite');
   } catch (error) {
     throw new GatehouseError(
       'DATABASE_UNAVAILABLE',
       `cannot open SQLite database ${path}: ${(error as Error).message}`,
-      {
-        cause: error,
-      },
+      { cause: error },
     );
   }
 }

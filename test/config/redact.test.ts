@@ -85,8 +85,8 @@ describe('Config', () => {
         admin_paths: string[];
         trusted_proxies: string[];
       };
-      database: { url: string };
-      redis: { url?: string };
+      database: { url: string; schema?: string; pool_size: number; statement_timeout_ms: number; auto_migrate: boolean };
+      redis: { url?: string; key_prefix: string };
     }>();
   });
 });

@@ -3,7 +3,7 @@
  * writes (pid, logs, temp bodies) lives in a throwaway directory, and it listens on a free
  * 127.0.0.1 port. Pair with `requireResource('nginx', hasNginx(), ...)`.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { access, constants, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,16 +54,16 @@ export interface RunningNginx {
 
 /**
  * Writes the config `render` returns into a fresh directory and runs nginx in the foreground with
- * it, resolving once the port accepts connections. `render` gets the paths to use; the `events`
- * block and the directives in `housekeeping` are the caller's to place.
+ * it, resolving once the port (a free one unless given) accepts connections. `render` gets the
+ * paths to use; the `events` block and the directives in `housekeeping` are the caller's to place.
  */
-export async function startNginx(render: (paths: NginxPaths) => string): Promise<RunningNginx> {
+export async function startNginx(render: (paths: NginxPaths) => string, port?: number): Promise<RunningNginx> {
   const dir = await mkdtemp(join(tmpdir(), 'gatehouse-nginx-'));
-  const port = await freePort();
+  const listenPort = port ?? (await freePort());
   const errorLogPath = join(dir, 'error.log');
   const paths: NginxPaths = {
     dir,
-    listen: `127.0.0.1:${port}`,
+    listen: `127.0.0.1:${listenPort}`,
     housekeeping: {
       // Without a master process nginx neither forks nor switches to the `nobody` user (which could
       // not read this directory when the tests run as root), and the child's pid is nginx itself.
@@ -97,7 +97,7 @@ export async function startNginx(render: (paths: NginxPaths) => string): Promise
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
 
   const started = Date.now();
-  while (!(await hasTcp(port))) {
+  while (!(await hasTcp(listenPort))) {
     if (child.exitCode !== null || Date.now() - started > START_TIMEOUT_MS) {
       child.kill('SIGKILL');
       throw new GatehouseError(
@@ -114,15 +114,11 @@ export async function startNginx(render: (paths: NginxPaths) => string): Promise
     errorLog,
     async close() {
       if (child.exitCode === null && child.signalCode === null) {
-        stopChild(child);
+        // SIGTERM is nginx's fast shutdown; SIGQUIT would wait for idle keep-alive connections.
+        child.kill('SIGTERM');
         await Promise.race([exited, sleep(STOP_TIMEOUT_MS).then(() => child.kill('SIGKILL'))]);
       }
       await rm(dir, { recursive: true, force: true });
     },
   };
-}
-
-/** SIGQUIT would wait for idle keep-alive connections; SIGTERM is nginx's fast shutdown. */
-function stopChild(child: ChildProcess): void {
-  child.kill('SIGTERM');
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +10,18 @@ import { createLogger } from '../../src/log.js';
 import { buildGateway, type Gateway } from '../../src/server.js';
 import { startFaultyProvider, type FaultyProvider } from './faulty-provider.js';
 import { freePort } from './ports.js';
+
+/**
+ * The database every test stack uses: in-memory SQLite, or with GATEHOUSE_TEST_DATABASE=postgres
+ * a fresh schema in the local PostgreSQL, so the whole suite runs against both.
+ */
+export function testDatabase(): Record<string, unknown> {
+  if (process.env.GATEHOUSE_TEST_DATABASE !== 'postgres') return { url: 'sqlite::memory:' };
+  return {
+    url: process.env.GATEHOUSE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test',
+    schema: `t_${randomBytes(6).toString('hex')}`,
+  };
+}
 
 export const CLIENT_ID = 'gatehouse-test';
 export const CLIENT_SECRET = 'test-client-secret-that-is-long-enough';
@@ -39,7 +52,7 @@ export async function startGateway(
     deepMerge(
       {
         gateway: { host: '127.0.0.1', port: listenPort, data_dir: mkdtempSync(join(tmpdir(), 'gatehouse-test-')) },
-        database: { url: 'sqlite::memory:' },
+        database: testDatabase(),
       },
       edits(website),
     ),

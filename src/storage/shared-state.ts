@@ -1,0 +1,36 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from '../log.js';
+import { createChangeBus, type ChangeBus } from './changes.js';
+import type { Storage } from './database.js';
+import { connectRedis } from './redis.js';
+import { Revocations } from './revocations.js';
+import { noSharedCache, redisCache, type SharedCache } from './shared-cache.js';
+
+export interface SharedState {
+  redis?: Redis;
+  cache: SharedCache;
+  bus: ChangeBus;
+  revocations: Revocations;
+  close(): Promise<void>;
+}
+
+/** What gateway processes share beyond the database: Redis when configured, notifications always. */
+export function openSharedState(
+  storage: Storage,
+  redisSettings: { url?: string; key_prefix: string },
+  log: Logger,
+): SharedState {
+  const redis = redisSettings.url ? connectRedis(redisSettings.url, log) : undefined;
+  const cache = redis ? redisCache(redis, redisSettings.key_prefix) : noSharedCache;
+  const bus = createChangeBus(storage, redis, redisSettings.key_prefix, log);
+  return {
+    redis,
+    cache,
+    bus,
+    revocations: new Revocations(bus, cache),
+    async close() {
+      await bus.close();
+      redis?.disconnect();
+    },
+  };
+}
