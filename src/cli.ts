@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
+import { formatDoctor, runDoctor } from './commands/doctor.js';
 import { createKeyCommand, listKeysCommand, revokeKeyCommand } from './commands/keys.js';
 import { loadConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';
 import { GatehouseError } from './errors.js';
 import { createLogger } from './log.js';
+import { serveMetrics } from './metrics/metrics.js';
 import { buildGateway } from './server.js';
 import { openStorage } from './storage/database.js';
 
@@ -23,13 +25,28 @@ function readConfig(flag: string | undefined): Config {
 
 /** Starts a gateway and keeps it until SIGTERM/SIGINT. */
 async function serve(config: Config): Promise<void> {
-  const log = createLogger(process.env.LOG_LEVEL ?? 'info');
+  const log = createLogger(process.env.LOG_LEVEL ?? config.gateway.log_level);
   const gateway = await buildGateway(config, log);
   const address = await gateway.app.listen({ host: config.gateway.host, port: config.gateway.port });
-  log.info({ address, upstream: config.gateway.upstream }, 'gatehouse is listening');
+  const { metrics_port: metricsPort, metrics_host: metricsHost } = config.gateway;
+  const metricsServer =
+    metricsPort === undefined ? undefined : await serveMetrics(gateway.metrics, metricsHost, metricsPort);
+  log.info(
+    { address, upstream: config.gateway.upstream, metrics: metricsServer && `${metricsHost}:${metricsPort}` },
+    'gatehouse is listening',
+  );
+  // Stop accepting, let requests and open streams finish for the grace period, then cut what is left.
   const stop = async (signal: string) => {
-    log.info({ signal }, 'shutting down');
+    log.info({ signal, graceSeconds: config.gateway.shutdown_grace_seconds }, 'shutting down');
+    const deadline = setTimeout(
+      () => gateway.app.server.closeAllConnections(),
+      config.gateway.shutdown_grace_seconds * 1000,
+    );
+    deadline.unref();
+    metricsServer?.close();
     await gateway.close();
+    clearTimeout(deadline);
+    log.info('stopped');
     process.exit(0);
   };
   process.once('SIGTERM', () => void stop('SIGTERM'));
@@ -99,6 +116,16 @@ program
     const storage = await openStorage({ ...readConfig(options.config).database, auto_migrate: true });
     await storage.close();
     process.stdout.write('database is up to date\n');
+  });
+
+program
+  .command('doctor')
+  .description('check the provider, redirect URI, platform, database and Redis, with a fix for each failure')
+  .option(...configOption)
+  .action(async (options: { config?: string }) => {
+    const results = await runDoctor(readConfig(options.config));
+    process.stdout.write(formatDoctor(results));
+    if (results.some((result) => !result.ok)) process.exitCode = 1;
   });
 
 function parsePositiveInteger(value: string): number {

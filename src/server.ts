@@ -6,6 +6,7 @@ import { registerAdminRoutes } from './admin/routes.js';
 import { AuditLog } from './audit/log.js';
 import type { Config } from './config/index.js';
 import { HttpError } from './errors.js';
+import { unavailableDependency } from './http/dependency-errors.js';
 import { sendApiError } from './http/errors.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
 import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
@@ -27,11 +28,13 @@ import { cookieNamesFor } from './sessions/cookies.js';
 import { SessionStore } from './sessions/store.js';
 import { openStorage, type Db } from './storage/database.js';
 import { openSharedState } from './storage/shared-state.js';
-import { recordSignIn } from './users/store.js';
+import { countActiveSessions, recordSignIn } from './users/store.js';
+import { Metrics } from './metrics/metrics.js';
 import { registerAssets } from './web/pages.js';
 
 export interface Gateway {
   app: FastifyInstance;
+  metrics: Metrics;
   /** Resolves once the provider's first discovery attempt has finished (ready or not). */
   providerAttempted: Promise<void>;
   close(): Promise<void>;
@@ -54,12 +57,20 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   const secureCookies = website?.startsWith('https:') ?? false;
   const cookies = cookieNamesFor(secureCookies);
   const inFlight = new InFlightRequests();
-  const audit = new AuditLog(storage.db, log);
+  const metrics = new Metrics(() => countActiveSessions(storage.db));
+  const audit = new AuditLog(storage.db, log, (entry) => {
+    if (entry.event === 'sign_in') metrics.signIns.inc({ result: 'success', reason: '' });
+    if (entry.event === 'sign_in_failed')
+      metrics.signIns.inc({ result: 'failure', reason: String(entry.detail?.reason) });
+  });
   const forwarder = createForwarder({
     upstream: config.gateway.upstream,
     upstreamApiKey: config.gateway.upstream_api_key,
     gatewayCookies: [cookies.session, cookies.loginFlow],
     inFlight,
+    headersTimeoutMs: config.gateway.upstream_headers_timeout_seconds * 1000,
+    idleTimeoutMs: config.gateway.upstream_idle_timeout_seconds * 1000,
+    onUpstreamHeaders: (seconds) => metrics.upstreamSeconds.observe(seconds),
   });
   const { trusted_proxies: trustedProxies } = config.gateway;
 
@@ -92,6 +103,18 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       const { code = 'bad_request', message } = error as { code?: string; message: string };
       return sendApiError(reply, status, code, message);
     }
+    const dependency = unavailableDependency(error);
+    if (dependency) {
+      metrics.dependencyErrors.inc({ dependency });
+      request.log.warn({ err: error, dependency }, 'request refused: dependency unavailable');
+      return sendApiError(
+        reply,
+        503,
+        `${dependency}_unavailable`,
+        `The gateway's ${dependency} is unavailable, so the request was refused. Retry shortly.`,
+        { 'retry-after': '2' },
+      );
+    }
     request.log.error({ err: error }, 'request failed');
     return sendApiError(
       reply,
@@ -100,6 +123,13 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       `Gatehouse could not complete this request (request id ${request.id}).`,
     );
   });
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.requests.inc({
+      route: routeClassOf(request.url),
+      status: reply.statusCode,
+      auth: request.identity?.method ?? 'none',
+    });
+  });
   await app.register(fastifyCookie);
   // Pages post plain HTML forms; the proxy's own context replaces every parser with a pass-through.
   await app.register(formbody);
@@ -107,7 +137,11 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
 
   const checks: ReadinessCheck[] = [{ name: 'database', check: () => storage.ping().then(() => undefined) }];
   const { redis } = shared;
-  if (redis) checks.push({ name: 'redis', check: async () => (redis.status === 'ready' ? undefined : `redis is ${redis.status}`) });
+  if (redis)
+    checks.push({
+      name: 'redis',
+      check: async () => (redis.status === 'ready' ? undefined : `redis is ${redis.status}`),
+    });
   const warnings: string[] = [];
   let provider: ProviderConnection | undefined;
   let purgeTimer: NodeJS.Timeout | undefined;
@@ -126,8 +160,10 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
         clientId: client_id!,
         clientSecret: client_secret!,
         allowHttp: server_metadata_url!.startsWith('http:') || allow_insecure_http,
+        tokenEndpointAuthMethod: config.auth_provider.token_endpoint_auth_method,
       },
       log,
+      (ok) => metrics.providerRefreshes.inc({ result: ok ? 'success' : 'failure' }),
     );
     const connection = provider;
     checks.push({ name: 'provider', check: async () => connection.problem });
@@ -147,7 +183,10 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       warnings.push(TEST_TOKEN_WARNING);
       log.warn(TEST_TOKEN_WARNING);
     }
-    const verifier = (keyVerifier = new ApiKeyVerifier(keyStore, config.auth.api_key_prefix, testToken, shared.cache));
+    const verifier = (keyVerifier = new ApiKeyVerifier(keyStore, config.auth.api_key_prefix, testToken, shared.cache, {
+      verified: (result) => metrics.keyVerifications.inc({ result }),
+      cacheLookup: (hit) => metrics.keyCache.inc({ result: hit ? 'hit' : 'miss' }),
+    }));
     shared.bus.subscribe((change) => {
       verifier.forgetAll();
       if (change.kind === 'user_disabled') inFlight.abortUser(change.userId);
@@ -198,6 +237,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
 
   return {
     app,
+    metrics,
     providerAttempted: provider?.whenAttempted() ?? Promise.resolve(),
     async close() {
       clearInterval(purgeTimer);
@@ -209,6 +249,12 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       await storage.close();
     },
   };
+}
+
+function routeClassOf(url: string): string {
+  if (url.startsWith('/v1/auth/')) return 'auth';
+  if (url === '/healthz' || url === '/readyz') return 'health';
+  return 'platform';
 }
 
 /** Lamini's static test token: accepted as a key of a user of its own, with a warning every start. */

@@ -85,6 +85,7 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
         eventNames: AUDIT_EVENTS,
         now: Date.now(),
       }),
+      { wide: true },
     );
   });
 
@@ -112,7 +113,9 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
     if (!target || !(await setUserDisabled(db, id, action === 'disable'))) {
       throw new HttpError(404, 'user_not_found', 'No user with this id.');
     }
+    // Enabling must also drop cached "account disabled" answers, or the key stays refused for a second.
     if (action === 'disable') await revocations.userDisabled(id);
+    else await revocations.keysChanged();
     audit.record(request, {
       event: action === 'disable' ? 'user_disabled' : 'user_enabled',
       actor: identity.user,

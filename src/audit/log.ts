@@ -63,10 +63,13 @@ export class AuditLog {
   constructor(
     private readonly db: Db,
     private readonly log: Logger,
+    /** Sees every entry, sampled or not; metrics count them. */
+    private readonly onEntry: (entry: AuditEntry) => void = () => undefined,
   ) {}
 
   record(request: FastifyRequest | undefined, entry: AuditEntry, now = Date.now()): void {
     const clientAddress = request?.ip ?? null;
+    this.onEntry(entry);
     if (entry.event === 'request_denied') {
       const sampleKey = `${entry.detail?.reason}|${clientAddress}`;
       if (now - (this.lastDenial.get(sampleKey) ?? 0) < DENIAL_SAMPLE_MS) return;

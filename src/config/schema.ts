@@ -189,6 +189,9 @@ const authProvider = z.strictObject({
     .refine((scopes) => scopes.includes('openid'))
     .describe('a list of scope names that includes openid'),
   allow_insecure_http: boolean(),
+  token_endpoint_auth_method: optional(z.enum(['client_secret_basic', 'client_secret_post'])).describe(
+    'client_secret_basic or client_secret_post',
+  ),
   groups_claim: z
     .string()
     .regex(CLAIM_PATH)
@@ -204,6 +207,14 @@ const gateway = z.strictObject({
   public_paths: list(checkedString(regexProblem)).describe('a list of regular expressions'),
   admin_paths: list(checkedString(regexProblem)).describe('a list of regular expressions'),
   trusted_proxies: list(checkedString(cidrProblem)).describe('a list of IP addresses or CIDR blocks (e.g. 10.0.0.0/8)'),
+  log_level: z
+    .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'])
+    .describe('one of trace, debug, info, warn, error, fatal'),
+  metrics_port: optional(integer(0, 65535)).describe('an integer from 0 to 65535'),
+  metrics_host: text().describe('a host name or address for the metrics listener'),
+  shutdown_grace_seconds: integer(0, 3600).describe('an integer from 0 to 3600'),
+  upstream_headers_timeout_seconds: integer(1, 86400).describe('an integer from 1 to 86400'),
+  upstream_idle_timeout_seconds: integer(1, 86400).describe('an integer from 1 to 86400'),
 });
 
 const database = z.strictObject({

@@ -31,6 +31,14 @@ export interface StaticKey {
 
 export const TEST_TOKEN_KEY_ID = 'test_token';
 
+/** What verification reports for metrics; it never sees a key. */
+export interface VerificationObserver {
+  verified(result: string): void;
+  cacheLookup(hit: boolean): void;
+}
+
+const unobserved: VerificationObserver = { verified: () => undefined, cacheLookup: () => undefined };
+
 /** Verifies API keys: shape and checksum first, then an in-memory cache, then the database. */
 export class ApiKeyVerifier {
   private readonly cache = new LRUCache<string, CachedLookup>({ max: CACHE_ENTRIES });
@@ -47,12 +55,24 @@ export class ApiKeyVerifier {
     private readonly prefix: string,
     private readonly staticKey?: StaticKey,
     private readonly shared: SharedCache = noSharedCache,
+    private readonly observer: VerificationObserver = unobserved,
   ) {
     this.staticKeyDigest = staticKey ? Buffer.from(sha256(staticKey.token)) : undefined;
   }
 
   /** The key's record if it may be used now; otherwise an AuthError saying why, never echoing the key. */
   async verify(candidate: string, now = Date.now()): Promise<ApiKeyRecord> {
+    try {
+      const record = await this.check(candidate, now);
+      this.observer.verified('valid');
+      return record;
+    } catch (error) {
+      this.observer.verified((error as { code?: string }).code ?? 'error');
+      throw error;
+    }
+  }
+
+  private async check(candidate: string, now: number): Promise<ApiKeyRecord> {
     if (this.staticKey && this.isStaticKey(candidate)) {
       return { id: TEST_TOKEN_KEY_ID, expires_at: null, revoked_at: null, user: this.staticKey.user };
     }
@@ -97,6 +117,7 @@ export class ApiKeyVerifier {
   private async lookup(hash: string, now: number): Promise<ApiKeyRecord | undefined> {
     const cached = this.cache.get(hash);
     const age = cached ? now - cached.fetchedAt : Infinity;
+    this.observer.cacheLookup(age < MAX_STALE_MS);
     if (cached && age < FRESH_MS) return cached.record;
     if (cached && age < MAX_STALE_MS) {
       this.refreshInBackground(hash);

@@ -6,6 +6,8 @@ export interface ProviderSettings {
   metadataUrl: string;
   clientId: string;
   clientSecret: string;
+  /** Overrides what the provider advertises, for providers whose default is wrong. */
+  tokenEndpointAuthMethod?: 'client_secret_basic' | 'client_secret_post';
   /** http is refused by openid-client unless allowed; config validation decides when it may be. */
   allowHttp: boolean;
 }
@@ -30,6 +32,7 @@ export class ProviderConnection {
   constructor(
     private readonly settings: ProviderSettings,
     private readonly log: Logger,
+    private readonly onDiscovery: (ok: boolean) => void = () => undefined,
   ) {
     this.firstAttempt = this.discover(FIRST_RETRY_MS);
   }
@@ -67,7 +70,7 @@ export class ProviderConnection {
       this.metadata,
       this.settings.clientId,
       this.settings.clientSecret,
-      chooseClientAuth(this.metadata, this.settings.clientSecret),
+      chooseClientAuth(this.metadata, this.settings),
     );
     config.timeout = REQUEST_TIMEOUT_SECONDS;
     if (this.settings.allowHttp) client.allowInsecureRequests(config);
@@ -100,9 +103,11 @@ export class ProviderConnection {
       );
       this.metadata = config.serverMetadata();
       this.lastError = undefined;
+      this.onDiscovery(true);
       this.log.info({ issuer: this.metadata.issuer }, 'sign-in provider metadata loaded');
     } catch (error) {
       this.lastError = describeDiscoveryError(this.settings.metadataUrl, error);
+      this.onDiscovery(false);
       this.log.warn({ err: this.lastError, retryInMs: nextDelayMs }, 'sign-in provider discovery failed');
       if (this.closed) return;
       this.retryTimer = setTimeout(() => void this.discover(Math.min(nextDelayMs * 2, MAX_RETRY_MS)), nextDelayMs);
@@ -112,7 +117,10 @@ export class ProviderConnection {
 }
 
 /** client_secret_basic is the default of OAuth 2.0 (RFC 6749 2.3.1); post only when it is all the provider takes. */
-function chooseClientAuth(metadata: client.ServerMetadata, secret: string): client.ClientAuth {
+function chooseClientAuth(metadata: client.ServerMetadata, settings: ProviderSettings): client.ClientAuth {
+  const secret = settings.clientSecret;
+  if (settings.tokenEndpointAuthMethod === 'client_secret_post') return client.ClientSecretPost(secret);
+  if (settings.tokenEndpointAuthMethod === 'client_secret_basic') return client.ClientSecretBasic(secret);
   const supported = metadata.token_endpoint_auth_methods_supported;
   if (supported && !supported.includes('client_secret_basic') && supported.includes('client_secret_post')) {
     return client.ClientSecretPost(secret);
@@ -124,7 +132,7 @@ function chooseClientAuth(metadata: client.ServerMetadata, secret: string): clie
  * openid-client checks the document's `issuer` only when given the issuer itself (OpenID Connect
  * Discovery 4.3), so the standard suffix is taken off; other URLs are used as they are.
  */
-function issuerUrlOf(metadataUrl: string): URL {
+export function issuerUrlOf(metadataUrl: string): URL {
   const url = new URL(metadataUrl);
   if (url.pathname.endsWith(WELL_KNOWN) && !url.search) {
     url.pathname = url.pathname.slice(0, -WELL_KNOWN.length) || '/';

@@ -20,21 +20,21 @@ function header(value: string | string[] | undefined): string | undefined {
 
 /**
  * Forward-auth for nginx `auth_request`, Traefik `forwardAuth` and Envoy `ext_authz`: 200 with the
- * identity headers, or 401/403. The original URI and method are believed only from a trusted proxy,
- * since any client could otherwise claim to be asking about a public path.
+ * identity headers, or 401/403. A claimed public path is believed only from a trusted proxy, since
+ * any client could otherwise claim to be asking about one.
  */
 export function registerForwardAuth(app: FastifyInstance, options: ForwardAuthOptions): void {
   const websiteOrigin = new URL(options.website).origin;
   app.get(CHECK_PATH, async (request, reply) => {
     const trusted = options.isTrustedPeer(request.socket.remoteAddress);
-    const originalUri = trusted
-      ? (header(request.headers['x-forwarded-uri']) ?? header(request.headers['x-original-uri']))
-      : undefined;
-    const originalMethod = trusted
-      ? (header(request.headers['x-forwarded-method']) ?? header(request.headers['x-original-method']))
-      : undefined;
+    const originalUri = header(request.headers['x-forwarded-uri']) ?? header(request.headers['x-original-uri']);
+    const originalMethod =
+      header(request.headers['x-forwarded-method']) ?? header(request.headers['x-original-method']);
+    const claimed = originalUri ? classifyTarget(originalUri, options.rules) : 'signed_in';
+    // From a peer that is not a trusted proxy the headers are believed only where they make the
+    // answer stricter: an admin path or an unsafe method, never a public path.
+    const access = trusted || claimed === 'admin' ? claimed : 'signed_in';
     reply.header('cache-control', 'no-store');
-    const access = originalUri ? classifyTarget(originalUri, options.rules) : 'signed_in';
     if (access === 'public') return reply.code(200).send();
     const identity = await options.identifier.identify(request);
     if (!identity) {

@@ -9,19 +9,16 @@ export interface ForwarderOptions {
   upstreamApiKey?: string;
   gatewayCookies: readonly string[];
   inFlight: InFlightRequests;
+  headersTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** Seconds until the platform's response headers, for the latency histogram. */
+  onUpstreamHeaders?: (seconds: number) => void;
 }
 
 export type RequestContext = Omit<ForwardContext, 'upstreamApiKey' | 'gatewayCookies'> & {
   /** Whose request this is, so disabling them can cut it. */
   userId?: string;
 };
-
-/**
- * Generations can take minutes before the first byte and pause between tokens; these bound a hung
- * platform, not a slow one.
- */
-const HEADERS_TIMEOUT_MS = 10 * 60_000;
-const BODY_IDLE_TIMEOUT_MS = 5 * 60_000;
 
 export type Forwarder = ((request: FastifyRequest, reply: FastifyReply, context: RequestContext) => Promise<void>) & {
   close(): Promise<void>;
@@ -37,8 +34,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   const basePath = base.pathname.replace(/\/$/, '');
   const agent = new Agent({
     keepAliveTimeout: 30_000,
-    headersTimeout: HEADERS_TIMEOUT_MS,
-    bodyTimeout: BODY_IDLE_TIMEOUT_MS,
+    // Generations can take minutes before the first byte and pause between tokens: these bound a
+    // hung platform, not a slow one, and a stream that keeps sending never times out.
+    headersTimeout: options.headersTimeoutMs,
+    bodyTimeout: options.idleTimeoutMs,
   });
 
   const forward = async (request: FastifyRequest, reply: FastifyReply, context: RequestContext): Promise<void> => {
@@ -57,6 +56,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     const hasBody =
       request.raw.headers['content-length'] !== undefined || request.raw.headers['transfer-encoding'] !== undefined;
     let upstream;
+    const started = performance.now();
     try {
       upstream = await agent.request({
         origin: base.origin,
@@ -75,6 +75,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       request.log.warn({ err: error, upstream: options.upstream }, 'platform request failed');
       throw describeUpstreamFailure(error);
     }
+    options.onUpstreamHeaders?.((performance.now() - started) / 1000);
     reply.code(upstream.statusCode).headers(buildClientHeaders(upstream.headers));
     if (request.raw.method === 'HEAD') {
       upstream.body.resume();

@@ -95,9 +95,11 @@ function postgresBus(storage: Storage, log: Logger): ChangeBus {
   return {
     publish: (change) => {
       emit(change);
-      storage.postgresPool!.query('select pg_notify($1, $2)', [CHANNEL, JSON.stringify(change)]).catch((error: unknown) => {
-        log.warn({ err: error, change }, 'postgres NOTIFY failed; other instances catch up within 1 s');
-      });
+      storage
+        .postgresPool!.query('select pg_notify($1, $2)', [CHANNEL, JSON.stringify(change)])
+        .catch((error: unknown) => {
+          log.warn({ err: error, change }, 'postgres NOTIFY failed; other instances catch up within 1 s');
+        });
     },
     subscribe,
     close: async () => {
@@ -115,8 +117,17 @@ function sqlitePollingBus(storage: Storage): ChangeBus {
     const from = since;
     since = Date.now();
     void Promise.all([
-      storage.db.selectFrom('users').select('id').where('disabled_at', '>=', from - POLL_INTERVAL_MS).execute(),
-      storage.db.selectFrom('api_keys').select('id').where('revoked_at', '>=', from - POLL_INTERVAL_MS).limit(1).execute(),
+      storage.db
+        .selectFrom('users')
+        .select('id')
+        .where('disabled_at', '>=', from - POLL_INTERVAL_MS)
+        .execute(),
+      storage.db
+        .selectFrom('api_keys')
+        .select('id')
+        .where('revoked_at', '>=', from - POLL_INTERVAL_MS)
+        .limit(1)
+        .execute(),
     ])
       .then(([users, keys]) => {
         for (const { id } of users) emit({ kind: 'user_disabled', userId: id });

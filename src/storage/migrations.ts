@@ -87,9 +87,8 @@ const migrations: Record<string, Migration> = {
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };
 
-/** Brings the schema up to date; safe to call on every start. */
-export async function migrateToLatest(db: Kysely<unknown>, schema?: string): Promise<string[]> {
-  const migrator = new Migrator({
+function migratorFor(db: Kysely<unknown>, schema?: string): Migrator {
+  return new Migrator({
     db,
     provider,
     // Kysely looks for its bookkeeping tables in `public` unless told the schema search_path points at.
@@ -97,6 +96,20 @@ export async function migrateToLatest(db: Kysely<unknown>, schema?: string): Pro
     migrationTableName: 'gatehouse_migrations',
     migrationLockTableName: 'gatehouse_migrations_lock',
   });
+}
+
+/** Names of migrations not yet applied, for `gatehouse doctor`. */
+export async function pendingMigrations(db: Kysely<unknown>, schema?: string): Promise<string[]> {
+  const all = await migratorFor(db, schema).getMigrations();
+  return all.filter((migration) => migration.executedAt === undefined).map((migration) => migration.name);
+}
+
+/**
+ * Brings the schema up to date; safe to call on every start. On PostgreSQL, Kysely holds an
+ * advisory lock while migrating, so replicas starting together do not migrate twice.
+ */
+export async function migrateToLatest(db: Kysely<unknown>, schema?: string): Promise<string[]> {
+  const migrator = migratorFor(db, schema);
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';

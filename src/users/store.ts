@@ -141,3 +141,12 @@ export async function listUsers(db: Db, now = Date.now()): Promise<UserOverview[
     active_sessions: Number(row.active_sessions ?? 0),
   }));
 }
+
+export async function countActiveSessions(db: Db, now = Date.now()): Promise<number> {
+  const row = await db
+    .selectFrom('sessions')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('expires_at', '>', now)
+    .executeTakeFirst();
+  return Number(row?.n ?? 0);
+}

@@ -18,43 +18,29 @@ function when(ms: number | null): string {
   return ms === null ? '—' : new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
 }
 
-function userRow(user: UserOverview, self: User): SafeHtml {
+function disableQuestion(user: UserOverview): string {
+  return `Disable ${user.email ?? user.subject}? Their sessions end and their keys stop working at once.`;
+}
+
+function userAction(user: UserOverview, self: User): SafeHtml {
+  if (user.id === self.id) return html`<span class="muted small">you</span>`;
   const action = user.disabled ? 'enable' : 'disable';
+  const confirm = action === 'disable' ? html` data-confirm="${disableQuestion(user)}"` : '';
+  const label = action === 'disable' ? 'Disable' : 'Enable';
+  return html`<form class="inline" method="post" action="/v1/auth/admin/users/${encodeURIComponent(user.id)}/${action}"${confirm}><button type="submit" class="${action === 'disable' ? 'danger' : 'secondary'}">${label}</button></form>`;
+}
+
+function userRow(user: UserOverview, self: User): SafeHtml {
   return html`<tr data-user-id="${user.id}">
-    <td>
-      ${user.email ?? user.subject}
-      <div class="muted small">${user.name ?? ''}</div>
-    </td>
-    <td><span class="badge${user.role === 'admin' ? ' admin' : ''}">${user.role}</span></td>
-    <td>${when(user.created_at)}</td>
-    <td>${when(user.last_login_at)}</td>
-    <td>${user.key_count}</td>
-    <td>${user.active_sessions}</td>
-    <td>
-      ${user.disabled ? html`<span class="badge revoked">disabled</span>` : html`<span class="badge">active</span>`}
-    </td>
-    <td>
-      ${
-        user.id === self.id
-          ? html`<span class="muted small">you</span>`
-          : html`<form
-              class="inline"
-              method="post"
-              action="/v1/auth/admin/users/${encodeURIComponent(user.id)}/${action}"
-              ${
-                action === 'disable'
-                  ? html` data-confirm="Disable ${user.email ?? user.subject}? Their sessions end and their keys stop
-                    working at once."`
-                  : ''
-              }
-            >
-              <button type="submit" class="${action === 'disable' ? 'danger' : 'secondary'}">
-                ${action === 'disable' ? 'Disable' : 'Enable'}
-              </button>
-            </form>`
-      }
-    </td>
-  </tr>`;
+<td>${user.email ?? user.subject}<div class="muted small">${user.name ?? ''}</div></td>
+<td><span class="badge${user.role === 'admin' ? ' admin' : ''}">${user.role}</span></td>
+<td class="nowrap">${when(user.created_at)}</td>
+<td class="nowrap">${when(user.last_login_at)}</td>
+<td>${user.key_count}</td>
+<td>${user.active_sessions}</td>
+<td>${user.disabled ? html`<span class="badge revoked">disabled</span>` : html`<span class="badge">active</span>`}</td>
+<td>${userAction(user, self)}</td>
+</tr>`;
 }
 
 function keyRow(key: ApiKeyInfo, now: number): SafeHtml {
@@ -98,6 +84,16 @@ function eventRow(event: AuditRecord): SafeHtml {
     <td>${event.client_address ?? ''}</td>
     <td class="muted small">${detail}</td>
   </tr>`;
+}
+
+/** The export link carries the same filters as the table beside it. */
+function exportQuery(filter: AdminPageModel['filter']): string {
+  const query = new URLSearchParams(
+    Object.entries(filter).filter(
+      (entry): entry is [string, string] => typeof entry[1] === 'string' && entry[1] !== '',
+    ),
+  ).toString();
+  return query ? `?${query}` : '';
 }
 
 /** The admin console: users, keys and the audit log, server-rendered like the account page. */
@@ -175,7 +171,7 @@ export function renderAdminPage(model: AdminPageModel): SafeHtml {
       <button type="submit" class="secondary">Filter</button>
       <a
         class="button secondary"
-        href="/v1/auth/admin/audit${filter.since ? `?since=${encodeURIComponent(filter.since)}` : ''}"
+        href="/v1/auth/admin/audit${exportQuery(filter)}"
         >Export JSON lines</a
       >
     </form>

@@ -15,7 +15,12 @@ const accountScript = readFileSync(join(assetsDir, 'account.js'), 'utf8');
 const CONTENT_SECURITY_POLICY =
   "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-export function layout(title: string, body: SafeHtml): SafeHtml {
+export interface PageOptions {
+  /** For tables with many columns (the admin console); forms and prose read better narrow. */
+  wide?: boolean;
+}
+
+export function layout(title: string, body: SafeHtml, options: PageOptions = {}): SafeHtml {
   return html`<!doctype html>
     <html lang="en">
       <head>
@@ -26,12 +31,18 @@ export function layout(title: string, body: SafeHtml): SafeHtml {
         <link rel="stylesheet" href="${STYLESHEET_PATH}" />
       </head>
       <body>
-        <main class="card">${body}</main>
+        <main class="card${options.wide ? ' wide' : ''}">${body}</main>
       </body>
     </html>`;
 }
 
-export function sendPage(reply: FastifyReply, status: number, title: string, body: SafeHtml): FastifyReply {
+export function sendPage(
+  reply: FastifyReply,
+  status: number,
+  title: string,
+  body: SafeHtml,
+  options: PageOptions = {},
+): FastifyReply {
   return reply
     .code(status)
     .headers({
@@ -42,7 +53,7 @@ export function sendPage(reply: FastifyReply, status: number, title: string, bod
       'cache-control': 'no-store',
     })
     .type('text/html; charset=utf-8')
-    .send(layout(title, body).value);
+    .send(layout(title, body, options).value);
 }
 
 /** A page for a person whose sign-in failed: what happened in plain words and a way to try again. */

@@ -73,6 +73,7 @@ describe('Config', () => {
         server_metadata_url?: string;
         scopes: string[];
         allow_insecure_http: boolean;
+        token_endpoint_auth_method?: 'client_secret_basic' | 'client_secret_post';
         groups_claim: string;
       };
       gateway: {
@@ -84,8 +85,20 @@ describe('Config', () => {
         public_paths: string[];
         admin_paths: string[];
         trusted_proxies: string[];
+        log_level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+        metrics_port?: number;
+        metrics_host: string;
+        shutdown_grace_seconds: number;
+        upstream_headers_timeout_seconds: number;
+        upstream_idle_timeout_seconds: number;
       };
-      database: { url: string; schema?: string; pool_size: number; statement_timeout_ms: number; auto_migrate: boolean };
+      database: {
+        url: string;
+        schema?: string;
+        pool_size: number;
+        statement_timeout_ms: number;
+        auto_migrate: boolean;
+      };
       redis: { url?: string; key_prefix: string };
     }>();
   });

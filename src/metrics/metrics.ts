@@ -1,0 +1,80 @@
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Everything Gatehouse exports to Prometheus; one registry per gateway so tests stay independent. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: 'gatehouse_requests_total',
+    help: 'Requests answered, by route class, status and authentication method.',
+    labelNames: ['route', 'status', 'auth'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamSeconds = new Histogram({
+    name: 'gatehouse_upstream_response_seconds',
+    help: 'Time until the platform sent response headers.',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+    registers: [this.registry],
+  });
+  readonly signIns = new Counter({
+    name: 'gatehouse_sign_ins_total',
+    help: 'Sign-ins, by result and reason for failures.',
+    labelNames: ['result', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly keyVerifications = new Counter({
+    name: 'gatehouse_key_verifications_total',
+    help: 'API key verifications, by result (valid, invalid_api_key, expired_api_key, ...).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly keyCache = new Counter({
+    name: 'gatehouse_key_cache_lookups_total',
+    help: 'API key lookups answered from memory (hit) or not (miss).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly providerRefreshes = new Counter({
+    name: 'gatehouse_provider_metadata_refreshes_total',
+    help: 'Provider discovery and JWKS fetches, by result.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly dependencyErrors = new Counter({
+    name: 'gatehouse_dependency_errors_total',
+    help: 'Requests refused because the database or Redis was unavailable.',
+    labelNames: ['dependency'] as const,
+    registers: [this.registry],
+  });
+  readonly activeSessions: Gauge;
+
+  constructor(countActiveSessions: () => Promise<number>) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'gatehouse_' });
+    this.activeSessions = new Gauge({
+      name: 'gatehouse_active_sessions',
+      help: 'Signed-in browser sessions that have not expired.',
+      registers: [this.registry],
+      async collect() {
+        this.set(await countActiveSessions().catch(() => Number.NaN));
+      },
+    });
+  }
+}
+
+/** A listener of its own, never the public port: metrics reveal traffic and users' activity. */
+export function serveMetrics(metrics: Metrics, host: string, port: number): Promise<Server> {
+  const server = createServer((request, response) => {
+    if (request.method !== 'GET' || request.url?.split('?')[0] !== '/metrics') {
+      response.writeHead(404).end();
+      return;
+    }
+    metrics.registry
+      .metrics()
+      .then((body) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body))
+      .catch(() => response.writeHead(500).end());
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}

@@ -1,0 +1,712 @@
+/**
+ * PostgreSQL or Redis going away under steady traffic, simulated by a TCP relay between the
+ * gateway and the shared service. While a dependency is away a lookup that cannot be made is a
+ * refusal (503 naming the dependency), never a pass and never a 500; when it returns, service
+ * resumes by itself and nothing written before is lost.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Browserless } from '../support/browserless.js';
+import { freePort } from '../support/ports.js';
+import { hasTcp, requireResource } from '../support/requirements.js';
+import { signInForSession } from '../support/sign-in.js';
+import { startFaultyStack, type FaultyStack } from '../support/stack.js';
+import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
+
+const postgres = await requireResource(
+  'postgresql',
+  hasTcp(5432),
+  'apt-get install postgresql, with trust auth for user postgres on 127.0.0.1 and a database named test',
+);
+const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
+const REDIS_URL = 'redis://127.0.0.1:6379';
+const postgresThrough = (port: number) => `postgres://postgres@127.0.0.1:${port}/test`;
+const redisThrough = (port: number) => `redis://127.0.0.1:${port}`;
+
+/** Steady traffic: LOOPS callers, each sending one request after another with a short pause. */
+const LOOPS = 10;
+const LOOP_PAUSE_MS = 5;
+const MAX_REQUESTS_PER_LOOP = 1_000;
+const TRAFFIC_BEFORE_CUT_MS = 300;
+const OUTAGE_MS = 2_000;
+/** An answer cached in memory may be served for up to 1 s without asking the database. */
+const CACHE_GRACE_MS = 1_000;
+/** Timer and scheduling slack on a loaded machine. */
+const SLACK_MS = 250;
+const RECOVERY_LIMIT_MS = 5_000;
+
+type Dependency = 'database' | 'redis';
+
+interface Outcome {
+  probe: string;
+  status: number;
+  code?: string;
+  json: boolean;
+  startedAt: number;
+  endedAt: number;
+}
+
+interface OutageRun {
+  outcomes: Outcome[];
+  cutAt: number;
+  restoredAt: number;
+  /** /readyz while the dependency was away. */
+  readiness: { status: number; body: { status?: string; checks?: Record<string, string> } };
+}
+
+interface Probe {
+  name: string;
+  send(): Promise<Response>;
+  /** Sent only once the dependency is away: a credential the gateway has never seen before. */
+  onlyAfterCut?: boolean;
+}
+
+function uniqueSchema(): string {
+  return `t_${randomBytes(6).toString('hex')}`;
+}
+
+async function withPostgres<T>(use: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  await client.connect();
+  try {
+    return await use(client);
+  } finally {
+    await client.end();
+  }
+}
+
+function dropSchema(schema: string): Promise<unknown> {
+  return withPostgres((client) => client.query(`drop schema if exists "${schema}" cascade`));
+}
+
+async function deleteRedisKeys(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL);
+  try {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+function errorCodeOf(text: string): string | undefined {
+  try {
+    return (JSON.parse(text) as { error?: { code?: string } }).error?.code;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Runs LOOPS callers through the probes, cuts the relay, keeps them going through OUTAGE_MS of
+ * outage, restores it, and stops once every probe expected to recover has answered 200 again (or
+ * RECOVERY_LIMIT_MS has passed). `duringOutage` runs once the in-memory cache grace is over.
+ */
+async function runThroughOutage(options: {
+  url: string;
+  relay: TcpRelay;
+  probes: Probe[];
+  recovering: string[];
+  duringOutage?: () => Promise<void>;
+}): Promise<OutageRun> {
+  const { url, relay, probes, recovering } = options;
+  const outcomes: Outcome[] = [];
+  let cutAt = Infinity;
+  let restoredAt = Infinity;
+  let stopped = false;
+
+  const caller = async (index: number): Promise<void> => {
+    for (let n = 0; n < MAX_REQUESTS_PER_LOOP && !stopped; n++) {
+      const eligible = probes.filter((probe) => !probe.onlyAfterCut || Date.now() >= cutAt);
+      const probe = eligible[(index + n) % eligible.length]!;
+      const startedAt = Date.now();
+      try {
+        const response = await probe.send();
+        const text = await response.text();
+        outcomes.push({
+          probe: probe.name,
+          status: response.status,
+          code: errorCodeOf(text),
+          json: /^application\/json/.test(response.headers.get('content-type') ?? ''),
+          startedAt,
+          endedAt: Date.now(),
+        });
+      } catch (error) {
+        outcomes.push({
+          probe: probe.name,
+          status: 0,
+          code: String(error),
+          json: false,
+          startedAt,
+          endedAt: Date.now(),
+        });
+      }
+      await sleep(LOOP_PAUSE_MS);
+    }
+  };
+  const callers = Array.from({ length: LOOPS }, (_, index) => caller(index));
+
+  await sleep(TRAFFIC_BEFORE_CUT_MS);
+  cutAt = Date.now();
+  relay.cut();
+  await sleep(CACHE_GRACE_MS + SLACK_MS);
+  const ready = await fetch(`${url}/readyz`);
+  const readiness = { status: ready.status, body: (await ready.json()) as OutageRun['readiness']['body'] };
+  await options.duringOutage?.();
+  await sleep(Math.max(0, cutAt + OUTAGE_MS - Date.now()));
+  restoredAt = Date.now();
+  relay.restore();
+
+  const recovered = () =>
+    recovering.every((name) =>
+      outcomes.some((outcome) => outcome.probe === name && outcome.status === 200 && outcome.startedAt >= restoredAt),
+    );
+  while (!recovered() && Date.now() < restoredAt + RECOVERY_LIMIT_MS + SLACK_MS) await sleep(50);
+  // A few more rounds after recovery, so a revoked key that slipped back in would be seen.
+  await sleep(300);
+  stopped = true;
+  await Promise.all(callers);
+  return { outcomes, cutAt, restoredAt, readiness };
+}
+
+/** Milliseconds from the restore to the first 200 for this probe, or Infinity. */
+function recoveryMs(run: OutageRun, probe: string): number {
+  const first = run.outcomes.find((o) => o.probe === probe && o.status === 200 && o.startedAt >= run.restoredAt);
+  return first ? first.endedAt - run.restoredAt : Infinity;
+}
+
+/** Compact summary for failure messages: counts of status/code per probe. */
+function summarize(outcomes: Outcome[]): string {
+  const counts = new Map<string, number>();
+  for (const { probe, status, code } of outcomes) {
+    const label = `${probe} ${status}${code ? ` ${code}` : ''}`;
+    counts.set(label, (counts.get(label) ?? 0) + 1);
+  }
+  return [...counts].map(([label, count]) => `${label} x${count}`).join('; ');
+}
+
+const timings: string[] = [];
+afterAll(() => {
+  if (timings.length) console.info(`fault recovery:\n  ${timings.join('\n  ')}`);
+});
+
+/** A stack signed in as the faulty provider's user, with keys in every state the probes need. */
+async function prepareKeys(stack: FaultyStack, names: string[]) {
+  const browser = new Browserless();
+  const session = await signInForSession(stack, browser);
+  const keys: Record<string, { id: string; key: string }> = {};
+  for (const name of names) {
+    const response = await browser.fetch(`${stack.url}/v1/auth/api-keys`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: stack.url },
+      body: JSON.stringify({ name }),
+    });
+    expect(response.status).toBe(201);
+    keys[name] = (await response.json()) as { id: string; key: string };
+  }
+  const revoke = async (name: string) => {
+    const response = await browser.fetch(`${stack.url}/v1/auth/api-keys/${keys[name]!.id}`, {
+      method: 'DELETE',
+      headers: { origin: stack.url },
+    });
+    expect(response.status).toBe(204);
+  };
+  const withKey = (name: string, path = '/echo/fault') =>
+    fetch(`${stack.url}${path}`, { headers: { authorization: `Bearer ${keys[name]!.key}` } });
+  const withSession = () => fetch(`${stack.url}/v1/auth/me`, { headers: { cookie: `gatehouse_session=${session}` } });
+  return { browser, keys, revoke, withKey, withSession };
+}
+
+/** The assertions both outages share; `dependency` is what the 503s and /readyz must name. */
+function expectRefusalsOnly(run: OutageRun, dependency: Dependency): void {
+  const summary = summarize(run.outcomes);
+  const unexpected = run.outcomes.filter((o) => ![200, 401, 503].includes(o.status));
+  expect(unexpected.slice(0, 5), summary).toEqual([]);
+  const wrong503 = run.outcomes.filter((o) => o.status === 503 && !(o.json && o.code === `${dependency}_unavailable`));
+  expect(wrong503.slice(0, 5), summary).toEqual([]);
+}
+
+describe.skipIf(!postgres)('PostgreSQL going away under steady API-key traffic', () => {
+  const schema = uniqueSchema();
+  let relay: TcpRelay;
+  let stack: FaultyStack;
+  let prepared: Awaited<ReturnType<typeof prepareKeys>>;
+  let run: OutageRun;
+
+  beforeAll(async () => {
+    relay = await startTcpRelay(5432);
+    // The limit is off so the revoked-key probes cannot lock the valid ones out with 429.
+    stack = await startFaultyStack({
+      database: { url: postgresThrough(relay.port), schema },
+      auth: { failed_auth_per_minute: 0 },
+    });
+    prepared = await prepareKeys(stack, ['known', 'revoked', 'unseen']);
+    expect((await prepared.withKey('known')).status).toBe(200);
+    expect((await prepared.withKey('revoked')).status).toBe(200);
+    await prepared.revoke('revoked');
+    expect((await prepared.withKey('revoked')).status).toBe(401);
+    run = await runThroughOutage({
+      url: stack.url,
+      relay,
+      probes: [
+        { name: 'known key', send: () => prepared.withKey('known') },
+        { name: 'revoked key', send: () => prepared.withKey('revoked') },
+        { name: 'unseen key', send: () => prepared.withKey('unseen'), onlyAfterCut: true },
+        { name: 'session', send: prepared.withSession },
+      ],
+      recovering: ['known key', 'unseen key', 'session'],
+    });
+  });
+
+  afterAll(async () => {
+    relay?.restore();
+    await stack?.close();
+    await relay?.close();
+    await dropSchema(schema);
+  });
+
+  it('answers only 200, 401 or 503 JSON database_unavailable: never a 500', () => {
+    expectRefusalsOnly(run, 'database');
+    expect(run.outcomes.filter((o) => o.startedAt > run.cutAt && o.status === 503).length).toBeGreaterThan(0);
+  });
+
+  it('never lets through a key revoked before the outage', () => {
+    expect(run.outcomes.filter((o) => o.probe === 'revoked key' && o.status === 200)).toEqual([]);
+  });
+
+  it('never lets through, while PostgreSQL is away, a key it had not seen before', () => {
+    const passed = run.outcomes.filter(
+      (o) => o.probe === 'unseen key' && o.status === 200 && o.endedAt < run.restoredAt,
+    );
+    expect(passed, `cut at ${run.cutAt}, restored at ${run.restoredAt}`).toEqual([]);
+  });
+
+  it(`stops serving even a cached key within ${CACHE_GRACE_MS} ms of the outage`, () => {
+    const late = run.outcomes.filter(
+      (o) => o.status === 200 && o.startedAt >= run.cutAt + CACHE_GRACE_MS + SLACK_MS && o.endedAt <= run.restoredAt,
+    );
+    expect(late, summarize(late)).toEqual([]);
+  });
+
+  it('reports not ready on /readyz, naming the database', () => {
+    expect(run.readiness.status).toBe(503);
+    expect(run.readiness.body.status).toBe('not_ready');
+    expect(run.readiness.body.checks?.database).not.toBe('ok');
+    expect(run.readiness.body.checks?.provider).toBe('ok');
+  });
+
+  it(`resumes by itself within ${RECOVERY_LIMIT_MS} ms of PostgreSQL returning`, () => {
+    const recovery = Object.fromEntries(
+      ['known key', 'unseen key', 'session'].map((probe) => [probe, recoveryMs(run, probe)]),
+    );
+    timings.push(`PostgreSQL back: first 200 after ${JSON.stringify(recovery)} ms`);
+    for (const ms of Object.values(recovery)) expect(ms, summarize(run.outcomes)).toBeLessThan(RECOVERY_LIMIT_MS);
+  });
+
+  it('lost nothing: keys, the revocation and the session from before still hold, and new keys work', async () => {
+    expect((await fetch(`${stack.url}/readyz`)).status).toBe(200);
+    expect((await prepared.withKey('known')).status).toBe(200);
+    const revoked = await prepared.withKey('revoked');
+    expect(revoked.status).toBe(401);
+    expect(errorCodeOf(await revoked.text())).toBe('revoked_api_key');
+    expect((await prepared.withSession()).status).toBe(200);
+    const created = await prepared.browser.fetch(`${stack.url}/v1/auth/api-keys`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: stack.url },
+      body: JSON.stringify({ name: 'after the outage' }),
+    });
+    expect(created.status).toBe(201);
+    const { key } = (await created.json()) as { key: string };
+    expect((await fetch(`${stack.url}/echo/after`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200);
+  });
+
+  it('listens for changes again: exactly one LISTEN connection, and a user disabled elsewhere loses their stream', async () => {
+    const listening = async () =>
+      withPostgres(async (client) => {
+        const { rows } = await client.query<{ count: string }>(
+          `select count(*) from pg_stat_activity where query ilike 'listen %' and client_port = any($1::int[])`,
+          [relay.targetSidePorts()],
+        );
+        return Number(rows[0]!.count);
+      });
+    const deadline = Date.now() + 3_000;
+    while ((await listening()) === 0 && Date.now() < deadline) await sleep(100);
+    expect(await listening()).toBe(1);
+
+    const stream = await prepared.withKey('known', '/slow-stream?chunks=200&delayMs=50');
+    expect(stream.status).toBe(200);
+    const reader = stream.body!.getReader();
+    await reader.read();
+    await withPostgres(async (client) => {
+      const { rows } = await client.query<{ user_id: string }>(
+        `select user_id from "${schema}".api_keys where id = $1`,
+        [prepared.keys.known!.id],
+      );
+      // What another replica does when an admin disables a user there.
+      await client.query(`update "${schema}".users set disabled_at = $1 where id = $2`, [Date.now(), rows[0]!.user_id]);
+      await client.query('select pg_notify($1, $2)', [
+        'gatehouse_changes',
+        JSON.stringify({ kind: 'user_disabled', userId: rows[0]!.user_id }),
+      ]);
+    });
+    const started = Date.now();
+    const giveUp = setTimeout(() => void reader.cancel(), 3_000);
+    let text = '';
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += Buffer.from(value).toString('utf8');
+      }
+    } catch {
+      // A reset connection is a cut too.
+    } finally {
+      clearTimeout(giveUp);
+    }
+    const elapsed = Date.now() - started;
+    timings.push(`PostgreSQL back: stream of a user disabled elsewhere cut after ${elapsed} ms`);
+    expect(text.includes('[DONE]')).toBe(false);
+    expect(elapsed).toBeLessThan(1_000);
+  });
+});
+
+describe.skipIf(!postgres || !redisAvailable)('Redis going away under steady API-key traffic', () => {
+  const schema = uniqueSchema();
+  const keyPrefix = `t${randomBytes(6).toString('hex')}:`;
+  let relay: TcpRelay;
+  let stack: FaultyStack;
+  let prepared: Awaited<ReturnType<typeof prepareKeys>>;
+  let run: OutageRun;
+  let revokedDuringOutageAt = Infinity;
+
+  beforeAll(async () => {
+    relay = await startTcpRelay(6379);
+    stack = await startFaultyStack({
+      database: { url: POSTGRES_URL, schema },
+      redis: { url: redisThrough(relay.port), key_prefix: keyPrefix },
+      auth: { failed_auth_per_minute: 0 },
+    });
+    prepared = await prepareKeys(stack, ['known', 'revoked', 'unseen', 'revoked while away']);
+    for (const name of ['known', 'revoked', 'revoked while away']) {
+      expect((await prepared.withKey(name)).status).toBe(200);
+    }
+    await prepared.revoke('revoked');
+    expect((await prepared.withKey('revoked')).status).toBe(401);
+    run = await runThroughOutage({
+      url: stack.url,
+      relay,
+      probes: [
+        { name: 'known key', send: () => prepared.withKey('known') },
+        { name: 'revoked key', send: () => prepared.withKey('revoked') },
+        { name: 'revoked while away', send: () => prepared.withKey('revoked while away') },
+        { name: 'unseen key', send: () => prepared.withKey('unseen'), onlyAfterCut: true },
+        { name: 'session', send: prepared.withSession },
+      ],
+      recovering: ['known key', 'unseen key', 'session'],
+      // What `gatehouse keys revoke` or another replica does: the database row changes, but the
+      // shared cache cannot be told, since Redis is away.
+      duringOutage: async () => {
+        revokedDuringOutageAt = Date.now();
+        await withPostgres((client) =>
+          client.query(`update "${schema}".api_keys set revoked_at = $1 where id = $2`, [
+            revokedDuringOutageAt,
+            prepared.keys['revoked while away']!.id,
+          ]),
+        );
+      },
+    });
+  });
+
+  afterAll(async () => {
+    relay?.restore();
+    await stack?.close();
+    await relay?.close();
+    await dropSchema(schema);
+    await deleteRedisKeys(keyPrefix);
+  });
+
+  it('answers only 200, 401 or 503 JSON redis_unavailable: never a 500', () => {
+    expectRefusalsOnly(run, 'redis');
+    expect(run.outcomes.filter((o) => o.startedAt > run.cutAt && o.status === 503).length).toBeGreaterThan(0);
+  });
+
+  it('never lets through a key revoked before the outage', () => {
+    expect(run.outcomes.filter((o) => o.probe === 'revoked key' && o.status === 200)).toEqual([]);
+  });
+
+  it('never lets through, while Redis is away, a key it had not seen before', () => {
+    const passed = run.outcomes.filter(
+      (o) => o.probe === 'unseen key' && o.status === 200 && o.endedAt < run.restoredAt,
+    );
+    expect(passed, `cut at ${run.cutAt}, restored at ${run.restoredAt}`).toEqual([]);
+  });
+
+  it(`stops serving even a cached key within ${CACHE_GRACE_MS} ms of the outage`, () => {
+    const late = run.outcomes.filter(
+      (o) => o.status === 200 && o.startedAt >= run.cutAt + CACHE_GRACE_MS + SLACK_MS && o.endedAt <= run.restoredAt,
+    );
+    expect(late, summarize(late)).toEqual([]);
+  });
+
+  it('refuses, once Redis is back, a key revoked while it was away (its cached answer is not trusted)', async () => {
+    const passed = run.outcomes.filter(
+      (o) => o.probe === 'revoked while away' && o.status === 200 && o.startedAt >= revokedDuringOutageAt,
+    );
+    expect(passed, summarize(run.outcomes)).toEqual([]);
+    const after = await prepared.withKey('revoked while away');
+    expect(after.status).toBe(401);
+    expect(errorCodeOf(await after.text())).toBe('revoked_api_key');
+  });
+
+  it('reports not ready on /readyz, naming Redis', () => {
+    expect(run.readiness.status).toBe(503);
+    expect(run.readiness.body.checks?.redis).not.toBe('ok');
+    expect(run.readiness.body.checks?.database).toBe('ok');
+  });
+
+  it(`resumes by itself within ${RECOVERY_LIMIT_MS} ms of Redis returning, having lost nothing`, async () => {
+    const recovery = Object.fromEntries(
+      ['known key', 'unseen key', 'session'].map((probe) => [probe, recoveryMs(run, probe)]),
+    );
+    timings.push(`Redis back: first 200 after ${JSON.stringify(recovery)} ms`);
+    for (const ms of Object.values(recovery)) expect(ms, summarize(run.outcomes)).toBeLessThan(RECOVERY_LIMIT_MS);
+    expect((await fetch(`${stack.url}/readyz`)).status).toBe(200);
+    expect((await prepared.withKey('known')).status).toBe(200);
+    expect((await prepared.withKey('revoked')).status).toBe(401);
+    expect((await prepared.withSession()).status).toBe(200);
+  });
+});
+
+describe.skipIf(!postgres || !redisAvailable)('Redis away with the failed-auth limit on (the default)', () => {
+  const schema = uniqueSchema();
+  const keyPrefix = `t${randomBytes(6).toString('hex')}:`;
+  let relay: TcpRelay;
+  let stack: FaultyStack;
+
+  beforeAll(async () => {
+    relay = await startTcpRelay(6379);
+    stack = await startFaultyStack({
+      database: { url: POSTGRES_URL, schema },
+      redis: { url: redisThrough(relay.port), key_prefix: keyPrefix },
+    });
+  });
+
+  afterAll(async () => {
+    relay?.restore();
+    await stack?.close();
+    await relay?.close();
+    await dropSchema(schema);
+    await deleteRedisKeys(keyPrefix);
+  });
+
+  it('answers 503 redis_unavailable when the failure count cannot be read, not 500 and not a pass', async () => {
+    const prepared = await prepareKeys(stack, ['known']);
+    expect((await prepared.withKey('known')).status).toBe(200);
+    relay.cut();
+    try {
+      for (const candidate of ['known', 'unknown']) {
+        const response =
+          candidate === 'known'
+            ? await prepared.withKey('known')
+            : await fetch(`${stack.url}/echo/fault`, { headers: { authorization: `Bearer gth_${'7'.repeat(36)}` } });
+        const text = await response.text();
+        expect(response.status, text).toBe(503);
+        expect(errorCodeOf(text)).toBe('redis_unavailable');
+      }
+    } finally {
+      relay.restore();
+    }
+  });
+});
+
+describe.skipIf(!postgres || !redisAvailable)('a gateway started while Redis is unreachable', () => {
+  it('starts, reports not ready naming Redis, and becomes ready by itself when Redis comes', async () => {
+    const schema = uniqueSchema();
+    const keyPrefix = `t${randomBytes(6).toString('hex')}:`;
+    const relay = await startTcpRelay(6379);
+    relay.cut();
+    let stack: FaultyStack | undefined;
+    try {
+      stack = await startFaultyStack({
+        database: { url: POSTGRES_URL, schema },
+        redis: { url: redisThrough(relay.port), key_prefix: keyPrefix },
+      });
+      const away = await fetch(`${stack.url}/readyz`);
+      expect(away.status).toBe(503);
+      expect(((await away.json()) as OutageRun['readiness']['body']).checks?.redis).not.toBe('ok');
+      relay.restore();
+      const restoredAt = Date.now();
+      let status = 0;
+      while (Date.now() - restoredAt < RECOVERY_LIMIT_MS) {
+        status = (await fetch(`${stack.url}/readyz`)).status;
+        if (status === 200) break;
+        await sleep(100);
+      }
+      timings.push(`Redis reachable after start: ready ${Date.now() - restoredAt} ms after it came`);
+      expect(status).toBe(200);
+    } finally {
+      relay.restore();
+      await stack?.close();
+      await relay.close();
+      await dropSchema(schema);
+      await deleteRedisKeys(keyPrefix);
+    }
+  });
+});
+
+interface ServeProcess {
+  url: string;
+  output(): string;
+  /** Resolves with the exit code (null when killed by a signal). */
+  exited: Promise<number | null>;
+  hasExited(): boolean;
+  stop(): Promise<void>;
+}
+
+/** Runs `gatehouse serve` in a process of its own, as an operator would, with these edits. */
+async function spawnServe(dir: string, edits: (port: number) => Record<string, unknown>): Promise<ServeProcess> {
+  const port = await freePort();
+  const configFile = join(dir, 'config.yaml');
+  // JSON is YAML, and spares a serializer.
+  writeFileSync(configFile, JSON.stringify(edits(port)));
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--config', configFile], {
+    cwd: ROOT,
+    env: { ...process.env, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const keep = (chunk: Buffer) => (output = (output + chunk.toString('utf8')).slice(-20_000));
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const hasExited = () => child.exitCode !== null || child.signalCode !== null;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    output: () => output,
+    exited,
+    hasExited,
+    async stop() {
+      if (hasExited()) return;
+      child.kill('SIGTERM');
+      if ((await Promise.race([exited.then(() => 'exited'), sleep(5_000)])) !== 'exited') {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+}
+
+describe.skipIf(!postgres)('a gateway process whose PostgreSQL connections die under load', () => {
+  it('keeps running, refusing with 503 until PostgreSQL returns', async () => {
+    const schema = uniqueSchema();
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-faults-'));
+    const relay = await startTcpRelay(5432);
+    const providerPort = await freePort();
+    let gateway: ServeProcess | undefined;
+    try {
+      gateway = await spawnServe(dir, (port) => ({
+        powerml: { website: `http://127.0.0.1:${port}` },
+        // Never reached: unknown session cookies are looked up in the database, not at the provider.
+        auth_provider: {
+          client_id: 'gatehouse-test',
+          client_secret: 'unused-secret',
+          server_metadata_url: `http://127.0.0.1:${providerPort}/.well-known/openid-configuration`,
+        },
+        gateway: { host: '127.0.0.1', port, upstream: 'http://127.0.0.1:9', data_dir: join(dir, 'data') },
+        database: { url: postgresThrough(relay.port), schema },
+      }));
+      const started = Date.now();
+      while (Date.now() - started < 45_000 && !gateway.hasExited()) {
+        const healthy = await fetch(`${gateway.url}/healthz`).then(
+          (response) => response.ok,
+          () => false,
+        );
+        if (healthy) break;
+        await sleep(100);
+      }
+      const url = gateway.url;
+      const statuses = new Map<number | string, number>();
+      let stopped = false;
+      // Every request carries a cookie the gateway has never seen, so each one queries PostgreSQL.
+      const caller = async () => {
+        for (let n = 0; n < MAX_REQUESTS_PER_LOOP && !stopped && !gateway!.hasExited(); n++) {
+          const status = await fetch(`${url}/v1/auth/me`, {
+            headers: { cookie: `gatehouse_session=${randomBytes(16).toString('hex')}` },
+          }).then(
+            async (response) => (await response.text(), response.status),
+            (error: Error) => `${error.message}: ${String((error.cause as Error | undefined)?.message)}`,
+          );
+          statuses.set(status, (statuses.get(status) ?? 0) + 1);
+          await sleep(LOOP_PAUSE_MS);
+        }
+      };
+      const callers = Array.from({ length: LOOPS }, caller);
+      await sleep(TRAFFIC_BEFORE_CUT_MS);
+      relay.cut();
+      await sleep(OUTAGE_MS);
+      relay.restore();
+      await sleep(1_500);
+      stopped = true;
+      await Promise.all(callers);
+      const summary = `${JSON.stringify([...statuses])}\n${gateway.output().slice(-3_000)}`;
+      expect(gateway.hasExited(), summary).toBe(false);
+      expect(
+        [...statuses.keys()].filter((status) => status !== 401 && status !== 503),
+        summary,
+      ).toEqual([]);
+      expect((await fetch(`${url}/v1/auth/me`)).status).toBe(401);
+    } finally {
+      await gateway?.stop();
+      await relay.close();
+      await dropSchema(schema);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a gateway started while PostgreSQL is unreachable', () => {
+  const unreachable = [
+    { label: 'with database.schema', schema: true },
+    { label: 'without database.schema', schema: false },
+  ];
+  it.each(unreachable)(
+    'exits 1 with a message naming PostgreSQL and its address, never the password ($label)',
+    async ({ schema }) => {
+      const dir = mkdtempSync(join(tmpdir(), 'gatehouse-faults-'));
+      const nothingThere = await freePort();
+      const password = `pw-${randomBytes(8).toString('hex')}`;
+      try {
+        const gateway = await spawnServe(dir, (port) => ({
+          auth: { disable_auth: true },
+          gateway: { host: '127.0.0.1', port, upstream: 'http://127.0.0.1:9', data_dir: join(dir, 'data') },
+          database: {
+            url: `postgres://postgres:${password}@127.0.0.1:${nothingThere}/test`,
+            ...(schema ? { schema: uniqueSchema() } : {}),
+          },
+        }));
+        const code = await Promise.race([gateway.exited, sleep(25_000).then(() => 'still running' as const)]);
+        await gateway.stop();
+        const output = gateway.output();
+        expect(code, output).toBe(1);
+        expect(output).toMatch(/^gatehouse: /m);
+        expect(output).toMatch(/PostgreSQL/);
+        expect(output).toContain(`127.0.0.1:${nothingThere}`);
+        expect(output).not.toContain(password);
+        expect(output).not.toMatch(/unexpected failure/);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
+});

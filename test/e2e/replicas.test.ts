@@ -1,0 +1,389 @@
+/**
+ * Two gateway processes behind one (imagined) load balancer: they share a PostgreSQL schema, and in
+ * the second run a Redis too. Whatever one replica learns (a sign-in, a new key, a revocation, a
+ * disabled user) the other must honour at once, or within the one second Gatehouse promises.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
+import { openStorage } from '../../src/storage/database.js';
+import { Browserless } from '../support/browserless.js';
+import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
+import { freePort } from '../support/ports.js';
+import { hasTcp, requireResource } from '../support/requirements.js';
+import { signInForSession } from '../support/sign-in.js';
+import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.js';
+
+const postgres = await requireResource(
+  'postgresql',
+  hasTcp(5432),
+  'apt-get install postgresql, with trust auth for user postgres on 127.0.0.1 and a database named test',
+);
+const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const POSTGRES_URL = process.env.GATEHOUSE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const REDIS_URL = 'redis://127.0.0.1:6379';
+/** What Gatehouse promises for anything revoked on one replica to be refused on every other. */
+const PROPAGATION_LIMIT_MS = 1_000;
+const POLL_MS = 50;
+
+const ADMIN = { subject: 'grace-1', email: 'grace@example.test' };
+const MEMBER = { subject: 'ada-1', email: 'ada@example.test' };
+
+interface CreatedKey {
+  id: string;
+  key: string;
+}
+
+/** A gateway started by the CLI in a process of its own, as an operator would run it. */
+interface Replica {
+  url: string;
+  /** Everything the process wrote, for failure messages. */
+  output: string[];
+  hasExited(): boolean;
+  stop(): Promise<void>;
+}
+
+function uniqueSchema(): string {
+  return `t_${randomBytes(6).toString('hex')}`;
+}
+
+async function withPostgres<T>(use: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  await client.connect();
+  try {
+    return await use(client);
+  } finally {
+    await client.end();
+  }
+}
+
+function dropSchema(schema: string): Promise<unknown> {
+  return withPostgres((client) => client.query(`drop schema if exists "${schema}" cascade`));
+}
+
+async function deleteRedisKeys(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL);
+  try {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Starts `gatehouse serve --config <file>` with these edits; resolves once the process is running. */
+function spawnReplica(dir: string, name: string, port: number, edits: Record<string, unknown>): Replica {
+  const configFile = join(dir, `${name}.yaml`);
+  // JSON is YAML, and spares a serializer.
+  writeFileSync(configFile, JSON.stringify(edits, null, 2));
+  const child: ChildProcess = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/cli.ts', 'serve', '--config', configFile],
+    { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const output: string[] = [];
+  const keep = (chunk: Buffer) => {
+    output.push(chunk.toString('utf8'));
+    if (output.length > 500) output.shift();
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    output,
+    hasExited: () => child.exitCode !== null || child.signalCode !== null,
+    async stop() {
+      if (this.hasExited()) return;
+      child.kill('SIGTERM');
+      const stopped = await Promise.race([exited.then(() => true), sleep(5_000).then(() => false)]);
+      if (!stopped) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+}
+
+/** Polls /readyz until 200; fails with the replica's output if it exits or is not ready in time. */
+async function waitUntilReady(replica: Replica, timeoutMs = 45_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no answer';
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(`${replica.url}/readyz`);
+      last = `${response.status} ${await response.text()}`;
+      if (response.status === 200) return;
+    } catch (error) {
+      last = (error as Error).message;
+    }
+    if (replica.hasExited()) break;
+    await sleep(100);
+  }
+  throw new Error(`${replica.url} not ready (${last}); output:\n${replica.output.join('').slice(-4_000)}`);
+}
+
+/** Polls `probe` every POLL_MS until it returns true; returns the ms since `since`, or Infinity. */
+async function msUntil(probe: () => Promise<boolean>, since: number, limitMs = 5_000): Promise<number> {
+  while (Date.now() - since < limitMs) {
+    if (await probe()) return Date.now() - since;
+    await sleep(POLL_MS);
+  }
+  return Infinity;
+}
+
+function withKey(url: string, key: string, path = '/echo/replica'): Promise<Response> {
+  return fetch(`${url}${path}`, { headers: { authorization: `Bearer ${key}` } });
+}
+
+async function codeOf(response: Response): Promise<string | undefined> {
+  const text = await response.text();
+  try {
+    return (JSON.parse(text) as { error?: { code?: string } }).error?.code;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Measured propagation times, printed at the end so a run's numbers can be compared with others. */
+const timings: string[] = [];
+afterAll(() => {
+  if (timings.length) console.info(`replica propagation:\n  ${timings.join('\n  ')}`);
+});
+
+const backends = [
+  { backend: 'PostgreSQL only', useRedis: false },
+  { backend: 'PostgreSQL + Redis', useRedis: true },
+].filter(({ useRedis }) => !useRedis || redisAvailable);
+
+describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ backend, useRedis }) => {
+  const schema = uniqueSchema();
+  const keyPrefix = `t${randomBytes(6).toString('hex')}:`;
+  let dir: string;
+  let platform: SamplePlatform;
+  let provider: FaultyProvider;
+  let a: Replica;
+  let b: Replica;
+  let admin: Browserless;
+  let member: Browserless;
+  /** The website both replicas name: a load balancer would give them this one origin. */
+  let website: string;
+
+  async function signInAs(who: { subject: string; email: string }): Promise<Browserless> {
+    provider.subject = who.subject;
+    provider.email = who.email;
+    const browser = new Browserless();
+    await signInForSession(a, browser);
+    return browser;
+  }
+
+  async function createKey(browser: Browserless, on: Replica, name: string): Promise<CreatedKey> {
+    const response = await browser.fetch(`${on.url}/v1/auth/api-keys`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: website },
+      body: JSON.stringify({ name }),
+    });
+    expect(response.status, await response.clone().text()).toBe(201);
+    return (await response.json()) as CreatedKey;
+  }
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'gatehouse-replicas-'));
+    const [portA, portB] = [await freePort(), await freePort()];
+    website = `http://127.0.0.1:${portA}`;
+    platform = await startSamplePlatform({ chunkDelayMs: 20 });
+    provider = await startFaultyProvider({
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+      redirectUri: `${website}/v1/auth/auth`,
+    });
+    const edits = (port: number) => ({
+      powerml: { website },
+      auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: provider.metadataUrl },
+      auth: { admin_emails: [ADMIN.email] },
+      // One data_dir: both replicas must hash keys with the same generated secret.
+      gateway: { host: '127.0.0.1', port, upstream: platform.url, data_dir: join(dir, 'data') },
+      database: { url: POSTGRES_URL, schema },
+      ...(useRedis ? { redis: { url: REDIS_URL, key_prefix: keyPrefix } } : {}),
+    });
+    a = spawnReplica(dir, 'a', portA, edits(portA));
+    b = spawnReplica(dir, 'b', portB, edits(portB));
+    await Promise.all([waitUntilReady(a), waitUntilReady(b)]);
+    admin = await signInAs(ADMIN);
+    member = await signInAs(MEMBER);
+  });
+
+  afterAll(async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
+    await Promise.all([platform?.close(), provider?.close()]);
+    await dropSchema(schema);
+    if (useRedis) await deleteRedisKeys(keyPrefix);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('accepts on replica B a session started on replica A', async () => {
+    const me = await member.fetch(`${b.url}/v1/auth/me`);
+    expect(me.status).toBe(200);
+    expect(((await me.json()) as { email: string }).email).toBe(MEMBER.email);
+  });
+
+  it('accepts on B an API key created on A', async () => {
+    const created = await createKey(member, a, 'made on A');
+    const response = await withKey(b.url, created.key);
+    expect(response.status).toBe(200);
+    const echo = (await response.json()) as { headers: Record<string, string> };
+    expect(echo.headers['x-forwarded-email']).toBe(MEMBER.email);
+  });
+
+  it(`refuses on A, within ${PROPAGATION_LIMIT_MS} ms, a key revoked on B`, async () => {
+    const created = await createKey(member, a, 'revoked on B');
+    // Both replicas have the key cached before it is revoked.
+    expect((await withKey(a.url, created.key)).status).toBe(200);
+    expect((await withKey(b.url, created.key)).status).toBe(200);
+    const started = Date.now();
+    const revoked = await member.fetch(`${b.url}/v1/auth/api-keys/${created.id}`, {
+      method: 'DELETE',
+      headers: { origin: website },
+    });
+    expect(revoked.status).toBe(204);
+    let lastStatus = 0;
+    const elapsed = await msUntil(async () => {
+      const response = await withKey(a.url, created.key);
+      lastStatus = response.status;
+      return response.status === 401 && (await codeOf(response)) === 'revoked_api_key';
+    }, started);
+    timings.push(`${backend}: key revoked on B refused on A after ${elapsed} ms`);
+    expect(elapsed, `A still answered ${lastStatus}`).toBeLessThan(PROPAGATION_LIMIT_MS);
+  });
+
+  it(`refuses on B, within ${PROPAGATION_LIMIT_MS} ms, a session ended on A`, async () => {
+    const browser = await signInAs(MEMBER);
+    const cookie = `gatehouse_session=${browser.cookie(a.url, 'gatehouse_session')}`;
+    const meOnB = () => fetch(`${b.url}/v1/auth/me`, { headers: { cookie } });
+    expect((await meOnB()).status).toBe(200);
+    const started = Date.now();
+    const logout = await browser.fetch(`${a.url}/v1/auth/logout`);
+    expect(logout.status).toBe(302);
+    const elapsed = await msUntil(async () => (await meOnB()).status === 401, started);
+    timings.push(`${backend}: session ended on A refused on B after ${elapsed} ms`);
+    expect(elapsed).toBeLessThan(PROPAGATION_LIMIT_MS);
+  });
+
+  it(`cuts within ${PROPAGATION_LIMIT_MS} ms a stream on B of a user an admin disables on A`, async () => {
+    const created = await createKey(member, a, 'streams on B');
+    const users = await admin.fetch(`${a.url}/v1/auth/admin/users`);
+    expect(users.status).toBe(200);
+    const target = ((await users.json()) as { data: Array<{ id: string; email: string }> }).data.find(
+      (user) => user.email === MEMBER.email,
+    )!;
+    expect(target).toBeDefined();
+
+    const reading = new AbortController();
+    const stream = await fetch(`${b.url}/slow-stream?chunks=200&delayMs=50`, {
+      headers: { authorization: `Bearer ${created.key}` },
+      signal: reading.signal,
+    });
+    expect(stream.status).toBe(200);
+    const reader = stream.body!.getReader();
+    const decoder = new TextDecoder();
+    let received = decoder.decode((await reader.read()).value);
+    expect(received).toContain('data: ');
+
+    const started = Date.now();
+    const disabled = await admin.fetch(`${a.url}/v1/auth/admin/users/${target.id}/disable`, {
+      method: 'POST',
+      headers: { origin: website },
+    });
+    expect(disabled.status, await disabled.clone().text()).toBe(200);
+    // Waiting for the 10 s stream to run out would only make a failure slower to report.
+    const giveUp = setTimeout(() => reading.abort(), 3 * PROPAGATION_LIMIT_MS);
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        received += decoder.decode(value, { stream: true });
+      }
+    } catch {
+      // The gateway may end the response or reset the connection; either is a cut.
+    } finally {
+      clearTimeout(giveUp);
+    }
+    const elapsed = Date.now() - started;
+    const outcome = reading.signal.aborted ? 'still open' : 'cut';
+    timings.push(`${backend}: stream on B ${outcome} ${elapsed} ms after the user was disabled on A`);
+    expect(reading.signal.aborted, 'the stream on B was still open').toBe(false);
+    expect(received.includes('[DONE]'), 'the stream on B ran to its end').toBe(false);
+    expect(elapsed).toBeLessThan(PROPAGATION_LIMIT_MS);
+
+    const again = await withKey(b.url, created.key);
+    expect(again.status).toBe(403);
+    expect(await codeOf(again)).toBe('account_disabled');
+    expect((await member.fetch(`${b.url}/v1/auth/me`)).status).toBe(401);
+  });
+});
+
+describe.skipIf(!postgres)('replicas starting together on an empty schema', () => {
+  const schemas: string[] = [];
+  afterAll(async () => {
+    for (const schema of schemas) await dropSchema(schema);
+  });
+
+  it('both come up, and the migrations ran once', async () => {
+    const schema = uniqueSchema();
+    schemas.push(schema);
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-replicas-'));
+    const platform = await startSamplePlatform();
+    const replicas: Replica[] = [];
+    try {
+      const ports = [await freePort(), await freePort()];
+      for (const [index, port] of ports.entries()) {
+        replicas.push(
+          spawnReplica(dir, `r${index}`, port, {
+            auth: { disable_auth: true },
+            gateway: { host: '127.0.0.1', port, upstream: platform.url, data_dir: join(dir, 'data') },
+            database: { url: POSTGRES_URL, schema },
+          }),
+        );
+      }
+      await Promise.all(replicas.map((replica) => waitUntilReady(replica)));
+      const migrations = await withPostgres(
+        async (client) => (await client.query(`select name from "${schema}".gatehouse_migrations`)).rows,
+      );
+      const names = migrations.map((row: { name: string }) => row.name);
+      expect(names.length).toBeGreaterThan(0);
+      expect(new Set(names).size).toBe(names.length);
+    } finally {
+      await Promise.all(replicas.map((replica) => replica.stop()));
+      await platform.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // Two processes rarely start within the same few milliseconds; many openings at once make the
+  // race on creating the schema certain instead of occasional.
+  it('never fails when eight gateways open the same empty schema at once', async () => {
+    const failures: string[] = [];
+    for (let round = 0; round < 4; round++) {
+      const schema = uniqueSchema();
+      schemas.push(schema);
+      const opened = await Promise.allSettled(
+        Array.from({ length: 8 }, () => openStorage({ url: POSTGRES_URL, schema })),
+      );
+      for (const result of opened) {
+        if (result.status === 'fulfilled') await result.value.close();
+        else failures.push((result.reason as Error).message);
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+});
