@@ -86,6 +86,10 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     // A typo such as "expires_in" must be an error, not silently dropped; "30" is not a number.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   });
+  // Slow clients (slowloris) must not hold connections open: request headers get 20 s, the whole
+  // request (not the response, which may stream for minutes) 5 minutes.
+  app.server.headersTimeout = 20_000;
+  app.server.requestTimeout = 300_000;
   app.setErrorHandler((error, request, reply) => {
     if (error instanceof HttpError) {
       if (DENIAL_STATUSES.has(error.status)) {

@@ -1,10 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AUDIT_EVENTS, type AuditLog } from '../audit/log.js';
 import { ForbiddenError, HttpError } from '../errors.js';
-import { sendChallenge } from '../identity/challenge.js';
+import { authenticate } from '../identity/authenticate.js';
 import type { Identifier, Identity } from '../identity/identify.js';
 import type { ApiKeyStore } from '../keys/store.js';
-import { assertSameOrigin } from '../policy/same-origin.js';
 import type { Db } from '../storage/database.js';
 import type { Revocations } from '../storage/revocations.js';
 import { findUser, listUsers, setUserDisabled } from '../users/store.js';
@@ -48,15 +47,10 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
   const websiteOrigin = new URL(options.website).origin;
 
   async function requireAdmin(request: FastifyRequest, reply: FastifyReply): Promise<Identity | undefined> {
-    const identity = await identifier.identify(request);
-    if (!identity) {
-      sendChallenge(request, reply);
-      return undefined;
-    }
-    if (identity.user.role !== 'admin') {
+    const identity = await authenticate(identifier, websiteOrigin, request, reply);
+    if (identity && identity.user.role !== 'admin') {
       throw new ForbiddenError('admin_required', 'Only administrators may use the admin console.');
     }
-    if (identity.method === 'session') assertSameOrigin(request.method, request.headers, websiteOrigin);
     return identity;
   }
 

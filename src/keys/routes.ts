@@ -4,9 +4,8 @@ import type { AuditLog } from '../audit/log.js';
 import { randomToken } from '../crypto/tokens.js';
 import type { Revocations } from '../storage/revocations.js';
 import { ForbiddenError, HttpError } from '../errors.js';
-import { sendChallenge } from '../identity/challenge.js';
+import { authenticate } from '../identity/authenticate.js';
 import type { Identifier, Identity } from '../identity/identify.js';
-import { assertSameOrigin } from '../policy/same-origin.js';
 import { renderAccountPage } from '../web/account.js';
 import { sendPage } from '../web/pages.js';
 import type { ApiKeyInfo, ApiKeyStore, CreatedApiKey } from './store.js';
@@ -71,16 +70,8 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   const { store, revocations, identifier, maxDays, audit } = options;
   const websiteOrigin = new URL(options.website).origin;
 
-  /** The caller, or undefined after answering with the right challenge; unsafe methods need our origin. */
-  async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<Identity | undefined> {
-    const identity = await identifier.identify(request);
-    if (!identity) {
-      sendChallenge(request, reply);
-      return undefined;
-    }
-    if (identity.method === 'session') assertSameOrigin(request.method, request.headers, websiteOrigin);
-    return identity;
-  }
+  const caller = (request: FastifyRequest, reply: FastifyReply) =>
+    authenticate(identifier, websiteOrigin, request, reply);
 
   function expiryFor(days: number | undefined, now: number): number | null {
     if (days !== undefined && maxDays !== undefined && days > maxDays) {
@@ -113,14 +104,14 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   }
 
   app.get(API_KEYS_PATH, async (request, reply) => {
-    const identity = await authenticate(request, reply);
+    const identity = await caller(request, reply);
     if (!identity) return reply;
     const keys = await store.listForUser(identity.user.id);
     return reply.header('cache-control', 'no-store').send({ object: 'list', data: keys.map(describeKey) });
   });
 
   app.post<{ Body: NewKeyRequest }>(API_KEYS_PATH, { schema: { body: newKeySchema } }, async (request, reply) => {
-    const identity = await authenticate(request, reply);
+    const identity = await caller(request, reply);
     if (!identity) return reply;
     const created = await createKey(request, identity, request.body);
     const { id, key, name, created_at, expires_at } = created;
@@ -131,7 +122,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   });
 
   app.delete<{ Params: { id: string } }>(`${API_KEYS_PATH}/:id`, async (request, reply) => {
-    const identity = await authenticate(request, reply);
+    const identity = await caller(request, reply);
     if (!identity) return reply;
     if (!(await revokeKey(request, identity, request.params.id))) {
       throw new HttpError(404, 'api_key_not_found', 'No API key with this id belongs to you.');
@@ -161,12 +152,12 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   };
 
   app.get(ACCOUNT_PATH, async (request, reply) => {
-    const identity = await authenticate(request, reply);
+    const identity = await caller(request, reply);
     return identity ? showAccount(identity, reply) : reply;
   });
 
   app.post<{ Body: Record<string, string | undefined> }>(`${ACCOUNT_PATH}/keys`, async (request, reply) => {
-    const identity = await authenticate(request, reply);
+    const identity = await caller(request, reply);
     if (!identity) return reply;
     assertSessionCaller(identity);
     const formToken = String(request.body?.form_token ?? '');
@@ -200,7 +191,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   });
 
   app.post<{ Params: { id: string } }>(`${ACCOUNT_PATH}/keys/:id/revoke`, async (request, reply) => {
-    const identity = await authenticate(request, reply);
+    const identity = await caller(request, reply);
     if (!identity) return reply;
     await revokeKey(request, identity, request.params.id);
     return reply.redirect(ACCOUNT_PATH, 303);

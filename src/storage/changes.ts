@@ -45,8 +45,9 @@ function fanOut() {
 
 function redisBus(redis: Redis, channel: string, log: Logger): ChangeBus {
   const { subscribe, emit } = fanOut();
-  // A subscribed connection can do nothing else, so it is a second one.
-  const subscriber = redis.duplicate();
+  // A subscribed connection can do nothing else, so it is a second one; it queues the subscription
+  // until connected (the main connection fails fast instead) and ioredis re-subscribes on reconnect.
+  const subscriber = redis.duplicate({ enableOfflineQueue: true });
   subscriber.on('error', () => undefined);
   void subscriber.subscribe(channel).catch((error: unknown) => log.warn({ err: error }, 'redis subscribe failed'));
   subscriber.on('message', (_channel, message: string) => {

@@ -73,22 +73,43 @@ async function openPostgres(options: DatabaseSettings): Promise<Storage> {
     // search_path set at connect time puts every table, and the migrations' own, in the schema.
     ...(schema ? { options: `-c search_path=${schema}` } : {}),
   };
-  if (schema) await createSchema(connection, schema);
+  await prepareDatabase(connection, schema);
   const pool = new pg.Pool({ ...connection, max: options.pool_size ?? 10 });
-  // An idle connection the server dropped must not crash the process; the pool replaces it.
+  // A connection the server drops must not crash the process: idle ones report on the pool, and
+  // checked-out ones on the client (pg-pool removes its own listener while a client is lent out).
+  // The query in flight still fails, and its request is answered 503.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return storageOf(new PostgresDialect({ pool }), 'postgres', { postgresConnection: connection, postgresPool: pool });
 }
 
-async function createSchema(connection: pg.ClientConfig, schema: string): Promise<void> {
+/**
+ * Connects once before anything else, so an unreachable server is reported as such, and creates the
+ * schema. Replicas starting together may race to create it; losing that race is success.
+ */
+async function prepareDatabase(connection: pg.ClientConfig, schema: string | undefined): Promise<void> {
   const client = new pg.Client({ ...connection, options: undefined });
+  client.on('error', () => undefined);
   try {
     await client.connect();
-    await client.query(`create schema if not exists "${schema}"`);
   } catch (error) {
     throw new GatehouseError('DATABASE_UNAVAILABLE', `cannot reach PostgreSQL: ${(error as Error).message}`, {
       cause: error,
     });
+  }
+  try {
+    if (schema) await client.query(`create schema if not exists "${schema}"`);
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code !== '23505' && code !== '42P06') {
+      throw new GatehouseError(
+        'DATABASE_SCHEMA_FAILED',
+        `cannot create schema ${schema}: ${(error as Error).message}`,
+        {
+          cause: error,
+        },
+      );
+    }
   } finally {
     await client.end().catch(() => undefined);
   }

@@ -83,6 +83,25 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('audit_events_at').on('audit_events').column('at').execute();
     },
   },
+  '004_session_refresh_and_backchannel_logout': {
+    async up(db: Kysely<unknown>) {
+      // One column per statement: SQLite's ALTER TABLE adds a single column at a time.
+      await db.schema.alterTable('sessions').addColumn('refresh_token', 'text').execute();
+      await db.schema
+        .alterTable('sessions')
+        .addColumn('refresh_token_version', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.alterTable('sessions').addColumn('refresh_claimed_at', 'bigint').execute();
+      await db.schema.alterTable('sessions').addColumn('id_token_expires_at', 'bigint').execute();
+      await db.schema.alterTable('sessions').addColumn('sid', 'text').execute();
+      await db.schema.createIndex('sessions_sid').on('sessions').column('sid').execute();
+      await db.schema
+        .createTable('used_logout_tokens')
+        .addColumn('jti_hash', 'text', (c) => c.primaryKey())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

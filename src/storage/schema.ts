@@ -22,6 +22,23 @@ export interface SessionsTable {
   created_at: number;
   last_seen_at: number;
   expires_at: number;
+  /** AES-256-GCM sealed (src/sessions/sealing.ts), never plaintext: a database copy must not be able to refresh. */
+  refresh_token: string | null;
+  /** Bumped by every refresh; updates conditional on it let one replica refresh while others re-read. */
+  refresh_token_version: number;
+  /** When a process claimed the refresh (or last failed to reach the provider); others keep off for a while. */
+  refresh_claimed_at: number | null;
+  /** The ID token's `exp` in ms; after a refresh that brought no ID token, when the grant is next checked. */
+  id_token_expires_at: number | null;
+  /** The ID token's `sid`, which back-channel logout tokens name (Back-Channel Logout 1.0 section 2.4). */
+  sid: string | null;
+}
+
+/** A back-channel logout token already acted on, kept for as long as it could still be accepted. */
+export interface UsedLogoutTokensTable {
+  /** SHA-256 of the issuer and the token's `jti`. */
+  jti_hash: string;
+  expires_at: number;
 }
 
 /** One sign-in in progress: what the callback must see again (OpenID Connect Core 3.1.2.1, RFC 7636). */
@@ -70,4 +87,5 @@ export interface Database {
   login_flows: LoginFlowsTable;
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
+  used_logout_tokens: UsedLogoutTokensTable;
 }

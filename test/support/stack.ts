@@ -76,67 +76,71 @@ export interface FaultyStack extends Stack {
   provider: FaultyProvider;
 }
 
-function authEdits(website: string, metadataUrl: string, platformUrl: string, extra: Record<string, unknown>) {
-  return deepMerge(
-    {
-      powerml: { website },
-      auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: metadataUrl },
-      gateway: { upstream: platformUrl },
-    },
-    extra,
+/**
+ * Starts the sample platform, a provider made for the gateway's future URL, and the gateway in
+ * front of the platform, signing in through that provider.
+ */
+async function startStack<P extends { metadataUrl: string; close(): Promise<void> }>(
+  startProvider: (website: string) => Promise<P>,
+  extra: Record<string, unknown>,
+  platformChunkDelayMs = 20,
+): Promise<Stack & { provider: P }> {
+  const port = await freePort();
+  const platform = await startSamplePlatform({ chunkDelayMs: platformChunkDelayMs });
+  const provider = await startProvider(`http://127.0.0.1:${port}`);
+  const running = await startGateway(
+    (website) =>
+      deepMerge(
+        {
+          powerml: { website },
+          auth_provider: {
+            client_id: CLIENT_ID,
+            client_secret: CLIENT_SECRET,
+            server_metadata_url: provider.metadataUrl,
+          },
+          gateway: { upstream: platform.url },
+        },
+        extra,
+      ),
+    port,
   );
+  return {
+    ...running,
+    platform,
+    provider,
+    async close() {
+      await running.close();
+      await Promise.all([platform.close(), provider.close()]);
+    },
+  };
 }
 
 /** Gateway + the bundled demo provider (real oidc-provider) + the sample platform. */
-export async function startDemoStack(
-  extra: Record<string, unknown> = {},
-  platformChunkDelayMs = 20,
-): Promise<DemoStack> {
-  const port = await freePort();
-  const website = `http://127.0.0.1:${port}`;
-  const platform = await startSamplePlatform({ chunkDelayMs: platformChunkDelayMs });
-  const provider = await startDemoProvider({
-    clients: [
-      {
-        client_id: CLIENT_ID,
-        client_secret: CLIENT_SECRET,
-        redirect_uris: [`${website}/v1/auth/auth`],
-        post_logout_redirect_uris: [website],
-      },
-    ],
-  });
-  const running = await startGateway((site) => authEdits(site, provider.metadataUrl, platform.url, extra), port);
-  return {
-    ...running,
-    platform,
-    provider,
-    async close() {
-      await running.close();
-      await Promise.all([platform.close(), provider.close()]);
-    },
-  };
+export function startDemoStack(extra: Record<string, unknown> = {}, platformChunkDelayMs = 20): Promise<DemoStack> {
+  return startStack(
+    (website) =>
+      startDemoProvider({
+        clients: [
+          {
+            client_id: CLIENT_ID,
+            client_secret: CLIENT_SECRET,
+            redirect_uris: [`${website}/v1/auth/auth`],
+            post_logout_redirect_uris: [website],
+          },
+        ],
+      }),
+    extra,
+    platformChunkDelayMs,
+  );
 }
 
 /** Gateway + a provider that signs deliberately wrong tokens on demand + the sample platform. */
-export async function startFaultyStack(extra: Record<string, unknown> = {}): Promise<FaultyStack> {
-  const port = await freePort();
-  const website = `http://127.0.0.1:${port}`;
-  const platform = await startSamplePlatform({ chunkDelayMs: 20 });
-  const provider = await startFaultyProvider({
-    clientId: CLIENT_ID,
-    clientSecret: CLIENT_SECRET,
-    redirectUri: `${website}/v1/auth/auth`,
-  });
-  const running = await startGateway((site) => authEdits(site, provider.metadataUrl, platform.url, extra), port);
-  return {
-    ...running,
-    platform,
-    provider,
-    async close() {
-      await running.close();
-      await Promise.all([platform.close(), provider.close()]);
-    },
-  };
+export function startFaultyStack(extra: Record<string, unknown> = {}): Promise<FaultyStack> {
+  return startStack(
+    (website) =>
+      startFaultyProvider({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUri: `${website}/v1/auth/auth` }),
+    extra,
+  );
 }
 
 export { DEMO_USER };
