@@ -43,8 +43,12 @@ async function serve(config: Config): Promise<void> {
       config.gateway.shutdown_grace_seconds * 1000,
     );
     deadline.unref();
+    // server.close() drops only the connections idle at that moment; a keep-alive connection whose
+    // stream ends later would hold the process until the deadline, so idle ones are swept as they come.
+    const sweep = setInterval(() => gateway.app.server.closeIdleConnections(), 100);
     metricsServer?.close();
     await gateway.close();
+    clearInterval(sweep);
     clearTimeout(deadline);
     log.info('stopped');
     process.exit(0);

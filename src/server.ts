@@ -17,19 +17,25 @@ import { ApiKeyStore } from './keys/store.js';
 import { ApiKeyVerifier, type StaticKey } from './keys/verify.js';
 import type { Logger } from './log.js';
 import { ProviderConnection } from './oidc/provider.js';
+import { createTokenRefresher } from './oidc/refresh.js';
 import { registerAuthRoutes } from './oidc/routes.js';
 import { compileAccessRules } from './policy/access.js';
 import { registerForwardAuth } from './policy/forward-auth.js';
 import { createTrustedPeerCheck } from './policy/trusted-proxies.js';
-import { createForwarder } from './proxy/forward.js';
+import { createForwarder, describeUpstreamFailure } from './proxy/forward.js';
 import { InFlightRequests } from './proxy/in-flight.js';
 import { proxyRoutes } from './proxy/route.js';
 import { cookieNamesFor } from './sessions/cookies.js';
+import { deriveSealingKey } from './sessions/sealing.js';
 import { SessionStore } from './sessions/store.js';
 import { openStorage, type Db } from './storage/database.js';
 import { openSharedState } from './storage/shared-state.js';
 import { countActiveSessions, recordSignIn } from './users/store.js';
 import { Metrics } from './metrics/metrics.js';
+import { memoryWindowCounter, RateLimiter, redisWindowCounter } from './limits/rate-limiter.js';
+import { createPlatformControls } from './policy/platform-controls.js';
+import { compilePathRules } from './policy/paths.js';
+import { UsageRecorder } from './usage/recorder.js';
 import { registerAssets } from './web/pages.js';
 
 export interface Gateway {
@@ -46,6 +52,9 @@ export const AUTH_DISABLED_WARNING =
   'auth.disable_auth is true: every request is forwarded to the platform without sign-in';
 export const TEST_TOKEN_WARNING = 'auth.test_token is set: anyone holding it is let in as auth.test_token_email';
 
+/** Visible ASCII, as trace headers use; no spaces or control characters that could forge a log line. */
+const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
+
 /** Statuses that mean "someone was turned away", recorded in the audit log by class. */
 const DENIAL_STATUSES = new Set([401, 403, 429]);
 
@@ -58,6 +67,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   const cookies = cookieNamesFor(secureCookies);
   const inFlight = new InFlightRequests();
   const metrics = new Metrics(() => countActiveSessions(storage.db));
+  const usage = new UsageRecorder(storage.db, log, { requests: metrics.usageRequests, tokens: metrics.usageTokens });
   const audit = new AuditLog(storage.db, log, (entry) => {
     if (entry.event === 'sign_in') metrics.signIns.inc({ result: 'success', reason: '' });
     if (entry.event === 'sign_in_failed')
@@ -78,8 +88,15 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     loggerInstance: log as FastifyBaseLogger,
     // Two info lines per proxied request would cost more than the proxying; failures are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
+    // A caller's X-Request-Id is kept when it is a sane token; anything else gets a fresh UUID, so a
+    // 16 KB header cannot be copied into every log line.
+    requestIdHeader: false,
+    genReqId: (request) => {
+      const incoming = request.headers['x-request-id'];
+      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    },
+    // Node checks the headers and request timeouts only this often (30 s by default).
+    http: { connectionsCheckingInterval: 1_000 },
     return503OnClosing: true,
     // X-Forwarded-For is believed only from the proxies the operator named.
     trustProxy: trustedProxies.length ? [...trustedProxies] : false,
@@ -106,6 +123,10 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     if (status && status < 500) {
       const { code = 'bad_request', message } = error as { code?: string; message: string };
       return sendApiError(reply, status, code, message);
+    }
+    if (String((error as { code?: string }).code).startsWith('UND_ERR_')) {
+      const upstreamError = describeUpstreamFailure(error);
+      return sendApiError(reply, upstreamError.status, upstreamError.code, upstreamError.message);
     }
     const dependency = unavailableDependency(error);
     if (dependency) {
@@ -171,17 +192,19 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     );
     const connection = provider;
     checks.push({ name: 'provider', check: async () => connection.problem });
+    const keyHashSecret = loadKeyHashSecret(config.auth.key_hash_secret, config.gateway.data_dir);
     const sessions = new SessionStore(
       storage.db,
       { idleMs: config.auth.session_idle_minutes * 60_000, maxMs: config.auth.session_max_hours * 3_600_000 },
       shared.cache,
+      {
+        refresher: createTokenRefresher(connection, log),
+        sealingKey: deriveSealingKey(keyHashSecret),
+        onEnded: (user, reason) => audit.record(undefined, { event: 'sign_out', actor: user, detail: { reason } }),
+      },
     );
     purgeTimer = setInterval(() => void sessions.purgeExpired().catch(() => undefined), PURGE_INTERVAL_MS).unref();
-    const keyStore = new ApiKeyStore(
-      storage.db,
-      loadKeyHashSecret(config.auth.key_hash_secret, config.gateway.data_dir),
-      config.auth.api_key_prefix,
-    );
+    const keyStore = new ApiKeyStore(storage.db, keyHashSecret, config.auth.api_key_prefix);
     const testToken = await loadTestToken(config, storage.db);
     if (testToken) {
       warnings.push(TEST_TOKEN_WARNING);
@@ -235,7 +258,21 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     });
     registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, identifier, audit, website });
     registerForwardAuth(app, { identifier, rules, website, isTrustedPeer: createTrustedPeerCheck(trustedProxies) });
-    await app.register(proxyRoutes, { forwarder, gate: { identifier, website, rules } });
+    const controls = createPlatformControls({
+      scopeRules: {
+        inference: compilePathRules(config.auth.scope_paths.inference, { caseInsensitive: false }),
+        training: compilePathRules(config.auth.scope_paths.training, { caseInsensitive: false }),
+      },
+      limiter: new RateLimiter(redis ? redisWindowCounter(redis, config.redis.key_prefix) : memoryWindowCounter()),
+      usage,
+      defaults: {
+        keyRequestsPerMinute: config.auth.key_requests_per_minute,
+        keyTokensPerMinute: config.auth.key_tokens_per_minute,
+        userRequestsPerMinute: config.auth.user_requests_per_minute,
+        userTokensPerMinute: config.auth.user_tokens_per_minute,
+      },
+    });
+    await app.register(proxyRoutes, { forwarder, gate: { identifier, website, rules, controls } });
   }
   registerHealthRoutes(app, checks, warnings);
 
@@ -249,6 +286,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       await app.close();
       await keyVerifier?.flush();
       await forwarder.close();
+      await usage.close();
       await shared.close();
       await storage.close();
     },

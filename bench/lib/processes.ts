@@ -88,7 +88,7 @@ export async function waitForStatus(
   let last = 'no answer';
   for (;;) {
     try {
-      const response = await fetch(url, { headers, signal: AbortSignal.timeout(2_000) });
+      const response = await fetch(url, { headers, redirect: 'manual', signal: AbortSignal.timeout(2_000) });
       await response.arrayBuffer();
       if (response.status === status) return performance.now() - (service?.spawnedAt ?? 0);
       last = `HTTP ${response.status}`;

@@ -27,6 +27,8 @@ export interface WrkRun {
   non2xx: number;
   /** connect + read + write + timeout errors. */
   socketErrors: number;
+  /** Of the socket errors, requests unanswered after 5 s (wrk's --timeout). */
+  timeouts: number;
 }
 
 export interface WrkOptions {
@@ -43,15 +45,15 @@ export function writeChatScript(dir: string): string {
   const path = join(dir, 'chat.lua');
   writeFileSync(
     path,
-    [
-      'wrk.method = "POST"',
-      `wrk.body = '${CHAT_BODY}'`,
-      'wrk.headers["Content-Type"] = "application/json"',
-      '',
-    ].join('\n'),
+    ['wrk.method = "POST"', `wrk.body = '${CHAT_BODY}'`, 'wrk.headers["Content-Type"] = "application/json"', ''].join(
+      '\n',
+    ),
   );
   return path;
 }
+
+/** A request unanswered this long counts as failed (a timeout), not as a latency sample. */
+const TIMEOUT_SECONDS = 5;
 
 const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
 
@@ -66,7 +68,7 @@ export async function runWrk(options: WrkOptions): Promise<WrkRun> {
     `-c${options.connections}`,
     `-d${options.seconds}s`,
     '--timeout',
-    '5s',
+    `${TIMEOUT_SECONDS}s`,
     '--latency',
     '-s',
     options.script,
@@ -93,6 +95,7 @@ export async function runWrk(options: WrkOptions): Promise<WrkRun> {
     requests: Number(/(\d+) requests in/.exec(output)?.[1] ?? 0),
     non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1] ?? 0),
     socketErrors: socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0,
+    timeouts: Number(socket?.[4] ?? 0),
   };
 }
 
@@ -106,5 +109,6 @@ export function medianOf(runs: readonly WrkRun[]): WrkRun {
     requests: sum((run) => run.requests),
     non2xx: sum((run) => run.non2xx),
     socketErrors: sum((run) => run.socketErrors),
+    timeouts: sum((run) => run.timeouts),
   };
 }

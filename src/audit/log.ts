@@ -86,7 +86,7 @@ export class AuditLog {
       user_agent: request?.headers['user-agent']?.slice(0, 512) ?? null,
       detail: JSON.stringify(entry.detail ?? {}),
     };
-    this.log.info({ audit: { ...row, detail: entry.detail ?? {} } }, `audit: ${entry.event}`);
+    (request?.log ?? this.log).info({ audit: { ...row, detail: entry.detail ?? {} } }, `audit: ${entry.event}`);
     this.db
       .insertInto('audit_events')
       .values(row)

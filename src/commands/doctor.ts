@@ -80,6 +80,13 @@ async function upstreamCheck(config: Config): Promise<Omit<CheckResult, 'name'>>
       : {};
     const response = await request(target, { dispatcher, headers });
     await response.body.dump();
+    if (response.statusCode === 401 || response.statusCode === 403) {
+      return {
+        ok: false,
+        detail: `${target} answered ${response.statusCode}: the platform refuses the gateway`,
+        fix: 'set gateway.upstream_api_key to the key the platform was started with (e.g. vLLM --api-key)',
+      };
+    }
     return { ok: true, detail: `${target} answered ${response.statusCode}` };
   } catch (error) {
     return {

@@ -42,11 +42,21 @@ export function describeIssues(
 }
 
 /** `gateway.public_paths[1]`; just the key when the operator wrote one value rather than a list. */
+/**
+ * `auth.scope_paths.inference[1]`: keys joined by dots, list positions in brackets. A position is
+ * left out where the file wrote one value instead of a list (google_whitelist: example.com).
+ */
 function itemPath(path: readonly PropertyKey[], tree: unknown): string {
-  const key = path.slice(0, 2).map(String);
-  if (!Array.isArray(getAt(tree, key))) return key.join('.');
-  const indexes = path.slice(2).map((step) => `[${String(step)}]`);
-  return key.join('.') + indexes.join('');
+  let out = '';
+  for (const [i, step] of path.entries()) {
+    if (typeof step === 'number') {
+      if (!Array.isArray(getAt(tree, path.slice(0, i).map(String)))) break;
+      out += `[${step}]`;
+    } else {
+      out += `${i ? '.' : ''}${String(step)}`;
+    }
+  }
+  return out;
 }
 
 function describeWrongValue(at: string[], value: unknown): string {

@@ -161,6 +161,18 @@ const authKeys = z.strictObject({
   allowed_groups: list(text()).describe('a list of non-empty group names'),
   admin_emails: list(z.email().transform(asciiLowercase)).describe('a list of email addresses'),
   admin_groups: list(text()).describe('a list of non-empty group names'),
+  scope_paths: z
+    .strictObject({
+      inference: list(checkedString(regexProblem)).describe('a list of regular expressions'),
+      training: list(checkedString(regexProblem)).describe('a list of regular expressions'),
+    })
+    .describe('a mapping with the lists inference and training'),
+  key_requests_per_minute: integer(0).describe('an integer of at least 0 (0 means no limit)'),
+  key_tokens_per_minute: integer(0).describe('an integer of at least 0 (0 means no limit)'),
+  max_key_requests_per_minute: integer(0).describe('an integer of at least 0 (0 means no cap)'),
+  max_key_tokens_per_minute: integer(0).describe('an integer of at least 0 (0 means no cap)'),
+  user_requests_per_minute: integer(0).describe('an integer of at least 0 (0 means no limit)'),
+  user_tokens_per_minute: integer(0).describe('an integer of at least 0 (0 means no limit)'),
 });
 
 /**

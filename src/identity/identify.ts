@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import { AuthError } from '../errors.js';
+import type { KeyControls } from '../keys/controls.js';
 import type { ApiKeyVerifier } from '../keys/verify.js';
 import type { SessionStore } from '../sessions/store.js';
 import type { User } from '../users/store.js';
@@ -10,7 +11,8 @@ export type AuthMethod = 'session' | 'api_key';
 export interface Identity {
   user: User;
   method: AuthMethod;
-  keyId?: string;
+  /** The API key the request came with, and what it may do. */
+  key?: { id: string; controls: KeyControls; expires_at: number | null };
   /** ID token of the sign-in, for the provider's logout; only for sessions. */
   idToken?: string | null;
 }
@@ -53,7 +55,8 @@ export function createIdentifier({ sessions, sessionCookie, keys, limiter }: Ide
             throw new AuthError('invalid_authorization_header', 'Send the API key as "Authorization: Bearer <key>".');
           }
           const record = await keys.verify(key);
-          request.identity = { user: record.user, method: 'api_key', keyId: record.id };
+          const { id, controls, expires_at } = record;
+          request.identity = { user: record.user, method: 'api_key', key: { id, controls, expires_at } };
           return request.identity;
         } catch (error) {
           if (error instanceof AuthError) await limiter.recordFailure(request.ip);

@@ -4,6 +4,7 @@ import { AuthError, ForbiddenError } from '../errors.js';
 import { sha256 } from '../crypto/tokens.js';
 import { noSharedCache, type SharedCache } from '../storage/shared-cache.js';
 import type { User } from '../users/store.js';
+import { DEFAULT_CONTROLS } from './controls.js';
 import { isWellFormedApiKey } from './format.js';
 import type { ApiKeyRecord, ApiKeyStore } from './store.js';
 
@@ -74,7 +75,13 @@ export class ApiKeyVerifier {
 
   private async check(candidate: string, now: number): Promise<ApiKeyRecord> {
     if (this.staticKey && this.isStaticKey(candidate)) {
-      return { id: TEST_TOKEN_KEY_ID, expires_at: null, revoked_at: null, user: this.staticKey.user };
+      return {
+        id: TEST_TOKEN_KEY_ID,
+        expires_at: null,
+        revoked_at: null,
+        controls: DEFAULT_CONTROLS,
+        user: this.staticKey.user,
+      };
     }
     if (!isWellFormedApiKey(candidate, this.prefix)) throw unknownKey();
     const hash = this.store.hash(candidate);

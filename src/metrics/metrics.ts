@@ -46,6 +46,18 @@ export class Metrics {
     labelNames: ['dependency'] as const,
     registers: [this.registry],
   });
+  readonly usageRequests = new Counter({
+    name: 'gatehouse_usage_requests_total',
+    help: 'Platform requests by signed-in callers, by status class.',
+    labelNames: ['status_class'] as const,
+    registers: [this.registry],
+  });
+  readonly usageTokens = new Counter({
+    name: 'gatehouse_usage_tokens_total',
+    help: 'Tokens the platform reported in usage, by kind (prompt, completion).',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
   readonly activeSessions: Gauge;
 
   constructor(countActiveSessions: () => Promise<number>) {

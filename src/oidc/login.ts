@@ -1,6 +1,7 @@
 import * as client from 'openid-client';
 import { AuthError } from '../errors.js';
 import { randomToken, sha256 } from '../crypto/tokens.js';
+import type { SessionTokens } from '../sessions/store.js';
 import type { Db } from '../storage/database.js';
 import type { ProviderConnection } from './provider.js';
 
@@ -23,7 +24,8 @@ export interface SignedIn {
   name?: string;
   /** The ID token's claims, completed by the UserInfo endpoint's where the provider has one. */
   claims: Record<string, unknown>;
-  idToken: string;
+  /** The ID token, its expiry and `sid`, and the refresh token when the provider issued one. */
+  tokens: SessionTokens & { idToken: string };
   returnTo: string;
 }
 
@@ -98,10 +100,7 @@ export async function finishLogin(
   provider.rememberJwks(config);
   const claims = tokens.claims();
   if (!claims || !tokens.id_token) throw new AuthError('ID_TOKEN_MISSING', 'the provider returned no ID token');
-  // openid-client only checks that `iat` is a number; Core 3.1.3.7 step 10 leaves the bound to the client.
-  if (claims.iat * 1000 > now + CLOCK_TOLERANCE_MS) {
-    throw new AuthError('ID_TOKEN_ISSUED_IN_FUTURE', 'the ID token claims to be issued in the future');
-  }
+  assertIssuedInPast(claims, now);
   const merged = { ...(await fetchUserInfoClaims(config, tokens.access_token, claims.sub)), ...claims };
   return {
     issuer: claims.iss,
@@ -109,8 +108,24 @@ export async function finishLogin(
     email: typeof merged.email === 'string' ? merged.email : undefined,
     name: typeof merged.name === 'string' ? merged.name : undefined,
     claims: merged,
-    idToken: tokens.id_token,
+    tokens: { ...sessionTokensOf(claims, tokens.refresh_token), idToken: tokens.id_token },
     returnTo: flow.return_to,
+  };
+}
+
+/** openid-client only checks that `iat` is a number; Core 3.1.3.7 step 10 leaves the bound to the client. */
+export function assertIssuedInPast(claims: client.IDToken, now: number): void {
+  if (claims.iat * 1000 > now + CLOCK_TOLERANCE_MS) {
+    throw new AuthError('ID_TOKEN_ISSUED_IN_FUTURE', 'the ID token claims to be issued in the future');
+  }
+}
+
+/** What a session keeps of a token response besides the ID token itself. */
+export function sessionTokensOf(claims: client.IDToken, refreshToken: string | undefined): SessionTokens {
+  return {
+    idTokenExpiresAt: claims.exp * 1000,
+    ...(refreshToken ? { refreshToken } : {}),
+    ...(typeof claims.sid === 'string' && claims.sid ? { sid: claims.sid } : {}),
   };
 }
 

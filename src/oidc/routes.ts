@@ -11,6 +11,7 @@ import { recordSignIn } from '../users/store.js';
 import type { AuditLog } from '../audit/log.js';
 import { decideSignIn, type SignInRules } from '../policy/sign-in.js';
 import { sendErrorPage } from '../web/pages.js';
+import { backchannelLogoutRoutes, createLogoutTokenVerifier } from './backchannel-logout.js';
 import { finishLogin, startLogin } from './login.js';
 import type { ProviderConnection } from './provider.js';
 import { safeReturnTo } from './return-to.js';
@@ -32,7 +33,10 @@ export interface AuthRoutesOptions {
   scopes: string[];
 }
 
-/** Sign-in, its callback, sign-out and "who am I": the only routes that speak OpenID Connect. */
+/**
+ * Sign-in, its callback, sign-out (the browser's and the provider's back-channel one) and "who am
+ * I": the only routes that speak OpenID Connect.
+ */
 export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOptions): void {
   const { db, provider, sessions, cookies, secureCookies, website, audit } = options;
   const redirectUri = website + CALLBACK_PATH;
@@ -112,7 +116,7 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     const previous = request.cookies[cookies.session];
     // A new id at every sign-in defeats session fixation (OWASP Session Management).
     if (previous) await sessions.end(previous);
-    const token = await sessions.create(user.id, signedIn.idToken);
+    const token = await sessions.create(user.id, signedIn.tokens);
     reply.setCookie(cookies.session, token, cookieOptions(secureCookies));
     audit.record(request, { event: 'sign_in', actor: user, detail: { role: user.role } });
     return reply.header('cache-control', 'no-store').redirect(signedIn.returnTo, 302);
@@ -144,6 +148,18 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     const { subject, email, name } = identity.user;
     return reply.header('cache-control', 'no-store').send({ sub: subject, email, name });
   });
+
+  // Its own context: it parses only form bodies and answers failures in the spec's shape.
+  void app.register(backchannelLogoutRoutes, { verifier: createLogoutTokenVerifier(provider, db), sessions, audit });
+}
+
+/** fetch() reports an unreachable or timed-out provider as a TypeError or AbortError, cause attached. */
+function isNetworkFailure(error: unknown): boolean {
+  for (let current = error; current instanceof Error; current = current.cause) {
+    if (current.name === 'AbortError' || current.name === 'TimeoutError') return true;
+    if (current instanceof TypeError && current.message === 'fetch failed') return true;
+  }
+  return false;
 }
 
 function describeSignInFailure(error: unknown): { status: number; title: string; message: string } {
@@ -155,6 +171,17 @@ function describeSignInFailure(error: unknown): { status: number; title: string;
       status: 503,
       title: 'Sign-in is unavailable',
       message: 'The sign-in provider cannot be reached right now.',
+    };
+  }
+  if (error instanceof client.ResponseBodyError && error.error === 'invalid_grant') {
+    // A code that is forged, used, or past its life: the person just needs to start again.
+    return { status: 400, title: 'Sign-in expired', message: 'This sign-in link has expired or was already used.' };
+  }
+  if (isNetworkFailure(error)) {
+    return {
+      status: 503,
+      title: 'Sign-in is unavailable',
+      message: 'The sign-in provider cannot be reached right now. Please try again in a minute.',
     };
   }
   if (error instanceof client.ResponseBodyError || error instanceof client.AuthorizationResponseError) {

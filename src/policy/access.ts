@@ -23,23 +23,33 @@ export function compileAccessRules(publicPaths: readonly string[], adminPaths: r
 }
 
 /**
- * Which kind of caller a request target needs. Rules see the decoded, normalised path, and a target
- * that cannot be normalised is refused outright rather than guessed at.
+ * The decoded, normalised path rules judge. Rules judge the resolved path, but the platform
+ * receives the path as sent and may not resolve `..` itself (`/admin/../public/x` would pass as
+ * public and reach /admin), so dot segments are refused; no client needs them.
  */
-export function classifyTarget(target: string, rules: PathRules): PathAccess {
-  // With no rules there is nothing to get around, so paths the platform may need (an encoded `/` in a
-  // model id) are not refused for ambiguity.
-  if (rules.public.length === 0 && rules.admin.length === 0) return 'signed_in';
-  // Rules judge the resolved path, but the platform receives the path as sent and may not resolve
-  // `..` itself: `/admin/../public/x` would pass as public and reach /admin. No client needs them.
+export function strictPath(target: string): string {
   if (DOT_SEGMENT.test(target.split('?')[0] ?? '')) {
     throw new HttpError(400, 'invalid_request_path', 'The request path may not contain "." or ".." segments.');
   }
   const normalised = normalisePath(target);
   if (!normalised.ok) throw new HttpError(400, 'invalid_request_path', `${capitalise(normalised.reason)}.`);
-  if (matchesAny(normalised.path, rules.admin)) return 'admin';
-  if (matchesAny(normalised.path, rules.public)) return 'public';
-  return 'signed_in';
+  return normalised.path;
+}
+
+/**
+ * Which kind of caller a request target needs, and the path that was judged. A target that cannot
+ * be normalised is refused outright rather than guessed at.
+ */
+export function classifyTarget(target: string, rules: PathRules): { access: PathAccess; path: string } {
+  // With no rules there is nothing to get around, so paths the platform may need (an encoded `/` in a
+  // model id) are not refused for ambiguity.
+  if (rules.public.length === 0 && rules.admin.length === 0) {
+    return { access: 'signed_in', path: target.split('?')[0] ?? '/' };
+  }
+  const path = strictPath(target);
+  if (matchesAny(path, rules.admin)) return { access: 'admin', path };
+  if (matchesAny(path, rules.public)) return { access: 'public', path };
+  return { access: 'signed_in', path };
 }
 
 function capitalise(text: string): string {

@@ -30,7 +30,7 @@ export function registerForwardAuth(app: FastifyInstance, options: ForwardAuthOp
     const originalUri = header(request.headers['x-forwarded-uri']) ?? header(request.headers['x-original-uri']);
     const originalMethod =
       header(request.headers['x-forwarded-method']) ?? header(request.headers['x-original-method']);
-    const claimed = originalUri ? classifyTarget(originalUri, options.rules) : 'signed_in';
+    const claimed = originalUri ? classifyTarget(originalUri, options.rules).access : 'signed_in';
     // From a peer that is not a trusted proxy the headers are believed only where they make the
     // answer stricter: an admin path or an unsafe method, never a public path.
     const access = trusted || claimed === 'admin' ? claimed : 'signed_in';
@@ -49,7 +49,7 @@ export function registerForwardAuth(app: FastifyInstance, options: ForwardAuthOp
     const { subject, email } = identity.user;
     reply.header('x-forwarded-user', subject);
     if (email) reply.header('x-forwarded-email', email);
-    if (identity.keyId) reply.header('x-forwarded-key-id', identity.keyId);
+    if (identity.key) reply.header('x-forwarded-key-id', identity.key.id);
     if (identity.user.groups.length) reply.header('x-forwarded-groups', identity.user.groups.join(','));
     return reply.code(200).send();
   });

@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Agent } from 'undici';
 import { HttpError, UpstreamError } from '../errors.js';
 import { buildClientHeaders, buildUpstreamHeaders, type ForwardContext } from './headers.js';
+import { applyPlan, type ExchangePlan } from './exchange.js';
 import type { InFlightRequests } from './in-flight.js';
 
 export interface ForwarderOptions {
@@ -18,6 +19,8 @@ export interface ForwarderOptions {
 export type RequestContext = Omit<ForwardContext, 'upstreamApiKey' | 'gatewayCookies'> & {
   /** Whose request this is, so disabling them can cut it. */
   userId?: string;
+  /** What the gateway does to the exchange beyond passing it through; see exchange.ts. */
+  plan?: ExchangePlan;
 };
 
 export type Forwarder = ((request: FastifyRequest, reply: FastifyReply, context: RequestContext) => Promise<void>) & {
@@ -53,8 +56,18 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     if (!target.startsWith('/')) {
       throw new HttpError(400, 'invalid_request_target', 'The request target must be a path starting with /.');
     }
+    const plan = context.plan;
     const hasBody =
       request.raw.headers['content-length'] !== undefined || request.raw.headers['transfer-encoding'] !== undefined;
+    const headers = buildUpstreamHeaders(request.raw.headers, {
+      ...context,
+      upstreamApiKey: options.upstreamApiKey,
+      gatewayCookies: options.gatewayCookies,
+    });
+    if (plan?.body) {
+      delete headers['transfer-encoding'];
+      headers['content-length'] = String(plan.body.length);
+    }
     let upstream;
     const started = performance.now();
     try {
@@ -62,12 +75,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         origin: base.origin,
         path: basePath + target,
         method: request.raw.method as 'GET',
-        headers: buildUpstreamHeaders(request.raw.headers, {
-          ...context,
-          upstreamApiKey: options.upstreamApiKey,
-          gatewayCookies: options.gatewayCookies,
-        }),
-        body: hasBody ? request.raw : undefined,
+        headers,
+        body: plan?.body ?? (hasBody ? request.raw : undefined),
         signal: aborter.signal,
       });
     } catch (error) {
@@ -76,19 +85,24 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       throw describeUpstreamFailure(error);
     }
     options.onUpstreamHeaders?.((performance.now() - started) / 1000);
-    reply.code(upstream.statusCode).headers(buildClientHeaders(upstream.headers));
+    const clientHeaders = buildClientHeaders(upstream.headers);
     if (request.raw.method === 'HEAD') {
       upstream.body.resume();
-      return reply.send();
+      return reply.code(upstream.statusCode).headers(clientHeaders).send();
     }
-    return reply.send(upstream.body);
+    upstream.body.once('error', (error) => {
+      if (!aborter.signal.aborted) request.log.warn({ err: error }, 'platform response broke off');
+    });
+    const response = plan ? await applyPlan(plan, upstream.statusCode, clientHeaders, upstream.body) : upstream.body;
+    return reply.code(upstream.statusCode).headers(clientHeaders).send(response);
   };
   return Object.assign(forward, { close: () => agent.close() });
 }
 
 /** The platform's internal address stays in the log; the caller learns only what happened. */
-function describeUpstreamFailure(error: unknown): HttpError {
-  if ((error as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT') {
+export function describeUpstreamFailure(error: unknown): HttpError {
+  const code = (error as { code?: string }).code;
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
     return new HttpError(504, 'upstream_timeout', 'The platform did not answer in time.', { cause: error });
   }
   return new UpstreamError('The platform behind the gateway is not reachable; try again shortly.', { cause: error });

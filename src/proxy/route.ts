@@ -3,6 +3,7 @@ import { ForbiddenError } from '../errors.js';
 import { sendChallenge } from '../identity/challenge.js';
 import type { Identifier } from '../identity/identify.js';
 import { classifyTarget, type PathRules } from '../policy/access.js';
+import type { PlatformControls } from '../policy/platform-controls.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
 import type { Forwarder } from './forward.js';
 
@@ -13,6 +14,7 @@ export interface ProxyRouteOptions {
     identifier: Identifier;
     website: string;
     rules: PathRules;
+    controls: PlatformControls;
   };
 }
 
@@ -40,7 +42,7 @@ export async function proxyRoutes(app: FastifyInstance, { forwarder, gate }: Pro
       };
       if (!gate) return forwarder(request, reply, context);
 
-      const access = classifyTarget(request.url, gate.rules);
+      const { access, path } = classifyTarget(request.url, gate.rules);
       if (access === 'public') return forwarder(request, reply, context);
       const identity = await gate.identifier.identify(request);
       if (!identity) return sendChallenge(request, reply);
@@ -48,13 +50,15 @@ export async function proxyRoutes(app: FastifyInstance, { forwarder, gate }: Pro
         throw new ForbiddenError('admin_required', 'This path is for administrators only.');
       }
       if (identity.method === 'session') assertSameOrigin(request.method, request.headers, website!.origin);
+      const plan = await gate.controls(request, reply, identity, path);
       return forwarder(request, reply, {
         ...context,
+        plan,
         userId: identity.user.id,
         identity: {
           user: identity.user.subject,
           email: identity.user.email ?? undefined,
-          keyId: identity.keyId,
+          keyId: identity.key?.id,
           groups: identity.user.groups,
         },
       });

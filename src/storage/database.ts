@@ -124,10 +124,11 @@ function openSqliteStorage(url: string): Storage {
   try {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     const database = new SqliteDatabase(path);
-    // WAL lets readers proceed while a write is in flight; busy_timeout rides out short locks
-    // from a second process (the CLI) instead of failing a request.
+    // WAL lets readers proceed while a write is in flight. better-sqlite3 waits out busy_timeout
+    // synchronously, stalling every request, so it is short: a brief lock by a second process (the
+    // CLI) is ridden out, a long one answers 503 instead of freezing the gateway.
     database.pragma('journal_mode = WAL');
-    database.pragma('busy_timeout = 5000');
+    database.pragma('busy_timeout = 250');
     database.pragma('foreign_keys = ON');
     return storageOf(new SqliteDialect({ database }), 'sqlite');
   } catch (error) {

@@ -102,6 +102,31 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '005_key_controls_and_usage': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .alterTable('api_keys')
+        .addColumn('scopes', 'text', (c) => c.notNull().defaultTo('["all"]'))
+        .execute();
+      await db.schema.alterTable('api_keys').addColumn('models', 'text').execute();
+      await db.schema.alterTable('api_keys').addColumn('requests_per_minute', 'integer').execute();
+      await db.schema.alterTable('api_keys').addColumn('tokens_per_minute', 'integer').execute();
+      await db.schema
+        .createTable('usage_daily')
+        .addColumn('day', 'text', (c) => c.notNull())
+        .addColumn('user_id', 'text', (c) => c.notNull())
+        .addColumn('key_id', 'text', (c) => c.notNull())
+        .addColumn('requests', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('prompt_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('completion_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('status_2xx', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('status_4xx', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('status_5xx', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('latency_ms_total', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addPrimaryKeyConstraint('usage_daily_pk', ['day', 'user_id', 'key_id'])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

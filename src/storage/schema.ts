@@ -65,6 +65,12 @@ export interface ApiKeysTable {
   expires_at: number | null;
   last_used_at: number | null;
   revoked_at: number | null;
+  /** JSON list of scopes: inference, training, read, all. */
+  scopes: string;
+  /** JSON list of allowed models, or null for any. */
+  models: string | null;
+  requests_per_minute: number | null;
+  tokens_per_minute: number | null;
 }
 
 /** What happened, who did it, to what, from where. Never a secret. */
@@ -81,6 +87,20 @@ export interface AuditEventsTable {
   detail: string;
 }
 
+/** Per day, user and key (or "session"): what went through, summed by every gateway process. */
+export interface UsageDailyTable {
+  day: string;
+  user_id: string;
+  key_id: string;
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  status_2xx: number;
+  status_4xx: number;
+  status_5xx: number;
+  latency_ms_total: number;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
@@ -88,4 +108,5 @@ export interface Database {
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
   used_logout_tokens: UsedLogoutTokensTable;
+  usage_daily: UsageDailyTable;
 }

@@ -35,6 +35,13 @@ describe('loadConfig with good files', () => {
       allowed_groups: [],
       admin_emails: [],
       admin_groups: [],
+      scope_paths: { inference: expect.arrayContaining(['^/v1/chat/completions$']), training: expect.any(Array) },
+      key_requests_per_minute: 0,
+      key_tokens_per_minute: 0,
+      max_key_requests_per_minute: 0,
+      max_key_tokens_per_minute: 0,
+      user_requests_per_minute: 0,
+      user_tokens_per_minute: 0,
     });
     expect(config.auth.key_hash_secret).toBeUndefined();
     expect(config.auth_provider.scopes).toEqual(['openid', 'email', 'profile']);

@@ -65,6 +65,13 @@ describe('Config', () => {
         allowed_groups: string[];
         admin_emails: string[];
         admin_groups: string[];
+        scope_paths: { inference: string[]; training: string[] };
+        key_requests_per_minute: number;
+        key_tokens_per_minute: number;
+        max_key_requests_per_minute: number;
+        max_key_tokens_per_minute: number;
+        user_requests_per_minute: number;
+        user_tokens_per_minute: number;
       };
       powerml: { website?: string };
       auth_provider: {

@@ -1,3 +1,4 @@
+import { DEFAULT_CONTROLS } from '../../src/keys/controls.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuthError } from '../../src/errors.js';
 import { generateApiKey } from '../../src/keys/format.js';
@@ -207,7 +208,13 @@ describe('ApiKeyVerifier with a static test token', () => {
   it('accepts the token as its user without reading the database', async () => {
     const verifier = new ApiKeyVerifier(store, PREFIX, { token, user: tester });
     const record = await verifier.verify(token);
-    expect(record).toEqual({ id: TEST_TOKEN_KEY_ID, expires_at: null, revoked_at: null, user: tester });
+    expect(record).toEqual({
+      id: TEST_TOKEN_KEY_ID,
+      expires_at: null,
+      revoked_at: null,
+      controls: DEFAULT_CONTROLS,
+      user: tester,
+    });
     expect(reads).toBe(0);
   });
 

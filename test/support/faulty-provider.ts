@@ -4,7 +4,8 @@
  * https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation
  *
  * It speaks only the code flow with PKCE (S256) and a confidential client, signs in one test user
- * without a login form, and keeps everything in memory until `close()`.
+ * without a login form, and keeps everything in memory until `close()`. On request it also issues
+ * (rotating) refresh tokens, and it signs back-channel logout tokens for tests to post.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -41,7 +42,12 @@ export type TokenFault =
   /** The key rotates just before signing, so a cached JWKS lacks the `kid`; a correct RP refetches. */
   | 'unknown-kid-then-rotate'
   /** HS256 keyed with the client secret although the metadata allows RS256 only. */
-  | 'hs256-with-client-secret';
+  | 'hs256-with-client-secret'
+  /**
+   * `sub` names another user. At sign-in that is just someone else signing in; a refreshed ID token
+   * must name the same user as the first (Core 12.2), so a refresh is where it is a fault.
+   */
+  | 'other-subject';
 
 export interface FaultyProviderOptions {
   clientId: string;
@@ -55,9 +61,15 @@ export interface FaultyProviderOptions {
   name?: string;
   /** Advertise and serve `end_session_endpoint` (RP-Initiated Logout); default true. */
   endSessionEndpoint?: boolean;
+  /** Issue a refresh token with every code redeemed; default false. Also settable later. */
+  refreshTokens?: boolean;
+  /** Lifetime of ID tokens (`exp` - `iat`); default 300 s. Also settable later. */
+  idTokenLifetimeSeconds?: number;
 }
 
 export interface TokenRequestRecord {
+  grantType: string;
+  /** Empty for a refresh. */
   code: string;
   codeVerifier?: string;
   clientAuth: 'basic' | 'post' | 'none';
@@ -70,6 +82,29 @@ export interface LogoutRequestRecord {
   postLogoutRedirectUri?: string;
   state?: string;
 }
+
+/** How `signLogoutToken` signs. */
+export type LogoutTokenSigning =
+  /** With the current key, as the provider would. */
+  | 'valid'
+  /** With a key outside the JWKS that claims the current key's `kid`. */
+  | 'stray-key'
+  /** An unsecured JWT: `alg: none` and an empty signature. */
+  | 'alg-none';
+
+export interface LogoutTokenOptions {
+  sub?: string;
+  sid?: string;
+  /** Claims added last, so they can replace any other (`iss`, `aud`, `iat`, `events`, `nonce`...). */
+  extra?: Record<string, unknown>;
+  /** Claims left out: `jti`, `iat`, `events`... */
+  omit?: string[];
+  /** Default 'valid'. */
+  signing?: LogoutTokenSigning;
+}
+
+/** The member of `events` that makes a JWT a logout token (Back-Channel Logout 1.0 section 2.4). */
+export const BACKCHANNEL_LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 
 export interface FaultyProvider {
   /** `http://127.0.0.1:<port>`; also the `iss` of every correct ID token. */
@@ -92,6 +127,29 @@ export interface FaultyProvider {
   jwksRequests: number;
   logoutRequests: LogoutRequestRecord[];
   lastIdToken?: string;
+  /** The `sid` of the last sign-in; every ID token of that sign-in and its refreshes carries it. */
+  lastSid?: string;
+  /** Whether redeeming a code also issues a refresh token. */
+  issueRefreshTokens: boolean;
+  /** Whether each refresh replaces the refresh token (the old one then counts as reused); default true. */
+  rotateRefreshTokens: boolean;
+  /** Whether refresh responses carry an ID token (Core 12.2 makes it optional); default true. */
+  idTokenOnRefresh: boolean;
+  /** `exp` - `iat` of the next ID tokens, in seconds. */
+  idTokenLifetimeSeconds: number;
+  /** Token requests with `grant_type=refresh_token`, answered or not. */
+  refreshRequests: number;
+  /** The last refresh token issued, at a sign-in or a refresh. */
+  lastRefreshToken?: string;
+  /**
+   * Makes every refresh token of `subject` (default: the current `subject`) invalid, as when the
+   * user is removed or their sessions are revoked at the provider: the next refresh gets `invalid_grant`.
+   */
+  revokeRefreshTokens(subject?: string): void;
+  /** While true, every connection is dropped unanswered, as if the provider were unreachable. */
+  unreachable: boolean;
+  /** A back-channel logout token (Back-Channel Logout 1.0 section 2.4) for this provider's client. */
+  signLogoutToken(options?: LogoutTokenOptions): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -105,8 +163,20 @@ interface IssuedCode {
   redirectUri: string;
   codeChallenge: string;
   nonce?: string;
+  /** The provider-side session this sign-in belongs to. */
+  sid: string;
   expiresAt: number;
   used: boolean;
+}
+
+/** One refresh token; all tokens rotated from the same sign-in share a `grantId`. */
+interface RefreshGrant {
+  grantId: string;
+  user: UserClaims;
+  sid: string;
+  /** Rotated away: presenting it again revokes the whole grant (RFC 9700 4.14.2). */
+  used: boolean;
+  revoked: boolean;
 }
 
 /** What the provider says about the user; `undefined` values are left out of the JSON. */
@@ -199,9 +269,14 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
   // Never published: tokens it signs carry the real kid, so only a signature check can catch them.
   const strayKey = await createSigningKey();
   const codes = new Map<string, IssuedCode>();
+  const refreshTokens = new Map<string, RefreshGrant>();
   const accessTokens = new Map<string, { claims: UserClaims; expiresAt: number }>();
 
   const server = createServer((request, response) => {
+    if (provider.unreachable) {
+      request.socket.destroy();
+      return;
+    }
     handle(request, response).catch((error: unknown) => {
       if (!response.headersSent) sendJson(response, 500, { error: 'server_error', error_description: String(error) });
       else response.destroy();
@@ -231,6 +306,18 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     jwksRequests: 0,
     logoutRequests: [],
     lastIdToken: undefined,
+    lastSid: undefined,
+    issueRefreshTokens: options.refreshTokens ?? false,
+    rotateRefreshTokens: true,
+    idTokenOnRefresh: true,
+    idTokenLifetimeSeconds: options.idTokenLifetimeSeconds ?? tokenLifetimeSeconds,
+    refreshRequests: 0,
+    lastRefreshToken: undefined,
+    revokeRefreshTokens(subject = provider.subject) {
+      for (const grant of refreshTokens.values()) if (grant.user.sub === subject) grant.revoked = true;
+    },
+    unreachable: false,
+    signLogoutToken: (logout = {}) => buildLogoutToken(logout),
     close() {
       return new Promise<void>((resolve, reject) => {
         server.close((error) => (error ? reject(error) : resolve()));
@@ -248,13 +335,15 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     userinfo_endpoint: `${issuer}/userinfo`,
     ...(servesEndSession ? { end_session_endpoint: `${issuer}/logout` } : {}),
     response_types_supported: ['code'],
-    grant_types_supported: ['authorization_code'],
+    grant_types_supported: ['authorization_code', 'refresh_token'],
     code_challenge_methods_supported: ['S256'],
     id_token_signing_alg_values_supported: ['RS256'],
     token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
     subject_types_supported: ['public'],
     scopes_supported: ['openid', 'email', 'profile'],
-    claims_supported: ['sub', 'iss', 'aud', 'exp', 'iat', 'nonce', 'email', 'email_verified', 'name'],
+    claims_supported: ['sub', 'iss', 'aud', 'exp', 'iat', 'nonce', 'sid', 'email', 'email_verified', 'name'],
+    backchannel_logout_supported: true,
+    backchannel_logout_session_supported: true,
   };
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
@@ -312,6 +401,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
       redirectUri: options.redirectUri,
       codeChallenge,
       nonce: params.get('nonce') ?? undefined,
+      sid: base64url(randomBytes(16)),
       expiresAt: epochSeconds() + codeLifetimeSeconds,
       used: false,
     });
@@ -326,7 +416,9 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     const codeVerifier = form.get('code_verifier') ?? undefined;
     const basic = readBasicCredentials(request.headers.authorization);
     const clientAuth: TokenRequestRecord['clientAuth'] = basic ? 'basic' : form.has('client_secret') ? 'post' : 'none';
-    const record: TokenRequestRecord = { code, codeVerifier, clientAuth, ok: false };
+    const grantType = form.get('grant_type') ?? '';
+    const record: TokenRequestRecord = { grantType, code, codeVerifier, clientAuth, ok: false };
+    if (grantType === 'refresh_token') provider.refreshRequests += 1;
     provider.tokenRequests.push(record);
 
     const client = basic ?? {
@@ -349,13 +441,14 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
         challenge,
       );
     }
-    if (form.get('grant_type') !== 'authorization_code') {
+    const invalidGrant = (description: string): void =>
+      sendJson(response, 400, { error: 'invalid_grant', error_description: description });
+    if (grantType === 'refresh_token') return refresh(form.get('refresh_token') ?? '', record, response, invalidGrant);
+    if (grantType !== 'authorization_code') {
       return sendJson(response, 400, { error: 'unsupported_grant_type' });
     }
 
     const issued = codes.get(code);
-    const invalidGrant = (description: string): void =>
-      sendJson(response, 400, { error: 'invalid_grant', error_description: description });
     if (!issued) return invalidGrant('unknown authorization code');
     if (issued.used) return invalidGrant('authorization code was already used');
     // Consumed on the first authenticated attempt, right or wrong, so a verifier cannot be guessed.
@@ -379,27 +472,80 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
       claims: user,
       expiresAt: epochSeconds() + tokenLifetimeSeconds,
     });
-    const idToken = await buildIdToken(provider.fault, issued.nonce, user);
+    const idToken = await buildIdToken(provider.fault, issued.nonce, user, issued.sid);
     provider.lastIdToken = idToken;
+    provider.lastSid = issued.sid;
+    const refreshToken = provider.issueRefreshTokens
+      ? issueRefreshToken({ grantId: base64url(randomBytes(16)), user, sid: issued.sid, used: false, revoked: false })
+      : undefined;
     record.ok = true;
     sendJson(response, 200, {
       access_token: accessToken,
       token_type: 'Bearer',
       expires_in: tokenLifetimeSeconds,
       id_token: idToken,
+      ...(refreshToken ? { refresh_token: refreshToken } : {}),
     });
   }
 
-  async function buildIdToken(fault: TokenFault, nonce: string | undefined, user: UserClaims): Promise<string> {
+  function issueRefreshToken(grant: RefreshGrant): string {
+    const refreshToken = base64url(randomBytes(32));
+    refreshTokens.set(refreshToken, grant);
+    provider.lastRefreshToken = refreshToken;
+    return refreshToken;
+  }
+
+  /** RFC 6749 section 6, with rotation and reuse detection as RFC 9700 4.14.2 recommends. */
+  async function refresh(
+    presented: string,
+    record: TokenRequestRecord,
+    response: ServerResponse,
+    invalidGrant: (description: string) => void,
+  ): Promise<void> {
+    const grant = refreshTokens.get(presented);
+    if (!grant) return invalidGrant('unknown refresh token');
+    if (grant.used) {
+      for (const other of refreshTokens.values()) if (other.grantId === grant.grantId) other.revoked = true;
+      return invalidGrant('refresh token was already used; the grant is revoked');
+    }
+    if (grant.revoked) return invalidGrant('refresh token was revoked');
+    const accessToken = base64url(randomBytes(32));
+    accessTokens.set(accessToken, { claims: grant.user, expiresAt: epochSeconds() + tokenLifetimeSeconds });
+    const idToken = provider.idTokenOnRefresh
+      ? await buildIdToken(provider.fault, undefined, grant.user, grant.sid)
+      : undefined;
+    if (idToken) provider.lastIdToken = idToken;
+    let refreshToken: string | undefined;
+    if (provider.rotateRefreshTokens) {
+      grant.used = true;
+      refreshToken = issueRefreshToken({ ...grant, used: false });
+    }
+    record.ok = true;
+    sendJson(response, 200, {
+      access_token: accessToken,
+      token_type: 'Bearer',
+      expires_in: tokenLifetimeSeconds,
+      ...(idToken ? { id_token: idToken } : {}),
+      ...(refreshToken ? { refresh_token: refreshToken } : {}),
+    });
+  }
+
+  async function buildIdToken(
+    fault: TokenFault,
+    nonce: string | undefined,
+    user: UserClaims,
+    sid: string,
+  ): Promise<string> {
     const now = epochSeconds();
     const { sub, ...profile } = user;
     const claims: JWTPayload & Record<string, unknown> = {
       iss: issuer,
       sub,
       aud: options.clientId,
-      exp: now + tokenLifetimeSeconds,
+      exp: now + provider.idTokenLifetimeSeconds,
       iat: now,
       ...(nonce === undefined ? {} : { nonce }),
+      sid,
       ...profile,
     };
     let key = signingKey;
@@ -444,8 +590,34 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
         return new SignJWT(claims)
           .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
           .sign(new TextEncoder().encode(options.clientSecret));
+      case 'other-subject':
+        claims.sub = `${sub}-someone-else`;
+        break;
     }
     return new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: key.kid }).sign(key.privateKey);
+  }
+
+  async function buildLogoutToken({ sub, sid, extra = {}, omit = [], signing = 'valid' }: LogoutTokenOptions) {
+    const now = epochSeconds();
+    const claims: JWTPayload & Record<string, unknown> = {
+      iss: issuer,
+      aud: options.clientId,
+      iat: now,
+      exp: now + 120,
+      jti: base64url(randomBytes(16)),
+      events: { [BACKCHANNEL_LOGOUT_EVENT]: {} },
+      ...(sub === undefined ? {} : { sub }),
+      ...(sid === undefined ? {} : { sid }),
+      ...extra,
+    };
+    for (const name of omit) delete claims[name];
+    if (signing === 'alg-none') {
+      return `${base64url(JSON.stringify({ alg: 'none', typ: 'logout+jwt' }))}.${base64url(JSON.stringify(claims))}.`;
+    }
+    const key = signing === 'stray-key' ? { ...strayKey, kid: signingKey.kid } : signingKey;
+    return new SignJWT(claims)
+      .setProtectedHeader({ alg: 'RS256', typ: 'logout+jwt', kid: key.kid })
+      .sign(key.privateKey);
   }
 
   function userinfo(request: IncomingMessage, response: ServerResponse): void {

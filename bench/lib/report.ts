@@ -1,0 +1,409 @@
+/**
+ * Turns a run's figures into bench/results/latest.md: the side-by-side table, the targets with a
+ * pass/fail mark each, the streaming and process figures, and where Gatehouse spends CPU.
+ */
+import type { ProfileSummary } from './profile.js';
+import { percentile } from './stats.js';
+import type { WrkRun } from './wrk.js';
+
+export type ContenderId =
+  | 'direct'
+  | 'nginx-proxy'
+  | 'express-key'
+  | 'express-oidc'
+  | 'gatehouse-key'
+  | 'gatehouse-session'
+  | 'gatehouse-forward-auth';
+
+export const CONTENDERS: Record<ContenderId, { label: string; peer?: ContenderId }> = {
+  direct: { label: 'direct to the upstream (nginx `return 200`)' },
+  'nginx-proxy': { label: 'nginx reverse proxy, no auth' },
+  'express-key': { label: 'peer: Express 5 + http-proxy-middleware, API key in SQLite' },
+  'express-oidc': { label: 'peer: Express 5 + express-openid-connect, session cookie' },
+  'gatehouse-key': { label: 'Gatehouse, API key', peer: 'express-key' },
+  'gatehouse-session': { label: 'Gatehouse, session cookie', peer: 'express-oidc' },
+  'gatehouse-forward-auth': { label: 'nginx `auth_request` → Gatehouse check, API key', peer: 'express-key' },
+};
+
+export interface ThroughputRow {
+  id: ContenderId;
+  connections: number;
+  /** Median of the runs. */
+  result: WrkRun;
+  runs: WrkRun[];
+}
+
+export interface StreamingRow {
+  id: ContenderId;
+  /** Upstream write -> client read, ms, one per chunk. */
+  chunkDelays: number[];
+  /** Client hang-up -> upstream sees the close, ms, one per sample (Infinity: not within 2 s). */
+  disconnects: number[];
+}
+
+export interface VerificationRates {
+  cached: number;
+  uncached: number;
+  malformed: number;
+  peer: number;
+}
+
+export interface Results {
+  meta: {
+    date: string;
+    commit: string;
+    cpu: string;
+    cores: number;
+    node: string;
+    nginx: string;
+    wrk: string;
+    seconds: number;
+    repeats: number;
+    warmupSeconds: number;
+    connections: number[];
+    /** Share of the cores busy before the run started (other processes). */
+    busyBeforePercent: number;
+    /** One-minute load average when the run ended: above 2, something else shared the two cores. */
+    loadAverageAtEnd: number;
+    durationS?: number;
+  };
+  throughput: ThroughputRow[];
+  streaming: StreamingRow[];
+  streamSettings: { streams: number; rounds: number; chunks: number; delayMs: number; disconnectSamples: number };
+  process: {
+    readyMs: number[];
+    nodeStartMs: number;
+    idleRssMb: number;
+    streams: {
+      count: number;
+      chunks: number;
+      delayMs: number;
+      opened: number;
+      completed: number;
+      failures: string[];
+      allOpenAfterMs: number;
+      rssAllOpenMb: number;
+      peakMb: number;
+    };
+  };
+  verification: VerificationRates;
+  profile?: Profiles;
+}
+
+export interface Profiles {
+  apiKey: { file: string; rps: number; summary: ProfileSummary };
+  startup: { file: string; readyMs: number; summary: ProfileSummary };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const int = (value: number) => (Number.isFinite(value) ? Math.round(value).toLocaleString('en-US') : '—');
+const ms = (value: number, digits = 2) => (Number.isFinite(value) ? value.toFixed(digits) : '—');
+const times = (value: number) => (Number.isFinite(value) ? `${value.toFixed(2)}×` : '—');
+const mark = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'PASS' : 'FAIL');
+
+function row(results: Results, id: ContenderId, connections: number): WrkRun | undefined {
+  return results.throughput.find((r) => r.id === id && r.connections === connections)?.result;
+}
+
+function table(header: string[], rows: string[][]): string {
+  return [
+    `| ${header.join(' | ')} |`,
+    `| ${header.map(() => '---').join(' | ')} |`,
+    ...rows.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n');
+}
+
+interface Target {
+  name: string;
+  goal: string;
+  measured: string;
+  ok: boolean | undefined;
+}
+
+function median(values: number[]): number {
+  return percentile(values, 50);
+}
+
+export function targetsOf(results: Results): Target[] {
+  const targets: Target[] = [];
+  const ratio = (a?: WrkRun, b?: WrkRun) => (a && b ? a.rps / b.rps : NaN);
+  for (const connections of results.meta.connections) {
+    const key = row(results, 'gatehouse-key', connections);
+    const vsNginx = ratio(key, row(results, 'nginx-proxy', connections));
+    const vsPeer = ratio(key, row(results, 'express-key', connections));
+    const session = ratio(row(results, 'gatehouse-session', connections), row(results, 'express-oidc', connections));
+    targets.push(
+      {
+        name: `API key, ${connections} conns, vs nginx proxy`,
+        goal: '≥ 0.6×',
+        measured: times(vsNginx),
+        ok: Number.isFinite(vsNginx) ? vsNginx >= 0.6 : undefined,
+      },
+      {
+        name: `API key, ${connections} conns, vs Express key peer`,
+        goal: '≥ 2.5×',
+        measured: times(vsPeer),
+        ok: Number.isFinite(vsPeer) ? vsPeer >= 2.5 : undefined,
+      },
+      {
+        name: `session, ${connections} conns, vs express-openid-connect peer`,
+        goal: '≥ 2.5×',
+        measured: times(session),
+        ok: Number.isFinite(session) ? session >= 2.5 : undefined,
+      },
+    );
+  }
+  const key32 = row(results, 'gatehouse-key', 32);
+  const direct32 = row(results, 'direct', 32);
+  const added = key32 && direct32 ? key32.p99Ms - direct32.p99Ms : NaN;
+  targets.push({
+    name: 'API key p99 added over direct, 32 conns',
+    goal: '≤ 2 ms',
+    measured: `${ms(added)} ms`,
+    ok: Number.isFinite(added) ? added <= 2 : undefined,
+  });
+  const sse = streamingFigures(results).find((s) => s.id === 'gatehouse-key');
+  targets.push(
+    {
+      name: 'SSE chunk delay added by Gatehouse, p99',
+      goal: '≤ 5 ms',
+      measured: `${ms(sse?.addedP99 ?? NaN)} ms`,
+      ok: sse ? sse.addedP99 <= 5 : undefined,
+    },
+    {
+      name: 'client disconnect reaches the upstream, worst sample',
+      goal: '≤ 100 ms',
+      measured: `${ms(sse?.disconnectMax ?? NaN, 1)} ms`,
+      ok: sse ? sse.disconnectMax <= 100 : undefined,
+    },
+  );
+  const { streams } = results.process;
+  targets.push(
+    {
+      name: `peak RSS with ${int(streams.count)} SSE streams open`,
+      goal: '≤ 150 MB',
+      measured: `${ms(streams.peakMb, 1)} MiB`,
+      ok: streams.opened === streams.count ? streams.peakMb <= 150 : false,
+    },
+    {
+      name: 'process start to /readyz 200 (median)',
+      goal: '≤ 1 s',
+      measured: `${int(median(results.process.readyMs))} ms`,
+      ok: median(results.process.readyMs) <= 1000,
+    },
+    {
+      name: 'cached key verifications per second',
+      goal: '≥ 300,000',
+      measured: int(results.verification.cached),
+      ok: results.verification.cached >= 300_000,
+    },
+  );
+  return targets;
+}
+
+interface StreamingFigures {
+  id: ContenderId;
+  p50: number;
+  p99: number;
+  addedP50: number;
+  addedP99: number;
+  disconnectMedian: number;
+  disconnectMax: number;
+  samples: number;
+}
+
+function streamingFigures(results: Results): StreamingFigures[] {
+  const direct = results.streaming.find((s) => s.id === 'direct');
+  const directP50 = direct ? percentile(direct.chunkDelays, 50) : NaN;
+  const directP99 = direct ? percentile(direct.chunkDelays, 99) : NaN;
+  return results.streaming.map((s) => {
+    const p50 = percentile(s.chunkDelays, 50);
+    const p99 = percentile(s.chunkDelays, 99);
+    return {
+      id: s.id,
+      p50,
+      p99,
+      addedP50: p50 - directP50,
+      addedP99: p99 - directP99,
+      disconnectMedian: median(s.disconnects),
+      disconnectMax: Math.max(...s.disconnects),
+      samples: s.chunkDelays.length,
+    };
+  });
+}
+
+function functionTable(functions: ProfileSummary['functions'], column: string): string {
+  return table(
+    ['Function', 'Where', column],
+    functions.map((f) => [`\`${f.name}\``, f.where ? `\`${f.where}\`` : '(native)', ms(f.percent, 1)]),
+  );
+}
+
+export function renderMarkdown(results: Results): string {
+  const { meta } = results;
+  const out: string[] = [];
+  out.push('# Gatehouse side by side', '');
+  out.push(
+    `${meta.date} · commit \`${meta.commit}\` · ${meta.cpu}, ${meta.cores} cores · Node ${meta.node} · ${meta.nginx} · ${meta.wrk}`,
+    '',
+    `wrk \`-t2\`, closed loop, ${meta.seconds} s per run after a ${meta.warmupSeconds} s warm-up, median of ${meta.repeats} run${meta.repeats === 1 ? '' : 's'}` +
+      ` (\`BENCH_SECONDS=${meta.seconds} BENCH_REPEATS=${meta.repeats}\`)${meta.durationS ? `; the whole run took ${int(meta.durationS)} s` : ''}.` +
+      ' Every server runs in its own process; wrk shares the two cores with them. See bench/README.md for what each row means.',
+    '',
+  );
+  if (meta.busyBeforePercent > 10 || meta.loadAverageAtEnd > meta.cores) {
+    out.push(
+      `**Other work shared the machine**: ${meta.busyBeforePercent.toFixed(0)}% of the cores were busy before the run started,` +
+        ` and the load average was ${meta.loadAverageAtEnd.toFixed(1)} when it ended. These figures are low and noisy; compare only with a quiet run.`,
+      '',
+    );
+  }
+
+  out.push('## Requests: `POST /v1/chat/completions` answered with a fixed JSON completion', '');
+  const rows: string[][] = [];
+  for (const r of results.throughput) {
+    const nginx = row(results, 'nginx-proxy', r.connections);
+    const peerId = CONTENDERS[r.id].peer;
+    const peer = peerId ? row(results, peerId, r.connections) : undefined;
+    const failed = r.result.non2xx + r.result.socketErrors;
+    rows.push([
+      CONTENDERS[r.id].label,
+      String(r.connections),
+      int(r.result.rps),
+      ms(r.result.p50Ms),
+      ms(r.result.p99Ms),
+      nginx ? times(r.result.rps / nginx.rps) : '—',
+      peer && peerId ? `${times(r.result.rps / peer.rps)} ${peerId}` : '—',
+      failed ? `**${int(failed)}**${r.result.timeouts ? ` (${int(r.result.timeouts)} timeouts)` : ''}` : '0',
+    ]);
+  }
+  out.push(table(['Contender', 'conns', 'req/s', 'p50 ms', 'p99 ms', '× nginx proxy', '× peer', 'failed'], rows), '');
+  out.push(
+    '`failed`: non-2xx/3xx answers plus socket errors over all runs; a timeout is a request unanswered after 5 s, left out of the latencies (so p99 understates such a row).' +
+      ' Every row was checked before and after its runs: 200 with its credentials, refused without them.',
+    '',
+  );
+
+  out.push('## Targets', '');
+  out.push(
+    table(
+      ['Target', 'Goal', 'Measured', ''],
+      targetsOf(results).map((t) => [t.name, t.goal, t.measured, mark(t.ok)]),
+    ),
+    '',
+  );
+
+  const s = results.streamSettings;
+  out.push('## Streaming (server-sent events)', '');
+  out.push(
+    `Chunk delay: ${s.streams} streams at once, ${s.rounds} round${s.rounds === 1 ? '' : 's'}, ${s.chunks} chunks ${s.delayMs} ms apart each;` +
+      ' the upstream stamps each chunk (CLOCK_MONOTONIC) and the client compares on arrival. "Added" is the contender minus direct at the same percentile.' +
+      ` Disconnect: ${s.disconnectSamples} times, the client hangs up after the first chunk and the upstream records when its response closes.`,
+    '',
+  );
+  out.push(
+    table(
+      [
+        'Path',
+        'chunks',
+        'delay p50 ms',
+        'delay p99 ms',
+        'added p50 ms',
+        'added p99 ms',
+        'disconnect median ms',
+        'disconnect max ms',
+      ],
+      streamingFigures(results).map((f) => [
+        CONTENDERS[f.id].label,
+        int(f.samples),
+        ms(f.p50, 3),
+        ms(f.p99, 3),
+        f.id === 'direct' ? '—' : ms(f.addedP50, 3),
+        f.id === 'direct' ? '—' : ms(f.addedP99, 3),
+        ms(f.disconnectMedian, 1),
+        ms(f.disconnectMax, 1),
+      ]),
+    ),
+    '',
+  );
+
+  const p = results.process;
+  out.push('## The Gatehouse process', '');
+  out.push(
+    table(
+      ['Figure', 'Value'],
+      [
+        [
+          'process start to `/readyz` 200, median (each start)',
+          `${int(median(p.readyMs))} ms (${p.readyMs.map(int).join(', ')})`,
+        ],
+        ['`node -e 0` start to exit, for scale', `${int(p.nodeStartMs)} ms`],
+        ['RSS once ready, idle', `${ms(p.idleRssMb, 1)} MiB`],
+        [
+          `SSE streams opened / completed`,
+          `${int(p.streams.opened)} / ${int(p.streams.completed)} of ${int(p.streams.count)} (${p.streams.chunks} chunks ${p.streams.delayMs} ms apart)`,
+        ],
+        ['time until all had their first chunk', `${int(p.streams.allOpenAfterMs)} ms`],
+        ['RSS with all streams open', `${ms(p.streams.rssAllOpenMb, 1)} MiB`],
+        ['peak RSS over the process life (VmHWM)', `${ms(p.streams.peakMb, 1)} MiB`],
+      ],
+    ),
+    '',
+  );
+  if (p.streams.failures.length)
+    out.push(`Stream failures (first 5): ${p.streams.failures.slice(0, 5).join('; ')}`, '');
+
+  const v = results.verification;
+  out.push('## API-key verification in-process (bench/keys.ts)', '');
+  out.push(
+    table(
+      ['Path', 'per second', '× peer'],
+      [
+        ['Gatehouse, cached (valid key seen before)', int(v.cached), times(v.cached / v.peer)],
+        ['Gatehouse, uncached (checksum + HMAC + SQLite)', int(v.uncached), times(v.uncached / v.peer)],
+        ['Gatehouse, malformed key refused', int(v.malformed), times(v.malformed / v.peer)],
+        ['peer: plaintext key looked up in SQLite', int(v.peer), '1.00×'],
+      ],
+    ),
+    '',
+  );
+
+  if (results.profile) {
+    const { apiKey, startup } = results.profile;
+    out.push('## Where Gatehouse spends CPU: API key, 32 connections', '');
+    out.push(
+      `\`node --cpu-prof\` on the Gatehouse process during a separate API-key run (${int(apiKey.rps)} req/s under the profiler;` +
+        ` \`${apiKey.file}\`, open it in Chrome DevTools or speedscope). Busy ${int(apiKey.summary.busyMs)} ms, idle ${int(apiKey.summary.idleMs)} ms,` +
+        ' start-up included; shares are of busy time. `writev` is the kernel sending on loopback sockets, charged to the sender.',
+      '',
+    );
+    out.push('Self time by area:', '');
+    out.push(
+      table(
+        ['Area', 'self %'],
+        apiKey.summary.areas.slice(0, 12).map((a) => [a.name, ms(a.percent, 1)]),
+      ),
+      '',
+    );
+    out.push('Top functions by self time:', '');
+    out.push(functionTable(apiKey.summary.functions.slice(0, 20), 'self %'), '');
+    out.push('Gatehouse functions by inclusive time (what they call synchronously; an `await` ends a stack):', '');
+    out.push(functionTable(apiKey.summary.gatehouseInclusive.slice(0, 12), 'incl. %'), '');
+    out.push('## Where Gatehouse spends CPU: from start to ready', '');
+    out.push(
+      `One start under \`node --cpu-prof\`, stopped once \`/readyz\` answered 200 (${int(startup.readyMs)} ms under the profiler; \`${startup.file}\`).` +
+        ` Busy ${int(startup.summary.busyMs)} ms.`,
+      '',
+    );
+    out.push(
+      table(
+        ['Area', 'self %'],
+        startup.summary.areas.slice(0, 10).map((a) => [a.name, ms(a.percent, 1)]),
+      ),
+      '',
+    );
+    out.push(functionTable(startup.summary.functions.slice(0, 12), 'self %'), '');
+  }
+  return out.join('\n');
+}

@@ -1,0 +1,103 @@
+import { HttpError } from '../errors.js';
+
+export const SCOPES = ['inference', 'training', 'read', 'all'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/** What a key may do beyond "it is valid": set at creation, capped by the operator. */
+export interface KeyControls {
+  scopes: Scope[];
+  /** Models the key may name in `model`; null = any. */
+  models: string[] | null;
+  /** Per-key limits; null = the configured default. */
+  requests_per_minute: number | null;
+  tokens_per_minute: number | null;
+}
+
+export const DEFAULT_CONTROLS: KeyControls = {
+  scopes: ['all'],
+  models: null,
+  requests_per_minute: null,
+  tokens_per_minute: null,
+};
+
+export interface ScopeRules {
+  inference: RegExp[];
+  training: RegExp[];
+}
+
+export interface ControlCaps {
+  maxRequestsPerMinute: number;
+  maxTokensPerMinute: number;
+}
+
+/** Validates controls asked for at creation (JSON API, form, CLI) and applies the operator's caps. */
+export function parseControls(
+  input: {
+    scopes?: unknown;
+    models?: unknown;
+    requests_per_minute?: unknown;
+    tokens_per_minute?: unknown;
+  },
+  caps: ControlCaps,
+): KeyControls {
+  const scopes = input.scopes === undefined ? ['all'] : input.scopes;
+  if (
+    !Array.isArray(scopes) ||
+    scopes.length === 0 ||
+    !scopes.every((s) => (SCOPES as readonly unknown[]).includes(s))
+  ) {
+    throw new HttpError(400, 'invalid_scopes', `scopes must be a non-empty list of ${SCOPES.join(', ')}.`);
+  }
+  const models = input.models ?? null;
+  if (
+    models !== null &&
+    (!Array.isArray(models) ||
+      models.length === 0 ||
+      models.length > 100 ||
+      !models.every((m) => typeof m === 'string' && m.length > 0 && m.length <= 200))
+  ) {
+    throw new HttpError(
+      400,
+      'invalid_models',
+      'models must be a list of 1 to 100 model names, or absent for any model.',
+    );
+  }
+  return {
+    scopes: [...new Set(scopes as Scope[])],
+    models: models as string[] | null,
+    requests_per_minute: limitOf('requests_per_minute', input.requests_per_minute, caps.maxRequestsPerMinute),
+    tokens_per_minute: limitOf('tokens_per_minute', input.tokens_per_minute, caps.maxTokensPerMinute),
+  };
+}
+
+function limitOf(name: string, value: unknown, cap: number): number | null {
+  if (value === undefined || value === null) return cap > 0 ? cap : null;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+    throw new HttpError(400, `invalid_${name}`, `${name} must be a whole number of at least 1.`);
+  }
+  if (cap > 0 && value > cap)
+    throw new HttpError(400, `${name}_too_high`, `${name} may be at most ${cap} on this gateway.`);
+  return value;
+}
+
+/**
+ * The scope a request needs, or undefined when the key's scopes allow it. `read` opens GET and HEAD
+ * anywhere; `inference` and `training` open the configured paths with any method.
+ */
+export function missingScope(
+  scopes: readonly Scope[],
+  method: string,
+  path: string,
+  rules: ScopeRules,
+): Scope | undefined {
+  if (scopes.includes('all')) return undefined;
+  const safe = method === 'GET' || method === 'HEAD';
+  if (safe && scopes.includes('read')) return undefined;
+  const inference = rules.inference.some((rule) => rule.test(path));
+  if (inference && scopes.includes('inference')) return undefined;
+  const training = rules.training.some((rule) => rule.test(path));
+  if (training && scopes.includes('training')) return undefined;
+  if (inference) return 'inference';
+  if (training) return 'training';
+  return safe ? 'read' : 'all';
+}

@@ -1,0 +1,84 @@
+import * as client from 'openid-client';
+import { AuthError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { RefreshOutcome, TokenRefresher } from '../sessions/store.js';
+import type { User } from '../users/store.js';
+import { assertIssuedInPast, sessionTokensOf } from './login.js';
+import type { ProviderConnection } from './provider.js';
+
+/**
+ * When a refresh response carries no ID token (Core 12.2 allows that), the grant is checked again
+ * after the access token's lifetime, bounded to this range.
+ */
+const MIN_RECHECK_MS = 60_000;
+const MAX_RECHECK_MS = 60 * 60_000;
+const DEFAULT_RECHECK_MS = 5 * 60_000;
+
+/** openid-client's codes for an ID token that arrived but fails a check: the provider's answer is a refusal. */
+const REJECTED_ID_TOKEN_CODES = new Set([
+  'OAUTH_JWT_CLAIM_COMPARISON_FAILED',
+  'OAUTH_JWT_TIMESTAMP_CHECK_FAILED',
+  'OAUTH_JSON_ATTRIBUTE_COMPARISON_FAILED',
+  'OAUTH_INVALID_RESPONSE',
+  'OAUTH_KEY_SELECTION_FAILED',
+  'ID_TOKEN_ISSUED_IN_FUTURE',
+  'ID_TOKEN_SUBJECT_CHANGED',
+]);
+
+/**
+ * Redeems refresh tokens with openid-client's `refreshTokenGrant`, which validates any new ID token
+ * as at sign-in (Core 12.2); on top, its `iss` and `sub` must name the user the session belongs
+ * to. Only `invalid_grant` (RFC 6749 5.2) or a failing ID token counts as the provider's refusal;
+ * anything else (no connection, a timeout, a 5xx, a misconfigured client) is "unavailable" and
+ * ends no session by itself.
+ */
+export function createTokenRefresher(provider: ProviderConnection, log: Logger): TokenRefresher {
+  return {
+    async refresh(refreshToken: string, user: User, now = Date.now()): Promise<RefreshOutcome> {
+      try {
+        const config = provider.configuration();
+        const response = await client.refreshTokenGrant(config, refreshToken);
+        provider.rememberJwks(config);
+        const claims = response.claims();
+        if (!claims || !response.id_token) {
+          const expiresIn = response.expiresIn();
+          const recheckMs = expiresIn === undefined ? DEFAULT_RECHECK_MS : expiresIn * 1000;
+          return {
+            result: 'refreshed',
+            tokens: {
+              idTokenExpiresAt: now + Math.min(Math.max(recheckMs, MIN_RECHECK_MS), MAX_RECHECK_MS),
+              ...(response.refresh_token ? { refreshToken: response.refresh_token } : {}),
+            },
+          };
+        }
+        assertIssuedInPast(claims, now);
+        if (claims.iss !== user.issuer || claims.sub !== user.subject) {
+          throw new AuthError('ID_TOKEN_SUBJECT_CHANGED', 'the refreshed ID token names another user');
+        }
+        return {
+          result: 'refreshed',
+          tokens: { ...sessionTokensOf(claims, response.refresh_token), idToken: response.id_token },
+        };
+      } catch (error) {
+        const refused = isRefusal(error);
+        // Only codes and the provider's error name: a refresh token must never reach the log.
+        log.warn(
+          {
+            userId: user.id,
+            code: (error as { code?: unknown }).code,
+            error: error instanceof client.ResponseBodyError ? error.error : undefined,
+            status: (error as { status?: unknown }).status,
+          },
+          refused ? 'token refresh refused; the session ends' : 'token refresh failed: provider unavailable',
+        );
+        return { result: refused ? 'refused' : 'unavailable' };
+      }
+    },
+  };
+}
+
+function isRefusal(error: unknown): boolean {
+  if (error instanceof client.ResponseBodyError) return error.error === 'invalid_grant';
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && REJECTED_ID_TOKEN_CODES.has(code);
+}

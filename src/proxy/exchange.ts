@@ -1,0 +1,141 @@
+import { pipeline, type Readable, type Transform } from 'node:stream';
+import type { FastifyRequest } from 'fastify';
+import { ForbiddenError, HttpError } from '../errors.js';
+import { jsonUsageTap, sseUsageTap, type TokenUsage } from '../usage/extract.js';
+
+/**
+ * What the gateway does to one exchange with the platform beyond passing it through: a rewritten
+ * request body, a filtered model list, usage read from the answer.
+ */
+export interface ExchangePlan {
+  /** Replaces the request body (already read); undefined streams the client's body through. */
+  body?: Buffer;
+  /** GET /v1/models answers are cut down to these models. */
+  filterModels?: readonly string[];
+  /** Drop the usage-only stream chunk the gateway asked for on the client's behalf. */
+  stripUsageChunk: boolean;
+  onUsage?: (usage: TokenUsage) => void;
+}
+
+/** Paths whose streaming answers report usage when asked with `stream_options.include_usage`. */
+const USAGE_ON_REQUEST = new Set(['/v1/chat/completions', '/v1/completions']);
+const MAX_JSON_BODY_BYTES = 16 * 1024 * 1024;
+const MAX_MODELS_LIST_BYTES = 4 * 1024 * 1024;
+
+export interface PlanInput {
+  path: string;
+  /** The key's allowed models; undefined = any. */
+  models?: readonly string[];
+  onUsage?: (usage: TokenUsage) => void;
+}
+
+function isJson(contentType: unknown): boolean {
+  return typeof contentType === 'string' && /^application\/(?:[\w.+-]*\+)?json\b/i.test(contentType);
+}
+
+async function readBody(request: FastifyRequest): Promise<Buffer> {
+  const declared = Number(request.headers['content-length'] ?? 0);
+  if (declared > MAX_JSON_BODY_BYTES) throw tooLarge();
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request.raw as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_JSON_BODY_BYTES) throw tooLarge();
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts);
+}
+
+function tooLarge(): HttpError {
+  return new HttpError(413, 'request_too_large', `JSON request bodies may be at most ${MAX_JSON_BODY_BYTES} bytes.`);
+}
+
+/**
+ * Reads a JSON request body only when something must be checked or changed in it: the key's model
+ * allow-list, or a streaming completion whose usage the gateway must count (it then asks for
+ * `stream_options.include_usage` and removes that chunk again). Everything else streams untouched.
+ */
+export async function planExchange(request: FastifyRequest, input: PlanInput): Promise<ExchangePlan> {
+  const plan: ExchangePlan = { stripUsageChunk: false, onUsage: input.onUsage };
+  if (request.method === 'GET' && input.models && /^\/v1\/models\/?$/.test(input.path))
+    plan.filterModels = input.models;
+  const wantsUsage = input.onUsage !== undefined && USAGE_ON_REQUEST.has(input.path);
+  if (request.method !== 'POST' || !isJson(request.headers['content-type']) || (!input.models && !wantsUsage)) {
+    return plan;
+  }
+  const raw = await readBody(request);
+  plan.body = raw;
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+  } catch {
+    if (input.models) throw new HttpError(400, 'invalid_json', 'The request body is not valid JSON.');
+    return plan;
+  }
+  if (input.models && (typeof json?.model !== 'string' || !input.models.includes(json.model))) {
+    throw new ForbiddenError(
+      'model_not_allowed',
+      `This API key may not use the model ${JSON.stringify(json?.model ?? null)}; it may use ${input.models.join(', ')}.`,
+    );
+  }
+  const streamOptions = json.stream_options as { include_usage?: unknown } | undefined;
+  if (wantsUsage && json.stream === true && streamOptions?.include_usage !== true) {
+    json.stream_options = { ...(typeof streamOptions === 'object' ? streamOptions : {}), include_usage: true };
+    plan.body = Buffer.from(JSON.stringify(json));
+    plan.stripUsageChunk = true;
+  }
+  return plan;
+}
+
+/** The response body the client receives under the plan; headers are adjusted in place. */
+export async function applyPlan(
+  plan: ExchangePlan,
+  status: number,
+  headers: Record<string, string | string[]>,
+  body: Readable,
+): Promise<Readable | Buffer> {
+  const contentType = headers['content-type'];
+  if (plan.filterModels && status === 200 && isJson(contentType)) {
+    const filtered = await filterModelList(body, plan.filterModels);
+    if (filtered) {
+      delete headers['content-length'];
+      return filtered;
+    }
+  }
+  if (!plan.onUsage || status >= 400) return body;
+  if (typeof contentType === 'string' && contentType.startsWith('text/event-stream')) {
+    delete headers['content-length'];
+    return through(body, sseUsageTap(plan.stripUsageChunk, plan.onUsage));
+  }
+  if (isJson(contentType)) return through(body, jsonUsageTap(plan.onUsage));
+  return body;
+}
+
+/**
+ * Unlike `pipe`, `pipeline` destroys both sides when either fails: an aborted platform request
+ * (client gone, user disabled) ends the client's stream, and a client that leaves stops the tap.
+ */
+function through(body: Readable, tap: Transform): Transform {
+  pipeline(body, tap, () => undefined);
+  return tap;
+}
+
+async function filterModelList(body: Readable, allowed: readonly string[]): Promise<Buffer | undefined> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_MODELS_LIST_BYTES)
+      throw new HttpError(502, 'upstream_models_too_large', 'The model list is too large to filter.');
+    parts.push(chunk);
+  }
+  try {
+    const list = JSON.parse(Buffer.concat(parts).toString('utf8')) as { data?: Array<{ id?: unknown }> };
+    if (!Array.isArray(list.data)) return Buffer.concat(parts);
+    list.data = list.data.filter((model) => typeof model?.id === 'string' && allowed.includes(model.id));
+    return Buffer.from(JSON.stringify(list));
+  } catch {
+    // Not an OpenAI list: nothing to reveal about other models, but nothing to filter either.
+    return Buffer.from(JSON.stringify({ object: 'list', data: [] }));
+  }
+}
