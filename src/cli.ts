@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
 import { formatDoctor, runDoctor } from './commands/doctor.js';
-import { createKeyCommand, listKeysCommand, revokeKeyCommand } from './commands/keys.js';
+import { createKeyCommand, listKeysCommand, revokeKeyCommand, type CreateKeyOptions } from './commands/keys.js';
 import { loadConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';
 import { GatehouseError } from './errors.js';
 import { createLogger } from './log.js';
@@ -91,8 +91,12 @@ keys
   .requiredOption('--email <email>', "the owner's email")
   .requiredOption('--name <name>', 'a name to tell the key apart')
   .option('--expires-in-days <days>', 'days until the key stops working', parsePositiveInteger)
+  .option('--scopes <list>', 'comma-separated: inference, training, read, all (default all)', parseList)
+  .option('--models <list>', 'comma-separated models the key may use (default any)', parseList)
+  .option('--requests-per-minute <n>', 'request limit of this key', parsePositiveInteger)
+  .option('--tokens-per-minute <n>', 'token limit of this key', parsePositiveInteger)
   .option(...configOption)
-  .action(async (options: { email: string; name: string; expiresInDays?: number; config?: string }) => {
+  .action(async (options: CreateKeyOptions & { config?: string }) => {
     process.stdout.write(await createKeyCommand(readConfig(options.config), options));
   });
 keys
@@ -132,10 +136,16 @@ program
     if (results.some((result) => !result.ok)) process.exitCode = 1;
   });
 
+function parseList(value: string): string[] {
+  return value
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+}
+
 function parsePositiveInteger(value: string): number {
   const number = Number(value);
-  if (!Number.isInteger(number) || number < 1)
-    throw new InvalidArgumentError('must be a whole number of days, 1 or more');
+  if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError('must be a whole number, 1 or more');
   return number;
 }
 

@@ -253,10 +253,15 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       revocations,
       identifier,
       audit,
+      usage,
       website,
       maxDays: config.auth.api_key_max_days,
+      caps: {
+        maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
+        maxTokensPerMinute: config.auth.max_key_tokens_per_minute,
+      },
     });
-    registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, identifier, audit, website });
+    registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, identifier, audit, usage, website });
     registerForwardAuth(app, { identifier, rules, website, isTrustedPeer: createTrustedPeerCheck(trustedProxies) });
     const controls = createPlatformControls({
       scopeRules: {

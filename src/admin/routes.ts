@@ -6,6 +6,7 @@ import type { Identifier, Identity } from '../identity/identify.js';
 import type { ApiKeyStore } from '../keys/store.js';
 import type { Db } from '../storage/database.js';
 import type { Revocations } from '../storage/revocations.js';
+import type { UsageRecorder } from '../usage/recorder.js';
 import { findUser, listUsers, setUserDisabled } from '../users/store.js';
 import { renderAdminPage } from '../web/admin.js';
 import { sendPage } from '../web/pages.js';
@@ -18,6 +19,7 @@ export interface AdminRoutesOptions {
   revocations: Revocations;
   identifier: Identifier;
   audit: AuditLog;
+  usage: UsageRecorder;
   website: string;
 }
 
@@ -61,10 +63,11 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
     const identity = await requireAdmin(request, reply);
     if (!identity) return reply;
     const filter = request.query;
-    const [users, allKeys, events] = await Promise.all([
+    const [users, allKeys, events, usageByUser] = await Promise.all([
       listUsers(db),
       keys.listAll(),
       audit.list({ since: parseSince(filter.since), event: filter.event, actor: filter.actor, limit: 200 }),
+      options.usage.totalsByUser(),
     ]);
     return sendPage(
       reply,
@@ -73,6 +76,7 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
       renderAdminPage({
         admin: identity.user,
         users,
+        usage: usageByUser,
         keys: allKeys,
         events,
         filter,

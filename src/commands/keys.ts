@@ -1,5 +1,6 @@
 import type { Config } from '../config/index.js';
 import { HttpError } from '../errors.js';
+import { parseControls } from '../keys/controls.js';
 import { loadKeyHashSecret } from '../keys/hash-secret.js';
 import { ApiKeyStore, type ApiKeyInfo } from '../keys/store.js';
 import { createLogger } from '../log.js';
@@ -45,10 +46,29 @@ function line(key: ApiKeyInfo): string {
   ].join('\t');
 }
 
-export async function createKeyCommand(
-  config: Config,
-  options: { email: string; name: string; expiresInDays?: number },
-): Promise<string> {
+export interface CreateKeyOptions {
+  email: string;
+  name: string;
+  expiresInDays?: number;
+  scopes?: string[];
+  models?: string[];
+  requestsPerMinute?: number;
+  tokensPerMinute?: number;
+}
+
+export async function createKeyCommand(config: Config, options: CreateKeyOptions): Promise<string> {
+  const controls = parseControls(
+    {
+      scopes: options.scopes,
+      models: options.models,
+      requests_per_minute: options.requestsPerMinute,
+      tokens_per_minute: options.tokensPerMinute,
+    },
+    {
+      maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
+      maxTokensPerMinute: config.auth.max_key_tokens_per_minute,
+    },
+  );
   const { api_key_max_days: maxDays } = config.auth;
   if (options.expiresInDays !== undefined && maxDays !== undefined && options.expiresInDays > maxDays) {
     throw new HttpError(400, 'expiry_too_long', `--expires-in-days may be at most ${maxDays} (auth.api_key_max_days)`);
@@ -56,7 +76,14 @@ export async function createKeyCommand(
   const days = options.expiresInDays ?? maxDays;
   return withKeyStore(config, async (store, storage) => {
     const owner = await ownerFor(storage, options.email);
-    const created = await store.create(owner, options.name, days === undefined ? null : Date.now() + days * DAY_MS);
+    const now = Date.now();
+    const created = await store.create(
+      owner,
+      options.name,
+      days === undefined ? null : now + days * DAY_MS,
+      now,
+      controls,
+    );
     return [
       `Created ${created.id} "${created.name}" for ${options.email}${days ? `, expires ${new Date(created.expires_at!).toISOString()}` : ''}.`,
       'The key is shown once; store it now:',

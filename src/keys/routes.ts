@@ -8,6 +8,8 @@ import { authenticate } from '../identity/authenticate.js';
 import type { Identifier, Identity } from '../identity/identify.js';
 import { renderAccountPage } from '../web/account.js';
 import { sendPage } from '../web/pages.js';
+import type { UsageRecorder } from '../usage/recorder.js';
+import { parseControls, SCOPES, type ControlCaps } from './controls.js';
 import type { ApiKeyInfo, ApiKeyStore, CreatedApiKey } from './store.js';
 
 export const API_KEYS_PATH = '/v1/auth/api-keys';
@@ -18,14 +20,26 @@ export interface KeyRoutesOptions {
   audit: AuditLog;
   revocations: Revocations;
   identifier: Identifier;
+  usage: UsageRecorder;
   website: string;
   maxDays?: number;
+  caps: ControlCaps;
 }
 
 interface NewKeyRequest {
   name: string;
   expires_in_days?: number;
+  scopes?: string[];
+  models?: string[];
+  requests_per_minute?: number;
+  tokens_per_minute?: number;
 }
+
+/** GitHub's secret scanning partner format, or plain strings. */
+type LeakReport = Array<string | { token?: unknown; type?: unknown; url?: unknown; source?: unknown }>;
+
+const MAX_LEAK_BATCH = 1_000;
+const MAX_GRACE_MINUTES = 7 * 24 * 60;
 
 const DAY_MS = 86_400_000;
 
@@ -36,8 +50,34 @@ const newKeySchema = {
   properties: {
     name: { type: 'string', minLength: 1, maxLength: 100, pattern: '\\S' },
     expires_in_days: { type: 'integer', minimum: 1, maximum: 36500 },
+    scopes: { type: 'array', minItems: 1, items: { type: 'string', enum: [...SCOPES] } },
+    models: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', minLength: 1, maxLength: 200 } },
+    requests_per_minute: { type: 'integer', minimum: 1 },
+    tokens_per_minute: { type: 'integer', minimum: 1 },
   },
 } as const;
+
+const rotateSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { grace_minutes: { type: 'integer', minimum: 0, maximum: MAX_GRACE_MINUTES } },
+} as const;
+
+/** Controls from the account page's form: checkboxes, a comma-separated model list, numbers. */
+function formControls(body: Record<string, unknown> | undefined): Partial<NewKeyRequest> {
+  const scopes = body?.scopes === undefined ? undefined : ([] as string[]).concat(body.scopes as string | string[]);
+  const models = String(body?.models ?? '')
+    .split(',')
+    .map((model) => model.trim())
+    .filter(Boolean);
+  const number = (value: unknown) => (value === undefined || value === '' ? undefined : Number(value));
+  return {
+    scopes,
+    models: models.length ? models : undefined,
+    requests_per_minute: number(body?.requests_per_minute),
+    tokens_per_minute: number(body?.tokens_per_minute),
+  };
+}
 
 /** Keys are created by people who signed in, so a leaked key cannot mint more keys. */
 function assertSessionCaller(identity: Identity): void {
@@ -62,12 +102,43 @@ function describeKey(key: ApiKeyInfo) {
     expires_at: iso(key.expires_at),
     last_used_at: iso(key.last_used_at),
     revoked_at: iso(key.revoked_at),
+    scopes: key.scopes,
+    models: key.models,
+    requests_per_minute: key.requests_per_minute,
+    tokens_per_minute: key.tokens_per_minute,
   };
+}
+
+function describeCreated(created: CreatedApiKey) {
+  const { id, key, name, created_at, expires_at, scopes, models, requests_per_minute, tokens_per_minute } = created;
+  return {
+    id,
+    key,
+    name,
+    created_at: iso(created_at),
+    expires_at: iso(expires_at),
+    scopes,
+    models,
+    requests_per_minute,
+    tokens_per_minute,
+  };
+}
+
+/** Strings from a leak report, whatever shape each entry has; anything else is ignored. */
+function leakedStrings(report: unknown): string[] {
+  if (!Array.isArray(report))
+    throw new HttpError(400, 'invalid_report', 'Send a JSON array of {"token": "…"} entries.');
+  if (report.length > MAX_LEAK_BATCH) {
+    throw new HttpError(413, 'report_too_large', `A report may hold at most ${MAX_LEAK_BATCH} entries.`);
+  }
+  return (report as LeakReport)
+    .map((entry) => (typeof entry === 'string' ? entry : entry?.token))
+    .filter((token): token is string => typeof token === 'string' && token.length <= 200);
 }
 
 /** The key lifecycle for its owner: a JSON API for programs and an account page for people. */
 export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOptions): void {
-  const { store, revocations, identifier, maxDays, audit } = options;
+  const { store, revocations, identifier, maxDays, audit, usage, caps } = options;
   const websiteOrigin = new URL(options.website).origin;
 
   const caller = (request: FastifyRequest, reply: FastifyReply) =>
@@ -84,7 +155,9 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   async function createKey(request: FastifyRequest, identity: Identity, body: NewKeyRequest): Promise<CreatedApiKey> {
     assertSessionCaller(identity);
     const now = Date.now();
-    const created = await store.create(identity.user, body.name.trim(), expiryFor(body.expires_in_days, now), now);
+    const controls = parseControls(body, caps);
+    const expiresAt = expiryFor(body.expires_in_days, now);
+    const created = await store.create(identity.user, body.name.trim(), expiresAt, now, controls);
     audit.record(request, {
       event: 'key_created',
       actor: identity.user,
@@ -114,11 +187,61 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     const identity = await caller(request, reply);
     if (!identity) return reply;
     const created = await createKey(request, identity, request.body);
-    const { id, key, name, created_at, expires_at } = created;
-    return reply
-      .code(201)
-      .header('cache-control', 'no-store')
-      .send({ id, key, name, created_at: iso(created_at), expires_at: iso(expires_at) });
+    return reply.code(201).header('cache-control', 'no-store').send(describeCreated(created));
+  });
+
+  async function rotateKey(request: FastifyRequest, identity: Identity, id: string, graceMinutes: number) {
+    assertSessionCaller(identity);
+    const created = await store.rotate(id, identity.user, graceMinutes * 60_000);
+    if (!created) throw new HttpError(404, 'api_key_not_found', 'No active API key with this id belongs to you.');
+    await revocations.keysChanged();
+    audit.record(request, {
+      event: 'key_created',
+      actor: identity.user,
+      target: created.id,
+      detail: { name: created.name, rotated_from: id, grace_minutes: graceMinutes },
+    });
+    return created;
+  }
+
+  app.post<{ Params: { id: string }; Body: { grace_minutes?: number } | undefined }>(
+    `${API_KEYS_PATH}/:id/rotate`,
+    { schema: { body: rotateSchema } },
+    async (request, reply) => {
+      const identity = await caller(request, reply);
+      if (!identity) return reply;
+      const graceMinutes = request.body?.grace_minutes ?? 60;
+      const created = await rotateKey(request, identity, request.params.id, graceMinutes);
+      return reply
+        .code(201)
+        .header('cache-control', 'no-store')
+        .send({ ...describeCreated(created), replaces: request.params.id, grace_minutes: graceMinutes });
+    },
+  );
+
+  /**
+   * Leak reports (GitHub secret scanning partner format). Anyone may send one: a real key in it is
+   * revoked, which is only ever what its owner wants, and the answer is the same whatever was in
+   * the report, so it cannot be used to test whether a string is a live key.
+   */
+  app.post<{ Body: unknown }>(`${API_KEYS_PATH}/leaked`, async (request, reply) => {
+    const candidates = leakedStrings(request.body);
+    const revoked = await store.revokeLeaked(candidates);
+    if (revoked.length) {
+      await revocations.keysChanged();
+      for (const id of revoked) {
+        audit.record(request, { event: 'key_revoked', target: id, detail: { by: 'leak_report' } });
+      }
+    }
+    return reply.code(202).header('cache-control', 'no-store').send({ received: candidates.length });
+  });
+
+  app.get<{ Querystring: { days?: string } }>('/v1/auth/usage', async (request, reply) => {
+    const identity = await caller(request, reply);
+    if (!identity) return reply;
+    const days = Math.min(Math.max(Number(request.query.days ?? 30) || 30, 1), 366);
+    const rows = await usage.forUser(identity.user.id, days);
+    return reply.header('cache-control', 'no-store').send({ object: 'list', days, data: rows });
   });
 
   app.delete<{ Params: { id: string } }>(`${API_KEYS_PATH}/:id`, async (request, reply) => {
@@ -134,7 +257,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   const usedFormTokens = new LRUCache<string, string>({ max: 10_000, ttl: 3_600_000 });
 
   const showAccount = async (identity: Identity, reply: FastifyReply, created?: CreatedApiKey, error?: string) => {
-    const keys = await store.listForUser(identity.user.id);
+    const [keys, usageRows] = await Promise.all([store.listForUser(identity.user.id), usage.forUser(identity.user.id)]);
     return sendPage(
       reply,
       error ? 400 : 200,
@@ -145,9 +268,11 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
         created,
         error,
         maxDays,
+        usage: usageRows,
         formToken: randomToken(),
         now: Date.now(),
       }),
+      { wide: true },
     );
   };
 
@@ -180,7 +305,11 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       return showAccount(identity, reply, undefined, 'Expiry must be a whole number of days, 1 or more.');
     }
     try {
-      const created = await createKey(request, identity, { name, expires_in_days: days });
+      const created = await createKey(request, identity, {
+        name,
+        expires_in_days: days,
+        ...formControls(request.body),
+      });
       usedFormTokens.set(formToken, created.name);
       return showAccount(identity, reply, created);
     } catch (error) {
@@ -189,6 +318,25 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       throw error;
     }
   });
+
+  app.post<{ Params: { id: string }; Body: Record<string, string | undefined> }>(
+    `${ACCOUNT_PATH}/keys/:id/rotate`,
+    async (request, reply) => {
+      const identity = await caller(request, reply);
+      if (!identity) return reply;
+      const formToken = String(request.body?.form_token ?? '');
+      if (!formToken || usedFormTokens.has(formToken)) {
+        return showAccount(identity, reply, undefined, 'This rotation was already done; its secret was shown once.');
+      }
+      const grace = Number(request.body?.grace_minutes ?? 60);
+      if (!Number.isInteger(grace) || grace < 0 || grace > MAX_GRACE_MINUTES) {
+        return showAccount(identity, reply, undefined, `Grace must be 0 to ${MAX_GRACE_MINUTES} minutes.`);
+      }
+      const created = await rotateKey(request, identity, request.params.id, grace);
+      usedFormTokens.set(formToken, created.name);
+      return showAccount(identity, reply, created);
+    },
+  );
 
   app.post<{ Params: { id: string } }>(`${ACCOUNT_PATH}/keys/:id/revoke`, async (request, reply) => {
     const identity = await caller(request, reply);

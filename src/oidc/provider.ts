@@ -23,6 +23,8 @@ const REQUEST_TIMEOUT_SECONDS = 10;
  */
 export class ProviderConnection {
   private metadata: client.ServerMetadata | undefined;
+  /** Set for multi-tenant issuers (Entra ID's `{tenantid}`), which only discovery can configure. */
+  private multiTenant: client.Configuration | undefined;
   private jwksCache: client.ExportedJWKSCache | undefined;
   private lastError: Error | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -66,6 +68,10 @@ export class ProviderConnection {
     if (!this.metadata) {
       throw new ProviderError('PROVIDER_UNAVAILABLE', `the sign-in provider is not reachable: ${this.problem}`);
     }
+    // openid-client marks Entra's common endpoint during discovery so the ID token's issuer is
+    // checked against its own tenant; a copy would lose that mark, so that configuration is reused
+    // (and follows openid-client's own JWKS refresh rules).
+    if (this.multiTenant) return this.multiTenant;
     const config = new client.Configuration(
       this.metadata,
       this.settings.clientId,
@@ -102,6 +108,11 @@ export class ProviderConnection {
         { execute: this.settings.allowHttp ? [client.allowInsecureRequests] : [], timeout: REQUEST_TIMEOUT_SECONDS },
       );
       this.metadata = config.serverMetadata();
+      if (this.metadata.issuer.includes('{tenantid}')) {
+        config.timeout = REQUEST_TIMEOUT_SECONDS;
+        client.enableNonRepudiationChecks(config);
+        this.multiTenant = config;
+      }
       this.lastError = undefined;
       this.onDiscovery(true);
       this.log.info({ issuer: this.metadata.issuer }, 'sign-in provider metadata loaded');

@@ -1,5 +1,6 @@
 import type { AuditRecord } from '../audit/log.js';
 import type { ApiKeyInfo } from '../keys/store.js';
+import type { UsageRow } from '../usage/recorder.js';
 import type { User, UserOverview } from '../users/store.js';
 import { html, type SafeHtml } from './html.js';
 import { ACCOUNT_SCRIPT_PATH } from './pages.js';
@@ -7,6 +8,8 @@ import { ACCOUNT_SCRIPT_PATH } from './pages.js';
 export interface AdminPageModel {
   admin: User;
   users: UserOverview[];
+  /** Totals per user id over the last 30 days. */
+  usage: Map<string, UsageRow>;
   keys: Array<ApiKeyInfo & { user_id: string }>;
   events: AuditRecord[];
   filter: { since?: string; event?: string; actor?: string };
@@ -30,7 +33,7 @@ function userAction(user: UserOverview, self: User): SafeHtml {
   return html`<form class="inline" method="post" action="/v1/auth/admin/users/${encodeURIComponent(user.id)}/${action}"${confirm}><button type="submit" class="${action === 'disable' ? 'danger' : 'secondary'}">${label}</button></form>`;
 }
 
-function userRow(user: UserOverview, self: User): SafeHtml {
+function userRow(user: UserOverview, self: User, usage: UsageRow | undefined): SafeHtml {
   return html`<tr data-user-id="${user.id}">
 <td>${user.email ?? user.subject}<div class="muted small">${user.name ?? ''}</div></td>
 <td><span class="badge${user.role === 'admin' ? ' admin' : ''}">${user.role}</span></td>
@@ -38,7 +41,9 @@ function userRow(user: UserOverview, self: User): SafeHtml {
 <td class="nowrap">${when(user.last_login_at)}</td>
 <td>${user.key_count}</td>
 <td>${user.active_sessions}</td>
-<td>${user.disabled ? html`<span class="badge revoked">disabled</span>` : html`<span class="badge">active</span>`}</td>
+<td>${usage?.requests ?? 0}</td>
+<td>${(usage?.prompt_tokens ?? 0) + (usage?.completion_tokens ?? 0)}</td>
+<td class="state">${user.disabled ? html`<span class="badge revoked">disabled</span>` : html`<span class="badge">active</span>`}</td>
 <td>${userAction(user, self)}</td>
 </tr>`;
 }
@@ -98,7 +103,7 @@ function exportQuery(filter: AdminPageModel['filter']): string {
 
 /** The admin console: users, keys and the audit log, server-rendered like the account page. */
 export function renderAdminPage(model: AdminPageModel): SafeHtml {
-  const { admin, users, keys, events, filter, eventNames, now } = model;
+  const { admin, users, usage, keys, events, filter, eventNames, now } = model;
   return html`<header class="top">
       <div>
         <h1>Admin</h1>
@@ -121,12 +126,14 @@ export function renderAdminPage(model: AdminPageModel): SafeHtml {
                   <th>Last sign-in</th>
                   <th>Keys</th>
                   <th>Sessions</th>
+                  <th>Requests (30 d)</th>
+                  <th>Tokens (30 d)</th>
                   <th>State</th>
                   <th></th>
                 </tr>
               </thead>
               <tbody>
-                ${users.map((user) => userRow(user, admin))}
+                ${users.map((user) => userRow(user, admin, usage.get(user.id)))}
               </tbody>
             </table>
           </div>`

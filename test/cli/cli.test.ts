@@ -140,7 +140,7 @@ database:
       file,
     ]);
     expect(bad.code).not.toBe(0);
-    expect(bad.stderr).toContain('whole number of days');
+    expect(bad.stderr).toContain('whole number, 1 or more');
   });
 
   it('says so when revoking an unknown key', async () => {

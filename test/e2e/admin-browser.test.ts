@@ -116,7 +116,7 @@ describe.skipIf(!available)('the admin console in a real browser', () => {
 
   /** The State column's badge: "active" or "disabled". */
   function userState(email: string): Promise<string | null> {
-    return userRow(email).locator('td:nth-child(7) .badge').textContent();
+    return userRow(email).locator('td.state .badge').textContent();
   }
 
   function keyRowOf(ownerEmail: string) {

@@ -186,6 +186,10 @@ describe('API keys on a gateway with default settings', () => {
         name: 'notebook',
         created_at: expect.any(String),
         expires_at: null,
+        scopes: ['all'],
+        models: null,
+        requests_per_minute: null,
+        tokens_per_minute: null,
       });
       expect(Math.abs(Date.parse(created.created_at) - Date.now())).toBeLessThan(10_000);
     });
@@ -207,6 +211,10 @@ describe('API keys on a gateway with default settings', () => {
         expires_at: null,
         last_used_at: null,
         revoked_at: null,
+        scopes: ['all'],
+        models: null,
+        requests_per_minute: null,
+        tokens_per_minute: null,
       });
       for (const key of issued) expect(text).not.toContain(secretPartOf(key));
     });
