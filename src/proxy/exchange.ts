@@ -19,6 +19,8 @@ export interface ExchangePlan {
 
 /** Paths whose streaming answers report usage when asked with `stream_options.include_usage`. */
 const USAGE_ON_REQUEST = new Set(['/v1/chat/completions', '/v1/completions']);
+/** OpenAI- and Lamini-style paths whose answers report `usage`. */
+const USAGE_BEARING = /(?:completions|embeddings)\/?$/;
 const MAX_JSON_BODY_BYTES = 16 * 1024 * 1024;
 const MAX_MODELS_LIST_BYTES = 4 * 1024 * 1024;
 
@@ -56,10 +58,12 @@ function tooLarge(): HttpError {
  * `stream_options.include_usage` and removes that chunk again). Everything else streams untouched.
  */
 export async function planExchange(request: FastifyRequest, input: PlanInput): Promise<ExchangePlan> {
-  const plan: ExchangePlan = { stripUsageChunk: false, onUsage: input.onUsage };
+  // Only answers that can carry token usage are read on their way back; the rest pass untouched.
+  const onUsage = USAGE_BEARING.test(input.path) ? input.onUsage : undefined;
+  const plan: ExchangePlan = { stripUsageChunk: false, onUsage };
   if (request.method === 'GET' && input.models && /^\/v1\/models\/?$/.test(input.path))
     plan.filterModels = input.models;
-  const wantsUsage = input.onUsage !== undefined && USAGE_ON_REQUEST.has(input.path);
+  const wantsUsage = onUsage !== undefined && USAGE_ON_REQUEST.has(input.path);
   if (request.method !== 'POST' || !isJson(request.headers['content-type']) || (!input.models && !wantsUsage)) {
     return plan;
   }
