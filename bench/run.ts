@@ -10,7 +10,8 @@
  *
  * BENCH_SECONDS (default 10) and BENCH_REPEATS (default 3) set each wrk run; BENCH_SECONDS=3
  * BENCH_REPEATS=1 is the quick mode. Everything listens on 127.0.0.1 and every load stops by itself.
- * Results: bench/results/latest.md (printed too) and latest.json.
+ * Results: bench/results/latest.md (printed too) and latest.json; `--render` rewrites latest.md from
+ * latest.json without measuring.
  */
 import { execFile, spawnSync } from 'node:child_process';
 import {
@@ -49,6 +50,7 @@ import { summariseProfile } from './lib/profile.js';
 import {
   CONTENDERS,
   renderMarkdown,
+  summariseDelays,
   targetsOf,
   type ContenderId,
   type Profiles,
@@ -58,7 +60,7 @@ import {
   type VerificationRates,
 } from './lib/report.js';
 import { chunkDelays, disconnectDelays, holdStreams, type StreamTarget } from './lib/sse.js';
-import { median, percentile } from './lib/stats.js';
+import { median } from './lib/stats.js';
 import { CHAT_BODY, CHAT_PATH, medianOf, runWrk, writeChatScript, type WrkRun } from './lib/wrk.js';
 
 const SECONDS = positive('BENCH_SECONDS', 10);
@@ -185,7 +187,7 @@ async function streaming(id: ContenderId, target: StreamTarget, upstream: string
     `${CONTENDERS[id].label}, SSE: chunk delay p50 ${median(delays).toFixed(3)} ms; ` +
       `disconnect seen by upstream after ${median(disconnects).toFixed(1)} ms (median), ${Math.max(...disconnects).toFixed(1)} ms (max)`,
   );
-  return { id, chunkDelays: delays, disconnects };
+  return { id, chunkDelay: summariseDelays(delays), disconnects };
 }
 
 async function nodeStartMs(): Promise<number> {
@@ -420,29 +422,32 @@ async function main(): Promise<void> {
   process.exit(failed ? 1 : 0);
 }
 
-async function writeResults(results: Results): Promise<void> {
+async function writeResults(results: Results, { withJson = true } = {}): Promise<void> {
   mkdirSync(RESULTS_DIR, { recursive: true });
   const options = (await prettier.resolveConfig(join(RESULTS_DIR, 'latest.md'))) ?? {};
   const markdown = await prettier.format(renderMarkdown(results), { ...options, parser: 'markdown' });
   writeFileSync(join(RESULTS_DIR, 'latest.md'), markdown);
-  // Per-chunk delays are summarised: thousands of numbers would bury the rest of the file.
+  console.log(`\n${markdown}`);
+  const failing = targetsOf(results).filter((target) => target.ok === false).length;
+  if (!withJson) return;
   const json = JSON.stringify(
     results,
     (key, value: unknown) => {
       if (value === Infinity) return 'Infinity';
-      if (key === 'chunkDelays' && Array.isArray(value)) {
-        const delays = value as number[];
-        return Object.fromEntries([50, 90, 99, 100].map((p) => [`p${p}`, Number(percentile(delays, p).toFixed(3))]));
-      }
       if (key === 'failures' && Array.isArray(value)) return value.slice(0, 10);
       return value;
     },
     2,
   );
   writeFileSync(join(RESULTS_DIR, 'latest.json'), await prettier.format(json, { ...options, parser: 'json' }));
-  console.log(`\n${markdown}`);
-  const failing = targetsOf(results).filter((target) => target.ok === false).length;
   say(`written to bench/results/latest.md and latest.json; ${failing} target${failing === 1 ? '' : 's'} not met`);
 }
 
-await main();
+/** `--render`: rewrites latest.md from latest.json, after a change to the report's layout. */
+async function render(): Promise<void> {
+  const text = readFileSync(join(RESULTS_DIR, 'latest.json'), 'utf8');
+  const results = JSON.parse(text, (_key, value: unknown) => (value === 'Infinity' ? Infinity : value)) as Results;
+  await writeResults(results, { withJson: false });
+}
+
+await (process.argv.includes('--render') ? render() : main());

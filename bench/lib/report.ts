@@ -35,10 +35,28 @@ export interface ThroughputRow {
 
 export interface StreamingRow {
   id: ContenderId;
-  /** Upstream write -> client read, ms, one per chunk. */
-  chunkDelays: number[];
+  /** Upstream write -> client read, ms, over every chunk. */
+  chunkDelay: DelaySummary;
   /** Client hang-up -> upstream sees the close, ms, one per sample (Infinity: not within 2 s). */
   disconnects: number[];
+}
+
+export interface DelaySummary {
+  count: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+export function summariseDelays(delays: readonly number[]): DelaySummary {
+  return {
+    count: delays.length,
+    p50: percentile(delays, 50),
+    p90: percentile(delays, 90),
+    p99: percentile(delays, 99),
+    max: percentile(delays, 100),
+  };
 }
 
 export interface VerificationRates {
@@ -157,20 +175,10 @@ export function targetsOf(results: Results): Target[] {
   const key32 = row(results, 'gatehouse-key', 32);
   const direct32 = row(results, 'direct', 32);
   const added = key32 && direct32 ? key32.p99Ms - direct32.p99Ms : NaN;
-  targets.push({
-    name: 'API key p99 added over direct, 32 conns',
-    goal: '≤ 2 ms',
-    measured: `${ms(added)} ms`,
-    ok: Number.isFinite(added) ? added <= 2 : undefined,
-  });
   const sse = streamingFigures(results).find((s) => s.id === 'gatehouse-key');
   targets.push(
-    {
-      name: 'SSE chunk delay added by Gatehouse, p99',
-      goal: '≤ 5 ms',
-      measured: `${ms(sse?.addedP99 ?? NaN)} ms`,
-      ok: sse ? sse.addedP99 <= 5 : undefined,
-    },
+    addedTarget('API key p99 added over direct, 32 conns', 2, added),
+    addedTarget('SSE chunk delay added by Gatehouse, p99', 5, sse?.addedP99 ?? NaN),
     {
       name: 'client disconnect reaches the upstream, worst sample',
       goal: '≤ 100 ms',
@@ -202,6 +210,20 @@ export function targetsOf(results: Results): Target[] {
   return targets;
 }
 
+/**
+ * A difference of two p99s, each from its own runs: when direct's came out higher than Gatehouse's,
+ * something else on the machine stalled the direct runs, and the difference says nothing.
+ */
+function addedTarget(name: string, limitMs: number, addedMs: number): Target {
+  const noise = addedMs < 0;
+  return {
+    name,
+    goal: `≤ ${limitMs} ms`,
+    measured: `${ms(addedMs)} ms${noise ? " (direct's p99 was higher: noise)" : ''}`,
+    ok: Number.isFinite(addedMs) && !noise ? addedMs <= limitMs : undefined,
+  };
+}
+
 interface StreamingFigures {
   id: ContenderId;
   p50: number;
@@ -215,11 +237,10 @@ interface StreamingFigures {
 
 function streamingFigures(results: Results): StreamingFigures[] {
   const direct = results.streaming.find((s) => s.id === 'direct');
-  const directP50 = direct ? percentile(direct.chunkDelays, 50) : NaN;
-  const directP99 = direct ? percentile(direct.chunkDelays, 99) : NaN;
+  const directP50 = direct?.chunkDelay.p50 ?? NaN;
+  const directP99 = direct?.chunkDelay.p99 ?? NaN;
   return results.streaming.map((s) => {
-    const p50 = percentile(s.chunkDelays, 50);
-    const p99 = percentile(s.chunkDelays, 99);
+    const { p50, p99 } = s.chunkDelay;
     return {
       id: s.id,
       p50,
@@ -228,7 +249,7 @@ function streamingFigures(results: Results): StreamingFigures[] {
       addedP99: p99 - directP99,
       disconnectMedian: median(s.disconnects),
       disconnectMax: Math.max(...s.disconnects),
-      samples: s.chunkDelays.length,
+      samples: s.chunkDelay.count,
     };
   });
 }

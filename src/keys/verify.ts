@@ -44,6 +44,7 @@ const unobserved: VerificationObserver = { verified: () => undefined, cacheLooku
 export class ApiKeyVerifier {
   private readonly cache = new LRUCache<string, CachedLookup>({ max: CACHE_ENTRIES });
   private readonly refreshing = new Set<string>();
+  private readonly hashes = new LRUCache<string, string>({ max: CACHE_ENTRIES });
   private readonly lastUseWritten = new LRUCache<string, number>({ max: CACHE_ENTRIES });
   private readonly pendingUse = new Map<string, number>();
   private flushScheduled = false;
@@ -84,7 +85,7 @@ export class ApiKeyVerifier {
       };
     }
     if (!isWellFormedApiKey(candidate, this.prefix)) throw unknownKey();
-    const hash = this.store.hash(candidate);
+    const hash = this.hashes.get(candidate) ?? this.hashOf(candidate);
     const record = await this.lookup(hash, now);
     if (!record) throw unknownKey();
     if (record.revoked_at !== null) {
@@ -119,6 +120,13 @@ export class ApiKeyVerifier {
 
   private isStaticKey(candidate: string): boolean {
     return timingSafeEqual(Buffer.from(sha256(candidate)), this.staticKeyDigest!);
+  }
+
+  /** HMAC is the largest cost of a cached verification; a key seen before skips it. */
+  private hashOf(candidate: string): string {
+    const hash = this.store.hash(candidate);
+    this.hashes.set(candidate, hash);
+    return hash;
   }
 
   private async lookup(hash: string, now: number): Promise<ApiKeyRecord | undefined> {

@@ -65,6 +65,18 @@ export interface FaultyProviderOptions {
   refreshTokens?: boolean;
   /** Lifetime of ID tokens (`exp` - `iat`); default 300 s. Also settable later. */
   idTokenLifetimeSeconds?: number;
+  /** Publish the issuer as `http://127.0.0.1:<port>/`, with the trailing slash Auth0's has; default false. */
+  issuerTrailingSlash?: boolean;
+  /**
+   * `token_endpoint_auth_methods_supported` in discovery; default both client_secret methods, and
+   * `null` leaves the member out (RFC 8414 2: then client_secret_basic is the default).
+   */
+  tokenEndpointAuthMethods?: string[] | null;
+  /**
+   * How the token endpoint lets the client authenticate, whatever discovery advertises; default
+   * both. Fewer than advertised makes a provider whose published default is wrong.
+   */
+  acceptedClientAuth?: Array<'basic' | 'post'>;
 }
 
 export interface TokenRequestRecord {
@@ -107,7 +119,7 @@ export interface LogoutTokenOptions {
 export const BACKCHANNEL_LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 
 export interface FaultyProvider {
-  /** `http://127.0.0.1:<port>`; also the `iss` of every correct ID token. */
+  /** `http://127.0.0.1:<port>` (with a trailing `/` when so started); also the `iss` of every correct ID token. */
   issuer: string;
   metadataUrl: string;
   /** Set between sign-ins to choose the next defect. */
@@ -121,6 +133,11 @@ export interface FaultyProvider {
    * `groups`, `realm_access`, `_claim_names`, `email_verified: false`...
    */
   extraClaims: Record<string, unknown>;
+  /**
+   * Claims merged into the next UserInfo answer only, after `extraClaims`: as Okta's custom
+   * authorization servers send `groups` when the claim is set to appear in UserInfo alone.
+   */
+  userinfoOnlyClaims: Record<string, unknown>;
   /** Replaces the signing key (and the only JWKS entry) with a new RS256 key under a new `kid`. */
   rotateKey(): Promise<void>;
   tokenRequests: TokenRequestRecord[];
@@ -290,15 +307,22 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     });
   });
   const { port } = server.address() as AddressInfo;
-  const issuer = `http://127.0.0.1:${port}`;
+  const origin = `http://127.0.0.1:${port}`;
+  const issuer = options.issuerTrailingSlash ? `${origin}/` : origin;
+  const acceptedClientAuth = options.acceptedClientAuth ?? ['basic', 'post'];
+  const advertisedClientAuth =
+    options.tokenEndpointAuthMethods === undefined
+      ? ['client_secret_basic', 'client_secret_post']
+      : options.tokenEndpointAuthMethods;
 
   const provider: FaultyProvider = {
     issuer,
-    metadataUrl: `${issuer}/.well-known/openid-configuration`,
+    metadataUrl: `${origin}/.well-known/openid-configuration`,
     fault: 'none',
     subject: options.subject ?? 'test-user-1',
     email: options.email ?? 'ada@example.test',
     extraClaims: {},
+    userinfoOnlyClaims: {},
     async rotateKey() {
       signingKey = await createSigningKey();
     },
@@ -329,16 +353,16 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
 
   const metadata = {
     issuer,
-    authorization_endpoint: `${issuer}/authorize`,
-    token_endpoint: `${issuer}/token`,
-    jwks_uri: `${issuer}/jwks`,
-    userinfo_endpoint: `${issuer}/userinfo`,
-    ...(servesEndSession ? { end_session_endpoint: `${issuer}/logout` } : {}),
+    authorization_endpoint: `${origin}/authorize`,
+    token_endpoint: `${origin}/token`,
+    jwks_uri: `${origin}/jwks`,
+    userinfo_endpoint: `${origin}/userinfo`,
+    ...(servesEndSession ? { end_session_endpoint: `${origin}/logout` } : {}),
     response_types_supported: ['code'],
     grant_types_supported: ['authorization_code', 'refresh_token'],
     code_challenge_methods_supported: ['S256'],
     id_token_signing_alg_values_supported: ['RS256'],
-    token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
+    ...(advertisedClientAuth ? { token_endpoint_auth_methods_supported: advertisedClientAuth } : {}),
     subject_types_supported: ['public'],
     scopes_supported: ['openid', 'email', 'profile'],
     claims_supported: ['sub', 'iss', 'aud', 'exp', 'iat', 'nonce', 'sid', 'email', 'email_verified', 'name'],
@@ -347,7 +371,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
   };
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const url = new URL(request.url ?? '/', issuer);
+    const url = new URL(request.url ?? '/', origin);
     const route = `${request.method ?? 'GET'} ${url.pathname}`;
     switch (route) {
       case 'GET /.well-known/openid-configuration':
@@ -428,6 +452,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     const clientIdsAgree = !basic || !form.has('client_id') || form.get('client_id') === basic.id;
     if (
       clientAuth === 'none' ||
+      !acceptedClientAuth.includes(clientAuth) ||
       !clientIdsAgree ||
       client.id !== options.clientId ||
       !secretsMatch(client.secret, options.clientSecret)
@@ -469,7 +494,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     };
     const accessToken = base64url(randomBytes(32));
     accessTokens.set(accessToken, {
-      claims: user,
+      claims: { ...user, ...provider.userinfoOnlyClaims },
       expiresAt: epochSeconds() + tokenLifetimeSeconds,
     });
     const idToken = await buildIdToken(provider.fault, issued.nonce, user, issued.sid);
