@@ -216,6 +216,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     }));
     shared.bus.subscribe((change) => {
       verifier.forgetAll();
+      sessions.forgetAll();
       if (change.kind === 'user_disabled') inFlight.abortUser(change.userId);
     });
     const identifier = createIdentifier({
@@ -275,6 +276,10 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
         keyTokensPerMinute: config.auth.key_tokens_per_minute,
         userRequestsPerMinute: config.auth.user_requests_per_minute,
         userTokensPerMinute: config.auth.user_tokens_per_minute,
+      },
+      caps: {
+        maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
+        maxTokensPerMinute: config.auth.max_key_tokens_per_minute,
       },
     });
     await app.register(proxyRoutes, { forwarder, gate: { identifier, website, rules, controls } });

@@ -71,7 +71,8 @@ export function parseControls(
 }
 
 function limitOf(name: string, value: unknown, cap: number): number | null {
-  if (value === undefined || value === null) return cap > 0 ? cap : null;
+  // An absent limit stays absent: the operator's default applies, and may change later.
+  if (value === undefined || value === null) return null;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
     throw new HttpError(400, `invalid_${name}`, `${name} must be a whole number of at least 1.`);
   }
@@ -100,4 +101,11 @@ export function missingScope(
   if (inference) return 'inference';
   if (training) return 'training';
   return safe ? 'read' : 'all';
+}
+
+/** The limit in force for a key: its own, else the default; a cap bounds the default too. */
+export function effectiveLimit(own: number | null, fallback: number, cap: number): number {
+  if (own !== null) return own;
+  if (cap > 0) return fallback > 0 ? Math.min(fallback, cap) : cap;
+  return fallback;
 }

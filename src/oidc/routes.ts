@@ -103,6 +103,8 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
       return sendErrorPage(reply, 403, 'Access not allowed', decision.message, LOGIN_PATH);
     }
     const user = await recordSignIn(db, { ...signedIn, role: decision.role, groups: decision.groups });
+    // Role and groups may have changed; this user's other sessions must not keep the old ones.
+    sessions.forgetAll();
     if (user.disabled) {
       audit.record(request, { event: 'sign_in_failed', actor: user, detail: { reason: 'user_disabled' } });
       return sendErrorPage(

@@ -2,7 +2,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ForbiddenError } from '../errors.js';
 import type { Identity } from '../identity/identify.js';
 import { strictPath } from './access.js';
-import { DEFAULT_CONTROLS, missingScope, type ScopeRules } from '../keys/controls.js';
+import { DEFAULT_CONTROLS, effectiveLimit, missingScope, type ControlCaps, type ScopeRules } from '../keys/controls.js';
+import { normalisePath } from './paths.js';
 import type { Limits, RateLimiter } from '../limits/rate-limiter.js';
 import { planExchange, type ExchangePlan } from '../proxy/exchange.js';
 import type { TokenUsage } from '../usage/extract.js';
@@ -18,6 +19,7 @@ export interface PlatformControlsOptions {
     userRequestsPerMinute: number;
     userTokensPerMinute: number;
   };
+  caps: ControlCaps;
 }
 
 const EXPIRY_WARNING_MS = 7 * 86_400_000;
@@ -28,7 +30,7 @@ const EXPIRY_WARNING_MS = 7 * 86_400_000;
  * the forwarder follows for this exchange.
  */
 export function createPlatformControls(options: PlatformControlsOptions) {
-  const { scopeRules, limiter, usage, defaults } = options;
+  const { scopeRules, limiter, usage, defaults, caps } = options;
 
   return async function applyControls(
     request: FastifyRequest,
@@ -49,8 +51,12 @@ export function createPlatformControls(options: PlatformControlsOptions) {
     const limits: Limits = {
       keyId: identity.key?.id ?? `session:${identity.user.id}`,
       userId: identity.user.id,
-      keyRequests: identity.key ? (controls.requests_per_minute ?? defaults.keyRequestsPerMinute) : 0,
-      keyTokens: identity.key ? (controls.tokens_per_minute ?? defaults.keyTokensPerMinute) : 0,
+      keyRequests: identity.key
+        ? effectiveLimit(controls.requests_per_minute, defaults.keyRequestsPerMinute, caps.maxRequestsPerMinute)
+        : 0,
+      keyTokens: identity.key
+        ? effectiveLimit(controls.tokens_per_minute, defaults.keyTokensPerMinute, caps.maxTokensPerMinute)
+        : 0,
       userRequests: defaults.userRequestsPerMinute,
       userTokens: defaults.userTokensPerMinute,
     };
@@ -76,8 +82,10 @@ export function createPlatformControls(options: PlatformControlsOptions) {
       });
       void limiter.spend(limits, spent.prompt_tokens + spent.completion_tokens).catch(() => undefined);
     });
+    // Usage and the model list are recognised on the decoded path, however the client spelt it.
+    const normalised = normalisePath(request.url);
     return planExchange(request, {
-      path,
+      path: normalised.ok ? normalised.path : path,
       models: controls.models ?? undefined,
       onUsage: (reported) => {
         spent.prompt_tokens = reported.prompt_tokens;

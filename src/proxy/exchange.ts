@@ -63,29 +63,33 @@ export async function planExchange(request: FastifyRequest, input: PlanInput): P
   const plan: ExchangePlan = { stripUsageChunk: false, onUsage };
   if (request.method === 'GET' && input.models && /^\/v1\/models\/?$/.test(input.path))
     plan.filterModels = input.models;
-  const wantsUsage = onUsage !== undefined && USAGE_ON_REQUEST.has(input.path);
-  if (request.method !== 'POST' || !isJson(request.headers['content-type']) || (!input.models && !wantsUsage)) {
-    return plan;
-  }
+  const hasBody = request.headers['content-length'] !== undefined || request.headers['transfer-encoding'] !== undefined;
+  const wantsUsage =
+    onUsage !== undefined && USAGE_ON_REQUEST.has(input.path) && isJson(request.headers['content-type']);
+  // A key limited to some models has every body checked, whatever its label or method, so a
+  // request cannot reach another model by calling itself text/plain.
+  if (!hasBody || (!input.models && !wantsUsage)) return plan;
   const raw = await readBody(request);
   plan.body = raw;
-  let json: Record<string, unknown>;
+  let json: unknown;
   try {
-    json = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+    json = JSON.parse(raw.toString('utf8'));
   } catch {
     if (input.models) throw new HttpError(400, 'invalid_json', 'The request body is not valid JSON.');
     return plan;
   }
-  if (input.models && (typeof json?.model !== 'string' || !input.models.includes(json.model))) {
+  const body =
+    typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : undefined;
+  if (input.models && (typeof body?.model !== 'string' || !input.models.includes(body.model))) {
     throw new ForbiddenError(
       'model_not_allowed',
-      `This API key may not use the model ${JSON.stringify(json?.model ?? null)}; it may use ${input.models.join(', ')}.`,
+      `This API key may not use the model ${JSON.stringify(body?.model ?? null)}; it may use ${input.models.join(', ')}.`,
     );
   }
-  const streamOptions = json.stream_options as { include_usage?: unknown } | undefined;
-  if (wantsUsage && json.stream === true && streamOptions?.include_usage !== true) {
-    json.stream_options = { ...(typeof streamOptions === 'object' ? streamOptions : {}), include_usage: true };
-    plan.body = Buffer.from(JSON.stringify(json));
+  const streamOptions = body?.stream_options as { include_usage?: unknown } | undefined;
+  if (body && wantsUsage && body.stream === true && streamOptions?.include_usage !== true) {
+    body.stream_options = { ...(typeof streamOptions === 'object' ? streamOptions : {}), include_usage: true };
+    plan.body = Buffer.from(JSON.stringify(body));
     plan.stripUsageChunk = true;
   }
   return plan;

@@ -1,4 +1,5 @@
 import type { KeyObject } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { randomToken, sha256 } from '../crypto/tokens.js';
 import type { Db } from '../storage/database.js';
 import { noSharedCache, type SharedCache } from '../storage/shared-cache.js';
@@ -53,6 +54,9 @@ export interface SessionRefreshOptions {
   onEnded?: (user: User, reason: RefreshEndReason) => void;
 }
 
+/** Under the 1 s within which every process must refuse a session ended elsewhere. */
+const LOCAL_TTL_MS = 900;
+
 /** A session as read from the database, and as cached between processes (never with the refresh token). */
 interface SessionRow {
   id_token: string | null;
@@ -80,6 +84,13 @@ const UNAVAILABLE_GRACE_MS = 5 * 60_000;
 export class SessionStore {
   /** One refresh per session in this process; concurrent lookups share its outcome. */
   private readonly refreshes = new Map<string, Promise<SessionRow | undefined>>();
+  /**
+   * Sessions read in the last LOCAL_TTL_MS, so a busy browser costs no database read per request;
+   * a session ended by another process is refused here within that time, ended here at once.
+   */
+  private readonly local = new LRUCache<string, { row: SessionRow | null; version: string; fetchedAt: number }>({
+    max: 20_000,
+  });
 
   constructor(
     private readonly db: Db,
@@ -124,13 +135,12 @@ export class SessionStore {
    */
   async find(token: string, now = Date.now()): Promise<Session | undefined> {
     const idHash = sha256(token);
-    const lookup = await this.shared.get<SessionRow | null>('session', idHash);
-    let row = lookup.hit ? (lookup.value ?? undefined) : await this.read(idHash);
-    if (!lookup.hit) await this.shared.set('session', idHash, row ?? null, lookup.version);
+    const { row: found, version } = await this.lookup(idHash, now);
+    let row = found;
     if (!row) return undefined;
     if (now >= row.expires_at || now - row.last_seen_at >= this.lifetime.idleMs) {
       await this.db.deleteFrom('sessions').where('id_hash', '=', idHash).execute();
-      await this.shared.invalidate('session');
+      await this.invalidate();
       return undefined;
     }
     if (this.refreshing && row.refresh && row.refresh.idTokenExpiresAt - now < REFRESH_AHEAD_MS) {
@@ -139,9 +149,32 @@ export class SessionStore {
     }
     if (now - row.last_seen_at >= TOUCH_INTERVAL_MS) {
       await this.db.updateTable('sessions').set({ last_seen_at: now }).where('id_hash', '=', idHash).execute();
-      await this.shared.set('session', idHash, { ...row, last_seen_at: now }, lookup.version);
+      const touched = { ...row, last_seen_at: now };
+      this.local.set(idHash, { row: touched, version, fetchedAt: now });
+      await this.shared.set('session', idHash, touched, version);
     }
     return { user: row.user, idToken: row.id_token, expiresAt: row.expires_at };
+  }
+
+  /** Drops every session answer held in this process; other processes' changes arrive this way. */
+  forgetAll(): void {
+    this.local.clear();
+  }
+
+  private async lookup(idHash: string, now: number): Promise<{ row: SessionRow | undefined; version: string }> {
+    const cached = this.local.get(idHash);
+    if (cached && now - cached.fetchedAt < LOCAL_TTL_MS)
+      return { row: cached.row ?? undefined, version: cached.version };
+    const shared = await this.shared.get<SessionRow | null>('session', idHash);
+    const row = shared.hit ? (shared.value ?? undefined) : await this.read(idHash);
+    if (!shared.hit) await this.shared.set('session', idHash, row ?? null, shared.version);
+    this.local.set(idHash, { row: row ?? null, version: shared.version, fetchedAt: now });
+    return { row, version: shared.version };
+  }
+
+  private async invalidate(): Promise<void> {
+    this.local.clear();
+    await this.shared.invalidate('session');
   }
 
   private refreshOnce(idHash: string, row: SessionRow, now: number): Promise<SessionRow | undefined> {
@@ -200,7 +233,7 @@ export class SessionStore {
       .where('id_hash', '=', idHash)
       .where('refresh_token_version', '=', version)
       .executeTakeFirst();
-    await this.shared.invalidate('session');
+    await this.invalidate();
     // Nothing updated: the session was ended meanwhile (sign-out, back-channel logout, user disabled).
     if (Number(updated.numUpdatedRows) === 0) return this.read(idHash);
     return {
@@ -232,7 +265,7 @@ export class SessionStore {
       .where('id_hash', '=', idHash)
       .where('refresh_token_version', '=', version)
       .executeTakeFirst();
-    await this.shared.invalidate('session');
+    await this.invalidate();
     if (Number(ended.numDeletedRows) === 0) return this.read(idHash);
     this.refreshing?.onEnded?.(user, reason);
     return undefined;
@@ -275,7 +308,7 @@ export class SessionStore {
       .where('id_hash', '=', sha256(token))
       .returning('id_token')
       .executeTakeFirst();
-    await this.shared.invalidate('session');
+    await this.invalidate();
     return row?.id_token;
   }
 
@@ -294,7 +327,7 @@ export class SessionStore {
     });
     if (sid !== undefined) query = query.where('sid', '=', sid);
     const ended = await query.returning('user_id').execute();
-    await this.shared.invalidate('session');
+    await this.invalidate();
     const userIds = [...new Set(ended.map((row) => row.user_id))];
     if (userIds.length === 0) return [];
     const users = await this.db.selectFrom('users').select(USER_COLUMNS).where('users.id', 'in', userIds).execute();

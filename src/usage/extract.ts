@@ -1,4 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 
 export interface TokenUsage {
   prompt_tokens: number;
@@ -24,30 +25,38 @@ const EVENT_END = /\r?\n\r?\n/;
  */
 export function sseUsageTap(stripUsageChunk: boolean, onUsage: (usage: TokenUsage) => void): Transform {
   let pending = '';
+  // A multi-byte character may be split between two chunks; the decoder holds its first bytes back.
+  const decoder = new StringDecoder('utf8');
   return new Transform({
     transform(chunk: Buffer, _encoding, done: TransformCallback) {
-      pending += chunk.toString('utf8');
+      pending += decoder.write(chunk);
       let match: RegExpExecArray | null;
       let out = '';
       while ((match = EVENT_END.exec(pending))) {
         const end = match.index + match[0].length;
         const event = pending.slice(0, end);
         pending = pending.slice(end);
-        if (!keepEvent(event, stripUsageChunk, onUsage)) continue;
-        out += event;
+        const kept = keepEvent(event, stripUsageChunk, onUsage);
+        if (kept !== undefined) out += kept;
       }
       done(null, out || undefined);
     },
     flush(done: TransformCallback) {
+      pending += decoder.end();
       done(null, pending || undefined);
     },
   });
 }
 
-function keepEvent(event: string, strip: boolean, onUsage: (usage: TokenUsage) => void): boolean {
-  if (!event.includes('"usage"')) return true;
-  const data = event
-    .split(/\r?\n/)
+/**
+ * The event as the client should see it, or undefined to drop it. When the gateway asked for usage
+ * on the client's behalf, the usage-only chunk is dropped and the `"usage": null` the platform then
+ * adds to every other chunk is removed again.
+ */
+function keepEvent(event: string, strip: boolean, onUsage: (usage: TokenUsage) => void): string | undefined {
+  if (!event.includes('"usage"')) return event;
+  const lines = event.split(/\r?\n/);
+  const data = lines
     .filter((line) => line.startsWith('data:'))
     .map((line) => line.slice(5).trimStart())
     .join('\n');
@@ -55,12 +64,18 @@ function keepEvent(event: string, strip: boolean, onUsage: (usage: TokenUsage) =
   try {
     parsed = JSON.parse(data);
   } catch {
-    return true;
+    return event;
   }
   const usage = usageOf(parsed);
   if (usage) onUsage(usage);
-  const choices = (parsed as { choices?: unknown }).choices;
-  return !(strip && usage && Array.isArray(choices) && choices.length === 0);
+  if (!strip || typeof parsed !== 'object' || parsed === null) return event;
+  const chunk = parsed as { choices?: unknown; usage?: unknown };
+  if (usage && Array.isArray(chunk.choices) && chunk.choices.length === 0) return undefined;
+  if (chunk.usage !== null) return event;
+  delete chunk.usage;
+  const newline = event.includes('\r\n') ? '\r\n' : '\n';
+  const others = lines.filter((line) => line !== '' && !line.startsWith('data:'));
+  return [...others, `data: ${JSON.stringify(chunk)}`].join(newline) + newline + newline;
 }
 
 /**

@@ -27,6 +27,11 @@ interface UsageRow {
   day: string;
   key_id: string;
   requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  status_2xx: number;
+  status_4xx: number;
+  status_5xx: number;
 }
 
 describe.skipIf(!available)('API key controls on the account page in a real browser', () => {
@@ -154,27 +159,27 @@ describe.skipIf(!available)('API key controls on the account page in a real brow
       expect(streamed.status).toBe(200);
       expect(await streamed.text()).toMatch(/data: \[DONE\]\n\n$/);
       expect((await chat(secret, 'demo-large', 'one two three', false)).status).toBe(200);
-      // Five requests in all with the two of the test before (one of them refused).
+      // With the test before: four answered requests, whose tokens are "scope check" 2 + 4,
+      // "hello browser" 2 + 4 and "one two three" 3 + 5 (the model list has none).
       const deadline = Date.now() + 3_000;
-      let requests = 0;
-      while (Date.now() < deadline && requests < 5) {
+      let row: UsageRow | undefined;
+      while (Date.now() < deadline && row?.completion_tokens !== 13) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
         const usage = (await (await callWithKey(secret, '/v1/auth/usage')).json()) as { data: UsageRow[] };
-        requests = usage.data.find((row) => row.key_id === keyId)?.requests ?? 0;
-        if (requests < 5) await new Promise((resolve) => setTimeout(resolve, 100));
+        row = usage.data.find((entry) => entry.key_id === keyId);
       }
-      expect(requests).toBe(5);
+      expect(row).toMatchObject({ prompt_tokens: 7, completion_tokens: 13, status_2xx: 4 });
+      const { requests, status_4xx: clientErrors, status_5xx: serverErrors } = row!;
 
       await page.goto(`${stack.url}${ACCOUNT_PATH}`);
-      const usageRow = page.locator(`tr[data-usage-key="${keyId}"]`);
-      const cells = await usageRow.locator('td').allInnerTexts();
-      // "scope check" 2 + 4, "hello browser" 2 + 4, "one two three" 3 + 5; models and the refusal none.
-      expect(cells).toEqual([KEY_NAME, '5', '7', '13', '1']);
+      const cells = await page.locator(`tr[data-usage-key="${keyId}"] td`).allInnerTexts();
+      expect(cells).toEqual([KEY_NAME, String(requests), '7', '13', String(clientErrors + serverErrors)]);
 
       const today = new Date().toISOString().slice(0, 10);
       const bars = page.locator('svg.chart rect');
       await expect(bars.count()).resolves.toBe(30);
       const todaysBar = bars.last();
-      await expect(todaysBar.locator('title').textContent()).resolves.toBe(`${today}: 5 requests`);
+      await expect(todaysBar.locator('title').textContent()).resolves.toBe(`${today}: ${requests} requests`);
       await expect(todaysBar.getAttribute('fill')).resolves.toBe(USED_DAY_FILL);
       await expect(todaysBar.getAttribute('height')).resolves.toBe('60');
       await expect(page.locator(`svg.chart rect[fill="${USED_DAY_FILL}"]`).count()).resolves.toBe(1);
@@ -197,12 +202,15 @@ describe.skipIf(!available)('API key controls on the account page in a real brow
 
       const rows = keyRows(KEY_NAME);
       await expect(rows.count()).resolves.toBe(2);
-      const newRow = rows.filter({ hasNot: page.locator(`[data-key-id="${keyId}"]`) });
+      const oldRow = page.locator(`tr[data-key-id="${keyId}"]`);
+      const newRow = page.locator(`tr[data-key-id]:not([data-key-id="${keyId}"])`).filter({ hasText: KEY_NAME });
       for (const allows of await rows.locator('td:nth-child(3)').allInnerTexts()) {
         expect(allows).toContain('models: demo-small, demo-large');
         expect(allows).toContain('10 req/min');
       }
-      await expect(newRow.locator('.badge').first().textContent()).resolves.toBe('active');
+      await expect(newRow.locator('.badge').textContent()).resolves.toBe('active');
+      // The old secret works for the hour of grace, and is flagged as about to expire.
+      await expect(oldRow.locator('.badge.expiring').count()).resolves.toBe(1);
 
       const withNew = await callWithKey(rotated, '/v1/models');
       expect(withNew.status).toBe(200);

@@ -26,13 +26,15 @@ const ASCII_WORDS = ['Hello ', 'there, ', 'world!'];
 /** é is 2 bytes in UTF-8, — 3 and the emoji 4: splits inside them test the decoding of chunks. */
 const MULTIBYTE_WORDS = ['Bonjour ', 'café — ', '🙂!'];
 
-/** A stream as the platform sends it when asked for usage, and the same without its usage-only chunk. */
+/**
+ * A stream as the platform sends it when asked for usage, and as the client that did not ask must
+ * see it: no usage-only chunk, and no `"usage": null` on the content chunks.
+ */
 function platformStream(eol = '\n', words = ASCII_WORDS): { all: string; withoutUsageChunk: string } {
-  const contentEvents = words.map((word) => event(chunk(word, null), eol));
   const done = event('[DONE]', eol);
   return {
-    all: [...contentEvents, event(usageOnly, eol), done].join(''),
-    withoutUsageChunk: [...contentEvents, done].join(''),
+    all: [...words.map((word) => event(chunk(word, null), eol)), event(usageOnly, eol), done].join(''),
+    withoutUsageChunk: [...words.map((word) => event(chunk(word), eol)), done].join(''),
   };
 }
 
@@ -159,10 +161,12 @@ describe('sseUsageTap', () => {
     expect(result).toEqual({ output: unfinished, reported: [] });
   });
 
-  it('keeps usage: null on content chunks and reports nothing for them', async () => {
+  it('removes the usage: null it asked for from content chunks, keeps it when not stripping, reports nothing', async () => {
     const nulls = event(chunk('a', null)) + event(chunk('b', null)) + event('[DONE]');
-    const result = await runTap((onUsage) => sseUsageTap(true, onUsage), [Buffer.from(nulls)]);
-    expect(result).toEqual({ output: nulls, reported: [] });
+    const stripped = await runTap((onUsage) => sseUsageTap(true, onUsage), [Buffer.from(nulls)]);
+    expect(stripped).toEqual({ output: event(chunk('a')) + event(chunk('b')) + event('[DONE]'), reported: [] });
+    const kept = await runTap((onUsage) => sseUsageTap(false, onUsage), [Buffer.from(nulls)]);
+    expect(kept).toEqual({ output: nulls, reported: [] });
   });
 
   it('counts odd usage values defensively: strings of digits, fractions truncated, negatives as 0', async () => {
