@@ -104,7 +104,8 @@ export class ProviderConnection {
         issuerUrlOf(this.settings.metadataUrl),
         this.settings.clientId,
         this.settings.clientSecret,
-        undefined,
+        // Chosen from the metadata once it is known, so the Entra configuration reused as is gets it too.
+        (as, ...rest) => chooseClientAuth(as, this.settings)(as, ...rest),
         { execute: this.settings.allowHttp ? [client.allowInsecureRequests] : [], timeout: REQUEST_TIMEOUT_SECONDS },
       );
       this.metadata = config.serverMetadata();

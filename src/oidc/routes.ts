@@ -186,7 +186,11 @@ function describeSignInFailure(error: unknown): { status: number; title: string;
       message: 'The sign-in provider cannot be reached right now. Please try again in a minute.',
     };
   }
-  if (error instanceof client.ResponseBodyError || error instanceof client.AuthorizationResponseError) {
+  if (
+    error instanceof client.ResponseBodyError ||
+    error instanceof client.AuthorizationResponseError ||
+    error instanceof client.WWWAuthenticateChallengeError
+  ) {
     return {
       status: 502,
       title: 'Sign-in failed',
