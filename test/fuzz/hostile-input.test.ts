@@ -226,7 +226,9 @@ function rawExchange(url: string, request: Buffer): Promise<RawAnswer> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    const socket = connect(Number(port), hostname, () => socket.end(request));
+    // write, not end: Node's HTTP server aborts a request whose client half-closes before the answer
+    // (httpAllowHalfOpen is off), which only a fast SQLite lookup would outrun. Connection: close ends it.
+    const socket = connect(Number(port), hostname, () => socket.write(request));
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`no answer within 5 s to ${JSON.stringify(request.subarray(0, 120).toString('latin1'))}`));
