@@ -1,7 +1,7 @@
 import { pipeline, type Readable, type Transform } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import { ForbiddenError, HttpError } from '../errors.js';
-import { jsonUsageTap, sseUsageTap, type TokenUsage } from '../usage/extract.js';
+import { sseUsageTap, watchJsonUsage, type TokenUsage } from '../usage/extract.js';
 
 /**
  * What the gateway does to one exchange with the platform beyond passing it through: a rewritten
@@ -115,7 +115,7 @@ export async function applyPlan(
     delete headers['content-length'];
     return through(body, sseUsageTap(plan.stripUsageChunk, plan.onUsage));
   }
-  if (isJson(contentType)) return through(body, jsonUsageTap(plan.onUsage));
+  if (isJson(contentType)) watchJsonUsage(body, plan.onUsage);
   return body;
 }
 

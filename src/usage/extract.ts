@@ -1,4 +1,4 @@
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 
 export interface TokenUsage {
@@ -79,28 +79,23 @@ function keepEvent(event: string, strip: boolean, onUsage: (usage: TokenUsage) =
 }
 
 /**
- * Passes a JSON response through unchanged while keeping up to `limit` bytes of it, and reads
- * `usage` from it at the end.
+ * Reads `usage` from a JSON response while it passes to the client untouched: a listener beside
+ * the client's, keeping up to `limit` bytes, so the answer itself is never re-streamed.
  */
-export function jsonUsageTap(onUsage: (usage: TokenUsage) => void, limit = 4 * 1024 * 1024): Transform {
+export function watchJsonUsage(body: Readable, onUsage: (usage: TokenUsage) => void, limit = 4 * 1024 * 1024): void {
   const parts: Buffer[] = [];
   let size = 0;
-  return new Transform({
-    transform(chunk: Buffer, _encoding, done: TransformCallback) {
-      if (size <= limit) parts.push(chunk);
-      size += chunk.length;
-      done(null, chunk);
-    },
-    flush(done: TransformCallback) {
-      if (size <= limit) {
-        try {
-          const usage = usageOf(JSON.parse(Buffer.concat(parts).toString('utf8')));
-          if (usage) onUsage(usage);
-        } catch {
-          // Not JSON after all: there is no usage to count.
-        }
-      }
-      done();
-    },
+  body.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size <= limit) parts.push(chunk);
+  });
+  body.once('end', () => {
+    if (size > limit) return;
+    try {
+      const usage = usageOf(JSON.parse(Buffer.concat(parts).toString('utf8')));
+      if (usage) onUsage(usage);
+    } catch {
+      // Not JSON after all: there is no usage to count.
+    }
   });
 }

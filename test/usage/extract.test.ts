@@ -1,7 +1,7 @@
 import { once } from 'node:events';
-import type { Transform } from 'node:stream';
+import { PassThrough, type Transform } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { jsonUsageTap, sseUsageTap, type TokenUsage } from '../../src/usage/extract.js';
+import { sseUsageTap, watchJsonUsage, type TokenUsage } from '../../src/usage/extract.js';
 
 const USAGE = { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 };
 
@@ -192,7 +192,14 @@ describe('sseUsageTap', () => {
   });
 });
 
-describe('jsonUsageTap', () => {
+/** The JSON watcher listens beside the client; a PassThrough stands in for the platform's body. */
+function jsonUsageTap(onUsage: (usage: TokenUsage) => void, limit?: number): Transform {
+  const body = new PassThrough();
+  watchJsonUsage(body, onUsage, limit);
+  return body;
+}
+
+describe('watchJsonUsage', () => {
   const answer = JSON.stringify({
     id: 'chatcmpl-1',
     object: 'chat.completion',
