@@ -1,6 +1,7 @@
 import type { Counter } from 'prom-client';
 import type { Logger } from '../log.js';
 import type { Db } from '../storage/database.js';
+import type { UsageDailyTable } from '../storage/schema.js';
 
 /** Browser requests carry no key; their usage is counted under this name. */
 export const SESSION_USAGE_KEY = 'session';
@@ -14,18 +15,8 @@ export interface UsageEvent {
   completionTokens: number;
 }
 
-export interface UsageRow {
-  day: string;
-  user_id: string;
-  key_id: string;
-  requests: number;
-  prompt_tokens: number;
-  completion_tokens: number;
-  status_2xx: number;
-  status_4xx: number;
-  status_5xx: number;
-  latency_ms_total: number;
-}
+/** One row of usage_daily: a day, a user and a key (or "session"). */
+export type UsageRow = UsageDailyTable;
 
 export interface UsageCounters {
   requests: Counter<'status_class'>;
