@@ -11,12 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browserless } from '../support/browserless.js';
 import { freePort } from '../support/ports.js';
 import { hasTcp, requireResource } from '../support/requirements.js';
+import { deleteRedisKeys, dropSchema, POSTGRES_URL, uniqueSchema, withPostgres } from '../support/services.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
@@ -29,8 +28,6 @@ const postgres = await requireResource(
 const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
-const REDIS_URL = 'redis://127.0.0.1:6379';
 const postgresThrough = (port: number) => `postgres://postgres@127.0.0.1:${port}/test`;
 const redisThrough = (port: number) => `redis://127.0.0.1:${port}`;
 
@@ -70,34 +67,6 @@ interface Probe {
   send(): Promise<Response>;
   /** Sent only once the dependency is away: a credential the gateway has never seen before. */
   onlyAfterCut?: boolean;
-}
-
-function uniqueSchema(): string {
-  return `t_${randomBytes(6).toString('hex')}`;
-}
-
-async function withPostgres<T>(use: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: POSTGRES_URL });
-  await client.connect();
-  try {
-    return await use(client);
-  } finally {
-    await client.end();
-  }
-}
-
-function dropSchema(schema: string): Promise<unknown> {
-  return withPostgres((client) => client.query(`drop schema if exists "${schema}" cascade`));
-}
-
-async function deleteRedisKeys(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL);
-  try {
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length) await redis.del(...keys);
-  } finally {
-    redis.disconnect();
-  }
 }
 
 function errorCodeOf(text: string): string | undefined {

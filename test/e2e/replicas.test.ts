@@ -10,8 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
 import { openStorage } from '../../src/storage/database.js';
@@ -19,6 +17,14 @@ import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
 import { hasTcp, requireResource } from '../support/requirements.js';
+import {
+  deleteRedisKeys,
+  dropSchema,
+  POSTGRES_URL,
+  REDIS_URL,
+  uniqueSchema,
+  withPostgres,
+} from '../support/services.js';
 import { signInForSession } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.js';
 
@@ -30,8 +36,6 @@ const postgres = await requireResource(
 const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const POSTGRES_URL = process.env.GATEHOUSE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const REDIS_URL = 'redis://127.0.0.1:6379';
 /** What Gatehouse promises for anything revoked on one replica to be refused on every other. */
 const PROPAGATION_LIMIT_MS = 1_000;
 const POLL_MS = 50;
@@ -51,34 +55,6 @@ interface Replica {
   output: string[];
   hasExited(): boolean;
   stop(): Promise<void>;
-}
-
-function uniqueSchema(): string {
-  return `t_${randomBytes(6).toString('hex')}`;
-}
-
-async function withPostgres<T>(use: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: POSTGRES_URL });
-  await client.connect();
-  try {
-    return await use(client);
-  } finally {
-    await client.end();
-  }
-}
-
-function dropSchema(schema: string): Promise<unknown> {
-  return withPostgres((client) => client.query(`drop schema if exists "${schema}" cascade`));
-}
-
-async function deleteRedisKeys(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL);
-  try {
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length) await redis.del(...keys);
-  } finally {
-    redis.disconnect();
-  }
 }
 
 /** Starts `gatehouse serve --config <file>` with these edits; resolves once the process is running. */
