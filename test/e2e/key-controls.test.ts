@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { UsageRow } from '../../src/usage/recorder.js';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
 import { generateApiKey } from '../../src/keys/format.js';
 import { Browserless } from '../support/browserless.js';
@@ -65,19 +66,6 @@ interface ListedKey {
   name: string;
   expires_at: string | null;
   revoked_at: string | null;
-}
-
-interface UsageRow {
-  day: string;
-  user_id: string;
-  key_id: string;
-  requests: number;
-  prompt_tokens: number;
-  completion_tokens: number;
-  status_2xx: number;
-  status_4xx: number;
-  status_5xx: number;
-  latency_ms_total: number;
 }
 
 interface ApiErrorBody {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AUDIT_EVENTS } from '../../src/audit/log.js';
+import { AUDIT_EVENTS, type AuditRecord } from '../../src/audit/log.js';
 import { Browserless } from '../support/browserless.js';
 import { signIn } from '../support/sign-in.js';
 import { CLIENT_SECRET, startFaultyStack, type FaultyStack } from '../support/stack.js';
@@ -44,17 +44,8 @@ interface AdminKey {
   revoked_at: string | number | null;
 }
 
-interface AuditLine {
-  id: string;
-  at: string;
-  event: string;
-  actor_user_id: string | null;
-  actor_email: string | null;
-  target: string | null;
-  client_address: string | null;
-  user_agent: string | null;
-  detail: Record<string, unknown>;
-}
+/** A line of the JSON lines export: the audit record as the module defines it. */
+type AuditLine = AuditRecord;
 
 /** A provider's way of sending groups: the claim path, claims that admit, claims that do not. */
 interface GroupsClaimCase {
