@@ -148,12 +148,14 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       `Gatehouse could not complete this request (request id ${request.id}).`,
     );
   });
-  app.addHook('onResponse', async (request, reply) => {
+  // The callback form: an async hook costs a promise on every request.
+  app.addHook('onResponse', (request, reply, done) => {
     metrics.requests.inc({
       route: routeClassOf(request.url),
       status: reply.statusCode,
       auth: request.identity?.method ?? 'none',
     });
+    done();
   });
   await app.register(fastifyCookie);
   // Pages post plain HTML forms; the proxy's own context replaces every parser with a pass-through.

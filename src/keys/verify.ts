@@ -84,7 +84,6 @@ export class ApiKeyVerifier {
         user: this.staticKey.user,
       };
     }
-    if (!isWellFormedApiKey(candidate, this.prefix)) throw unknownKey();
     const hash = this.hashes.get(candidate) ?? this.hashOf(candidate);
     const record = await this.lookup(hash, now);
     if (!record) throw unknownKey();
@@ -122,8 +121,12 @@ export class ApiKeyVerifier {
     return timingSafeEqual(Buffer.from(sha256(candidate)), this.staticKeyDigest!);
   }
 
-  /** HMAC is the largest cost of a cached verification; a key seen before skips it. */
+  /**
+   * HMAC and the checksum are the largest costs of a cached verification; a key seen before (and
+   * so known to be well formed) skips both.
+   */
   private hashOf(candidate: string): string {
+    if (!isWellFormedApiKey(candidate, this.prefix)) throw unknownKey();
     const hash = this.store.hash(candidate);
     this.hashes.set(candidate, hash);
     return hash;

@@ -57,6 +57,11 @@ export interface Limits {
 export class RateLimiter {
   constructor(private readonly counter: WindowCounter = memoryWindowCounter()) {}
 
+  /** False when every limit is 0 (unlimited): then there is nothing to count or refuse. */
+  applies(limits: Limits): boolean {
+    return limits.keyRequests > 0 || limits.keyTokens > 0 || limits.userRequests > 0 || limits.userTokens > 0;
+  }
+
   /** Counts the request, or throws 429 with Retry-After; returns OpenAI's x-ratelimit-* headers. */
   async admit(limits: Limits, now = Date.now()): Promise<Record<string, string>> {
     const window = Math.floor(now / WINDOW_MS);

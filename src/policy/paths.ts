@@ -86,6 +86,8 @@ export function matchesAny(path: string, rules: readonly RegExp[]): boolean {
 }
 
 function decodeSegment(raw: string): NormalisedPath {
+  // Without an escape there is nothing to decode: RAW_TARGET already refused `\`, `#` and controls.
+  if (!raw.includes('%')) return { ok: true, path: raw };
   let malformed = false;
   const bytes: number[] = [];
   let rest = 0;

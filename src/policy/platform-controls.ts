@@ -60,7 +60,8 @@ export function createPlatformControls(options: PlatformControlsOptions) {
       userRequests: defaults.userRequestsPerMinute,
       userTokens: defaults.userTokensPerMinute,
     };
-    reply.headers(await limiter.admit(limits));
+    const limited = limiter.applies(limits);
+    if (limited) reply.headers(await limiter.admit(limits));
     const expiresAt = identity.key?.expires_at;
     if (expiresAt !== null && expiresAt !== undefined && expiresAt - Date.now() < EXPIRY_WARNING_MS) {
       reply.header(
@@ -80,7 +81,7 @@ export function createPlatformControls(options: PlatformControlsOptions) {
         promptTokens: spent.prompt_tokens,
         completionTokens: spent.completion_tokens,
       });
-      void limiter.spend(limits, spent.prompt_tokens + spent.completion_tokens).catch(() => undefined);
+      if (limited) void limiter.spend(limits, spent.prompt_tokens + spent.completion_tokens).catch(() => undefined);
     });
     // Usage and the model list are recognised on the decoded path, however the client spelt it.
     const normalised = normalisePath(request.url);

@@ -1,7 +1,7 @@
 import { pipeline, type Readable, type Transform } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import { ForbiddenError, HttpError } from '../errors.js';
-import { sseUsageTap, watchJsonUsage, type TokenUsage } from '../usage/extract.js';
+import { jsonUsage, sseUsageTap, watchJsonUsage, type TokenUsage } from '../usage/extract.js';
 
 /**
  * What the gateway does to one exchange with the platform beyond passing it through: a rewritten
@@ -35,17 +35,33 @@ function isJson(contentType: unknown): boolean {
   return typeof contentType === 'string' && /^application\/(?:[\w.+-]*\+)?json\b/i.test(contentType);
 }
 
+/**
+ * Reads a whole stream, refusing it once it passes `limit` bytes. Plain listeners rather than
+ * `for await`: an async iterator costs several promises per request on the proxy's hot path.
+ */
+function readAll(stream: Readable, limit: number, tooLarge: () => HttpError): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) {
+        parts.push(chunk);
+        return;
+      }
+      reject(tooLarge());
+      stream.destroy();
+    };
+    stream.on('data', onData);
+    stream.once('end', () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, size)));
+    stream.once('error', reject);
+  });
+}
+
 async function readBody(request: FastifyRequest): Promise<Buffer> {
   const declared = Number(request.headers['content-length'] ?? 0);
   if (declared > MAX_JSON_BODY_BYTES) throw tooLarge();
-  const parts: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request.raw as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_JSON_BODY_BYTES) throw tooLarge();
-    parts.push(chunk);
-  }
-  return Buffer.concat(parts);
+  return readAll(request.raw, MAX_JSON_BODY_BYTES, tooLarge);
 }
 
 function tooLarge(): HttpError {
@@ -95,22 +111,34 @@ export async function planExchange(request: FastifyRequest, input: PlanInput): P
   return plan;
 }
 
-/** The response body the client receives under the plan; headers are adjusted in place. */
+/**
+ * The response body the client receives under the plan; headers are adjusted in place. A small
+ * answer arrives whole (a Buffer), anything larger as the platform's stream.
+ */
 export async function applyPlan(
   plan: ExchangePlan,
   status: number,
   headers: Record<string, string | string[]>,
-  body: Readable,
+  body: Readable | Buffer,
 ): Promise<Readable | Buffer> {
   const contentType = headers['content-type'];
   if (plan.filterModels && status === 200 && isJson(contentType)) {
-    const filtered = await filterModelList(body, plan.filterModels);
-    if (filtered) {
-      delete headers['content-length'];
-      return filtered;
-    }
+    const list = Buffer.isBuffer(body)
+      ? body
+      : await readAll(
+          body,
+          MAX_MODELS_LIST_BYTES,
+          () => new HttpError(502, 'upstream_models_too_large', 'The model list is too large to filter.'),
+        );
+    delete headers['content-length'];
+    return filterModelList(list, plan.filterModels);
   }
   if (!plan.onUsage || status >= 400) return body;
+  if (Buffer.isBuffer(body)) {
+    const usage = isJson(contentType) ? jsonUsage(body) : undefined;
+    if (usage) plan.onUsage(usage);
+    return body;
+  }
   if (typeof contentType === 'string' && contentType.startsWith('text/event-stream')) {
     delete headers['content-length'];
     return through(body, sseUsageTap(plan.stripUsageChunk, plan.onUsage));
@@ -128,18 +156,10 @@ function through(body: Readable, tap: Transform): Transform {
   return tap;
 }
 
-async function filterModelList(body: Readable, allowed: readonly string[]): Promise<Buffer | undefined> {
-  const parts: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_MODELS_LIST_BYTES)
-      throw new HttpError(502, 'upstream_models_too_large', 'The model list is too large to filter.');
-    parts.push(chunk);
-  }
+function filterModelList(body: Buffer, allowed: readonly string[]): Buffer {
   try {
-    const list = JSON.parse(Buffer.concat(parts).toString('utf8')) as { data?: Array<{ id?: unknown }> };
-    if (!Array.isArray(list.data)) return Buffer.concat(parts);
+    const list = JSON.parse(body.toString('utf8')) as { data?: Array<{ id?: unknown }> };
+    if (!Array.isArray(list.data)) return body;
     list.data = list.data.filter((model) => typeof model?.id === 'string' && allowed.includes(model.id));
     return Buffer.from(JSON.stringify(list));
   } catch {

@@ -1,9 +1,11 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Agent } from 'undici';
 import { HttpError, UpstreamError } from '../errors.js';
 import { buildClientHeaders, buildUpstreamHeaders, type ForwardContext } from './headers.js';
 import { applyPlan, type ExchangePlan } from './exchange.js';
-import type { InFlightRequests } from './in-flight.js';
+import { UpstreamCancel, type InFlightRequests } from './in-flight.js';
 
 export interface ForwarderOptions {
   upstream: string;
@@ -16,7 +18,7 @@ export interface ForwarderOptions {
   onUpstreamHeaders?: (seconds: number) => void;
 }
 
-export type RequestContext = Omit<ForwardContext, 'upstreamApiKey' | 'gatewayCookies'> & {
+export type RequestContext = ForwardContext & {
   /** Whose request this is, so disabling them can cut it. */
   userId?: string;
   /** What the gateway does to the exchange beyond passing it through; see exchange.ts. */
@@ -44,11 +46,11 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   });
 
   const forward = async (request: FastifyRequest, reply: FastifyReply, context: RequestContext): Promise<void> => {
-    const aborter = new AbortController();
-    const untrack = context.userId ? options.inFlight.track(context.userId, aborter) : undefined;
+    const cancel = new UpstreamCancel();
+    const untrack = context.userId ? options.inFlight.track(context.userId, cancel) : undefined;
     reply.raw.once('close', () => {
       untrack?.();
-      if (!reply.raw.writableFinished) aborter.abort();
+      if (!reply.raw.writableFinished) cancel.abort();
     });
     const target = request.raw.url ?? '';
     // Only an origin-form target (RFC 9112 3.2.1) is a path; `//host/x` or `http://host/x` must never
@@ -59,11 +61,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     const plan = context.plan;
     const hasBody =
       request.raw.headers['content-length'] !== undefined || request.raw.headers['transfer-encoding'] !== undefined;
-    const headers = buildUpstreamHeaders(request.raw.headers, {
-      ...context,
-      upstreamApiKey: options.upstreamApiKey,
-      gatewayCookies: options.gatewayCookies,
-    });
+    const headers = buildUpstreamHeaders(request.raw.headers, context, options);
     if (plan?.body) {
       delete headers['transfer-encoding'];
       headers['content-length'] = String(plan.body.length);
@@ -77,10 +75,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         method: request.raw.method as 'GET',
         headers,
         body: plan?.body ?? (hasBody ? request.raw : undefined),
-        signal: aborter.signal,
+        signal: cancel,
       });
     } catch (error) {
-      if (aborter.signal.aborted) return;
+      if (cancel.aborted) return;
       request.log.warn({ err: error, upstream: options.upstream }, 'platform request failed');
       throw describeUpstreamFailure(error);
     }
@@ -90,13 +88,40 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       upstream.body.resume();
       return reply.code(upstream.statusCode).headers(clientHeaders).send();
     }
-    upstream.body.once('error', (error) => {
-      if (!aborter.signal.aborted) request.log.warn({ err: error }, 'platform response broke off');
-    });
-    const response = plan ? await applyPlan(plan, upstream.statusCode, clientHeaders, upstream.body) : upstream.body;
+    let body: Readable | Buffer = upstream.body;
+    if (arrivesWhole(upstream.headers)) {
+      try {
+        body = Buffer.from(await upstream.body.arrayBuffer());
+      } catch (error) {
+        if (cancel.aborted) return;
+        request.log.warn({ err: error }, 'platform response broke off');
+        throw describeUpstreamFailure(error);
+      }
+    } else {
+      upstream.body.once('error', (error) => {
+        if (!cancel.aborted) request.log.warn({ err: error }, 'platform response broke off');
+      });
+    }
+    const response = plan ? await applyPlan(plan, upstream.statusCode, clientHeaders, body) : body;
     return reply.code(upstream.statusCode).headers(clientHeaders).send(response);
   };
   return Object.assign(forward, { close: () => agent.close() });
+}
+
+/**
+ * A small answer of known length is read whole before it is sent: the client then gets headers and
+ * body in one write instead of three, and a JSON answer is of no use in part anyway. Anything else
+ * (event streams, answers without a length) passes through chunk by chunk as the platform writes it.
+ */
+const WHOLE_BODY_MAX_BYTES = 64 * 1024;
+
+function arrivesWhole(headers: IncomingHttpHeaders): boolean {
+  const length = headers['content-length'];
+  return (
+    length !== undefined &&
+    Number(length) <= WHOLE_BODY_MAX_BYTES &&
+    !String(headers['content-type'] ?? '').startsWith('text/event-stream')
+  );
 }
 
 /** The platform's internal address stays in the log; the caller learns only what happened. */

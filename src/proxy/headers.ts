@@ -48,6 +48,22 @@ function isSpoofable(name: string): boolean {
   return HOP_BY_HOP.has(key) || SPOOFABLE.has(key) || SPOOFABLE_PREFIXES.some((prefix) => key.startsWith(prefix));
 }
 
+/**
+ * Clients send the same few header names on every request; their verdicts are kept so that each
+ * name is judged once. Bounded, so a client inventing names cannot grow it.
+ */
+const verdicts = new Map<string, boolean>();
+const MAX_VERDICTS = 512;
+
+function isSpoofableCached(name: string): boolean {
+  let verdict = verdicts.get(name);
+  if (verdict === undefined) {
+    verdict = isSpoofable(name);
+    if (verdicts.size < MAX_VERDICTS) verdicts.set(name, verdict);
+  }
+  return verdict;
+}
+
 /** Removes the named cookies from a Cookie header, keeping the platform's own. */
 function withoutCookies(header: string, names: readonly string[]): string | undefined {
   const kept = header
@@ -64,12 +80,17 @@ export interface ForwardedIdentity {
   groups?: readonly string[];
 }
 
+/** What the gateway knows of one request, passed on to the platform. */
 export interface ForwardContext {
   clientAddress: string;
   publicProto: string;
   publicHost: string;
   requestId: string;
   identity?: ForwardedIdentity;
+}
+
+/** What the gateway adds to or removes from every request. */
+export interface GatewayHeaderRules {
   upstreamApiKey?: string;
   gatewayCookies: readonly string[];
 }
@@ -78,18 +99,23 @@ export interface ForwardContext {
 export function buildUpstreamHeaders(
   incoming: IncomingHttpHeaders,
   context: ForwardContext,
+  rules: GatewayHeaderRules,
 ): Record<string, string | string[]> {
-  const connectionListed = new Set(
-    String(incoming.connection ?? '')
-      .split(',')
-      .map((name) => canonical(name.trim()))
-      .filter(Boolean),
-  );
+  const connectionListed =
+    incoming.connection === undefined
+      ? undefined
+      : new Set(
+          incoming.connection
+            .split(',')
+            .map((name) => canonical(name.trim()))
+            .filter(Boolean),
+        );
   const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(incoming)) {
-    if (value === undefined || isSpoofable(name) || connectionListed.has(canonical(name))) continue;
+  for (const name in incoming) {
+    const value = incoming[name];
+    if (value === undefined || isSpoofableCached(name) || connectionListed?.has(canonical(name))) continue;
     if (name === 'cookie') {
-      const cookie = withoutCookies(String(value), context.gatewayCookies);
+      const cookie = withoutCookies(String(value), rules.gatewayCookies);
       if (cookie) headers.cookie = cookie;
       continue;
     }
@@ -105,14 +131,15 @@ export function buildUpstreamHeaders(
     if (context.identity.keyId) headers['x-forwarded-key-id'] = context.identity.keyId;
     if (context.identity.groups?.length) headers['x-forwarded-groups'] = context.identity.groups.join(',');
   }
-  if (context.upstreamApiKey) headers.authorization = `Bearer ${context.upstreamApiKey}`;
+  if (rules.upstreamApiKey) headers.authorization = `Bearer ${rules.upstreamApiKey}`;
   return headers;
 }
 
 /** The headers the client receives from the platform: all but the per-connection ones. */
 export function buildClientHeaders(upstream: IncomingHttpHeaders): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(upstream)) {
+  for (const name in upstream) {
+    const value = upstream[name];
     if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
   }
   return headers;

@@ -5,7 +5,7 @@ import type { Identifier } from '../identity/identify.js';
 import { classifyTarget, type PathRules } from '../policy/access.js';
 import type { PlatformControls } from '../policy/platform-controls.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
-import type { Forwarder } from './forward.js';
+import type { Forwarder, RequestContext } from './forward.js';
 
 export interface ProxyRouteOptions {
   forwarder: Forwarder;
@@ -28,15 +28,16 @@ export async function proxyRoutes(app: FastifyInstance, { forwarder, gate }: Pro
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null));
   const website = gate ? new URL(gate.website) : undefined;
+  const publicProto = website?.protocol.slice(0, -1);
 
   app.route({
     method: [...METHODS],
     url: '/*',
     exposeHeadRoute: false,
     handler: async (request, reply) => {
-      const context = {
+      const context: RequestContext = {
         clientAddress: request.ip,
-        publicProto: website ? website.protocol.slice(0, -1) : request.protocol,
+        publicProto: publicProto ?? request.protocol,
         publicHost: website ? website.host : (request.headers.host ?? ''),
         requestId: String(request.id),
       };
@@ -50,18 +51,15 @@ export async function proxyRoutes(app: FastifyInstance, { forwarder, gate }: Pro
         throw new ForbiddenError('admin_required', 'This path is for administrators only.');
       }
       if (identity.method === 'session') assertSameOrigin(request.method, request.headers, website!.origin);
-      const plan = await gate.controls(request, reply, identity, path);
-      return forwarder(request, reply, {
-        ...context,
-        plan,
-        userId: identity.user.id,
-        identity: {
-          user: identity.user.subject,
-          email: identity.user.email ?? undefined,
-          keyId: identity.key?.id,
-          groups: identity.user.groups,
-        },
-      });
+      context.plan = await gate.controls(request, reply, identity, path);
+      context.userId = identity.user.id;
+      context.identity = {
+        user: identity.user.subject,
+        email: identity.user.email ?? undefined,
+        keyId: identity.key?.id,
+        groups: identity.user.groups,
+      };
+      return forwarder(request, reply, context);
     },
   });
 }

@@ -78,6 +78,15 @@ function keepEvent(event: string, strip: boolean, onUsage: (usage: TokenUsage) =
   return [...others, `data: ${JSON.stringify(chunk)}`].join(newline) + newline + newline;
 }
 
+/** The `usage` of a whole JSON answer; undefined when it has none or is not JSON after all. */
+export function jsonUsage(body: Buffer): TokenUsage | undefined {
+  try {
+    return usageOf(JSON.parse(body.toString('utf8')));
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Reads `usage` from a JSON response while it passes to the client untouched: a listener beside
  * the client's, keeping up to `limit` bytes, so the answer itself is never re-streamed.
@@ -91,11 +100,7 @@ export function watchJsonUsage(body: Readable, onUsage: (usage: TokenUsage) => v
   });
   body.once('end', () => {
     if (size > limit) return;
-    try {
-      const usage = usageOf(JSON.parse(Buffer.concat(parts).toString('utf8')));
-      if (usage) onUsage(usage);
-    } catch {
-      // Not JSON after all: there is no usage to count.
-    }
+    const usage = jsonUsage(Buffer.concat(parts));
+    if (usage) onUsage(usage);
   });
 }

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browserless } from '../support/browserless.js';
@@ -770,6 +770,41 @@ describe('when the platform is down', () => {
     }
     const health = await fetch(`${downStack.url}/healthz`);
     expect(health.status).toBe(200);
+  });
+});
+
+describe('when the platform breaks off a short answer', () => {
+  let brokenStack: FaultyStack;
+  let brokenSession: string;
+  let platform: NetServer;
+  beforeAll(async () => {
+    // Promises 100 bytes of JSON, sends 12 and hangs up: a platform process that died mid-answer.
+    platform = createNetServer((socket) => {
+      socket.once('data', () => {
+        socket.end('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"partial":1');
+      });
+    });
+    await new Promise<void>((resolve) => platform.listen(0, '127.0.0.1', resolve));
+    const { port } = platform.address() as AddressInfo;
+    brokenStack = await startFaultyStack({ gateway: { upstream: `http://127.0.0.1:${port}` } });
+    brokenSession = await signInForSession(brokenStack, new Browserless());
+  });
+  afterAll(async () => {
+    await brokenStack.close();
+    await new Promise((resolve) => platform.close(resolve));
+  });
+
+  it('answers 502 in the OpenAI error shape instead of a truncated 200, and keeps serving', async () => {
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const response = await fetch(`${brokenStack.url}/v1/models`, {
+        headers: { cookie: sessionCookie(brokenSession) },
+      });
+      expect(response.status).toBe(502);
+      expect(await response.json()).toEqual({
+        error: { message: expect.any(String), type: 'api_error', code: 'upstream_unavailable', param: null },
+      });
+    }
+    expect((await fetch(`${brokenStack.url}/healthz`)).status).toBe(200);
   });
 });
 

@@ -1,0 +1,167 @@
+/**
+ * Compares Gatehouse builds on the API-key path, interleaved in one run with nginx as a plain proxy
+ * and the Express key peer: requests/s and the CPU each contender spends per request. For
+ * before/after figures of a change: build, copy `dist` aside, change, build, compare both.
+ *
+ *   npm run build && mkdir -p tmp/before && cp -r dist tmp/before/   # inside the repo, so packages resolve
+ *   (make the change) && npm run build && npm run bench:compare -- before=tmp/before/dist after=dist
+ *
+ * Each build is started with `node <dist>/cli.js serve` on its own SQLite file with one key made by
+ * `keys create`. BENCH_SECONDS (default 3) per run, BENCH_REPEATS (default 7) rounds; every round
+ * runs each contender once, so a slow spell of a shared machine hits all of them alike.
+ */
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { freePort } from '../test/support/ports.js';
+import { writePeerKeys } from './lib/contenders.js';
+import { startJsonUpstream, startNginxProxy } from './lib/nginx.js';
+import { cpuTimeOf, startProcess, stopAll, waitForStatus } from './lib/processes.js';
+import { median } from './lib/stats.js';
+import { CHAT_PATH, runWrk, writeChatScript } from './lib/wrk.js';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 7);
+const CONNECTIONS = 32;
+
+interface Contender {
+  label: string;
+  url: string;
+  headers: Record<string, string>;
+  /** The process whose CPU is counted; nginx runs several, so it has none. */
+  pid?: number;
+}
+
+const builds = process.argv.slice(2).map((argument) => {
+  const [label, dist] = argument.split('=');
+  if (!label || !dist) throw new Error(`expected label=path/to/dist, got "${argument}"`);
+  return { label, dist };
+});
+if (builds.length === 0) {
+  console.error('usage: npm run bench:compare -- label=path/to/dist [label=path/to/dist ...]');
+  process.exit(1);
+}
+
+const work = mkdtempSync(join(tmpdir(), 'gatehouse-compare-'));
+const logs = join(work, 'logs');
+mkdirSync(logs);
+console.log(`logs in ${logs}`);
+const script = writeChatScript(work);
+const upstream = await startJsonUpstream();
+const nginx = await startNginxProxy(upstream.url);
+try {
+  const contenders: Contender[] = [{ label: 'nginx proxy', url: nginx.url + CHAT_PATH, headers: {} }];
+  contenders.push(await startPeer());
+  for (const build of builds) contenders.push(await startBuild(build.label, build.dist));
+
+  const rps = new Map<string, number[]>();
+  const cpu = new Map<string, number[]>();
+  const system = new Map<string, number[]>();
+  const note = (map: Map<string, number[]>, label: string, value: number) =>
+    map.set(label, [...(map.get(label) ?? []), value]);
+  for (const contender of contenders) await load(contender, Math.min(2, SECONDS));
+  for (let round = 0; round < REPEATS; round++) {
+    for (const contender of contenders) {
+      const before = contender.pid ? cpuTimeOf(contender.pid) : undefined;
+      const run = await load(contender, SECONDS);
+      note(rps, contender.label, run.rps);
+      if (before && contender.pid) {
+        const after = cpuTimeOf(contender.pid);
+        const totalMs = after.userMs + after.systemMs - before.userMs - before.systemMs;
+        note(cpu, contender.label, (totalMs * 1000) / run.requests);
+        note(system, contender.label, (after.systemMs - before.systemMs) / totalMs);
+      }
+    }
+  }
+
+  const nginxRps = median(rps.get('nginx proxy')!);
+  const peerRps = median(rps.get('express peer')!);
+  console.log(`\nPOST ${CHAT_PATH}, wrk -t2 -c${CONNECTIONS}, ${SECONDS} s × ${REPEATS} interleaved, medians\n`);
+  console.log('| Contender | req/s | × nginx proxy | × express peer | CPU µs/request | kernel share |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
+  for (const { label } of contenders) {
+    const value = median(rps.get(label)!);
+    const perRequest = cpu.has(label) ? median(cpu.get(label)!).toFixed(0) : '—';
+    const kernel = system.has(label) ? `${(100 * median(system.get(label)!)).toFixed(0)} %` : '—';
+    console.log(
+      `| ${label} | ${Math.round(value).toLocaleString('en-US')} | ${(value / nginxRps).toFixed(2)}× | ${(value / peerRps).toFixed(2)}× | ${perRequest} | ${kernel} |`,
+    );
+  }
+} finally {
+  await stopAll();
+  await nginx.close();
+  await upstream.close();
+}
+
+async function load(contender: Contender, seconds: number) {
+  const run = await runWrk({
+    url: contender.url,
+    connections: CONNECTIONS,
+    seconds,
+    script,
+    headers: contender.headers,
+  });
+  if (run.non2xx + run.socketErrors > 0) {
+    throw new Error(`${contender.label}: ${run.non2xx} non-2xx answers and ${run.socketErrors} socket errors`);
+  }
+  return run;
+}
+
+async function startPeer(): Promise<Contender> {
+  const port = await freePort();
+  const key = `peer-${'k'.repeat(40)}`;
+  const service = startProcess('express-peer', process.execPath, ['bench/peers/express-key.js'], {
+    logDir: logs,
+    env: { PORT: String(port), UPSTREAM: upstream.url, KEYS_DB: writePeerKeys({ work, logs }, key) },
+  });
+  await waitForStatus(`http://127.0.0.1:${port}/`, service, { status: 401 });
+  return {
+    label: 'express peer',
+    url: `http://127.0.0.1:${port}${CHAT_PATH}`,
+    headers: { authorization: `Bearer ${key}` },
+    pid: service.pid,
+  };
+}
+
+async function startBuild(label: string, dist: string): Promise<Contender> {
+  const port = await freePort();
+  const config = join(work, `${label}.json`);
+  writeFileSync(
+    config,
+    JSON.stringify({
+      powerml: { website: `http://127.0.0.1:${port}` },
+      auth_provider: {
+        client_id: 'bench',
+        client_secret: 'bench',
+        // Keys need no provider; sign-in is not measured here.
+        server_metadata_url: 'http://127.0.0.1:9/.well-known/openid-configuration',
+      },
+      database: { url: `sqlite:${join(work, `${label}.db`)}` },
+      auth: { key_hash_secret: 'bench-key-hash-secret-that-is-long-enough-1234' },
+      gateway: { host: '127.0.0.1', port, upstream: upstream.url, data_dir: join(work, `data-${label}`) },
+    }),
+  );
+  const cli = join(dist, 'cli.js');
+  const { stdout } = await promisify(execFile)(process.execPath, [
+    cli,
+    'keys',
+    'create',
+    '--email',
+    'bench@example.com',
+    '--name',
+    label,
+    '--config',
+    config,
+  ]);
+  const key = /^(gth_\S+)$/m.exec(stdout)![1]!;
+  const service = startProcess(label, process.execPath, [cli, 'serve', '--config', config], { logDir: logs });
+  await waitForStatus(`http://127.0.0.1:${port}/healthz`, service);
+  return {
+    label,
+    url: `http://127.0.0.1:${port}${CHAT_PATH}`,
+    headers: { authorization: `Bearer ${key}` },
+    pid: service.pid,
+  };
+}
