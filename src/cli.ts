@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
-import { formatDoctor, runDoctor } from './commands/doctor.js';
 import { createKeyCommand, listKeysCommand, revokeKeyCommand, type CreateKeyOptions } from './commands/keys.js';
 import { loadConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';
 import { GatehouseError } from './errors.js';
@@ -131,6 +130,7 @@ program
   .description('check the provider, redirect URI, platform, database and Redis, with a fix for each failure')
   .option(...configOption)
   .action(async (options: { config?: string }) => {
+    const { formatDoctor, runDoctor } = await import('./commands/doctor.js');
     const results = await runDoctor(readConfig(options.config));
     process.stdout.write(formatDoctor(results));
     if (results.some((result) => !result.ok)) process.exitCode = 1;

@@ -61,7 +61,7 @@ const DENIAL_STATUSES = new Set([401, 403, 429]);
 /** Composes the gateway from its parts; holds no logic of its own. */
 export async function buildGateway(config: Config, log: Logger): Promise<Gateway> {
   const storage = await openStorage(config.database);
-  const shared = openSharedState(storage, config.redis, log);
+  const shared = await openSharedState(storage, config.redis, log);
   const website = config.powerml.website;
   const secureCookies = website?.startsWith('https:') ?? false;
   const cookies = cookieNamesFor(secureCookies);

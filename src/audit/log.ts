@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
+import { growingCapacity } from '../storage/capacity.js';
 import type { Logger } from '../log.js';
 import type { Db } from '../storage/database.js';
 
@@ -58,7 +59,7 @@ const DENIAL_SAMPLE_MS = 60_000;
  * structured log. Writing never blocks or fails the request it describes.
  */
 export class AuditLog {
-  private readonly lastDenial = new LRUCache<string, number>({ max: 10_000 });
+  private readonly lastDenial = new LRUCache<string, number>(growingCapacity(10_000));
 
   constructor(
     private readonly db: Db,

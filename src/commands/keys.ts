@@ -112,7 +112,7 @@ export async function revokeKeyCommand(config: Config, id: string): Promise<stri
   return withKeyStore(config, async (store, storage) => {
     if (!(await store.revoke(id, undefined))) throw new HttpError(404, 'api_key_not_found', `no API key with id ${id}`);
     // Running gateways hear of it now through Redis or PostgreSQL, or by polling SQLite within 1 s.
-    const shared = openSharedState(storage, config.redis, createLogger('fatal'));
+    const shared = await openSharedState(storage, config.redis, createLogger('fatal'));
     try {
       await shared.revocations.keysChanged();
     } catch {

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
+import { growingCapacity } from '../storage/capacity.js';
 import { HttpError } from '../errors.js';
 
 const WINDOW_MS = 60_000;
@@ -17,7 +18,7 @@ export interface FailureCounter {
 }
 
 export function memoryFailureCounter(): FailureCounter {
-  const windows = new LRUCache<string, { startedAt: number; failures: number }>({ max: 100_000 });
+  const windows = new LRUCache<string, { startedAt: number; failures: number }>(growingCapacity(100_000));
   return {
     read: async (address, now) => {
       const window = windows.get(address);

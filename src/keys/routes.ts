@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
+import { growingCapacity } from '../storage/capacity.js';
 import type { AuditLog } from '../audit/log.js';
 import { randomToken } from '../crypto/tokens.js';
 import type { Revocations } from '../storage/revocations.js';
@@ -258,7 +259,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
   });
 
   /** Form tokens already used, so reloading the page that showed a new key does not create another. */
-  const usedFormTokens = new LRUCache<string, string>({ max: 10_000, ttl: 3_600_000 });
+  const usedFormTokens = new LRUCache<string, string>({ ...growingCapacity(10_000), ttl: 3_600_000 });
 
   const showAccount = async (identity: Identity, reply: FastifyReply, created?: CreatedApiKey, error?: string) => {
     const [keys, usageRows] = await Promise.all([store.listForUser(identity.user.id), usage.forUser(identity.user.id)]);

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import { growingCapacity } from '../storage/capacity.js';
 import { AuthError, ForbiddenError } from '../errors.js';
 import { sha256 } from '../crypto/tokens.js';
 import { noSharedCache, type SharedCache } from '../storage/shared-cache.js';
@@ -42,10 +43,10 @@ const unobserved: VerificationObserver = { verified: () => undefined, cacheLooku
 
 /** Verifies API keys: shape and checksum first, then an in-memory cache, then the database. */
 export class ApiKeyVerifier {
-  private readonly cache = new LRUCache<string, CachedLookup>({ max: CACHE_ENTRIES });
+  private readonly cache = new LRUCache<string, CachedLookup>(growingCapacity(CACHE_ENTRIES));
   private readonly refreshing = new Set<string>();
-  private readonly hashes = new LRUCache<string, string>({ max: CACHE_ENTRIES });
-  private readonly lastUseWritten = new LRUCache<string, number>({ max: CACHE_ENTRIES });
+  private readonly hashes = new LRUCache<string, string>(growingCapacity(CACHE_ENTRIES));
+  private readonly lastUseWritten = new LRUCache<string, number>(growingCapacity(CACHE_ENTRIES));
   private readonly pendingUse = new Map<string, number>();
   private flushScheduled = false;
   /** Bumped by every forgetAll, so lookups in flight at that moment are not cached. */

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
+import { growingCapacity } from '../storage/capacity.js';
 import { HttpError } from '../errors.js';
 
 const WINDOW_MS = 60_000;
@@ -12,7 +13,7 @@ export interface WindowCounter {
 }
 
 export function memoryWindowCounter(): WindowCounter {
-  const counts = new LRUCache<string, number>({ max: 200_000, ttl: WINDOW_MS * 2 });
+  const counts = new LRUCache<string, number>({ ...growingCapacity(200_000), ttl: WINDOW_MS * 2 });
   return {
     add: async (key, window, amount) => {
       const id = `${window}|${key}`;

@@ -1,5 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import { growingCapacity } from '../storage/capacity.js';
 import { randomToken, sha256 } from '../crypto/tokens.js';
 import type { Db } from '../storage/database.js';
 import { noSharedCache, type SharedCache } from '../storage/shared-cache.js';
@@ -88,9 +89,9 @@ export class SessionStore {
    * Sessions read in the last LOCAL_TTL_MS, so a busy browser costs no database read per request;
    * a session ended by another process is refused here within that time, ended here at once.
    */
-  private readonly local = new LRUCache<string, { row: SessionRow | null; version: string; fetchedAt: number }>({
-    max: 20_000,
-  });
+  private readonly local = new LRUCache<string, { row: SessionRow | null; version: string; fetchedAt: number }>(
+    growingCapacity(20_000),
+  );
 
   constructor(
     private readonly db: Db,

@@ -1,11 +1,13 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 
 /**
  * A Redis connection that fails fast while Redis is away (no offline queue), so a request that
  * needs it is answered 503 at once instead of hanging, and reconnects by itself with backoff.
+ * ioredis is loaded only when Redis is configured: it adds about 4 MB to every process otherwise.
  */
-export function connectRedis(url: string, log: Logger): Redis {
+export async function connectRedis(url: string, log: Logger): Promise<Redis> {
+  const { Redis } = await import('ioredis');
   const redis = new Redis(url, {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,

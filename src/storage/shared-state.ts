@@ -15,12 +15,12 @@ export interface SharedState {
 }
 
 /** What gateway processes share beyond the database: Redis when configured, notifications always. */
-export function openSharedState(
+export async function openSharedState(
   storage: Storage,
   redisSettings: { url?: string; key_prefix: string },
   log: Logger,
-): SharedState {
-  const redis = redisSettings.url ? connectRedis(redisSettings.url, log) : undefined;
+): Promise<SharedState> {
+  const redis = redisSettings.url ? await connectRedis(redisSettings.url, log) : undefined;
   const cache = redis ? redisCache(redis, redisSettings.key_prefix) : noSharedCache;
   const bus = createChangeBus(storage, redis, redisSettings.key_prefix, log);
   return {
