@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import pg from 'pg';
+import type pg from 'pg';
 import type { Logger } from '../log.js';
 import type { Storage } from './database.js';
 
@@ -74,7 +74,7 @@ function postgresBus(storage: Storage, log: Logger): ChangeBus {
   let closed = false;
   let retry: NodeJS.Timeout | undefined;
   const listen = async () => {
-    const next = new pg.Client(storage.postgresConnection);
+    const next = storage.postgres!.dedicatedClient();
     next.on('error', () => undefined);
     next.on('end', () => {
       if (!closed) retry = setTimeout(() => void listen(), 1_000).unref();
@@ -97,7 +97,7 @@ function postgresBus(storage: Storage, log: Logger): ChangeBus {
     publish: (change) => {
       emit(change);
       storage
-        .postgresPool!.query('select pg_notify($1, $2)', [CHANNEL, JSON.stringify(change)])
+        .postgres!.pool.query('select pg_notify($1, $2)', [CHANNEL, JSON.stringify(change)])
         .catch((error: unknown) => {
           log.warn({ err: error, change }, 'postgres NOTIFY failed; other instances catch up within 1 s');
         });

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, sql, type Dialect } from 'kysely';
-import pg from 'pg';
+import type pg from 'pg';
 import { GatehouseError } from '../errors.js';
 import { migrateToLatest } from './migrations.js';
 import type { Database } from './schema.js';
@@ -21,9 +21,8 @@ export interface DatabaseSettings {
 export interface Storage {
   db: Db;
   kind: 'sqlite' | 'postgres';
-  /** PostgreSQL only: settings for a dedicated connection (LISTEN cannot share a pooled one). */
-  postgresConnection?: pg.ClientConfig;
-  postgresPool?: pg.Pool;
+  /** PostgreSQL only: the pool, and a connection of its own (LISTEN cannot share a pooled one). */
+  postgres?: { pool: pg.Pool; dedicatedClient(): pg.Client };
   /** Resolves when the database answers a trivial query; for /readyz. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -31,10 +30,6 @@ export interface Storage {
 
 /** int8 columns hold epoch milliseconds, well inside the exact range of a JS number. */
 const INT8_OID = 20;
-const types = {
-  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-    oid === INT8_OID ? Number : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
-};
 
 /** Opens the database named by `database.url` and, unless told otherwise, applies pending migrations. */
 export async function openStorage(settings: DatabaseSettings | string): Promise<Storage> {
@@ -63,32 +58,38 @@ function storageOf(dialect: Dialect, kind: Storage['kind'], extra: Partial<Stora
   };
 }
 
+/** pg is loaded only for PostgreSQL: it adds some 70 ms to every start otherwise. */
 async function openPostgres(options: DatabaseSettings): Promise<Storage> {
+  const { default: pg } = await import('pg');
   const { schema } = options;
   const connection: pg.ClientConfig = {
     connectionString: options.url,
     statement_timeout: options.statement_timeout_ms || undefined,
     connectionTimeoutMillis: 5_000,
-    types,
+    types: {
+      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+        oid === INT8_OID ? Number : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+    },
     // search_path set at connect time puts every table, and the migrations' own, in the schema.
     ...(schema ? { options: `-c search_path=${schema}` } : {}),
   };
-  await prepareDatabase(connection, schema);
+  await prepareDatabase(new pg.Client({ ...connection, options: undefined }), schema);
   const pool = new pg.Pool({ ...connection, max: options.pool_size ?? 10 });
   // A connection the server drops must not crash the process: idle ones report on the pool, and
   // checked-out ones on the client (pg-pool removes its own listener while a client is lent out).
   // The query in flight still fails, and its request is answered 503.
   pool.on('error', () => undefined);
   pool.on('connect', (client) => client.on('error', () => undefined));
-  return storageOf(new PostgresDialect({ pool }), 'postgres', { postgresConnection: connection, postgresPool: pool });
+  return storageOf(new PostgresDialect({ pool }), 'postgres', {
+    postgres: { pool, dedicatedClient: () => new pg.Client(connection) },
+  });
 }
 
 /**
  * Connects once before anything else, so an unreachable server is reported as such, and creates the
  * schema. Replicas starting together may race to create it; losing that race is success.
  */
-async function prepareDatabase(connection: pg.ClientConfig, schema: string | undefined): Promise<void> {
-  const client = new pg.Client({ ...connection, options: undefined });
+async function prepareDatabase(client: pg.Client, schema: string | undefined): Promise<void> {
   client.on('error', () => undefined);
   try {
     await client.connect();
