@@ -4,7 +4,6 @@ import { createKeyCommand, listKeysCommand, revokeKeyCommand, type CreateKeyOpti
 import { loadConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';
 import { GatehouseError } from './errors.js';
 import { createLogger } from './log.js';
-import { serveMetrics } from './metrics/metrics.js';
 import { buildGateway } from './server.js';
 import { openStorage } from './storage/database.js';
 
@@ -29,7 +28,9 @@ async function serve(config: Config): Promise<void> {
   const address = await gateway.app.listen({ host: config.gateway.host, port: config.gateway.port });
   const { metrics_port: metricsPort, metrics_host: metricsHost } = config.gateway;
   const metricsServer =
-    metricsPort === undefined ? undefined : await serveMetrics(gateway.metrics, metricsHost, metricsPort);
+    gateway.metrics && metricsPort !== undefined
+      ? await (await import('./metrics/metrics.js')).serveMetrics(gateway.metrics, metricsHost, metricsPort)
+      : undefined;
   log.info(
     { address, upstream: config.gateway.upstream, metrics: metricsServer && `${metricsHost}:${metricsPort}` },
     'gatehouse is listening',

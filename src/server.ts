@@ -31,7 +31,8 @@ import { SessionStore } from './sessions/store.js';
 import { openStorage, type Db } from './storage/database.js';
 import { openSharedState } from './storage/shared-state.js';
 import { countActiveSessions, recordSignIn } from './users/store.js';
-import { Metrics } from './metrics/metrics.js';
+import type { Metrics } from './metrics/metrics.js';
+import { noMetrics, type MetricsSink } from './metrics/sink.js';
 import { memoryWindowCounter, RateLimiter, redisWindowCounter } from './limits/rate-limiter.js';
 import { createPlatformControls } from './policy/platform-controls.js';
 import { compilePathRules } from './policy/paths.js';
@@ -40,7 +41,8 @@ import { registerAssets } from './web/pages.js';
 
 export interface Gateway {
   app: FastifyInstance;
-  metrics: Metrics;
+  /** Prometheus figures; only when gateway.metrics_port is set. */
+  metrics?: Metrics;
   /** Resolves once the provider's first discovery attempt has finished (ready or not). */
   providerAttempted: Promise<void>;
   close(): Promise<void>;
@@ -66,7 +68,11 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   const secureCookies = website?.startsWith('https:') ?? false;
   const cookies = cookieNamesFor(secureCookies);
   const inFlight = new InFlightRequests();
-  const metrics = new Metrics(() => countActiveSessions(storage.db));
+  const prometheus =
+    config.gateway.metrics_port === undefined
+      ? undefined
+      : new (await import('./metrics/metrics.js')).Metrics(() => countActiveSessions(storage.db));
+  const metrics: MetricsSink = prometheus ?? noMetrics;
   const usage = new UsageRecorder(storage.db, log, { requests: metrics.usageRequests, tokens: metrics.usageTokens });
   const audit = new AuditLog(storage.db, log, (entry) => {
     if (entry.event === 'sign_in') metrics.signIns.inc({ result: 'success', reason: '' });
@@ -290,7 +296,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
 
   return {
     app,
-    metrics,
+    metrics: prometheus,
     providerAttempted: provider?.whenAttempted() ?? Promise.resolve(),
     async close() {
       clearInterval(purgeTimer);

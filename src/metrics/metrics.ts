@@ -1,8 +1,9 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { MetricsSink } from './sink.js';
 
 /** Everything Gatehouse exports to Prometheus; one registry per gateway so tests stay independent. */
-export class Metrics {
+export class Metrics implements MetricsSink {
   readonly registry = new Registry();
   readonly requests = new Counter({
     name: 'gatehouse_requests_total',

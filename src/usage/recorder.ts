@@ -1,5 +1,5 @@
-import type { Counter } from 'prom-client';
 import type { Logger } from '../log.js';
+import type { CounterSink } from '../metrics/sink.js';
 import type { Db } from '../storage/database.js';
 import type { UsageDailyTable } from '../storage/schema.js';
 
@@ -19,8 +19,8 @@ export interface UsageEvent {
 export type UsageRow = UsageDailyTable;
 
 export interface UsageCounters {
-  requests: Counter<'status_class'>;
-  tokens: Counter<'kind'>;
+  requests: CounterSink;
+  tokens: CounterSink;
 }
 
 const FLUSH_INTERVAL_MS = 2_000;

@@ -111,7 +111,8 @@ function startControlsStack(auth: Record<string, unknown> = {}, extra: Record<st
   return startFaultyStack({
     ...extra,
     auth: { failed_auth_per_minute: 0, ...auth },
-    gateway: { data_dir: tempDir() },
+    // Metrics are kept only with a metrics port; the tests read the registry, not the port.
+    gateway: { data_dir: tempDir(), metrics_port: 0 },
   });
 }
 
@@ -704,7 +705,7 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
 
     it('adds to the Prometheus counters gatehouse_usage_requests_total and gatehouse_usage_tokens_total', async () => {
       const counted = await key({});
-      const registry = stack.gateway.metrics.registry;
+      const registry = stack.gateway.metrics!.registry;
       const before = await registry.metrics();
       expectFullStream(
         await streamChat(stack.url, counted.key, chatBody('four little words here')),

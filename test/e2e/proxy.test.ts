@@ -820,4 +820,8 @@ describe('health', () => {
     expect(response.status).toBe(200);
     expect(await response.json()).toMatchObject({ status: 'ready', checks: { database: 'ok', provider: 'ok' } });
   });
+
+  it('keeps no metrics when gateway.metrics_port is unset: nothing could read them', () => {
+    expect(stack.gateway.metrics).toBeUndefined();
+  });
 });
