@@ -10,13 +10,12 @@
  * `keys create`. BENCH_SECONDS (default 3) per run, BENCH_REPEATS (default 7) rounds; every round
  * runs each contender once, so a slow spell of a shared machine hits all of them alike.
  */
-import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { freePort } from '../test/support/ports.js';
 import { writePeerKeys } from './lib/contenders.js';
+import { startKeyGateway } from './lib/gateway-rows.js';
 import { startJsonUpstream, startNginxProxy } from './lib/nginx.js';
 import { cpuTimeOf, startProcess, stopAll, waitForStatus } from './lib/processes.js';
 import { median } from './lib/stats.js';
@@ -126,42 +125,11 @@ async function startPeer(): Promise<Contender> {
 }
 
 async function startBuild(label: string, dist: string): Promise<Contender> {
-  const port = await freePort();
-  const config = join(work, `${label}.json`);
-  writeFileSync(
-    config,
-    JSON.stringify({
-      powerml: { website: `http://127.0.0.1:${port}` },
-      auth_provider: {
-        client_id: 'bench',
-        client_secret: 'bench',
-        // Keys need no provider; sign-in is not measured here.
-        server_metadata_url: 'http://127.0.0.1:9/.well-known/openid-configuration',
-      },
-      database: { url: `sqlite:${join(work, `${label}.db`)}` },
-      auth: { key_hash_secret: 'bench-key-hash-secret-that-is-long-enough-1234' },
-      gateway: { host: '127.0.0.1', port, upstream: upstream.url, data_dir: join(work, `data-${label}`) },
-    }),
-  );
-  const cli = join(dist, 'cli.js');
-  const { stdout } = await promisify(execFile)(process.execPath, [
-    cli,
-    'keys',
-    'create',
-    '--email',
-    'bench@example.com',
-    '--name',
-    label,
-    '--config',
-    config,
-  ]);
-  const key = /^(gth_\S+)$/m.exec(stdout)![1]!;
-  const service = startProcess(label, process.execPath, [cli, 'serve', '--config', config], { logDir: logs });
-  await waitForStatus(`http://127.0.0.1:${port}/healthz`, service);
+  const gateway = await startKeyGateway({ name: label, dist, work, logs, upstream: upstream.url });
   return {
     label,
-    url: `http://127.0.0.1:${port}${CHAT_PATH}`,
-    headers: { authorization: `Bearer ${key}` },
-    pid: service.pid,
+    url: `${gateway.url}${CHAT_PATH}`,
+    headers: { authorization: `Bearer ${gateway.key}` },
+    pid: gateway.service.pid,
   };
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from '../../test/support/ports.js';
 import { startJsonUpstream } from './nginx.js';
-import { startProcess, stopAll, waitForStatus } from './processes.js';
+import { startProcess, stopAll, waitForStatus, type Service } from './processes.js';
 import { CHAT_PATH, medianOf, runWrk, writeChatScript, type WrkRun } from './wrk.js';
 
 export interface GatewayRow {
@@ -23,6 +23,63 @@ export interface GatewayRow {
 export const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 export const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 
+/** A Gatehouse process started from a build, with one API key of its own. */
+export interface KeyGateway {
+  url: string;
+  key: string;
+  service: Service;
+}
+
+/**
+ * Starts `node <dist>/cli.js serve` on a SQLite file in `work`, in front of `upstream`, with a key
+ * made by `gatehouse keys create` (plus `keyArgs`), and waits for /healthz. `configEdits` go on top
+ * of a config with a key hash secret and an unreachable provider: keys need none.
+ */
+export async function startKeyGateway(options: {
+  name: string;
+  dist: string;
+  work: string;
+  logs: string;
+  upstream: string;
+  configEdits?: Record<string, unknown>;
+  keyArgs?: string[];
+}): Promise<KeyGateway> {
+  const { name, dist, work, logs, upstream, configEdits = {}, keyArgs = [] } = options;
+  const port = await freePort();
+  const config = join(work, `${name}.json`);
+  writeFileSync(
+    config,
+    JSON.stringify({
+      powerml: { website: `http://127.0.0.1:${port}` },
+      auth_provider: {
+        client_id: 'bench',
+        client_secret: 'bench',
+        server_metadata_url: 'http://127.0.0.1:9/.well-known/openid-configuration',
+      },
+      database: { url: `sqlite:${join(work, `${name}.db`)}` },
+      ...configEdits,
+      auth: {
+        key_hash_secret: 'bench-key-hash-secret-that-is-long-enough-1234',
+        ...(configEdits.auth as object),
+      },
+      gateway: {
+        host: '127.0.0.1',
+        port,
+        upstream,
+        data_dir: join(work, `data-${name}`),
+        ...(configEdits.gateway as object),
+      },
+    }),
+  );
+  const cli = join(dist, 'cli.js');
+  const create = [cli, 'keys', 'create', '--email', 'bench@example.com', '--name', name, ...keyArgs];
+  const { stdout } = await promisify(execFile)(process.execPath, [...create, '--config', config]);
+  const key = /^(gth_\S+)$/m.exec(stdout)![1]!;
+  const service = startProcess(name, process.execPath, [cli, 'serve', '--config', config], { logDir: logs });
+  await waitForStatus(`http://127.0.0.1:${port}/healthz`, service);
+  return { url: `http://127.0.0.1:${port}`, key, service };
+}
+
 export async function measureRows(rows: GatewayRow[]): Promise<Array<[string, WrkRun]>> {
   const work = mkdtempSync(join(tmpdir(), 'gatehouse-rows-'));
   const logs = join(work, 'logs');
@@ -32,56 +89,30 @@ export async function measureRows(rows: GatewayRow[]): Promise<Array<[string, Wr
   const results: Array<[string, WrkRun]> = [];
   try {
     for (const [index, row] of rows.entries()) {
-      const port = await freePort();
-      const config = join(work, `row-${index}.json`);
-      writeFileSync(
-        config,
-        JSON.stringify({
-          powerml: { website: `http://127.0.0.1:${port}` },
-          auth_provider: {
-            client_id: 'bench',
-            client_secret: 'bench',
-            // Keys need no provider; sign-in is not measured here.
-            server_metadata_url: 'http://127.0.0.1:9/.well-known/openid-configuration',
-          },
-          database: { url: `sqlite:${join(work, `row-${index}.db`)}` },
+      const gateway = await startKeyGateway({
+        name: `row-${index}`,
+        dist: 'dist',
+        work,
+        logs,
+        upstream: upstream.url,
+        configEdits: {
           ...row.config,
-          auth: {
-            key_hash_secret: 'bench-key-hash-secret-that-is-long-enough-1234',
-            failed_auth_per_minute: 0,
-            ...(row.config.auth as object),
-          },
-          gateway: { host: '127.0.0.1', port, upstream: upstream.url, data_dir: join(work, 'data'), log_level: 'warn' },
-        }),
-      );
-      const create = ['dist/cli.js', 'keys', 'create', '--email', 'bench@example.com', '--name', row.label];
-      const { stdout } = await promisify(execFile)(process.execPath, [
-        ...create,
-        ...(row.keyArgs ?? []),
-        '--config',
-        config,
-      ]);
-      const key = /^(gth_\S+)$/m.exec(stdout)![1]!;
-      const service = startProcess(
-        `gatehouse-${index}`,
-        process.execPath,
-        ['dist/cli.js', 'serve', '--config', config],
-        {
-          logDir: logs,
+          auth: { failed_auth_per_minute: 0, ...(row.config.auth as object) },
+          gateway: { log_level: 'warn' },
         },
-      );
-      await waitForStatus(`http://127.0.0.1:${port}/healthz`, service);
+        keyArgs: row.keyArgs,
+      });
       const options = {
-        url: `http://127.0.0.1:${port}${CHAT_PATH}`,
+        url: `${gateway.url}${CHAT_PATH}`,
         connections: 32,
         script,
-        headers: { authorization: `Bearer ${key}` },
+        headers: { authorization: `Bearer ${gateway.key}` },
       };
       await runWrk({ ...options, seconds: 2 });
       const runs: WrkRun[] = [];
       for (let i = 0; i < REPEATS; i++) runs.push(await runWrk({ ...options, seconds: SECONDS }));
       results.push([row.label, medianOf(runs)]);
-      await service.stop();
+      await gateway.service.stop();
     }
   } finally {
     await stopAll();
