@@ -1,8 +1,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { growingCapacity } from '../storage/capacity.js';
 import { AuthError, ForbiddenError } from '../errors.js';
 import { sha256 } from '../crypto/tokens.js';
+import { growingCapacity } from '../storage/capacity.js';
 import { noSharedCache, type SharedCache } from '../storage/shared-cache.js';
 import type { User } from '../users/store.js';
 import { DEFAULT_CONTROLS } from './controls.js';
@@ -41,7 +41,10 @@ export interface VerificationObserver {
 
 const unobserved: VerificationObserver = { verified: () => undefined, cacheLookup: () => undefined };
 
-/** Verifies API keys: shape and checksum first, then an in-memory cache, then the database. */
+/**
+ * Verifies API keys: a new key's shape and checksum before anything else, then an in-memory cache,
+ * then the database. A key seen before is known to be well formed and skips straight to the cache.
+ */
 export class ApiKeyVerifier {
   private readonly cache = new LRUCache<string, CachedLookup>(growingCapacity(CACHE_ENTRIES));
   private readonly refreshing = new Set<string>();

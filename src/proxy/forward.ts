@@ -109,9 +109,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
 }
 
 /**
- * A small answer of known length is read whole before it is sent: the client then gets headers and
- * body in one write instead of three, and a JSON answer is of no use in part anyway. Anything else
- * (event streams, answers without a length) passes through chunk by chunk as the platform writes it.
+ * A small answer of known length is read whole before it is sent: the client gets headers and body
+ * in one write, a JSON answer is of no use in part anyway, and one the platform breaks off becomes a
+ * 502 rather than a truncated 200. Anything else (event streams, answers without a length) passes
+ * through chunk by chunk as the platform writes it.
  */
 const WHOLE_BODY_MAX_BYTES = 64 * 1024;
 
