@@ -24,15 +24,26 @@ export async function hasChromium(): Promise<boolean> {
   });
 }
 
-/** True when something accepts a TCP connection on host:port within one second. */
-export function hasTcp(port: number, host = '127.0.0.1'): Promise<boolean> {
+/**
+ * True when something accepts a TCP connection on host:port. Tried three times with 5 s each: while
+ * test files load in parallel the event loop can stall past a short timeout, and the timer then
+ * fires before the connection that already succeeded is seen; in CI that would fail a whole file.
+ */
+export async function hasTcp(port: number, host = '127.0.0.1'): Promise<boolean> {
+  for (let attempt = 0; attempt < 3; attempt += 1) {
+    if (await connects(port, host)) return true;
+  }
+  return false;
+}
+
+function connects(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ port, host });
     const finish = (reachable: boolean): void => {
       socket.destroy();
       resolve(reachable);
     };
-    socket.setTimeout(1000, () => finish(false));
+    socket.setTimeout(5_000, () => finish(false));
     socket.once('connect', () => finish(true));
     socket.once('error', () => finish(false));
   });
