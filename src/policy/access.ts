@@ -37,14 +37,15 @@ export function strictPath(target: string): string {
 }
 
 /**
- * Which kind of caller a request target needs, and the path that was judged. A target that cannot
- * be normalised is refused outright rather than guessed at.
+ * Which kind of caller a request target needs, and the path that was judged: decoded and normalised.
+ * A target that cannot be normalised is refused outright rather than guessed at.
  */
 export function classifyTarget(target: string, rules: PathRules): { access: PathAccess; path: string } {
   // With no rules there is nothing to get around, so paths the platform may need (an encoded `/` in a
-  // model id) are not refused for ambiguity.
+  // model id) are not refused for ambiguity: such a path is passed on as sent.
   if (rules.public.length === 0 && rules.admin.length === 0) {
-    return { access: 'signed_in', path: target.split('?')[0] ?? '/' };
+    const normalised = normalisePath(target);
+    return { access: 'signed_in', path: normalised.ok ? normalised.path : (target.split('?')[0] ?? '/') };
   }
   const path = strictPath(target);
   if (matchesAny(path, rules.admin)) return { access: 'admin', path };

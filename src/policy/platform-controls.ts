@@ -3,7 +3,6 @@ import { ForbiddenError } from '../errors.js';
 import type { Identity } from '../identity/identify.js';
 import { strictPath } from './access.js';
 import { DEFAULT_CONTROLS, effectiveLimit, missingScope, type ControlCaps, type ScopeRules } from '../keys/controls.js';
-import { normalisePath } from './paths.js';
 import type { Limits, RateLimiter } from '../limits/rate-limiter.js';
 import { planExchange, type ExchangePlan } from '../proxy/exchange.js';
 import type { TokenUsage } from '../usage/extract.js';
@@ -84,9 +83,8 @@ export function createPlatformControls(options: PlatformControlsOptions) {
       if (limited) void limiter.spend(limits, spent.prompt_tokens + spent.completion_tokens).catch(() => undefined);
     });
     // Usage and the model list are recognised on the decoded path, however the client spelt it.
-    const normalised = normalisePath(request.url);
     return planExchange(request, {
-      path: normalised.ok ? normalised.path : path,
+      path,
       models: controls.models ?? undefined,
       onUsage: (reported) => {
         spent.prompt_tokens = reported.prompt_tokens;
