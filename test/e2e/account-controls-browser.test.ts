@@ -9,9 +9,10 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from '../support/browser.js';
+import { collectConsoleProblems, launchChromium, reportCspViolations } from '../support/browser.js';
 import { hasChromium, requireResource } from '../support/requirements.js';
 import { DEMO_USER, startDemoStack, type DemoStack } from '../support/stack.js';
+import type { UsageRow } from '../../src/usage/recorder.js';
 
 const available = await requireResource('chromium', hasChromium(), 'apt-get install chromium');
 
@@ -22,17 +23,6 @@ const KEY_NAME = 'notebook-inference';
 const KEY_SHAPE = /^gth_[0-9A-Za-z]{36}$/;
 /** The bar colour of a day with requests in the usage chart. */
 const USED_DAY_FILL = '#2f5bea';
-
-interface UsageRow {
-  day: string;
-  key_id: string;
-  requests: number;
-  prompt_tokens: number;
-  completion_tokens: number;
-  status_2xx: number;
-  status_4xx: number;
-  status_5xx: number;
-}
 
 describe.skipIf(!available)('API key controls on the account page in a real browser', () => {
   let stack: DemoStack;
@@ -49,19 +39,8 @@ describe.skipIf(!available)('API key controls on the account page in a real brow
     [stack, browser] = await Promise.all([startDemoStack(), launchChromium()]);
     context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     page = await context.newPage();
-    problems = [];
-    page.on('console', (message) => {
-      const source = message.location().url;
-      if ((message.type() === 'error' || message.type() === 'warning') && !source.endsWith('/favicon.ico')) {
-        problems.push(`${message.type()}: ${message.text()} (${source})`);
-      }
-    });
-    page.on('pageerror', (error) => problems.push(`pageerror: ${error.message}`));
-    // Injected through DevTools, so the page's own CSP does not block this listener.
-    await page.addInitScript({
-      content: `document.addEventListener('securitypolicyviolation', (event) =>
-        console.error('CSP violation: ' + event.violatedDirective + ' blocked ' + event.blockedURI));`,
-    });
+    problems = collectConsoleProblems(page);
+    await reportCspViolations(page);
   });
 
   afterAll(async () => {

@@ -16,7 +16,7 @@ import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyCommand } from '../../src/commands/keys.js';
 import { loadConfigFromObject } from '../../src/config/index.js';
-import { launchChromium } from '../support/browser.js';
+import { collectConsoleProblems, launchChromium, reportCspViolations } from '../support/browser.js';
 import { hasChromium, requireResource } from '../support/requirements.js';
 import { CLIENT_ID, CLIENT_SECRET, DEMO_USER, startDemoStack, type DemoStack } from '../support/stack.js';
 
@@ -76,11 +76,7 @@ describe.skipIf(!available)('the admin console in a real browser', () => {
     context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     page = await context.newPage();
     problems = collectConsoleProblems(page);
-    // Injected through DevTools, so the page's own CSP does not block this listener.
-    await page.addInitScript({
-      content: `document.addEventListener('securitypolicyviolation', (event) =>
-        console.error('CSP violation: ' + event.violatedDirective + ' blocked ' + event.blockedURI));`,
-    });
+    await reportCspViolations(page);
   });
 
   afterAll(async () => {
@@ -89,22 +85,6 @@ describe.skipIf(!available)('the admin console in a real browser', () => {
     await stack?.close();
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
-
-  /**
-   * Console errors and warnings (CSP violations among them) and uncaught exceptions. The browser's
-   * own /favicon.ico request is left out, as in browser.test.ts.
-   */
-  function collectConsoleProblems(target: Page): string[] {
-    const found: string[] = [];
-    target.on('console', (message) => {
-      const source = message.location().url;
-      if ((message.type() === 'error' || message.type() === 'warning') && !source.endsWith('/favicon.ico')) {
-        found.push(`${message.type()}: ${message.text()} (${source})`);
-      }
-    });
-    target.on('pageerror', (error) => found.push(`pageerror: ${error.message}`));
-    return found;
-  }
 
   function screenshot(name: string): Promise<Buffer> {
     return page.screenshot({ path: join(SCREENSHOTS_DIR, `admin-${name}.png`), fullPage: true });

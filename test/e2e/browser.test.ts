@@ -7,7 +7,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from '../support/browser.js';
+import { collectConsoleProblems, launchChromium, reportCspViolations } from '../support/browser.js';
 import { hasChromium, requireResource } from '../support/requirements.js';
 import { DEMO_USER, startDemoStack, type DemoStack } from '../support/stack.js';
 
@@ -81,23 +81,6 @@ describe.skipIf(!available)('the gateway in a real browser', () => {
 
   function keyRow(page: Page, name: string) {
     return page.locator('tr[data-key-id]').filter({ has: page.locator('td:first-child', { hasText: name }) });
-  }
-
-  /**
-   * Console errors and warnings (CSP violations among them) and uncaught exceptions. The browser's
-   * own /favicon.ico request is left out: the gateway forwards it to the platform, so its 404 says
-   * nothing about the page, and Chromium asks for it only once per browser, so it would be flaky.
-   */
-  function collectConsoleProblems(page: Page): string[] {
-    const problems: string[] = [];
-    page.on('console', (message) => {
-      const source = message.location().url;
-      if ((message.type() === 'error' || message.type() === 'warning') && !source.endsWith('/favicon.ico')) {
-        problems.push(`${message.type()}: ${message.text()} (${source})`);
-      }
-    });
-    page.on('pageerror', (error) => problems.push(`pageerror: ${error.message}`));
-    return problems;
   }
 
   /** A program's call with an API key, from Node, not from the browser. */
@@ -215,11 +198,7 @@ describe.skipIf(!available)('the gateway in a real browser', () => {
       const { context, page } = await freshPage();
       await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: stack.url });
       const problems = collectConsoleProblems(page);
-      // Injected through DevTools, so the page's own CSP does not block this listener.
-      await page.addInitScript({
-        content: `document.addEventListener('securitypolicyviolation', (event) =>
-          console.error('CSP violation: ' + event.violatedDirective + ' blocked ' + event.blockedURI));`,
-      });
+      await reportCspViolations(page);
 
       await openSignedIn(page, ACCOUNT_PATH);
       const response = await page.goto(`${stack.url}${ACCOUNT_PATH}`);

@@ -30,7 +30,7 @@ import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider, type FaultyProvider, type FaultyProviderOptions } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
 import { signIn } from '../support/sign-in.js';
-import { CLIENT_ID, CLIENT_SECRET, deepMerge, startGateway } from '../support/stack.js';
+import { CLIENT_ID, CLIENT_SECRET, signInThrough, startGateway } from '../support/stack.js';
 
 type FixtureName = 'auth0' | 'entra-common' | 'entra-tenant' | 'google' | 'okta-custom-as' | 'keycloak';
 type Metadata = Record<string, unknown> & { issuer: string; token_endpoint: string };
@@ -449,22 +449,7 @@ async function startQuirkStack(
     redirectUri: `${website}/v1/auth/auth`,
     ...providerOptions,
   });
-  const running = await startGateway(
-    () =>
-      deepMerge(
-        {
-          powerml: { website },
-          auth_provider: {
-            client_id: CLIENT_ID,
-            client_secret: CLIENT_SECRET,
-            server_metadata_url: provider.metadataUrl,
-          },
-          gateway: { upstream: platform.url },
-        },
-        edits,
-      ),
-    port,
-  );
+  const running = await startGateway(() => signInThrough(website, provider.metadataUrl, platform.url, edits), port);
   return {
     url: running.url,
     provider,

@@ -1,5 +1,5 @@
 /** Starts the system Chromium for browser tests; pair with `requireResource('chromium', ...)`. */
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { chromiumPath } from './requirements.js';
 
 /**
@@ -21,5 +21,31 @@ export async function launchChromium(): Promise<Browser> {
       '--disable-quic',
       '--no-first-run',
     ],
+  });
+}
+
+/**
+ * Collects console errors and warnings (CSP violations among them, see reportCspViolations) and
+ * uncaught exceptions. The browser's own /favicon.ico request is left out: the gateway forwards it
+ * to the platform, so its 404 says nothing about the page, and Chromium asks for it only once per
+ * browser, so it would be flaky.
+ */
+export function collectConsoleProblems(page: Page): string[] {
+  const problems: string[] = [];
+  page.on('console', (message) => {
+    const source = message.location().url;
+    if ((message.type() === 'error' || message.type() === 'warning') && !source.endsWith('/favicon.ico')) {
+      problems.push(`${message.type()}: ${message.text()} (${source})`);
+    }
+  });
+  page.on('pageerror', (error) => problems.push(`pageerror: ${error.message}`));
+  return problems;
+}
+
+/** Logs every CSP violation as a console error. Injected through DevTools, so the page's own CSP does not block it. */
+export async function reportCspViolations(page: Page): Promise<void> {
+  await page.addInitScript({
+    content: `document.addEventListener('securitypolicyviolation', (event) =>
+      console.error('CSP violation: ' + event.violatedDirective + ' blocked ' + event.blockedURI));`,
   });
 }

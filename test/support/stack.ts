@@ -76,6 +76,23 @@ export interface FaultyStack extends Stack {
   provider: FaultyProvider;
 }
 
+/** Config edits for a gateway at `website` signing in through the provider, in front of `upstream`, plus `extra`. */
+export function signInThrough(
+  website: string,
+  metadataUrl: string,
+  upstream: string,
+  extra: Record<string, unknown>,
+): Record<string, unknown> {
+  return deepMerge(
+    {
+      powerml: { website },
+      auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: metadataUrl },
+      gateway: { upstream },
+    },
+    extra,
+  );
+}
+
 /**
  * Starts the sample platform, a provider made for the gateway's future URL, and the gateway in
  * front of the platform, signing in through that provider.
@@ -89,19 +106,7 @@ async function startStack<P extends { metadataUrl: string; close(): Promise<void
   const platform = await startSamplePlatform({ chunkDelayMs: platformChunkDelayMs });
   const provider = await startProvider(`http://127.0.0.1:${port}`);
   const running = await startGateway(
-    (website) =>
-      deepMerge(
-        {
-          powerml: { website },
-          auth_provider: {
-            client_id: CLIENT_ID,
-            client_secret: CLIENT_SECRET,
-            server_metadata_url: provider.metadataUrl,
-          },
-          gateway: { upstream: platform.url },
-        },
-        extra,
-      ),
+    (website) => signInThrough(website, provider.metadataUrl, platform.url, extra),
     port,
   );
   return {
