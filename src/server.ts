@@ -1,13 +1,15 @@
-import { randomUUID } from 'node:crypto';
+import { createServer, type RequestListener } from 'node:http';
 import fastifyCookie from '@fastify/cookie';
 import formbody from '@fastify/formbody';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { registerAdminRoutes } from './admin/routes.js';
 import { AuditLog } from './audit/log.js';
 import type { Config } from './config/index.js';
-import { HttpError } from './errors.js';
-import { unavailableDependency } from './http/dependency-errors.js';
+import { createClientAddressing } from './http/client.js';
 import { sendApiError } from './http/errors.js';
+import { createFailureAnswer } from './http/failure.js';
+import { gatewayPaths } from './http/gateway-paths.js';
+import { requestIdFor } from './http/request-id.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
 import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
@@ -22,9 +24,9 @@ import { registerAuthRoutes } from './oidc/routes.js';
 import { compileAccessRules } from './policy/access.js';
 import { registerForwardAuth } from './policy/forward-auth.js';
 import { createTrustedPeerCheck } from './policy/trusted-proxies.js';
-import { createForwarder, describeUpstreamFailure } from './proxy/forward.js';
+import { createForwarder } from './proxy/forward.js';
+import { createPlatformHandler, type PlatformHandlerOptions } from './proxy/handler.js';
 import { InFlightRequests } from './proxy/in-flight.js';
-import { proxyRoutes } from './proxy/route.js';
 import { cookieNamesFor } from './sessions/cookies.js';
 import { deriveSealingKey } from './sessions/sealing.js';
 import { SessionStore } from './sessions/store.js';
@@ -54,11 +56,8 @@ export const AUTH_DISABLED_WARNING =
   'auth.disable_auth is true: every request is forwarded to the platform without sign-in';
 export const TEST_TOKEN_WARNING = 'auth.test_token is set: anyone holding it is let in as auth.test_token_email';
 
-/** Visible ASCII, as trace headers use; no spaces or control characters that could forge a log line. */
-const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
-
-/** Statuses that mean "someone was turned away", recorded in the audit log by class. */
-const DENIAL_STATUSES = new Set([401, 403, 429]);
+/** How long an idle client connection is kept open; longer than the usual 60 s of load balancers. */
+const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 
 /** Composes the gateway from its parts; holds no logic of its own. */
 export async function buildGateway(config: Config, log: Logger): Promise<Gateway> {
@@ -90,19 +89,29 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   });
   const { trusted_proxies: trustedProxies } = config.gateway;
 
+  const answerFailure = createFailureAnswer(audit, metrics);
+  const signInEnabled = !config.auth.disable_auth && website !== undefined;
+  const isGatewayPath = gatewayPaths(signInEnabled);
+  // Set below, once the parts it uses exist; nothing is served before the gateway is built.
+  let servePlatform: RequestListener | undefined;
+  let closing = false;
+
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
     // Two info lines per proxied request would cost more than the proxying; failures are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
-    // A caller's X-Request-Id is kept when it is a sane token; anything else gets a fresh UUID, so a
-    // 16 KB header cannot be copied into every log line.
     requestIdHeader: false,
-    genReqId: (request) => {
-      const incoming = request.headers['x-request-id'];
-      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    genReqId: (request) => requestIdFor(request.headers),
+    // The gateway's own pages and routes go through Fastify; the platform's paths go straight to
+    // the platform handler, which needs none of its routing, hooks or reply machinery.
+    serverFactory: (serveGateway) => {
+      // Node checks the headers and request timeouts only this often (30 s by default).
+      const server = createServer({ connectionsCheckingInterval: 1_000 }, (request, response) =>
+        isGatewayPath(request.url) ? serveGateway(request, response) : servePlatform!(request, response),
+      );
+      server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+      return server;
     },
-    // Node checks the headers and request timeouts only this often (30 s by default).
-    http: { connectionsCheckingInterval: 1_000 },
     return503OnClosing: true,
     // X-Forwarded-For is believed only from the proxies the operator named.
     trustProxy: trustedProxies.length ? [...trustedProxies] : false,
@@ -113,47 +122,17 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   // request (not the response, which may stream for minutes) 5 minutes.
   app.server.headersTimeout = 20_000;
   app.server.requestTimeout = 300_000;
-  app.setErrorHandler((error, request, reply) => {
-    if (error instanceof HttpError) {
-      if (DENIAL_STATUSES.has(error.status)) {
-        audit.record(request, {
-          event: 'request_denied',
-          actor: request.identity?.user,
-          target: request.url.split('?')[0]?.slice(0, 256),
-          detail: { reason: error.code, status: error.status },
-        });
-      }
-      return sendApiError(reply, error.status, error.code, error.message, error.headers);
-    }
-    const status = (error as { statusCode?: number }).statusCode;
-    if (status && status < 500) {
-      const { code = 'bad_request', message } = error as { code?: string; message: string };
-      return sendApiError(reply, status, code, message);
-    }
-    if (String((error as { code?: string }).code).startsWith('UND_ERR_')) {
-      const upstreamError = describeUpstreamFailure(error);
-      return sendApiError(reply, upstreamError.status, upstreamError.code, upstreamError.message);
-    }
-    const dependency = unavailableDependency(error);
-    if (dependency) {
-      metrics.dependencyErrors.inc({ dependency });
-      request.log.warn({ err: error, dependency }, 'request refused: dependency unavailable');
-      return sendApiError(
-        reply,
-        503,
-        `${dependency}_unavailable`,
-        `The gateway's ${dependency} is unavailable, so the request was refused. Retry shortly.`,
-        { 'retry-after': '2' },
-      );
-    }
-    request.log.error({ err: error }, 'request failed');
-    return sendApiError(
-      reply,
-      500,
-      'internal_error',
-      `Gatehouse could not complete this request (request id ${request.id}).`,
-    );
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
   });
+  app.setErrorHandler((error, request, reply) => {
+    const answer = answerFailure(error, request);
+    return sendApiError(reply, answer.status, answer.code, answer.message, answer.headers);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendApiError(reply, 404, 'not_found', `Gatehouse has no ${request.method} ${request.url.split('?')[0]}.`),
+  );
   // The callback form: an async hook costs a promise on every request.
   app.addHook('onResponse', (request, reply, done) => {
     metrics.requests.inc({
@@ -180,10 +159,18 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   let purgeTimer: NodeJS.Timeout | undefined;
   let keyVerifier: ApiKeyVerifier | undefined;
 
-  if (config.auth.disable_auth || !website) {
+  const platformParts: Omit<PlatformHandlerOptions, 'gate'> = {
+    forwarder,
+    client: createClientAddressing(trustedProxies),
+    answerFailure,
+    log,
+    isClosing: () => closing,
+    onFinished: prometheus ? (status, auth) => prometheus.requests.inc({ route: 'platform', status, auth }) : undefined,
+  };
+  if (!signInEnabled) {
     warnings.push(AUTH_DISABLED_WARNING);
     log.warn(AUTH_DISABLED_WARNING);
-    await app.register(proxyRoutes, { forwarder });
+    servePlatform = createPlatformHandler(platformParts);
   } else {
     const { client_id, client_secret, server_metadata_url, allow_insecure_http, scopes, groups_claim } =
       config.auth_provider;
@@ -290,7 +277,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
         maxTokensPerMinute: config.auth.max_key_tokens_per_minute,
       },
     });
-    await app.register(proxyRoutes, { forwarder, gate: { identifier, website, rules, controls } });
+    servePlatform = createPlatformHandler({ ...platformParts, gate: { identifier, website, rules, controls } });
   }
   registerHealthRoutes(app, checks, warnings);
 
@@ -311,10 +298,9 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   };
 }
 
+/** Fastify serves only the gateway's own paths: its pages and API, and the health checks. */
 function routeClassOf(url: string): string {
-  if (url.startsWith('/v1/auth/')) return 'auth';
-  if (url === '/healthz' || url === '/readyz') return 'health';
-  return 'platform';
+  return url.startsWith('/v1/auth/') ? 'auth' : 'health';
 }
 
 /** Lamini's static test token: accepted as a key of a user of its own, with a warning every start. */

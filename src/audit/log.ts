@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { FastifyRequest } from 'fastify';
+import type { IncomingHttpHeaders } from 'node:http';
 import { LRUCache } from 'lru-cache';
 import { growingCapacity } from '../storage/capacity.js';
 import type { Logger } from '../log.js';
@@ -28,6 +28,14 @@ export interface AuditEntry {
   target?: string;
   /** Event specifics: a reason, a key name. Never a secret. */
   detail?: Record<string, string | number | boolean | null>;
+}
+
+/** The request an entry is about: a FastifyRequest is one, and so is a request for the platform. */
+export interface AuditedRequest {
+  readonly ip: string;
+  readonly headers: IncomingHttpHeaders;
+  /** Carries the request id; the audit log's own logger is used without one. */
+  readonly log?: Pick<Logger, 'info'>;
 }
 
 export interface AuditRecord {
@@ -68,7 +76,7 @@ export class AuditLog {
     private readonly onEntry: (entry: AuditEntry) => void = () => undefined,
   ) {}
 
-  record(request: FastifyRequest | undefined, entry: AuditEntry, now = Date.now()): void {
+  record(request: AuditedRequest | undefined, entry: AuditEntry, now = Date.now()): void {
     const clientAddress = request?.ip ?? null;
     this.onEntry(entry);
     if (entry.event === 'request_denied') {

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { IncomingHttpHeaders } from 'node:http';
 import { AuthError } from '../errors.js';
 import type { KeyControls } from '../keys/controls.js';
 import type { ApiKeyVerifier } from '../keys/verify.js';
@@ -24,12 +24,21 @@ declare module 'fastify' {
   }
 }
 
+/** What identifying a caller reads: a FastifyRequest is one, and so is a request for the platform. */
+export interface CallerRequest {
+  readonly headers: IncomingHttpHeaders;
+  /** The client's address, after any trusted proxies. */
+  readonly ip: string;
+  readonly cookies: Record<string, string | undefined>;
+  identity?: Identity;
+}
+
 export interface Identifier {
   /**
    * Who sent this request, or undefined when it carries no credential at all. A credential that is
    * present but wrong throws an AuthError saying why, so it is never mistaken for "not signed in".
    */
-  identify(request: FastifyRequest): Promise<Identity | undefined>;
+  identify(request: CallerRequest): Promise<Identity | undefined>;
 }
 
 export interface IdentifierOptions {

@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ForbiddenError } from '../errors.js';
 import type { Identity } from '../identity/identify.js';
 import { strictPath } from './access.js';
@@ -32,19 +32,20 @@ export function createPlatformControls(options: PlatformControlsOptions) {
   const { scopeRules, limiter, usage, defaults, caps } = options;
 
   return async function applyControls(
-    request: FastifyRequest,
-    reply: FastifyReply,
+    request: IncomingMessage,
+    response: ServerResponse,
     identity: Identity,
     path: string,
   ): Promise<ExchangePlan> {
     const controls = identity.key?.controls ?? DEFAULT_CONTROLS;
     // A scoped key is judged on the normalised path, so `/v1/train/../chat` cannot pass as training.
-    const judged = controls.scopes.includes('all') ? path : strictPath(request.url);
-    const needed = missingScope(controls.scopes, request.method, judged, scopeRules);
+    const method = request.method ?? 'GET';
+    const judged = controls.scopes.includes('all') ? path : strictPath(request.url ?? '/');
+    const needed = missingScope(controls.scopes, method, judged, scopeRules);
     if (needed) {
       throw new ForbiddenError(
         'insufficient_scope',
-        `This API key lacks the "${needed}" scope needed for ${request.method} ${judged}.`,
+        `This API key lacks the "${needed}" scope needed for ${method} ${judged}.`,
       );
     }
     const limits: Limits = {
@@ -60,10 +61,12 @@ export function createPlatformControls(options: PlatformControlsOptions) {
       userTokens: defaults.userTokensPerMinute,
     };
     const limited = limiter.applies(limits);
-    if (limited) reply.headers(await limiter.admit(limits));
+    if (limited) {
+      for (const [name, value] of Object.entries(await limiter.admit(limits))) response.setHeader(name, value);
+    }
     const expiresAt = identity.key?.expires_at;
     if (expiresAt !== null && expiresAt !== undefined && expiresAt - Date.now() < EXPIRY_WARNING_MS) {
-      reply.header(
+      response.setHeader(
         'x-warning',
         `This API key expires on ${new Date(expiresAt).toISOString()}; create a new one at /v1/auth/account.`,
       );
@@ -71,11 +74,11 @@ export function createPlatformControls(options: PlatformControlsOptions) {
 
     const started = performance.now();
     const spent: TokenUsage = { prompt_tokens: 0, completion_tokens: 0 };
-    reply.raw.once('close', () => {
+    response.once('close', () => {
       usage.record({
         userId: identity.user.id,
         keyId: identity.key?.id,
-        status: reply.raw.writableFinished ? reply.statusCode : 499,
+        status: response.writableFinished ? response.statusCode : 499,
         latencyMs: performance.now() - started,
         promptTokens: spent.prompt_tokens,
         completionTokens: spent.completion_tokens,

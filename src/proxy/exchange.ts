@@ -1,5 +1,5 @@
 import { pipeline, type Readable, type Transform } from 'node:stream';
-import type { FastifyRequest } from 'fastify';
+import type { IncomingMessage } from 'node:http';
 import { ForbiddenError, HttpError } from '../errors.js';
 import { jsonUsage, sseUsageTap, watchJsonUsage, type TokenUsage } from '../usage/extract.js';
 
@@ -58,10 +58,10 @@ function readAll(stream: Readable, limit: number, tooLarge: () => HttpError): Pr
   });
 }
 
-async function readBody(request: FastifyRequest): Promise<Buffer> {
+async function readBody(request: IncomingMessage): Promise<Buffer> {
   const declared = Number(request.headers['content-length'] ?? 0);
   if (declared > MAX_JSON_BODY_BYTES) throw tooLarge();
-  return readAll(request.raw, MAX_JSON_BODY_BYTES, tooLarge);
+  return readAll(request, MAX_JSON_BODY_BYTES, tooLarge);
 }
 
 function tooLarge(): HttpError {
@@ -73,7 +73,7 @@ function tooLarge(): HttpError {
  * allow-list, or a streaming completion whose usage the gateway must count (it then asks for
  * `stream_options.include_usage` and removes that chunk again). Everything else streams untouched.
  */
-export async function planExchange(request: FastifyRequest, input: PlanInput): Promise<ExchangePlan> {
+export async function planExchange(request: IncomingMessage, input: PlanInput): Promise<ExchangePlan> {
   // Only answers that can carry token usage are read on their way back; the rest pass untouched.
   const onUsage = USAGE_BEARING.test(input.path) ? input.onUsage : undefined;
   const plan: ExchangePlan = { stripUsageChunk: false, onUsage };

@@ -1,8 +1,8 @@
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Agent } from 'undici';
 import { HttpError, UpstreamError } from '../errors.js';
+import type { Logger } from '../log.js';
 import { buildClientHeaders, buildUpstreamHeaders, type ForwardContext } from './headers.js';
 import { applyPlan, type ExchangePlan } from './exchange.js';
 import { UpstreamCancel, type InFlightRequests } from './in-flight.js';
@@ -25,9 +25,14 @@ export type RequestContext = ForwardContext & {
   plan?: ExchangePlan;
 };
 
-export type Forwarder = ((request: FastifyRequest, reply: FastifyReply, context: RequestContext) => Promise<void>) & {
-  close(): Promise<void>;
-};
+type Forward = (
+  request: IncomingMessage,
+  response: ServerResponse,
+  context: RequestContext,
+  log: Pick<Logger, 'warn'>,
+) => Promise<void>;
+
+export type Forwarder = Forward & { close(): Promise<void> };
 
 /**
  * Streams a request to the platform and its answer back, both ways without buffering, over a pooled
@@ -45,14 +50,14 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     bodyTimeout: options.idleTimeoutMs,
   });
 
-  const forward = async (request: FastifyRequest, reply: FastifyReply, context: RequestContext): Promise<void> => {
+  const forward: Forward = async (request, response, context, log) => {
     const cancel = new UpstreamCancel();
     const untrack = context.userId ? options.inFlight.track(context.userId, cancel) : undefined;
-    reply.raw.once('close', () => {
+    response.once('close', () => {
       untrack?.();
-      if (!reply.raw.writableFinished) cancel.abort();
+      if (!response.writableFinished) cancel.abort();
     });
-    const target = request.raw.url ?? '';
+    const target = request.url ?? '';
     // Only an origin-form target (RFC 9112 3.2.1) is a path; `//host/x` or `http://host/x` must never
     // choose the upstream host, so the path is passed on verbatim, dot segments included.
     if (!target.startsWith('/')) {
@@ -60,8 +65,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     }
     const plan = context.plan;
     const hasBody =
-      request.raw.headers['content-length'] !== undefined || request.raw.headers['transfer-encoding'] !== undefined;
-    const headers = buildUpstreamHeaders(request.raw.headers, context, options);
+      request.headers['content-length'] !== undefined || request.headers['transfer-encoding'] !== undefined;
+    const headers = buildUpstreamHeaders(request.headers, context, options);
     if (plan?.body) {
       delete headers['transfer-encoding'];
       headers['content-length'] = String(plan.body.length);
@@ -72,21 +77,22 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       upstream = await agent.request({
         origin: base.origin,
         path: basePath + target,
-        method: request.raw.method as 'GET',
+        method: request.method as 'GET',
         headers,
-        body: plan?.body ?? (hasBody ? request.raw : undefined),
+        body: plan?.body ?? (hasBody ? request : undefined),
         signal: cancel,
       });
     } catch (error) {
       if (cancel.aborted) return;
-      request.log.warn({ err: error, upstream: options.upstream }, 'platform request failed');
+      log.warn({ err: error, upstream: options.upstream }, 'platform request failed');
       throw describeUpstreamFailure(error);
     }
     options.onUpstreamHeaders?.((performance.now() - started) / 1000);
     const clientHeaders = buildClientHeaders(upstream.headers);
-    if (request.raw.method === 'HEAD') {
+    if (request.method === 'HEAD') {
       upstream.body.resume();
-      return reply.code(upstream.statusCode).headers(clientHeaders).send();
+      response.writeHead(upstream.statusCode, clientHeaders).end();
+      return;
     }
     let body: Readable | Buffer = upstream.body;
     if (arrivesWhole(upstream.headers)) {
@@ -94,18 +100,56 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         body = Buffer.from(await upstream.body.arrayBuffer());
       } catch (error) {
         if (cancel.aborted) return;
-        request.log.warn({ err: error }, 'platform response broke off');
+        log.warn({ err: error }, 'platform response broke off');
         throw describeUpstreamFailure(error);
       }
     } else {
       upstream.body.once('error', (error) => {
-        if (!cancel.aborted) request.log.warn({ err: error }, 'platform response broke off');
+        if (!cancel.aborted) log.warn({ err: error }, 'platform response broke off');
       });
     }
-    const response = plan ? await applyPlan(plan, upstream.statusCode, clientHeaders, body) : body;
-    return reply.code(upstream.statusCode).headers(clientHeaders).send(response);
+    const answer = plan ? await applyPlan(plan, upstream.statusCode, clientHeaders, body) : body;
+    if (Buffer.isBuffer(answer)) {
+      clientHeaders['content-length'] = String(answer.length);
+      response.writeHead(upstream.statusCode, clientHeaders).end(answer);
+      return;
+    }
+    response.statusCode = upstream.statusCode;
+    for (const name in clientHeaders) response.setHeader(name, clientHeaders[name]!);
+    return relay(answer, response, cancel, clientHeaders);
   };
   return Object.assign(forward, { close: () => agent.close() });
+}
+
+/**
+ * Streams an answer to the client. Its headers leave with the first byte, so a platform that fails
+ * before sending any (an idle timeout, a reset) is still answered with an error the client can read;
+ * one that breaks off later cuts the client's connection, so a truncated answer is never mistaken
+ * for a complete one. A client that leaves destroys the platform's stream.
+ */
+function relay(
+  answer: Readable,
+  response: ServerResponse,
+  cancel: UpstreamCancel,
+  platformHeaders: Record<string, unknown>,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    answer.once('error', (error) => {
+      if (response.headersSent || cancel.aborted) {
+        response.destroy();
+        resolve();
+      } else {
+        // The error answer must not carry the platform's content-type or encoding.
+        for (const name in platformHeaders) response.removeHeader(name);
+        reject(describeUpstreamFailure(error));
+      }
+    });
+    response.once('close', () => {
+      answer.destroy();
+      resolve();
+    });
+    answer.pipe(response);
+  });
 }
 
 /**

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browserless } from '../support/browserless.js';
 import { freePort } from '../support/ports.js';
 import { signInForSession } from '../support/sign-in.js';
-import { startFaultyStack, type FaultyStack } from '../support/stack.js';
+import { startFaultyStack, startGateway, type FaultyStack } from '../support/stack.js';
 
 const TEST_SUBJECT = 'test-user-1';
 const TEST_EMAIL = 'ada@example.test';
@@ -823,5 +823,81 @@ describe('health', () => {
 
   it('keeps no metrics when gateway.metrics_port is unset: nothing could read them', () => {
     expect(stack.gateway.metrics).toBeUndefined();
+  });
+});
+
+describe("which paths are the gateway's own", () => {
+  it('answers an unknown path under /v1/auth/ itself with an OpenAI-shaped 404, never the platform', async () => {
+    const response = await fetch(`${stack.url}/v1/auth/no-such-page?marker=own-404`, {
+      headers: { cookie: sessionCookie(session) },
+    });
+    expect(response.status).toBe(404);
+    expect(((await response.json()) as OpenAiError).error).toMatchObject({
+      type: 'invalid_request_error',
+      code: 'not_found',
+    });
+    expect(platformSaw('own-404')).toBe(false);
+  });
+
+  it('serves /healthz itself when it carries a query string', async () => {
+    const response = await fetch(`${stack.url}/healthz?probe=1`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ status: 'ok' });
+  });
+
+  it('refuses a method it does not forward with 405 and Allow, before identifying anyone', async () => {
+    const response = await rawRequest(stack.url, {
+      method: 'PROPFIND',
+      path: '/echo/propfind-marker',
+      headers: ['Cookie', sessionCookie(session)],
+    });
+    expect(response.status).toBe(405);
+    expect(response.headers.allow).toBe('GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS');
+    expect((JSON.parse(response.body.toString()) as OpenAiError).error.code).toBe('method_not_allowed');
+    expect(platformSaw('propfind-marker')).toBe(false);
+  });
+});
+
+describe('behind a trusted proxy', () => {
+  let proxied: FaultyStack;
+  let proxiedSession: string;
+
+  beforeAll(async () => {
+    proxied = await startFaultyStack({ gateway: { trusted_proxies: ['127.0.0.1', '::1'] } });
+    proxiedSession = await signInForSession(proxied, new Browserless());
+  });
+  afterAll(() => proxied.close());
+
+  it("tells the platform the client address the proxy saw, the proxy's own entry counting", async () => {
+    const response = await fetch(`${proxied.url}/echo/behind-proxy`, {
+      headers: {
+        cookie: sessionCookie(proxiedSession),
+        'x-forwarded-for': '198.51.100.7, 203.0.113.9',
+        'x-forwarded-proto': 'http, https',
+      },
+    });
+    expect(response.status).toBe(200);
+    const seen = (await response.json()) as Echo;
+    expect(seen.headers['x-forwarded-for']).toBe('203.0.113.9');
+  });
+
+  it('takes the scheme from a trusted proxy when no website is configured to say it', async () => {
+    const open = await startGateway(() => ({
+      auth: { disable_auth: true },
+      gateway: { upstream: stack.platform.url, trusted_proxies: ['127.0.0.1', '::1'] },
+    }));
+    try {
+      const response = await fetch(`${open.url}/echo/scheme`, { headers: { 'x-forwarded-proto': 'http, https' } });
+      expect(((await response.json()) as Echo).headers['x-forwarded-proto']).toBe('https');
+    } finally {
+      await open.close();
+    }
+  });
+
+  it('believes nothing a direct client says about its address when no proxy is trusted', async () => {
+    const seen = await echo('/echo/untrusted-forwarded-for', {
+      headers: { cookie: sessionCookie(session), 'x-forwarded-for': '203.0.113.9' },
+    });
+    expect(seen.headers['x-forwarded-for']).toMatch(LOOPBACK);
   });
 });

@@ -1,0 +1,35 @@
+import type { IncomingMessage } from 'node:http';
+import proxyAddr from 'proxy-addr';
+
+export interface ClientAddressing {
+  /** The client's address: the direct peer, or what trusted proxies say in X-Forwarded-For. */
+  ip(request: IncomingMessage): string;
+  /** The scheme the client used: X-Forwarded-Proto is believed from a trusted proxy only. */
+  protocol(request: IncomingMessage): 'http' | 'https';
+}
+
+/**
+ * Who sent a request when proxies stand in front of the gateway. Uses proxy-addr, as Fastify does
+ * for the gateway's own routes, so both paths see the same client for the same request.
+ */
+export function createClientAddressing(trustedProxies: readonly string[]): ClientAddressing {
+  const ownScheme = (request: IncomingMessage) =>
+    (request.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+  if (trustedProxies.length === 0) {
+    return { ip: (request) => request.socket.remoteAddress ?? '', protocol: ownScheme };
+  }
+  const trust = proxyAddr.compile([...trustedProxies]);
+  return {
+    ip: (request) => proxyAddr(request, trust),
+    protocol(request) {
+      const forwarded = request.headers['x-forwarded-proto'];
+      if (typeof forwarded !== 'string' || !trust(request.socket.remoteAddress ?? '', 0)) return ownScheme(request);
+      // Each proxy appends what it saw; the last entry is the one the trusted peer vouches for.
+      const scheme = forwarded
+        .slice(forwarded.lastIndexOf(',') + 1)
+        .trim()
+        .toLowerCase();
+      return scheme === 'https' ? 'https' : 'http';
+    },
+  };
+}

@@ -1,0 +1,157 @@
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import { parseCookie } from 'cookie';
+import { AuthError, ForbiddenError, HttpError } from '../errors.js';
+import type { ClientAddressing } from '../http/client.js';
+import { writeApiError } from '../http/errors.js';
+import type { FailureAnswer } from '../http/failure.js';
+import { requestIdFor } from '../http/request-id.js';
+import { challengeFor } from '../identity/challenge.js';
+import type { CallerRequest, Identifier, Identity } from '../identity/identify.js';
+import type { Logger } from '../log.js';
+import { classifyTarget, type PathRules } from '../policy/access.js';
+import type { PlatformControls } from '../policy/platform-controls.js';
+import { assertSameOrigin } from '../policy/same-origin.js';
+import type { Forwarder, RequestContext } from './forward.js';
+
+export interface PlatformHandlerOptions {
+  forwarder: Forwarder;
+  /** Absent when auth is disabled: everything is forwarded without sign-in. */
+  gate?: {
+    identifier: Identifier;
+    website: string;
+    rules: PathRules;
+    controls: PlatformControls;
+  };
+  client: ClientAddressing;
+  answerFailure: FailureAnswer;
+  log: Logger;
+  /** True once the gateway is shutting down: new requests are turned away. */
+  isClosing: () => boolean;
+  /** Sees each request once its response is over; only set when someone reads the figures. */
+  onFinished?: (status: number, auth: string) => void;
+}
+
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/** One request for the platform, as identification, the audit and the error answer read it. */
+class PlatformRequest implements CallerRequest {
+  identity?: Identity;
+  private parsedCookies?: Record<string, string | undefined>;
+  private requestLog?: Logger;
+
+  constructor(
+    readonly raw: IncomingMessage,
+    readonly id: string,
+    readonly ip: string,
+    private readonly gatewayLog: Logger,
+  ) {}
+
+  get method(): string {
+    return this.raw.method ?? 'GET';
+  }
+
+  get url(): string {
+    return this.raw.url ?? '';
+  }
+
+  get headers(): IncomingMessage['headers'] {
+    return this.raw.headers;
+  }
+
+  get cookies(): Record<string, string | undefined> {
+    return (this.parsedCookies ??= parseCookie(this.raw.headers.cookie ?? ''));
+  }
+
+  /** A child logger costs an allocation, so it is made only when there is something to log. */
+  get log(): Logger {
+    return (this.requestLog ??= this.gatewayLog.child({ reqId: this.id }));
+  }
+}
+
+/**
+ * Every path the gateway does not own belongs to the platform: identify the caller, authorize,
+ * forward. These requests are served on Node's own request and response, without the web framework
+ * the gateway's pages use: on the path every API call takes, that framework cost more CPU than
+ * everything else together. The body is left unread so it streams straight upstream.
+ */
+export function createPlatformHandler(options: PlatformHandlerOptions): RequestListener {
+  const { forwarder, gate, client, answerFailure, log, isClosing, onFinished } = options;
+  const website = gate ? new URL(gate.website) : undefined;
+  const publicProto = website?.protocol.slice(0, -1);
+
+  async function admit(request: PlatformRequest, response: ServerResponse): Promise<void> {
+    const { raw } = request;
+    const context: RequestContext = {
+      clientAddress: request.ip,
+      publicProto: publicProto ?? client.protocol(raw),
+      publicHost: website ? website.host : (raw.headers.host ?? ''),
+      requestId: request.id,
+    };
+    if (!gate) return forwarder(raw, response, context, request.log);
+
+    const { access, path } = classifyTarget(request.url, gate.rules);
+    if (access === 'public') return forwarder(raw, response, context, request.log);
+    const identity = await gate.identifier.identify(request);
+    if (!identity) return writeChallenge(request, response);
+    if (access === 'admin' && identity.user.role !== 'admin') {
+      throw new ForbiddenError('admin_required', 'This path is for administrators only.');
+    }
+    if (identity.method === 'session') assertSameOrigin(request.method, request.headers, website!.origin);
+    context.plan = await gate.controls(raw, response, identity, path);
+    context.userId = identity.user.id;
+    context.identity = {
+      user: identity.user.subject,
+      email: identity.user.email ?? undefined,
+      keyId: identity.key?.id,
+      groups: identity.user.groups,
+    };
+    return forwarder(raw, response, context, request.log);
+  }
+
+  function fail(error: unknown, request: PlatformRequest, response: ServerResponse): void {
+    if (response.headersSent) {
+      request.log.warn({ err: error }, 'platform request failed after its answer began');
+      response.destroy();
+      return;
+    }
+    const answer = answerFailure(error, request);
+    writeApiError(response, answer.status, answer.code, answer.message, answer.headers);
+  }
+
+  return (raw, response) => {
+    if (isClosing()) {
+      writeApiError(response, 503, 'shutting_down', 'This Gatehouse instance is shutting down; retry shortly.', {
+        connection: 'close',
+        'retry-after': '1',
+      });
+      return;
+    }
+    const request = new PlatformRequest(raw, requestIdFor(raw.headers), client.ip(raw), log);
+    if (onFinished) response.once('close', () => onFinished(response.statusCode, request.identity?.method ?? 'none'));
+    if (!METHODS.has(request.method)) {
+      fail(
+        new HttpError(
+          405,
+          'method_not_allowed',
+          `${request.method} is not supported; use one of ${[...METHODS].join(', ')}.`,
+          {
+            headers: { allow: [...METHODS].join(', ') },
+          },
+        ),
+        request,
+        response,
+      );
+      return;
+    }
+    admit(request, response).catch((error: unknown) => fail(error, request, response));
+  };
+}
+
+function writeChallenge(request: PlatformRequest, response: ServerResponse): void {
+  const challenge = challengeFor(request);
+  if (challenge instanceof AuthError) {
+    writeApiError(response, challenge.status, challenge.code, challenge.message, challenge.headers);
+    return;
+  }
+  response.writeHead(302, { location: challenge.signInAt, 'content-length': 0 }).end();
+}
