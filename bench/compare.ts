@@ -6,7 +6,9 @@
  *   npm run build && mkdir -p tmp/before && cp -r dist tmp/before/   # inside the repo, so packages resolve
  *   (make the change) && npm run build && npm run bench:compare -- before=tmp/before/dist after=dist
  *
- * Each build is started with `node <dist>/cli.js serve` on its own SQLite file with one key made by
+ * A build may carry Node flags after `@`, comma-separated: `semi8=dist@--max-semi-space-size=8`.
+ *
+ * Each build is started as `npx gatehouse serve` starts it (the Node flags of its shebang) on its own SQLite file with one key made by
  * `keys create`. BENCH_SECONDS (default 3) per run, BENCH_REPEATS (default 7) rounds; every round
  * runs each contender once, so a slow spell of a shared machine hits all of them alike.
  */
@@ -34,9 +36,10 @@ interface Contender {
 }
 
 const builds = process.argv.slice(2).map((argument) => {
-  const [label, dist] = argument.split('=');
-  if (!label || !dist) throw new Error(`expected label=path/to/dist, got "${argument}"`);
-  return { label, dist };
+  const [label, spec] = argument.split(/=(.*)/s);
+  const [dist, flags] = (spec ?? '').split('@');
+  if (!label || !dist) throw new Error(`expected label=path/to/dist[@--node-flag,...], got "${argument}"`);
+  return { label, dist, nodeFlags: flags ? flags.split(',') : [] };
 });
 if (builds.length === 0) {
   console.error('usage: npm run bench:compare -- label=path/to/dist [label=path/to/dist ...]');
@@ -53,7 +56,7 @@ const nginx = await startNginxProxy(upstream.url);
 try {
   const contenders: Contender[] = [{ label: 'nginx proxy', url: nginx.url + CHAT_PATH, headers: {} }];
   contenders.push(await startPeer());
-  for (const build of builds) contenders.push(await startBuild(build.label, build.dist));
+  for (const build of builds) contenders.push(await startBuild(build.label, build.dist, build.nodeFlags));
 
   const rps = new Map<string, number[]>();
   const cpu = new Map<string, number[]>();
@@ -124,8 +127,8 @@ async function startPeer(): Promise<Contender> {
   };
 }
 
-async function startBuild(label: string, dist: string): Promise<Contender> {
-  const gateway = await startKeyGateway({ name: label, dist, work, logs, upstream: upstream.url });
+async function startBuild(label: string, dist: string, nodeFlags: string[]): Promise<Contender> {
+  const gateway = await startKeyGateway({ name: label, dist, nodeFlags, work, logs, upstream: upstream.url });
   return {
     label,
     url: `${gateway.url}${CHAT_PATH}`,

@@ -1,4 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=8
+// The young generation is capped at 2 × 8 MB instead of 2 × 16 MB: 17 MiB less resident memory with
+// 1,000 streams open, for no CPU per request measurable in bench:compare. The Dockerfile and
+// `npm start` pass the same flags; test/deploy/manifests.test.ts keeps them in step.
 import { Command, InvalidArgumentError } from 'commander';
 import { createKeyCommand, listKeysCommand, revokeKeyCommand, type CreateKeyOptions } from './commands/keys.js';
 import { loadConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';

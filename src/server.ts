@@ -85,6 +85,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     inFlight,
     headersTimeoutMs: config.gateway.upstream_headers_timeout_seconds * 1000,
     idleTimeoutMs: config.gateway.upstream_idle_timeout_seconds * 1000,
+    log,
     onUpstreamHeaders: (seconds) => metrics.upstreamSeconds.observe(seconds),
   });
   const { trusted_proxies: trustedProxies } = config.gateway;

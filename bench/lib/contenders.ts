@@ -13,7 +13,7 @@ import { Browserless } from '../../test/support/browserless.js';
 import { startFaultyProvider, type FaultyProvider } from '../../test/support/faulty-provider.js';
 import { freePort } from '../../test/support/ports.js';
 import { startForwardAuth, startNginxProxy } from './nginx.js';
-import { startProcess, waitForStatus, type Service } from './processes.js';
+import { gatehouseCommand, startProcess, waitForStatus, type Service } from './processes.js';
 
 export interface Contender {
   /** Base URL without a trailing slash; requests go to CHAT_PATH under it. */
@@ -61,7 +61,7 @@ export interface GatehouseBench {
   sessionCookie: string;
   /** Writes a config for `upstream` and returns its path. */
   writeConfig(name: string, upstream: string, options?: { trustedProxies?: string[] }): string;
-  /** Spawns `node dist/cli.js serve` (with `--cpu-prof` into `cpuProfDir` when given) and waits for /readyz. */
+  /** Spawns `dist/cli.js serve` as `npx gatehouse` runs it (with `--cpu-prof` into `cpuProfDir` when given) and waits for /readyz. */
   start(
     name: string,
     configPath: string,
@@ -106,9 +106,14 @@ export async function prepareGatehouse(dirs: RunDirs, jsonUpstream: string): Pro
   };
   const start: GatehouseBench['start'] = async (name, configPath, options = {}) => {
     const profile = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir] : [];
-    const service = startProcess(name, process.execPath, [...profile, 'dist/cli.js', 'serve', '--config', configPath], {
-      logDir: dirs.logs,
-    });
+    const service = startProcess(
+      name,
+      process.execPath,
+      [...profile, ...gatehouseCommand('dist', ['serve', '--config', configPath])],
+      {
+        logDir: dirs.logs,
+      },
+    );
     const readyMs = await waitForStatus(`${website}/readyz`, service);
     return { service, readyMs };
   };

@@ -1,5 +1,5 @@
 /**
- * Runs Gatehouse (`node dist/cli.js serve`) once per configuration in front of the same nginx
+ * Runs Gatehouse (`dist/cli.js serve`) once per configuration in front of the same nginx
  * upstream and measures the API-key path with wrk, so rows of one table differ only in config.
  */
 import { execFile } from 'node:child_process';
@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from '../../test/support/ports.js';
 import { startJsonUpstream } from './nginx.js';
-import { startProcess, stopAll, waitForStatus, type Service } from './processes.js';
+import { gatehouseCommand, startProcess, stopAll, waitForStatus, type Service } from './processes.js';
 import { CHAT_PATH, medianOf, runWrk, writeChatScript, type WrkRun } from './wrk.js';
 
 export interface GatewayRow {
@@ -31,20 +31,22 @@ export interface KeyGateway {
 }
 
 /**
- * Starts `node <dist>/cli.js serve` on a SQLite file in `work`, in front of `upstream`, with a key
+ * Starts `<dist>/cli.js serve` (as `npx gatehouse` runs it) on a SQLite file in `work`, in front of `upstream`, with a key
  * made by `gatehouse keys create` (plus `keyArgs`), and waits for /healthz. `configEdits` go on top
  * of a config with a key hash secret and an unreachable provider: keys need none.
  */
 export async function startKeyGateway(options: {
   name: string;
   dist: string;
+  /** Node flags for the serving process, such as `--max-semi-space-size=8`. */
+  nodeFlags?: string[];
   work: string;
   logs: string;
   upstream: string;
   configEdits?: Record<string, unknown>;
   keyArgs?: string[];
 }): Promise<KeyGateway> {
-  const { name, dist, work, logs, upstream, configEdits = {}, keyArgs = [] } = options;
+  const { name, dist, nodeFlags = [], work, logs, upstream, configEdits = {}, keyArgs = [] } = options;
   const port = await freePort();
   const config = join(work, `${name}.json`);
   writeFileSync(
@@ -75,7 +77,14 @@ export async function startKeyGateway(options: {
   const create = [cli, 'keys', 'create', '--email', 'bench@example.com', '--name', name, ...keyArgs];
   const { stdout } = await promisify(execFile)(process.execPath, [...create, '--config', config]);
   const key = /^(gth_\S+)$/m.exec(stdout)![1]!;
-  const service = startProcess(name, process.execPath, [cli, 'serve', '--config', config], { logDir: logs });
+  const service = startProcess(
+    name,
+    process.execPath,
+    [...nodeFlags, ...gatehouseCommand(dist, ['serve', '--config', config])],
+    {
+      logDir: logs,
+    },
+  );
   await waitForStatus(`http://127.0.0.1:${port}/healthz`, service);
   return { url: `http://127.0.0.1:${port}`, key, service };
 }

@@ -14,6 +14,8 @@ export interface ForwarderOptions {
   inFlight: InFlightRequests;
   headersTimeoutMs: number;
   idleTimeoutMs: number;
+  /** Failures are logged with the request id; a child logger per request would cost more than the request. */
+  log: Logger;
   /** Seconds until the platform's response headers, for the latency histogram. */
   onUpstreamHeaders?: (seconds: number) => void;
 }
@@ -25,12 +27,7 @@ export type RequestContext = ForwardContext & {
   plan?: ExchangePlan;
 };
 
-type Forward = (
-  request: IncomingMessage,
-  response: ServerResponse,
-  context: RequestContext,
-  log: Pick<Logger, 'warn'>,
-) => Promise<void>;
+type Forward = (request: IncomingMessage, response: ServerResponse, context: RequestContext) => Promise<void>;
 
 export type Forwarder = Forward & { close(): Promise<void> };
 
@@ -40,6 +37,7 @@ export type Forwarder = Forward & { close(): Promise<void> };
  * stops also stops the GPU work behind it.
  */
 export function createForwarder(options: ForwarderOptions): Forwarder {
+  const { log } = options;
   const base = new URL(options.upstream);
   const basePath = base.pathname.replace(/\/$/, '');
   const agent = new Agent({
@@ -50,7 +48,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     bodyTimeout: options.idleTimeoutMs,
   });
 
-  const forward: Forward = async (request, response, context, log) => {
+  const forward: Forward = async (request, response, context) => {
     const cancel = new UpstreamCancel();
     const untrack = context.userId ? options.inFlight.track(context.userId, cancel) : undefined;
     response.once('close', () => {
@@ -84,7 +82,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       });
     } catch (error) {
       if (cancel.aborted) return;
-      log.warn({ err: error, upstream: options.upstream }, 'platform request failed');
+      log.warn({ reqId: context.requestId, err: error, upstream: options.upstream }, 'platform request failed');
       throw describeUpstreamFailure(error);
     }
     options.onUpstreamHeaders?.((performance.now() - started) / 1000);
@@ -100,12 +98,12 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         body = Buffer.from(await upstream.body.arrayBuffer());
       } catch (error) {
         if (cancel.aborted) return;
-        log.warn({ err: error }, 'platform response broke off');
+        log.warn({ reqId: context.requestId, err: error }, 'platform response broke off');
         throw describeUpstreamFailure(error);
       }
     } else {
       upstream.body.once('error', (error) => {
-        if (!cancel.aborted) log.warn({ err: error }, 'platform response broke off');
+        if (!cancel.aborted) log.warn({ reqId: context.requestId, err: error }, 'platform response broke off');
       });
     }
     const answer = plan ? await applyPlan(plan, upstream.statusCode, clientHeaders, body) : body;

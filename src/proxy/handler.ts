@@ -87,10 +87,10 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
       publicHost: website ? website.host : (raw.headers.host ?? ''),
       requestId: request.id,
     };
-    if (!gate) return forwarder(raw, response, context, request.log);
+    if (!gate) return forwarder(raw, response, context);
 
     const { access, path } = classifyTarget(request.url, gate.rules);
-    if (access === 'public') return forwarder(raw, response, context, request.log);
+    if (access === 'public') return forwarder(raw, response, context);
     const identity = await gate.identifier.identify(request);
     if (!identity) return writeChallenge(request, response);
     if (access === 'admin' && identity.user.role !== 'admin') {
@@ -105,7 +105,7 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
       keyId: identity.key?.id,
       groups: identity.user.groups,
     };
-    return forwarder(raw, response, context, request.log);
+    return forwarder(raw, response, context);
   }
 
   function fail(error: unknown, request: PlatformRequest, response: ServerResponse): void {

@@ -47,6 +47,8 @@ const NUMERIC = [
  */
 export class UsageRecorder {
   private pending = new Map<string, UsageRow>();
+  /** The day of the latest event and its bounds: formatting a date on every request shows in profiles. */
+  private recentDay = { name: '', start: 0, end: 0 };
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -59,7 +61,7 @@ export class UsageRecorder {
   }
 
   record(event: UsageEvent, now = Date.now()): void {
-    const day = dayOf(now);
+    const day = this.dayOfEvent(now);
     const keyId = event.keyId ?? SESSION_USAGE_KEY;
     const id = `${day}|${event.userId}|${keyId}`;
     let row = this.pending.get(id);
@@ -122,6 +124,14 @@ export class UsageRecorder {
   }
 
   /** Days × keys of one user, newest first, for the account page and GET /v1/auth/usage. */
+  private dayOfEvent(ms: number): string {
+    if (ms < this.recentDay.start || ms >= this.recentDay.end) {
+      const start = ms - (ms % DAY_MS);
+      this.recentDay = { name: dayOf(ms), start, end: start + DAY_MS };
+    }
+    return this.recentDay.name;
+  }
+
   async forUser(userId: string, days = 30, now = Date.now()): Promise<UsageRow[]> {
     const rows = await this.db
       .selectFrom('usage_daily')

@@ -154,6 +154,14 @@ interface Instruction {
   args: string;
 }
 
+/** The Node flags of the command line's shebang (`#!/usr/bin/env -S node <flags>`). */
+function cliNodeFlags(): string[] {
+  const shebang = readFileSync(join(root, 'src', 'cli.ts'), 'utf8').split('\n', 1)[0]!;
+  const words = shebang.split(' ');
+  expect(words.slice(0, 3)).toEqual(['#!/usr/bin/env', '-S', 'node']);
+  return words.slice(3);
+}
+
 /** The Dockerfile's instructions after the last FROM (the image that ships), continuations joined. */
 function finalStageInstructions(): Instruction[] {
   const text = readFileSync(join(root, 'Dockerfile'), 'utf8').replace(/\\\r?\n/g, ' ');
@@ -319,9 +327,17 @@ describe('Dockerfile', () => {
     expect(healthcheck).toContain(`127.0.0.1:${defaultPort}/healthz`);
   });
 
-  it('runs the gateway as the non-root node user', () => {
+  it('runs the gateway as the non-root node user, with the Node flags the command line carries', () => {
     expect(argsOf('USER').at(-1)).toBe('node');
-    expect(argsOf('ENTRYPOINT')).toEqual(['["node", "dist/cli.js"]']);
+    const entrypoint = ['node', ...cliNodeFlags(), 'dist/cli.js'].map((word) => JSON.stringify(word)).join(', ');
+    expect(argsOf('ENTRYPOINT')).toEqual([`[${entrypoint}]`]);
     expect(argsOf('CMD')).toEqual(['["serve"]']);
+  });
+
+  it('npm start passes the same Node flags', () => {
+    const { scripts } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+    };
+    expect(scripts.start).toBe(['node', ...cliNodeFlags(), 'dist/cli.js', 'serve'].join(' '));
   });
 });
