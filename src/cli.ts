@@ -1,7 +1,8 @@
-#!/usr/bin/env -S node --max-semi-space-size=8
-// The young generation is capped at 2 × 8 MB instead of 2 × 16 MB: 17 MiB less resident memory with
-// 1,000 streams open, for no CPU per request measurable in bench:compare. The Dockerfile and
-// `npm start` pass the same flags; test/deploy/manifests.test.ts keeps them in step.
+#!/usr/bin/env -S node --max-semi-space-size=8 --liftoff-only
+// Node flags for a smaller resident set, each measured (bench/README.md): the young generation is
+// capped at 2 × 8 MB instead of 2 × 16 MB, and undici's HTTP parser (WebAssembly) stays on V8's
+// baseline compiler, whose optimising recompile took a 30 MB spike soon after start. Neither showed
+// in CPU per request. The Dockerfile, `npm start`, the bench and the tests run with the same flags.
 import { Command, InvalidArgumentError } from 'commander';
 import { createKeyCommand, listKeysCommand, revokeKeyCommand, type CreateKeyOptions } from './commands/keys.js';
 import { loadConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';

@@ -9,21 +9,17 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { GatehouseError } from '../../src/errors.js';
+import { cliNodeFlags } from '../../test/support/cli.js';
 
 /** The repository root, so the bench runs the same from any working directory. */
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 const STOP_TIMEOUT_MS = 5_000;
 
-/**
- * The arguments that start `<dist>/cli.js` as `npx gatehouse`, the image and `npm start` do: with
- * the Node flags of its `#!/usr/bin/env -S node <flags>` line.
- */
+/** The arguments that start `<dist>/cli.js` as `npx gatehouse`, the image and `npm start` do. */
 export function gatehouseCommand(dist: string, args: string[]): string[] {
   const cli = join(dist, 'cli.js');
-  const shebang = readFileSync(resolve(ROOT, cli), 'utf8').split('\n', 1)[0] ?? '';
-  const flags = /^#!\/usr\/bin\/env -S node(?: (.*))?$/.exec(shebang)?.[1]?.split(' ') ?? [];
-  return [...flags, cli, ...args];
+  return [...cliNodeFlags(resolve(ROOT, cli)), cli, ...args];
 }
 
 export interface Service {

@@ -1,4 +1,4 @@
-import { pipeline, type Readable, type Transform } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import { ForbiddenError, HttpError } from '../errors.js';
 import { jsonUsage, sseUsageTap, watchJsonUsage, type TokenUsage } from '../usage/extract.js';
@@ -148,12 +148,15 @@ export async function applyPlan(
 }
 
 /**
- * Unlike `pipe`, `pipeline` destroys both sides when either fails: an aborted platform request
- * (client gone, user disabled) ends the client's stream, and a client that leaves stops the tap.
+ * Feeds the platform's stream through a tap. Unlike a bare `pipe`, failure on either side destroys
+ * the other: an aborted platform request (client gone, user disabled) ends the client's stream, and
+ * a client that leaves stops the platform's. Not `pipeline`, which keeps two sets of end-of-stream
+ * watchers per stream: with a thousand streams open that is megabytes.
  */
 function through(body: Readable, tap: Transform): Transform {
-  pipeline(body, tap, () => undefined);
-  return tap;
+  body.once('error', (error) => tap.destroy(error));
+  tap.once('close', () => body.destroy());
+  return body.pipe(tap);
 }
 
 function filterModelList(body: Buffer, allowed: readonly string[]): Buffer {

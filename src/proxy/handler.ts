@@ -32,6 +32,7 @@ export interface PlatformHandlerOptions {
 }
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+const ALLOWED = [...METHODS].join(', ');
 
 /** One request for the platform, as identification, the audit and the error answer read it. */
 class PlatformRequest implements CallerRequest {
@@ -129,18 +130,10 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
     const request = new PlatformRequest(raw, requestIdFor(raw.headers), client.ip(raw), log);
     if (onFinished) response.once('close', () => onFinished(response.statusCode, request.identity?.method ?? 'none'));
     if (!METHODS.has(request.method)) {
-      fail(
-        new HttpError(
-          405,
-          'method_not_allowed',
-          `${request.method} is not supported; use one of ${[...METHODS].join(', ')}.`,
-          {
-            headers: { allow: [...METHODS].join(', ') },
-          },
-        ),
-        request,
-        response,
-      );
+      const refusal = new HttpError(405, 'method_not_allowed', `${request.method} is not supported; use ${ALLOWED}.`, {
+        headers: { allow: ALLOWED },
+      });
+      fail(refusal, request, response);
       return;
     }
     admit(request, response).catch((error: unknown) => fail(error, request, response));

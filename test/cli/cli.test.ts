@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
+import { gatehouseArgs } from '../support/cli.js';
 
 const run = promisify(execFile);
-const CLI = ['--import', 'tsx', join(import.meta.dirname, '../../src/cli.ts')];
+const CLI = gatehouseArgs();
 
 interface Result {
   code: number;

@@ -15,9 +15,10 @@ import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platfor
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
 import { CLIENT_ID, CLIENT_SECRET, deepMerge } from '../support/stack.js';
+import { gatehouseArgs } from '../support/cli.js';
 
 const run = promisify(execFile);
-const CLI = ['--import', 'tsx', join(import.meta.dirname, '../../src/cli.ts')];
+const CLI = gatehouseArgs();
 const WEBSITE = 'http://127.0.0.1:5999';
 const UPSTREAM_KEY = 'sk-doctor-upstream-3c9d1e7f';
 const HASH_SECRET = 'doctor-hash-secret-0123456789abcdef0123';

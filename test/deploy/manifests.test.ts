@@ -5,6 +5,7 @@ import { parse, parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { loadConfigFromObject } from '../../src/config/index.js';
 import { OWNED_SECTIONS } from '../../src/config/tree.js';
+import { cliNodeFlags } from '../support/cli.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const deployDir = join(root, 'deploy');
@@ -152,14 +153,6 @@ function loadManifestConfig() {
 interface Instruction {
   keyword: string;
   args: string;
-}
-
-/** The Node flags of the command line's shebang (`#!/usr/bin/env -S node <flags>`). */
-function cliNodeFlags(): string[] {
-  const shebang = readFileSync(join(root, 'src', 'cli.ts'), 'utf8').split('\n', 1)[0]!;
-  const words = shebang.split(' ');
-  expect(words.slice(0, 3)).toEqual(['#!/usr/bin/env', '-S', 'node']);
-  return words.slice(3);
 }
 
 /** The Dockerfile's instructions after the last FROM (the image that ships), continuations joined. */

@@ -19,6 +19,7 @@ import { deleteRedisKeys, dropSchema, POSTGRES_URL, uniqueSchema, withPostgres }
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
+import { gatehouseArgs } from '../support/cli.js';
 
 const postgres = await requireResource(
   'postgresql',
@@ -549,7 +550,7 @@ async function spawnServe(dir: string, edits: (port: number) => Record<string, u
   const configFile = join(dir, 'config.yaml');
   // JSON is YAML, and spares a serializer.
   writeFileSync(configFile, JSON.stringify(edits(port)));
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--config', configFile], {
+  const child = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],

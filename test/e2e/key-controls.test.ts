@@ -35,13 +35,14 @@ import {
   type FaultyStack,
   type RunningGateway,
 } from '../support/stack.js';
+import { gatehouseArgs } from '../support/cli.js';
 
 const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
 const OWNER = { subject: 'test-user-1', email: 'ada@example.test' };
 const OTHER = { subject: 'test-user-2', email: 'bob@example.test' };
-const CLI = ['--import', 'tsx', join(import.meta.dirname, '../../src/cli.ts')];
+const CLI = gatehouseArgs();
 /** Tests that wait for a fresh minute or for usage to be written get this long. */
 const SLOW_TEST_MS = 60_000;
 

@@ -16,6 +16,7 @@ import { startFaultyProvider, type FaultyProvider } from '../support/faulty-prov
 import { freePort } from '../support/ports.js';
 import { signIn, signInForSession } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.js';
+import { gatehouseArgs } from '../support/cli.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const UPSTREAM_KEY = 'sk-upstream-observability-5d1e8a7c3b';
@@ -53,7 +54,7 @@ interface ServeProcess {
 
 /** Runs `gatehouse serve --config FILE` as an operator would and resolves once /readyz answers 200. */
 async function serve(configFile: string, url: string): Promise<ServeProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--config', configFile], {
+  const child = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'trace' },
     stdio: ['ignore', 'pipe', 'pipe'],

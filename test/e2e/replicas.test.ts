@@ -27,6 +27,7 @@ import {
 } from '../support/services.js';
 import { signInForSession } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.js';
+import { gatehouseArgs } from '../support/cli.js';
 
 const postgres = await requireResource(
   'postgresql',
@@ -62,11 +63,11 @@ function spawnReplica(dir: string, name: string, port: number, edits: Record<str
   const configFile = join(dir, `${name}.yaml`);
   // JSON is YAML, and spares a serializer.
   writeFileSync(configFile, JSON.stringify(edits, null, 2));
-  const child: ChildProcess = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/cli.ts', 'serve', '--config', configFile],
-    { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const child: ChildProcess = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
+    cwd: ROOT,
+    env: { ...process.env, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const output: string[] = [];
   const keep = (chunk: Buffer) => {
     output.push(chunk.toString('utf8'));

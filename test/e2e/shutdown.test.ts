@@ -17,6 +17,7 @@ import { startFaultyProvider, type FaultyProvider } from '../support/faulty-prov
 import { freePort } from '../support/ports.js';
 import { signInForSession } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.js';
+import { gatehouseArgs } from '../support/cli.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const TEST_TOKEN = 'shutdown-test-token-8c2e4a6f1b';
@@ -32,7 +33,7 @@ interface ServeProcess {
 
 /** Runs `gatehouse serve --config FILE` and resolves once /readyz answers 200. */
 async function serve(configFile: string, url: string): Promise<ServeProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--config', configFile], {
+  const child = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,0 +1,20 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const SOURCE = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+
+/**
+ * The Node flags on a command line script's `#!/usr/bin/env -S node <flags>` line: what `npx
+ * gatehouse` runs it with, and so what the image, `npm start`, the bench and the tests run it with.
+ */
+export function cliNodeFlags(script = SOURCE): string[] {
+  const shebang = readFileSync(script, 'utf8').split('\n', 1)[0] ?? '';
+  const flags = /^#!\/usr\/bin\/env -S node(?: (.+))?$/.exec(shebang);
+  if (!flags) throw new Error(`${script} does not start with "#!/usr/bin/env -S node": ${shebang}`);
+  return flags[1]?.split(' ') ?? [];
+}
+
+/** Node arguments that run `gatehouse <args>` from the TypeScript sources, with the command line's Node flags. */
+export function gatehouseArgs(...args: string[]): string[] {
+  return [...cliNodeFlags(), '--import', 'tsx', SOURCE, ...args];
+}
