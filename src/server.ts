@@ -6,6 +6,7 @@ import { registerAdminRoutes } from './admin/routes.js';
 import { AuditLog } from './audit/log.js';
 import type { Config } from './config/index.js';
 import { createClientAddressing } from './http/client.js';
+import { deferredSchemaCompilers } from './http/deferred-schemas.js';
 import { sendApiError } from './http/errors.js';
 import { createFailureAnswer } from './http/failure.js';
 import { gatewayPaths } from './http/gateway-paths.js';
@@ -118,6 +119,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     trustProxy: trustedProxies.length ? [...trustedProxies] : false,
     // A typo such as "expires_in" must be an error, not silently dropped; "30" is not a number.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+    schemaController: { compilersFactory: deferredSchemaCompilers },
   });
   // Slow clients (slowloris) must not hold connections open: request headers get 20 s, the whole
   // request (not the response, which may stream for minutes) 5 minutes.

@@ -9,8 +9,9 @@ const SOURCE = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
  */
 export function cliNodeFlags(script = SOURCE): string[] {
   const shebang = readFileSync(script, 'utf8').split('\n', 1)[0] ?? '';
-  const flags = /^#!\/usr\/bin\/env -S node(?: (.+))?$/.exec(shebang);
-  if (!flags) throw new Error(`${script} does not start with "#!/usr/bin/env -S node": ${shebang}`);
+  // Without -S, env would take "node --flag" as one program name; a build before the flags has none.
+  const flags = /^#!\/usr\/bin\/env (?:node|-S node (.+))$/.exec(shebang);
+  if (!flags) throw new Error(`${script} does not start with "#!/usr/bin/env -S node <flags>": ${shebang}`);
   return flags[1]?.split(' ') ?? [];
 }
 
