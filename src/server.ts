@@ -134,7 +134,12 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     return sendApiError(reply, answer.status, answer.code, answer.message, answer.headers);
   });
   app.setNotFoundHandler((request, reply) =>
-    sendApiError(reply, 404, 'not_found', `Gatehouse has no ${request.method} ${request.url.split('?')[0]}.`),
+    sendApiError(
+      reply,
+      404,
+      'not_found',
+      `Gatehouse has no ${request.method} ${request.url.split('?')[0]?.slice(0, 200)}.`,
+    ),
   );
   // The callback form: an async hook costs a promise on every request.
   app.addHook('onResponse', (request, reply, done) => {
