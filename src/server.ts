@@ -24,7 +24,6 @@ import { createTokenRefresher } from './oidc/refresh.js';
 import { registerAuthRoutes } from './oidc/routes.js';
 import { compileAccessRules } from './policy/access.js';
 import { registerForwardAuth } from './policy/forward-auth.js';
-import { createTrustedPeerCheck } from './policy/trusted-proxies.js';
 import { createForwarder } from './proxy/forward.js';
 import { createPlatformHandler, type PlatformHandlerOptions } from './proxy/handler.js';
 import { InFlightRequests } from './proxy/in-flight.js';
@@ -167,9 +166,10 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   let purgeTimer: NodeJS.Timeout | undefined;
   let keyVerifier: ApiKeyVerifier | undefined;
 
+  const client = createClientAddressing(trustedProxies);
   const platformParts: Omit<PlatformHandlerOptions, 'gate'> = {
     forwarder,
-    client: createClientAddressing(trustedProxies),
+    client,
     answerFailure,
     log,
     isClosing: () => closing,
@@ -266,7 +266,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       },
     });
     registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, identifier, audit, usage, website });
-    registerForwardAuth(app, { identifier, rules, website, isTrustedPeer: createTrustedPeerCheck(trustedProxies) });
+    registerForwardAuth(app, { identifier, rules, website, isTrustedPeer: client.isTrustedPeer });
     const controls = createPlatformControls({
       scopeRules: {
         inference: compilePathRules(config.auth.scope_paths.inference, { caseInsensitive: false }),

@@ -1,5 +1,4 @@
-import type { IncomingHttpHeaders } from 'node:http';
-import type { AuditLog } from '../audit/log.js';
+import type { AuditedRequest, AuditLog } from '../audit/log.js';
 import { HttpError } from '../errors.js';
 import type { Identity } from '../identity/identify.js';
 import type { Logger } from '../log.js';
@@ -10,11 +9,9 @@ import { unavailableDependency } from './dependency-errors.js';
 /** Statuses that mean "someone was turned away", recorded in the audit log by class. */
 const DENIAL_STATUSES = new Set([401, 403, 429]);
 
-export interface FailedRequest {
+export interface FailedRequest extends AuditedRequest {
   readonly id: string;
   readonly url: string;
-  readonly ip: string;
-  readonly headers: IncomingHttpHeaders;
   readonly identity?: Identity;
   readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
 }
