@@ -5,7 +5,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { registerAdminRoutes } from './admin/routes.js';
 import { AuditLog } from './audit/log.js';
 import type { Config } from './config/index.js';
-import { createClientAddressing } from './http/client.js';
+import { createClientAddressing, trustedRanges } from './http/client.js';
 import { deferredSchemaCompilers } from './http/deferred-schemas.js';
 import { sendApiError } from './http/errors.js';
 import { createFailureAnswer } from './http/failure.js';
@@ -115,7 +115,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     },
     return503OnClosing: true,
     // X-Forwarded-For is believed only from the proxies the operator named.
-    trustProxy: trustedProxies.length ? [...trustedProxies] : false,
+    trustProxy: trustedProxies.length ? trustedRanges(trustedProxies) : false,
     // A typo such as "expires_in" must be an error, not silently dropped; "30" is not a number.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
     schemaController: { compilersFactory: deferredSchemaCompilers },

@@ -127,7 +127,7 @@ function cidrProblem(value: string): string | undefined {
       else blocks.addSubnet(address, Number(prefix), type);
       return undefined;
     } catch {
-      // Falls through to the same message: BlockList is the one that will read it at startup.
+      // Falls through to the same message: node:net cannot read it either.
     }
   }
   return `must be an IP address or a CIDR block (e.g. 10.0.0.0/8 or fd00::/8), got ${describeValue(value, false)}`;

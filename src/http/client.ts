@@ -11,6 +11,18 @@ export interface ClientAddressing {
 }
 
 /**
+ * `gateway.trusted_proxies` as proxy-addr takes them: it refuses a /0 block, so "every IPv4 (or
+ * IPv6) peer" is given as the two halves of the address space instead.
+ */
+export function trustedRanges(entries: readonly string[]): string[] {
+  return entries.flatMap((entry) => {
+    if (/^0+(?:\.0+){3}\/0$/.test(entry)) return ['0.0.0.0/1', '128.0.0.0/1'];
+    if (/^[0:]*::[0:]*\/0$/.test(entry)) return ['::/1', '8000::/1'];
+    return [entry];
+  });
+}
+
+/**
  * Who sent a request when proxies stand in front of the gateway. Uses proxy-addr, as Fastify does
  * for the gateway's own routes, so both paths see the same client for the same request; it also
  * maps IPv4 peers on a dual-stack socket (::ffff:a.b.c.d) onto IPv4 entries.
@@ -21,7 +33,7 @@ export function createClientAddressing(trustedProxies: readonly string[]): Clien
   if (trustedProxies.length === 0) {
     return { isTrustedPeer: () => false, ip: (request) => request.socket.remoteAddress ?? '', protocol: ownScheme };
   }
-  const trust = proxyAddr.compile([...trustedProxies]);
+  const trust = proxyAddr.compile(trustedRanges(trustedProxies));
   const isTrustedPeer = (address: string | undefined) => address !== undefined && trust(address, 0);
   return {
     isTrustedPeer,

@@ -894,6 +894,21 @@ describe('behind a trusted proxy', () => {
     }
   });
 
+  it('starts with every address trusted (0.0.0.0/0 and ::/0) and believes the forwarded address', async () => {
+    const open = await startGateway(() => ({
+      auth: { disable_auth: true },
+      gateway: { upstream: stack.platform.url, trusted_proxies: ['0.0.0.0/0', '::/0'] },
+    }));
+    try {
+      const response = await fetch(`${open.url}/echo/everyone-trusted`, {
+        headers: { 'x-forwarded-for': '203.0.113.9' },
+      });
+      expect(((await response.json()) as Echo).headers['x-forwarded-for']).toBe('203.0.113.9');
+    } finally {
+      await open.close();
+    }
+  });
+
   it('believes nothing a direct client says about its address when no proxy is trusted', async () => {
     const seen = await echo('/echo/untrusted-forwarded-for', {
       headers: { cookie: sessionCookie(session), 'x-forwarded-for': '203.0.113.9' },
