@@ -4,7 +4,7 @@
 # dev dependencies, no TypeScript sources. Mount llama_config_edits.yaml at /etc/gatehouse/.
 
 # python3, make and g++ build better-sqlite3's native addon when no prebuilt binary is downloaded.
-FROM node:20-bookworm-slim AS toolchain
+FROM node:24-bookworm-slim AS toolchain
 RUN apt-get update \
   && apt-get install -y --no-install-recommends python3 make g++ \
   && rm -rf /var/lib/apt/lists/*
@@ -22,7 +22,7 @@ RUN npm run build
 FROM toolchain AS deps
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production \
     GATEHOUSE_CONFIG=/etc/gatehouse/llama_config_edits.yaml
 WORKDIR /app

@@ -3,6 +3,8 @@
 // capped at 2 × 8 MB instead of 2 × 16 MB, and undici's HTTP parser (WebAssembly) stays on V8's
 // baseline compiler, whose optimising recompile took a 30 MB spike soon after start. Neither showed
 // in CPU per request. The Dockerfile, `npm start`, the bench and the tests run with the same flags.
+import './runtime.js';
+import { createRequire } from 'node:module';
 import { Command, InvalidArgumentError } from 'commander';
 import { createKeyCommand, listKeysCommand, revokeKeyCommand, type CreateKeyOptions } from './commands/keys.js';
 import { loadConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';
@@ -14,6 +16,7 @@ import { openStorage } from './storage/database.js';
 const program = new Command()
   .name('gatehouse')
   .description('OpenID Connect sign-in gateway in front of a self-hosted LLM platform')
+  .version((createRequire(import.meta.url)('../package.json') as { version: string }).version)
   .showHelpAfterError();
 
 const configOption = [
