@@ -17,8 +17,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyCommand } from '../../src/commands/keys.js';
 import { loadConfigFromObject } from '../../src/config/index.js';
 import { startSamplePlatform } from '../../src/demo/platform.js';
-import { KEY_CACHE_FRESH_MS } from '../../src/keys/verify.js';
 import { Browserless } from '../support/browserless.js';
+import { ANNOUNCED_WITHIN_MS } from '../support/change-channels.js';
 import { freePort } from '../support/ports.js';
 import { hasTcp, requireResource } from '../support/requirements.js';
 import {
@@ -389,12 +389,6 @@ async function readRedis(key: string): Promise<string | null> {
     redis.disconnect();
   }
 }
-
-/**
- * Without the announcement a cached key is served until it is KEY_CACHE_FRESH_MS old: a refusal
- * sooner than that, less slack for a loaded machine, shows the announcement carried the change.
- */
-const ANNOUNCED_WITHIN_MS = KEY_CACHE_FRESH_MS - SLACK_MS;
 
 describe.skipIf(!postgres || !redisAvailable)('Redis going away under steady API-key traffic', () => {
   const schema = uniqueSchema();
