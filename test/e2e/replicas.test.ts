@@ -28,6 +28,7 @@ import {
   withPostgres,
 } from '../support/services.js';
 import { signInForSession } from '../support/sign-in.js';
+import { msUntil } from '../support/wait.js';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.js';
 import { gatehouseArgs } from '../support/cli.js';
 
@@ -39,12 +40,9 @@ const postgres = await requireResource(
 const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-/**
- * Gatehouse promises that anything revoked on one replica is refused on every other within 1 s; the
- * announcement makes it much sooner, and the tests hold it to ANNOUNCED_WITHIN_MS, counted from the
- * moment the replica that made the change answered: cache expiry alone could not meet it.
- */
-const POLL_MS = 50;
+// Gatehouse promises that anything revoked on one replica is refused on every other within 1 s; the
+// announcement makes it much sooner, and the tests hold it to ANNOUNCED_WITHIN_MS, counted from the
+// moment the replica that made the change answered: cache expiry alone could not meet it.
 
 const ADMIN = { subject: 'grace-1', email: 'grace@example.test' };
 const MEMBER = { subject: 'ada-1', email: 'ada@example.test' };
@@ -113,15 +111,6 @@ async function waitUntilReady(replica: Replica, timeoutMs = 45_000): Promise<voi
     await sleep(100);
   }
   throw new Error(`${replica.url} not ready (${last}); output:\n${replica.output.join('').slice(-4_000)}`);
-}
-
-/** Polls `probe` every POLL_MS until it returns true; returns the ms since `since`, or Infinity. */
-async function msUntil(probe: () => Promise<boolean>, since: number, limitMs = 5_000): Promise<number> {
-  while (Date.now() - since < limitMs) {
-    if (await probe()) return Date.now() - since;
-    await sleep(POLL_MS);
-  }
-  return Infinity;
 }
 
 function withKey(url: string, key: string, path = '/echo/replica'): Promise<Response> {
