@@ -95,11 +95,14 @@ function listenToPostgres(storage: Storage, hear: (change: Change) => void, log:
   let client: pg.Client | undefined;
   let closed = false;
   let retry: NodeJS.Timeout | undefined;
+  let lost = false;
   const listen = async () => {
     const next = storage.postgres!.dedicatedClient();
     next.on('error', () => undefined);
     next.on('end', () => {
-      if (!closed) retry = setTimeout(() => void listen(), LISTEN_RETRY_MS).unref();
+      if (closed) return;
+      lost = true;
+      retry = setTimeout(() => void listen(), LISTEN_RETRY_MS).unref();
     });
     next.on('notification', (message) => {
       const change = message.payload ? parseChange(message.payload) : undefined;
@@ -113,6 +116,9 @@ function listenToPostgres(storage: Storage, hear: (change: Change) => void, log:
       );
       await next.query(`listen "${rows[0]!.channel}"`);
       client = next;
+      // Whatever was announced while not listening is unknown: every answer is treated as stale.
+      if (lost) for (const kind of ['keys_changed', 'session_ended'] as const) hear({ kind });
+      lost = false;
     } catch (error) {
       log.warn({ err: error }, 'postgres LISTEN failed; retrying');
       await next.end().catch(() => undefined);

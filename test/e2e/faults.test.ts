@@ -428,13 +428,14 @@ describe.skipIf(!postgres || !redisAvailable)('Redis going away under steady API
       // What `gatehouse keys revoke` or another replica does: the database row changes, and Redis
       // cannot be told, since it is away.
       duringOutage: async () => {
-        revokedDuringOutageAt = Date.now();
         await withPostgres((client) =>
           client.query(`update "${schema}".api_keys set revoked_at = $1 where id = $2`, [
-            revokedDuringOutageAt,
+            Date.now(),
             prepared.keys['revoked while away']!.id,
           ]),
         );
+        // Committed: from here the database has announced it.
+        revokedDuringOutageAt = Date.now();
       },
     });
   });
@@ -457,7 +458,7 @@ describe.skipIf(!postgres || !redisAvailable)('Redis going away under steady API
   it('serves at least 99 % of requests with valid credentials while Redis is away', () => {
     const { served, sent, share } = servedShare(run);
     timings.push(`Redis away: ${served} of ${sent} valid requests served (${(share * 100).toFixed(1)} %)`);
-    expect(sent).toBeGreaterThan(100);
+    expect(sent).toBeGreaterThan(50);
     expect(share).toBeGreaterThanOrEqual(0.99);
   });
 
@@ -561,6 +562,30 @@ describe.skipIf(!postgres || !redisAvailable)('Redis away with the failed-auth l
 
   const withUnknownKey = () =>
     fetch(`${stack.url}/echo/fault`, { headers: { authorization: `Bearer gth_${randomBytes(18).toString('hex')}` } });
+
+  it("counts a key's requests per minute in this process while Redis is away: limited, never refused for it", async () => {
+    const browser = new Browserless();
+    await signInForSession(stack, browser);
+    const created = await browser.fetch(`${stack.url}/v1/auth/api-keys`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: stack.url },
+      body: JSON.stringify({ name: 'three a minute', requests_per_minute: 3 }),
+    });
+    expect(created.status).toBe(201);
+    const { key } = (await created.json()) as { key: string };
+    relay.cut();
+    try {
+      const statuses: number[] = [];
+      for (let request = 0; request < 4; request++) {
+        statuses.push(
+          (await fetch(`${stack.url}/echo/limited`, { headers: { authorization: `Bearer ${key}` } })).status,
+        );
+      }
+      expect(statuses).toEqual([200, 200, 200, 429]);
+    } finally {
+      relay.restore();
+    }
+  });
 
   it('counts failures in this process while Redis is away, and in Redis again once it is back', async () => {
     const prepared = await prepareKeys(stack, ['known']);
