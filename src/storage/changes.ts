@@ -10,7 +10,8 @@ export type Change = { kind: 'keys_changed' } | { kind: 'user_disabled'; userId:
 export interface ChangeBus {
   /**
    * Tells this process at once and, over Redis when it is up, every other. The database announces
-   * the same change on its own (a PostgreSQL trigger, SQLite polling): a lost publish delays nothing.
+   * the same change on its own (a PostgreSQL trigger on commit; SQLite is polled every 0.5 s), so a
+   * publish lost with Redis costs no correctness.
    */
   publish(change: Change): void;
   subscribe(listener: (change: Change) => void): void;
