@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
 import { Browserless } from '../support/browserless.js';
-import { ANNOUNCED_WITHIN_MS, listenForChanges, type ChangeChannels } from '../support/change-channels.js';
+import { listenForChanges, PROMISED_WITHIN_MS, type ChangeChannels } from '../support/change-channels.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
 import { hasTcp, requireResource } from '../support/requirements.js';
@@ -53,6 +53,12 @@ interface CreatedKey {
   id: string;
   key: string;
 }
+
+/*
+ * The bound is the promise itself, PROMISED_WITHIN_MS: A, without Redis, cannot invalidate the
+ * answers B holds in Redis, so without PostgreSQL's announcement B would serve them for their whole
+ * 60 s lifetime. Meeting 1 s can only be the announcement's doing.
+ */
 
 const figures: string[] = [];
 afterAll(() => {
@@ -150,7 +156,7 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
     const heard = channels.first('postgres', kind, sent)!;
     figures.push(
       `${what} on A without Redis: heard over PostgreSQL ${heard.at - sent} ms after the request, ` +
-        `refused on B ${refusedAfter} ms after A answered (bound ${ANNOUNCED_WITHIN_MS} ms)`,
+        `refused on B ${refusedAfter} ms after A answered (bound ${PROMISED_WITHIN_MS} ms)`,
     );
     expect(
       channels.first('redis', kind, sent),
@@ -186,7 +192,7 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it(`revokes a key on A without Redis: 204 there, refused on B within ${ANNOUNCED_WITHIN_MS} ms`, async () => {
+  it(`revokes a key on A without Redis: 204 there, refused on B within ${PROMISED_WITHIN_MS} ms`, async () => {
     const created = await createKey(member, 'revoked on A without Redis');
     // B's answer is cached in its memory and in Redis, which A cannot tell.
     for (const replica of [a, b, b]) expect((await withKey(replica, created.key)).status).toBe(200);
@@ -204,13 +210,13 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
         return response.status === 401 && (await codeOf(response)) === 'revoked_api_key';
       }, answered);
       await expectAnnouncedByPostgresOnly('key revoked', 'keys_changed', sent, elapsed);
-      expect(elapsed).toBeLessThan(ANNOUNCED_WITHIN_MS);
+      expect(elapsed).toBeLessThan(PROMISED_WITHIN_MS);
     });
     // Once A has Redis back, nothing it cached before the cut brings the key back.
     for (const replica of [a, b]) expect((await withKey(replica, created.key)).status).toBe(401);
   });
 
-  it(`signs out on A without Redis: the session is refused on B within ${ANNOUNCED_WITHIN_MS} ms`, async () => {
+  it(`signs out on A without Redis: the session is refused on B within ${PROMISED_WITHIN_MS} ms`, async () => {
     const browser = await signInAs(MEMBER);
     const cookie = `gatehouse_session=${browser.cookie(website, 'gatehouse_session')}`;
     const meOnB = () => fetch(`${b.gateway.url}/v1/auth/me`, { headers: { cookie } });
@@ -223,11 +229,11 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
       const answered = Date.now();
       const elapsed = await msUntil(async () => (await meOnB()).status === 401, answered);
       await expectAnnouncedByPostgresOnly('sign-out', 'session_ended', sent, elapsed);
-      expect(elapsed).toBeLessThan(ANNOUNCED_WITHIN_MS);
+      expect(elapsed).toBeLessThan(PROMISED_WITHIN_MS);
     });
   });
 
-  it(`disables a user on A without Redis: key, session and stream refused on B within ${ANNOUNCED_WITHIN_MS} ms`, async () => {
+  it(`disables a user on A without Redis: key, session and stream refused on B within ${PROMISED_WITHIN_MS} ms`, async () => {
     const disabled = await signInAs(DISABLED);
     const created = await createKey(disabled, 'of a user disabled on A');
     const users = await admin.fetch(`${a.gateway.url}/v1/auth/admin/users`);
@@ -249,7 +255,7 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
       });
       expect(answer.status, await answer.clone().text()).toBe(200);
       const answered = Date.now();
-      const giveUp = setTimeout(() => void reader.cancel(), 3 * ANNOUNCED_WITHIN_MS);
+      const giveUp = setTimeout(() => void reader.cancel(), 3 * PROMISED_WITHIN_MS);
       let ended = false;
       try {
         for (;;) {
@@ -270,8 +276,8 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
       figures.push(`user disabled on A without Redis: stream on B cut ${streamCutAfter} ms after A answered`);
       await expectAnnouncedByPostgresOnly('user disabled', 'user_disabled', sent, elapsed);
       expect(ended, 'the stream on B ran to its end').toBe(false);
-      expect(streamCutAfter).toBeLessThan(ANNOUNCED_WITHIN_MS);
-      expect(elapsed).toBeLessThan(ANNOUNCED_WITHIN_MS);
+      expect(streamCutAfter).toBeLessThan(PROMISED_WITHIN_MS);
+      expect(elapsed).toBeLessThan(PROMISED_WITHIN_MS);
     });
   });
 

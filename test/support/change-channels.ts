@@ -10,6 +10,8 @@ import { KEY_CACHE_FRESH_MS } from '../../src/keys/verify.js';
 import { SESSION_CACHE_MS } from '../../src/sessions/store.js';
 import { POSTGRES_URL, REDIS_URL } from './services.js';
 
+/** What Gatehouse promises (README): a change made on one replica is refused on every other within 1 s. */
+export const PROMISED_WITHIN_MS = 1_000;
 /** Scheduling slack on a loaded machine (two cores shared with other test runs). */
 export const ANNOUNCEMENT_SLACK_MS = 200;
 /**
