@@ -160,6 +160,9 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     checks.push({
       name: 'redis',
       check: async () => (redis.status === 'ready' ? undefined : `redis is ${redis.status}`),
+      // Without Redis the database answers every lookup: a replica taken out of the load balancer
+      // for it would turn a slowdown into an outage.
+      optional: true,
     });
   const warnings: string[] = [];
   let provider: ProviderConnection | undefined;
@@ -205,6 +208,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
         sealingKey: deriveSealingKey(keyHashSecret),
         onEnded: (user, reason) => audit.record(undefined, { event: 'sign_out', actor: user, detail: { reason } }),
       },
+      shared.revocations,
     );
     purgeTimer = setInterval(() => void sessions.purgeExpired().catch(() => undefined), PURGE_INTERVAL_MS).unref();
     const keyStore = new ApiKeyStore(storage.db, keyHashSecret, config.auth.api_key_prefix);

@@ -33,21 +33,35 @@ export function memoryFailureCounter(): FailureCounter {
   };
 }
 
-/** Shared by every gateway process, so a guesser gains nothing by spreading attempts over replicas. */
+/**
+ * Shared by every gateway process, so a guesser gains nothing by spreading attempts over replicas.
+ * While Redis cannot be reached each process counts on its own (the limit then holds per replica),
+ * and shared counting resumes by itself once Redis answers again.
+ */
 export function redisFailureCounter(redis: Redis, prefix: string): FailureCounter {
   const keyOf = (address: string) => `${prefix}failed_auth:${address}`;
+  const local = memoryFailureCounter();
   return {
-    read: async (address) => {
-      const [[, failures], [, ttl]] = (await redis.multi().get(keyOf(address)).pttl(keyOf(address)).exec()) as [
-        [unknown, string | null],
-        [unknown, number],
-      ];
-      return { failures: Number(failures ?? 0), resetsInMs: Math.max(0, ttl) };
+    read: async (address, now) => {
+      try {
+        const [[, failures], [, ttl]] = (await redis.multi().get(keyOf(address)).pttl(keyOf(address)).exec()) as [
+          [unknown, string | null],
+          [unknown, number],
+        ];
+        return { failures: Number(failures ?? 0), resetsInMs: Math.max(0, ttl) };
+      } catch {
+        return local.read(address, now);
+      }
     },
-    add: async (address) => {
+    add: async (address, now) => {
       const key = keyOf(address);
       // NX: only the first failure of a window sets its end.
-      await redis.multi().incr(key).pexpire(key, WINDOW_MS, 'NX').exec();
+      await redis
+        .multi()
+        .incr(key)
+        .pexpire(key, WINDOW_MS, 'NX')
+        .exec()
+        .catch(() => local.add(address, now));
     },
   };
 }

@@ -12,9 +12,10 @@ import type { ApiKeyRecord, ApiKeyStore } from './store.js';
 /**
  * A cached answer is served as is while younger than this, refreshed in the background until
  * MAX_STALE_MS, and re-read before answering after that: under steady traffic a valid key costs no
- * database read on the request path, and a revocation made by another process is seen within 1 s.
+ * database read on the request path. A revocation made by another process is announced to this one
+ * at once (storage/changes.ts); should the announcement be lost, it is still seen within 1 s.
  */
-const FRESH_MS = 500;
+export const KEY_CACHE_FRESH_MS = 500;
 const MAX_STALE_MS = 1_000;
 /** Bounds memory whatever an attacker sends; each entry is about 200 bytes. */
 const CACHE_ENTRIES = 50_000;
@@ -140,7 +141,7 @@ export class ApiKeyVerifier {
     const cached = this.cache.get(hash);
     const age = cached ? now - cached.fetchedAt : Infinity;
     this.observer.cacheLookup(age < MAX_STALE_MS);
-    if (cached && age < FRESH_MS) return cached.record;
+    if (cached && age < KEY_CACHE_FRESH_MS) return cached.record;
     if (cached && age < MAX_STALE_MS) {
       this.refreshInBackground(hash);
       return cached.record;

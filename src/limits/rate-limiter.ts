@@ -25,18 +25,33 @@ export function memoryWindowCounter(): WindowCounter {
   };
 }
 
+/**
+ * Shared by every gateway process. While Redis cannot be reached each process counts on its own
+ * (limits then hold per replica), and shared counting resumes by itself once Redis answers again.
+ */
 export function redisWindowCounter(redis: Redis, prefix: string): WindowCounter {
   const id = (key: string, window: number) => `${prefix}rate:${window}:${key}`;
+  const local = memoryWindowCounter();
   return {
     add: async (key, window, amount) => {
-      const [[, total]] = (await redis
-        .multi()
-        .incrby(id(key, window), amount)
-        .pexpire(id(key, window), WINDOW_MS * 2)
-        .exec()) as [[unknown, number], unknown];
-      return total;
+      try {
+        const [[, total]] = (await redis
+          .multi()
+          .incrby(id(key, window), amount)
+          .pexpire(id(key, window), WINDOW_MS * 2)
+          .exec()) as [[unknown, number], unknown];
+        return total;
+      } catch {
+        return local.add(key, window, amount);
+      }
     },
-    read: async (key, window) => Number((await redis.get(id(key, window))) ?? 0),
+    read: async (key, window) => {
+      try {
+        return Number((await redis.get(id(key, window))) ?? 0);
+      } catch {
+        return local.read(key, window);
+      }
+    },
   };
 }
 

@@ -43,6 +43,11 @@ export interface TokenRefresher {
   refresh(refreshToken: string, user: User): Promise<RefreshOutcome>;
 }
 
+/** Tells every process that sessions ended; implemented by storage/revocations.ts. */
+export interface SessionEndings {
+  sessionsEnded(): Promise<void>;
+}
+
 /** Why a refresh ended a session, as the audit log records it. */
 export type RefreshEndReason = 'refresh_failed' | 'refresh_unavailable';
 
@@ -55,8 +60,12 @@ export interface SessionRefreshOptions {
   onEnded?: (user: User, reason: RefreshEndReason) => void;
 }
 
-/** Under the 1 s within which every process must refuse a session ended elsewhere. */
-const LOCAL_TTL_MS = 900;
+/**
+ * How long a session read here is served without asking again. A session ended elsewhere is
+ * announced to this process at once (storage/changes.ts); should the announcement be lost, this
+ * keeps the promise that every process refuses it within 1 s.
+ */
+export const SESSION_CACHE_MS = 900;
 
 /** A session as read from the database, and as cached between processes (never with the refresh token). */
 interface SessionRow {
@@ -86,7 +95,7 @@ export class SessionStore {
   /** One refresh per session in this process; concurrent lookups share its outcome. */
   private readonly refreshes = new Map<string, Promise<SessionRow | undefined>>();
   /**
-   * Sessions read in the last LOCAL_TTL_MS, so a busy browser costs no database read per request;
+   * Sessions read in the last SESSION_CACHE_MS, so a busy browser costs no database read per request;
    * a session ended by another process is refused here within that time, ended here at once.
    */
   private readonly local = new LRUCache<string, { row: SessionRow | null; version: string; fetchedAt: number }>(
@@ -98,6 +107,7 @@ export class SessionStore {
     private readonly lifetime: SessionLifetime,
     private readonly shared: SharedCache = noSharedCache,
     private readonly refreshing?: SessionRefreshOptions,
+    private readonly endings?: SessionEndings,
   ) {}
 
   /**
@@ -141,7 +151,7 @@ export class SessionStore {
     if (!row) return undefined;
     if (now >= row.expires_at || now - row.last_seen_at >= this.lifetime.idleMs) {
       await this.db.deleteFrom('sessions').where('id_hash', '=', idHash).execute();
-      await this.invalidate();
+      await this.announceEnded();
       return undefined;
     }
     if (this.refreshing && row.refresh && row.refresh.idTokenExpiresAt - now < REFRESH_AHEAD_MS) {
@@ -164,7 +174,7 @@ export class SessionStore {
 
   private async lookup(idHash: string, now: number): Promise<{ row: SessionRow | undefined; version: string }> {
     const cached = this.local.get(idHash);
-    if (cached && now - cached.fetchedAt < LOCAL_TTL_MS)
+    if (cached && now - cached.fetchedAt < SESSION_CACHE_MS)
       return { row: cached.row ?? undefined, version: cached.version };
     const shared = await this.shared.get<SessionRow | null>('session', idHash);
     const row = shared.hit ? (shared.value ?? undefined) : await this.read(idHash);
@@ -173,9 +183,16 @@ export class SessionStore {
     return { row, version: shared.version };
   }
 
+  /** After a refresh: the session lives on, but the answers held for it are out of date. */
   private async invalidate(): Promise<void> {
     this.local.clear();
     await this.shared.invalidate('session');
+  }
+
+  /** Never fails: by now the session is gone from the database, and the database has announced it. */
+  private async announceEnded(): Promise<void> {
+    this.local.clear();
+    await (this.endings?.sessionsEnded() ?? this.shared.invalidate('session'));
   }
 
   private refreshOnce(idHash: string, row: SessionRow, now: number): Promise<SessionRow | undefined> {
@@ -266,7 +283,7 @@ export class SessionStore {
       .where('id_hash', '=', idHash)
       .where('refresh_token_version', '=', version)
       .executeTakeFirst();
-    await this.invalidate();
+    await this.announceEnded();
     if (Number(ended.numDeletedRows) === 0) return this.read(idHash);
     this.refreshing?.onEnded?.(user, reason);
     return undefined;
@@ -309,7 +326,7 @@ export class SessionStore {
       .where('id_hash', '=', sha256(token))
       .returning('id_token')
       .executeTakeFirst();
-    await this.invalidate();
+    await this.announceEnded();
     return row?.id_token;
   }
 
@@ -328,7 +345,7 @@ export class SessionStore {
     });
     if (sid !== undefined) query = query.where('sid', '=', sid);
     const ended = await query.returning('user_id').execute();
-    await this.invalidate();
+    await this.announceEnded();
     const userIds = [...new Set(ended.map((row) => row.user_id))];
     if (userIds.length === 0) return [];
     const users = await this.db.selectFrom('users').select(USER_COLUMNS).where('users.id', 'in', userIds).execute();

@@ -4,7 +4,7 @@ import SqliteDatabase from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, sql, type Dialect } from 'kysely';
 import type pg from 'pg';
 import { GatehouseError } from '../errors.js';
-import { migrateToLatest } from './migrations.js';
+import { migrateToLatest, type DatabaseKind } from './migrations.js';
 import type { Database } from './schema.js';
 
 export type Db = Kysely<Database>;
@@ -20,7 +20,7 @@ export interface DatabaseSettings {
 
 export interface Storage {
   db: Db;
-  kind: 'sqlite' | 'postgres';
+  kind: DatabaseKind;
   /** PostgreSQL only: the pool, and a connection of its own (LISTEN cannot share a pooled one). */
   postgres?: { pool: pg.Pool; dedicatedClient(): pg.Client };
   /** Resolves when the database answers a trivial query; for /readyz. */
@@ -37,7 +37,11 @@ export async function openStorage(settings: DatabaseSettings | string): Promise<
   const storage = /^postgres(ql)?:/.test(options.url) ? await openPostgres(options) : openSqliteStorage(options.url);
   if (options.auto_migrate === false) return storage;
   try {
-    await migrateToLatest(storage.db as Kysely<unknown>, storage.kind === 'postgres' ? options.schema : undefined);
+    await migrateToLatest(
+      storage.db as Kysely<unknown>,
+      storage.kind,
+      storage.kind === 'postgres' ? options.schema : undefined,
+    );
   } catch (error) {
     await storage.close();
     throw error;

@@ -1,7 +1,9 @@
-import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely';
 import { GatehouseError } from '../errors.js';
 
-/** Migrations live in code so a compiled package carries them; names sort in the order they apply. */
+export type DatabaseKind = 'sqlite' | 'postgres';
+
+/** The migrations every database gets. */
 const migrations: Record<string, Migration> = {
   '001_users_sessions_login_flows': {
     async up(db: Kysely<unknown>) {
@@ -129,9 +131,59 @@ const migrations: Record<string, Migration> = {
   },
 };
 
-const provider: MigrationProvider = { getMigrations: async () => migrations };
+/**
+ * PostgreSQL announces every revocation, disabled user and ended session from a trigger, so the
+ * change and its announcement share one transaction: NOTIFY is delivered on commit and never
+ * without it, whichever process or tool made the change (a replica without Redis, `gatehouse keys
+ * revoke`, an operator's UPDATE). The channel is named after the schema, so deployments sharing a
+ * database do not hear each other; `changeChannel` in changes.ts computes the same name. Identical
+ * notices within one transaction are delivered once, so ending many sessions announces one change.
+ */
+async function announceChangesFromTriggers(db: Kysely<unknown>): Promise<void> {
+  await sql`
+    create or replace function gatehouse_announce_change() returns trigger language plpgsql as $$
+    declare
+      change json;
+    begin
+      -- Nested, not joined with AND: PL/pgSQL may evaluate both sides, and only users have disabled_at.
+      change := json_build_object('kind', 'keys_changed');
+      if tg_table_name = 'sessions' then
+        change := json_build_object('kind', 'session_ended');
+      elsif tg_table_name = 'users' then
+        if new.disabled_at is not null then
+          change := json_build_object('kind', 'user_disabled', 'userId', new.id);
+        end if;
+      end if;
+      perform pg_notify('gatehouse_changes_' || left(md5(tg_table_schema), 16), change::text);
+      return null;
+    end $$`.execute(db);
+  await sql`
+    create trigger gatehouse_announce_key_change after update of revoked_at, expires_at on api_keys for each row
+    when (old.revoked_at is distinct from new.revoked_at or old.expires_at is distinct from new.expires_at)
+    execute function gatehouse_announce_change()`.execute(db);
+  // Enabling a user is announced too: cached "account disabled" answers must go.
+  await sql`
+    create trigger gatehouse_announce_user_change after update of disabled_at on users for each row
+    when (old.disabled_at is distinct from new.disabled_at)
+    execute function gatehouse_announce_change()`.execute(db);
+  await sql`
+    create trigger gatehouse_announce_session_end after delete on sessions for each row
+    execute function gatehouse_announce_change()`.execute(db);
+}
 
-function migratorFor(db: Kysely<unknown>, schema?: string): Migrator {
+/** Migrations live in code so a compiled package carries them; names sort in the order they apply. */
+function migrationsFor(kind: DatabaseKind): Record<string, Migration> {
+  return {
+    ...migrations,
+    '006_announce_changes': {
+      // SQLite has no notifications: other processes on the file poll it (see changes.ts).
+      up: async (db: Kysely<unknown>) => (kind === 'postgres' ? announceChangesFromTriggers(db) : undefined),
+    },
+  };
+}
+
+function migratorFor(db: Kysely<unknown>, kind: DatabaseKind, schema?: string): Migrator {
+  const provider: MigrationProvider = { getMigrations: async () => migrationsFor(kind) };
   return new Migrator({
     db,
     provider,
@@ -144,7 +196,8 @@ function migratorFor(db: Kysely<unknown>, schema?: string): Migrator {
 
 /** Names of migrations not yet applied, for `gatehouse doctor`. */
 export async function pendingMigrations(db: Kysely<unknown>, schema?: string): Promise<string[]> {
-  const all = await migratorFor(db, schema).getMigrations();
+  // Names are the same for either kind of database.
+  const all = await migratorFor(db, 'sqlite', schema).getMigrations();
   return all.filter((migration) => migration.executedAt === undefined).map((migration) => migration.name);
 }
 
@@ -152,8 +205,8 @@ export async function pendingMigrations(db: Kysely<unknown>, schema?: string): P
  * Brings the schema up to date; safe to call on every start. On PostgreSQL, Kysely holds an
  * advisory lock while migrating, so replicas starting together do not migrate twice.
  */
-export async function migrateToLatest(db: Kysely<unknown>, schema?: string): Promise<string[]> {
-  const migrator = migratorFor(db, schema);
+export async function migrateToLatest(db: Kysely<unknown>, kind: DatabaseKind, schema?: string): Promise<string[]> {
+  const migrator = migratorFor(db, kind, schema);
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';

@@ -14,7 +14,7 @@ export interface SharedState {
   close(): Promise<void>;
 }
 
-/** What gateway processes share beyond the database: Redis when configured, notifications always. */
+/** What gateway processes share beyond the database: Redis when configured, change notices always. */
 export async function openSharedState(
   storage: Storage,
   redisSettings: { url?: string; key_prefix: string },
@@ -22,7 +22,7 @@ export async function openSharedState(
 ): Promise<SharedState> {
   const redis = redisSettings.url ? await connectRedis(redisSettings.url, log) : undefined;
   const cache = redis ? redisCache(redis, redisSettings.key_prefix) : noSharedCache;
-  const bus = createChangeBus(storage, redis, redisSettings.key_prefix, log);
+  const bus = createChangeBus(storage, redis, cache, redisSettings.key_prefix, log);
   return {
     redis,
     cache,
