@@ -9,7 +9,7 @@ import { challengeFor } from '../identity/challenge.js';
 import type { CallerRequest, Identifier, Identity } from '../identity/identify.js';
 import type { Logger } from '../log.js';
 import { classifyTarget, type PathRules } from '../policy/access.js';
-import type { PlatformControls } from '../policy/platform-controls.js';
+import type { PlatformControls } from './platform-controls.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
 import type { Forwarder, RequestContext } from './forward.js';
 

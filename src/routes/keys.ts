@@ -5,13 +5,13 @@ import type { AuditLog } from '../audit/log.js';
 import { randomToken } from '../crypto/tokens.js';
 import type { Revocations } from '../storage/revocations.js';
 import { ForbiddenError, HttpError } from '../errors.js';
-import { authenticate } from '../identity/authenticate.js';
+import { authenticate } from './authenticate.js';
 import type { Identifier, Identity } from '../identity/identify.js';
 import { renderAccountPage } from '../web/account.js';
 import { sendPage } from '../web/pages.js';
 import type { UsageRecorder } from '../usage/recorder.js';
-import { parseControls, SCOPES, type ControlCaps } from './controls.js';
-import type { ApiKeyInfo, ApiKeyStore, CreatedApiKey } from './store.js';
+import { parseControls, SCOPES, type ControlCaps } from '../keys/controls.js';
+import type { ApiKeyInfo, ApiKeyStore, CreatedApiKey } from '../keys/store.js';
 
 export const API_KEYS_PATH = '/v1/auth/api-keys';
 export const ACCOUNT_PATH = '/v1/auth/account';

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AUDIT_EVENTS, type AuditLog } from '../audit/log.js';
 import { ForbiddenError, HttpError } from '../errors.js';
-import { authenticate } from '../identity/authenticate.js';
+import { authenticate } from './authenticate.js';
 import type { Identifier, Identity } from '../identity/identify.js';
 import type { ApiKeyStore } from '../keys/store.js';
 import type { Db } from '../storage/database.js';

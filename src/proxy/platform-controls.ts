@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ForbiddenError } from '../errors.js';
 import type { Identity } from '../identity/identify.js';
-import { strictPath } from './access.js';
+import { strictPath } from '../policy/access.js';
 import { DEFAULT_CONTROLS, effectiveLimit, missingScope, type ControlCaps, type ScopeRules } from '../keys/controls.js';
 import type { Limits, RateLimiter } from '../limits/rate-limiter.js';
-import { planExchange, type ExchangePlan } from '../proxy/exchange.js';
+import { planExchange, type ExchangePlan } from './exchange.js';
 import type { TokenUsage } from '../usage/extract.js';
 import type { UsageRecorder } from '../usage/recorder.js';
 

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { assertSameOrigin } from '../policy/same-origin.js';
-import { sendChallenge } from './challenge.js';
-import type { Identifier, Identity } from './identify.js';
+import { sendChallenge } from '../identity/challenge.js';
+import type { Identifier, Identity } from '../identity/identify.js';
 
 /**
  * The caller of one of the gateway's own routes, or undefined after the challenge has been sent.

@@ -2,8 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import { ForbiddenError } from '../errors.js';
 import { sendApiError } from '../http/errors.js';
 import type { Identifier } from '../identity/identify.js';
-import { classifyTarget, type PathRules } from './access.js';
-import { assertSameOrigin } from './same-origin.js';
+import { classifyTarget, type PathRules } from '../policy/access.js';
+import { assertSameOrigin } from '../policy/same-origin.js';
 
 export const CHECK_PATH = '/v1/auth/check';
 
