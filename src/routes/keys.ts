@@ -5,13 +5,15 @@ import type { AuditLog } from '../audit/log.js';
 import { randomToken } from '../crypto/tokens.js';
 import type { Revocations } from '../storage/revocations.js';
 import { ForbiddenError, HttpError } from '../errors.js';
-import { authenticate } from './authenticate.js';
-import type { Identifier, Identity } from '../identity/identify.js';
+import type { Identity } from '../identity/identify.js';
+import type { Decide } from '../policy/decide.js';
 import { renderAccountPage } from '../web/account.js';
 import { sendPage } from '../web/pages.js';
 import type { UsageRecorder } from '../usage/recorder.js';
-import { parseControls, SCOPES, type ControlCaps } from '../keys/controls.js';
+import { assertNoWiderThan, parseControls, SCOPES, type ControlCaps, type KeyControls } from '../keys/controls.js';
 import type { ApiKeyInfo, ApiKeyStore, CreatedApiKey } from '../keys/store.js';
+import { callerOf, registerGuarded } from './guard.js';
+import { listAnswer, PAGE_QUERY_PROPERTIES, pageRequestOf, type PageQuery } from './paging.js';
 
 export const API_KEYS_PATH = '/v1/auth/api-keys';
 export const ACCOUNT_PATH = '/v1/auth/account';
@@ -20,11 +22,12 @@ export interface KeyRoutesOptions {
   store: ApiKeyStore;
   audit: AuditLog;
   revocations: Revocations;
-  identifier: Identifier;
+  decide: Decide;
   usage: UsageRecorder;
-  website: string;
   maxDays?: number;
   caps: ControlCaps;
+  /** `auth.max_keys_per_user`: live keys (rotation graces included) one user may hold. */
+  maxKeysPerUser: number;
 }
 
 interface NewKeyRequest {
@@ -80,14 +83,19 @@ function formControls(body: Record<string, unknown> | undefined): Partial<NewKey
   };
 }
 
-/** Keys are created by people who signed in, so a leaked key cannot mint more keys. */
-function assertSessionCaller(identity: Identity): void {
-  if (identity.method !== 'session') {
+/**
+ * What a caller may hand out: a session anything its owner may hold, an API key (with the `keys`
+ * scope, checked by the decision) no more than it holds itself. The `admin` scope only ever goes to
+ * an administrator's key.
+ */
+function assertMayGrant(identity: Identity, controls: KeyControls): void {
+  if (controls.scopes.includes('admin') && identity.user.role !== 'admin') {
     throw new ForbiddenError(
-      'session_required',
-      'API keys cannot create API keys; sign in with a browser at /v1/auth/account to create one.',
+      'admin_scope_requires_admin',
+      'Only administrators may create keys with the "admin" scope.',
     );
   }
+  if (identity.key) assertNoWiderThan(identity.key.controls, controls);
 }
 
 function iso(ms: number | null): string | null {
@@ -137,13 +145,15 @@ function leakedStrings(report: unknown): string[] {
     .filter((token): token is string => typeof token === 'string' && token.length <= 200);
 }
 
-/** The key lifecycle for its owner: a JSON API for programs and an account page for people. */
-export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOptions): void {
-  const { store, revocations, identifier, maxDays, audit, usage, caps } = options;
-  const websiteOrigin = new URL(options.website).origin;
+const pageQuerySchema = { type: 'object', properties: PAGE_QUERY_PROPERTIES } as const;
 
-  const caller = (request: FastifyRequest, reply: FastifyReply) =>
-    authenticate(identifier, websiteOrigin, request, reply);
+/**
+ * The key lifecycle for its owner: a JSON API for programs and an account page for people. Every
+ * route but the leak report is guarded by the one decision: managing keys needs the `keys` grant
+ * (a session, or a key with that scope); reading one's own usage needs only to be signed in.
+ */
+export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOptions): void {
+  const { store, revocations, decide, maxDays, audit, usage, caps, maxKeysPerUser } = options;
 
   function expiryFor(days: number | undefined, now: number): number | null {
     if (days !== undefined && maxDays !== undefined && days > maxDays) {
@@ -153,11 +163,23 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     return effective === undefined ? null : now + effective * DAY_MS;
   }
 
+  /** Keys per user are bounded, so one account cannot grow its pages and the admin lists without end. */
+  async function assertRoomForKey(identity: Identity, freed: number): Promise<void> {
+    const live = await store.countActive(identity.user.id);
+    if (live - freed < maxKeysPerUser) return;
+    throw new HttpError(
+      409,
+      'too_many_api_keys',
+      `You have ${live} live API keys, the most this gateway allows; revoke one at /v1/auth/account first.`,
+    );
+  }
+
   async function createKey(request: FastifyRequest, identity: Identity, body: NewKeyRequest): Promise<CreatedApiKey> {
-    assertSessionCaller(identity);
     const now = Date.now();
     const controls = parseControls(body, caps);
+    assertMayGrant(identity, controls);
     const expiresAt = expiryFor(body.expires_in_days, now);
+    await assertRoomForKey(identity, 0);
     const created = await store.create(identity.user, body.name.trim(), expiresAt, now, controls);
     audit.record(request, {
       event: 'key_created',
@@ -177,24 +199,15 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     return revoked;
   }
 
-  app.get(API_KEYS_PATH, async (request, reply) => {
-    const identity = await caller(request, reply);
-    if (!identity) return reply;
-    const keys = await store.listForUser(identity.user.id);
-    return reply.header('cache-control', 'no-store').send({ object: 'list', data: keys.map(describeKey) });
-  });
-
-  app.post<{ Body: NewKeyRequest }>(API_KEYS_PATH, { schema: { body: newKeySchema } }, async (request, reply) => {
-    const identity = await caller(request, reply);
-    if (!identity) return reply;
-    const created = await createKey(request, identity, request.body);
-    return reply.code(201).header('cache-control', 'no-store').send(describeCreated(created));
-  });
-
   async function rotateKey(request: FastifyRequest, identity: Identity, id: string, graceMinutes: number) {
-    assertSessionCaller(identity);
+    const notFound = () => new HttpError(404, 'api_key_not_found', 'No active API key with this id belongs to you.');
+    const current = await store.findActive(id, identity.user.id);
+    if (!current) throw notFound();
+    // A rotation shows a new secret with the old key's controls: no more than the caller may grant.
+    assertMayGrant(identity, current);
+    await assertRoomForKey(identity, graceMinutes === 0 ? 1 : 0);
     const created = await store.rotate(id, identity.user, graceMinutes * 60_000);
-    if (!created) throw new HttpError(404, 'api_key_not_found', 'No active API key with this id belongs to you.');
+    if (!created) throw notFound();
     await revocations.keysChanged();
     audit.record(request, {
       event: 'key_created',
@@ -204,21 +217,6 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     });
     return created;
   }
-
-  app.post<{ Params: { id: string }; Body: { grace_minutes?: number } | undefined }>(
-    `${API_KEYS_PATH}/:id/rotate`,
-    { schema: { body: rotateSchema } },
-    async (request, reply) => {
-      const identity = await caller(request, reply);
-      if (!identity) return reply;
-      const graceMinutes = request.body?.grace_minutes ?? 60;
-      const created = await rotateKey(request, identity, request.params.id, graceMinutes);
-      return reply
-        .code(201)
-        .header('cache-control', 'no-store')
-        .send({ ...describeCreated(created), replaces: request.params.id, grace_minutes: graceMinutes });
-    },
-  );
 
   /**
    * Leak reports (GitHub secret scanning partner format). Anyone may send one: a real key in it is
@@ -241,112 +239,156 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       .send({ received: (request.body as unknown[]).length });
   });
 
-  app.get<{ Querystring: { days?: string } }>('/v1/auth/usage', async (request, reply) => {
-    const identity = await caller(request, reply);
-    if (!identity) return reply;
-    const days = Math.min(Math.max(Number(request.query.days ?? 30) || 30, 1), 366);
-    const rows = await usage.forUser(identity.user.id, days);
-    return reply.header('cache-control', 'no-store').send({ object: 'list', days, data: rows });
+  registerGuarded(app, decide, 'signed_in', (scope) => {
+    scope.get<{ Querystring: { days?: string } }>('/v1/auth/usage', async (request, reply) => {
+      const identity = callerOf(request);
+      const days = Math.min(Math.max(Number(request.query.days ?? 30) || 30, 1), 366);
+      const rows = await usage.forUser(identity.user.id, days);
+      return reply.header('cache-control', 'no-store').send({ object: 'list', days, data: rows });
+    });
   });
 
-  app.delete<{ Params: { id: string } }>(`${API_KEYS_PATH}/:id`, async (request, reply) => {
-    const identity = await caller(request, reply);
-    if (!identity) return reply;
-    if (!(await revokeKey(request, identity, request.params.id))) {
-      throw new HttpError(404, 'api_key_not_found', 'No API key with this id belongs to you.');
-    }
-    return reply.code(204).send();
+  registerGuarded(app, decide, 'keys', (scope) => {
+    scope.get<{ Querystring: PageQuery }>(
+      API_KEYS_PATH,
+      { schema: { querystring: pageQuerySchema } },
+      async (request, reply) => {
+        const page = await store.pageForUser(callerOf(request).user.id, pageRequestOf(request.query));
+        return reply
+          .header('cache-control', 'no-store')
+          .send(listAnswer({ data: page.data.map(describeKey), has_more: page.has_more }));
+      },
+    );
+
+    scope.post<{ Body: NewKeyRequest }>(API_KEYS_PATH, { schema: { body: newKeySchema } }, async (request, reply) => {
+      const created = await createKey(request, callerOf(request), request.body);
+      return reply.code(201).header('cache-control', 'no-store').send(describeCreated(created));
+    });
+
+    scope.post<{ Params: { id: string }; Body: { grace_minutes?: number } | undefined }>(
+      `${API_KEYS_PATH}/:id/rotate`,
+      { schema: { body: rotateSchema } },
+      async (request, reply) => {
+        const graceMinutes = request.body?.grace_minutes ?? 60;
+        const created = await rotateKey(request, callerOf(request), request.params.id, graceMinutes);
+        return reply
+          .code(201)
+          .header('cache-control', 'no-store')
+          .send({ ...describeCreated(created), replaces: request.params.id, grace_minutes: graceMinutes });
+      },
+    );
+
+    scope.delete<{ Params: { id: string } }>(`${API_KEYS_PATH}/:id`, async (request, reply) => {
+      if (!(await revokeKey(request, callerOf(request), request.params.id))) {
+        throw new HttpError(404, 'api_key_not_found', 'No API key with this id belongs to you.');
+      }
+      return reply.code(204).send();
+    });
+
+    registerAccountPage(scope);
   });
 
   /** Form tokens already used, so reloading the page that showed a new key does not create another. */
   const usedFormTokens = new LRUCache<string, string>({ ...growingCapacity(10_000), ttl: 3_600_000 });
 
-  const showAccount = async (identity: Identity, reply: FastifyReply, created?: CreatedApiKey, error?: string) => {
-    const [keys, usageRows] = await Promise.all([store.listForUser(identity.user.id), usage.forUser(identity.user.id)]);
-    return sendPage(
-      reply,
-      error ? 400 : 200,
-      'Your account',
-      renderAccountPage({
-        user: identity.user,
-        keys,
-        created,
-        error,
-        maxDays,
-        usage: usageRows,
-        formToken: randomToken(),
-        now: Date.now(),
-      }),
-      { wide: true },
-    );
-  };
+  /** Refusals a person can act on are shown on the page, with the form, rather than as JSON. */
+  const shownOnPage = (error: unknown): error is HttpError =>
+    error instanceof HttpError && [400, 403, 404, 409].includes(error.status);
 
-  app.get(ACCOUNT_PATH, async (request, reply) => {
-    const identity = await caller(request, reply);
-    return identity ? showAccount(identity, reply) : reply;
-  });
-
-  app.post<{ Body: Record<string, string | undefined> }>(`${ACCOUNT_PATH}/keys`, async (request, reply) => {
-    const identity = await caller(request, reply);
-    if (!identity) return reply;
-    assertSessionCaller(identity);
-    const formToken = String(request.body?.form_token ?? '');
-    if (!formToken) return showAccount(identity, reply, undefined, 'The form has expired; please try again.');
-    const earlier = usedFormTokens.get(formToken);
-    if (earlier !== undefined) {
-      return showAccount(
-        identity,
+  function registerAccountPage(scope: FastifyInstance): void {
+    const showAccount = async (
+      identity: Identity,
+      reply: FastifyReply,
+      options: { created?: CreatedApiKey; error?: string; status?: number; after?: string } = {},
+    ) => {
+      const { created, error, status, after } = options;
+      const [keys, usageRows] = await Promise.all([
+        store.pageForUser(identity.user.id, pageRequestOf({ after })),
+        usage.forUser(identity.user.id),
+      ]);
+      return sendPage(
         reply,
-        undefined,
-        `The key “${earlier}” was already created; its secret was shown once.`,
+        status ?? (error ? 400 : 200),
+        'Your account',
+        renderAccountPage({
+          user: identity.user,
+          keys: keys.data,
+          olderKeysAfter: keys.has_more ? keys.data.at(-1)?.id : undefined,
+          created,
+          error,
+          maxDays,
+          usage: usageRows,
+          formToken: randomToken(),
+          now: Date.now(),
+        }),
+        { wide: true },
       );
-    }
-    const name = String(request.body?.name ?? '').trim();
-    const daysText = String(request.body?.expires_in_days ?? '').trim();
-    const days = daysText === '' ? undefined : Number(daysText);
-    if (!name || name.length > 100)
-      return showAccount(identity, reply, undefined, 'Give the key a name of 1 to 100 characters.');
-    if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36500)) {
-      return showAccount(identity, reply, undefined, 'Expiry must be a whole number of days, 1 or more.');
-    }
-    try {
-      const created = await createKey(request, identity, {
-        name,
-        expires_in_days: days,
-        ...formControls(request.body),
-      });
-      usedFormTokens.set(formToken, created.name);
-      return showAccount(identity, reply, created);
-    } catch (error) {
-      if (error instanceof HttpError && error.status === 400)
-        return showAccount(identity, reply, undefined, error.message);
-      throw error;
-    }
-  });
+    };
 
-  app.post<{ Params: { id: string }; Body: Record<string, string | undefined> }>(
-    `${ACCOUNT_PATH}/keys/:id/rotate`,
-    async (request, reply) => {
-      const identity = await caller(request, reply);
-      if (!identity) return reply;
+    scope.get<{ Querystring: { after?: string } }>(
+      ACCOUNT_PATH,
+      { schema: { querystring: { type: 'object', properties: { after: PAGE_QUERY_PROPERTIES.after } } } },
+      async (request, reply) => showAccount(callerOf(request), reply, { after: request.query.after }),
+    );
+
+    scope.post<{ Body: Record<string, string | undefined> }>(`${ACCOUNT_PATH}/keys`, async (request, reply) => {
+      const identity = callerOf(request);
       const formToken = String(request.body?.form_token ?? '');
-      if (!formToken || usedFormTokens.has(formToken)) {
-        return showAccount(identity, reply, undefined, 'This rotation was already done; its secret was shown once.');
+      if (!formToken) return showAccount(identity, reply, { error: 'The form has expired; please try again.' });
+      const earlier = usedFormTokens.get(formToken);
+      if (earlier !== undefined) {
+        return showAccount(identity, reply, {
+          error: `The key “${earlier}” was already created; its secret was shown once.`,
+        });
       }
-      const grace = Number(request.body?.grace_minutes ?? 60);
-      if (!Number.isInteger(grace) || grace < 0 || grace > MAX_GRACE_MINUTES) {
-        return showAccount(identity, reply, undefined, `Grace must be 0 to ${MAX_GRACE_MINUTES} minutes.`);
+      const name = String(request.body?.name ?? '').trim();
+      const daysText = String(request.body?.expires_in_days ?? '').trim();
+      const days = daysText === '' ? undefined : Number(daysText);
+      if (!name || name.length > 100)
+        return showAccount(identity, reply, { error: 'Give the key a name of 1 to 100 characters.' });
+      if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36500)) {
+        return showAccount(identity, reply, { error: 'Expiry must be a whole number of days, 1 or more.' });
       }
-      const created = await rotateKey(request, identity, request.params.id, grace);
-      usedFormTokens.set(formToken, created.name);
-      return showAccount(identity, reply, created);
-    },
-  );
+      try {
+        const created = await createKey(request, identity, {
+          name,
+          expires_in_days: days,
+          ...formControls(request.body),
+        });
+        usedFormTokens.set(formToken, created.name);
+        return showAccount(identity, reply, { created });
+      } catch (error) {
+        if (shownOnPage(error)) return showAccount(identity, reply, { error: error.message, status: error.status });
+        throw error;
+      }
+    });
 
-  app.post<{ Params: { id: string } }>(`${ACCOUNT_PATH}/keys/:id/revoke`, async (request, reply) => {
-    const identity = await caller(request, reply);
-    if (!identity) return reply;
-    await revokeKey(request, identity, request.params.id);
-    return reply.redirect(ACCOUNT_PATH, 303);
-  });
+    scope.post<{ Params: { id: string }; Body: Record<string, string | undefined> }>(
+      `${ACCOUNT_PATH}/keys/:id/rotate`,
+      async (request, reply) => {
+        const identity = callerOf(request);
+        const formToken = String(request.body?.form_token ?? '');
+        if (!formToken || usedFormTokens.has(formToken)) {
+          return showAccount(identity, reply, { error: 'This rotation was already done; its secret was shown once.' });
+        }
+        const grace = Number(request.body?.grace_minutes ?? 60);
+        if (!Number.isInteger(grace) || grace < 0 || grace > MAX_GRACE_MINUTES) {
+          return showAccount(identity, reply, { error: `Grace must be 0 to ${MAX_GRACE_MINUTES} minutes.` });
+        }
+        try {
+          const created = await rotateKey(request, identity, request.params.id, grace);
+          usedFormTokens.set(formToken, created.name);
+          return showAccount(identity, reply, { created });
+        } catch (error) {
+          if (shownOnPage(error)) return showAccount(identity, reply, { error: error.message, status: error.status });
+          throw error;
+        }
+      },
+    );
+
+    scope.post<{ Params: { id: string } }>(`${ACCOUNT_PATH}/keys/:id/revoke`, async (request, reply) => {
+      await revokeKey(request, callerOf(request), request.params.id);
+      return reply.redirect(ACCOUNT_PATH, 303);
+    });
+  }
 }
