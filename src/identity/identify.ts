@@ -31,11 +31,12 @@ export interface CallerRequest {
 
 /**
  * Reads one kind of credential (a session cookie, an API key; later a JWT bearer). Returns undefined
- * when the request does not carry this kind at all, so the next loader is asked; a credential that
- * is present but wrong throws an AuthError saying why, and no later loader is asked.
+ * at once when the request does not carry this kind at all, so the next loader is asked. Otherwise
+ * the loader decides: the identity (also set on `request.identity`), undefined for a credential
+ * that names no one (an ended session), or an AuthError saying why a present credential is wrong.
  */
 export interface CredentialLoader {
-  load(request: CallerRequest): Promise<Identity | undefined>;
+  load(request: CallerRequest): Promise<Identity | undefined> | undefined;
 }
 
 export interface Identifier {
@@ -46,18 +47,20 @@ export interface Identifier {
   identify(request: CallerRequest): Promise<Identity | undefined>;
 }
 
-/** Asks each loader in turn, as oauth2-proxy's session loaders: the first that recognises a credential decides. */
+const NO_CREDENTIAL = Promise.resolve(undefined);
+
+/**
+ * Asks each loader in turn, as oauth2-proxy's session loaders: the first that recognises its kind of
+ * credential decides. The loader's own promise is returned, adding none on the request path.
+ */
 export function createIdentifier(loaders: readonly CredentialLoader[]): Identifier {
   return {
-    async identify(request) {
+    identify(request) {
       for (const loader of loaders) {
-        const identity = await loader.load(request);
-        if (identity) {
-          request.identity = identity;
-          return identity;
-        }
+        const identity = loader.load(request);
+        if (identity) return identity;
       }
-      return undefined;
+      return NO_CREDENTIAL;
     },
   };
 }

@@ -56,7 +56,8 @@ export interface SessionRefreshOptions {
 }
 
 /** Under the 1 s within which every process must refuse a session ended elsewhere. */
-const LOCAL_TTL_MS = 900;
+export const SESSION_CACHE_MS = 900;
+const LOCAL_TTL_MS = SESSION_CACHE_MS;
 
 /** A session as read from the database, and as cached between processes (never with the refresh token). */
 interface SessionRow {
