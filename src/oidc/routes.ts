@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
 import { AuthError, ProviderError } from '../errors.js';
-import { LOGIN_PATH, sendChallenge } from '../identity/challenge.js';
+import { LOGIN_PATH, sendChallenge } from '../http/challenge.js';
 import type { Identifier } from '../identity/identify.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
 import { cookieOptions, type CookieNames } from '../sessions/cookies.js';

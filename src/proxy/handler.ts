@@ -5,7 +5,7 @@ import type { ClientAddressing } from '../http/client.js';
 import { writeApiError } from '../http/errors.js';
 import type { FailureAnswer } from '../http/failure.js';
 import { requestIdFor } from '../http/request-id.js';
-import { challengeFor } from '../identity/challenge.js';
+import { challengeFor } from '../http/challenge.js';
 import type { CallerRequest, Identity } from '../identity/identify.js';
 import type { Logger } from '../log.js';
 import type { Decide } from '../policy/decide.js';

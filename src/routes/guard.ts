@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { GatehouseError } from '../errors.js';
-import { sendChallenge } from '../identity/challenge.js';
+import { sendChallenge } from '../http/challenge.js';
 import type { Identity } from '../identity/identify.js';
 import type { Decide, Need } from '../policy/decide.js';
 
