@@ -7,7 +7,7 @@ import { AuditLog } from './audit/log.js';
 import { signInSettingsOf, type Config, type SignInSettings } from './config/index.js';
 import { createClientAddressing, trustedRanges, type ClientAddressing } from './http/client.js';
 import { deferredSchemaCompilers } from './http/deferred-schemas.js';
-import { sendApiError } from './http/errors.js';
+import { sendApiError, writeApiError } from './http/errors.js';
 import { createFailureAnswer } from './http/failure.js';
 import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
@@ -93,8 +93,11 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
 
   const answerFailure = createFailureAnswer(audit, metrics);
   const isGatewayPath = gatewayPaths(signInSettings !== undefined);
-  // Set below, once the parts it uses exist; nothing is served before the gateway is built.
-  let servePlatform: RequestListener | undefined;
+  // Replaced below, once the parts it uses exist; nothing is served before the gateway is built.
+  let servePlatform: RequestListener = (_request, response) =>
+    writeApiError(response, 503, 'starting', 'This Gatehouse instance is starting; retry shortly.', {
+      'retry-after': '1',
+    });
   let closing = false;
 
   const app = Fastify({
@@ -108,7 +111,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     serverFactory: (serveGateway) => {
       // Node checks the headers and request timeouts only this often (30 s by default).
       const server = createServer({ connectionsCheckingInterval: 1_000 }, (request, response) =>
-        isGatewayPath(request.url) ? serveGateway(request, response) : servePlatform!(request, response),
+        isGatewayPath(request.url) ? serveGateway(request, response) : servePlatform(request, response),
       );
       server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
       return server;
