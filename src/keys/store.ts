@@ -107,6 +107,17 @@ export function pageOf<T>(rows: T[], limit: number): Page<T> {
   return { data: rows.slice(0, limit), has_more: rows.length > limit };
 }
 
+async function countLive(db: Db, userId: string, now: number): Promise<number> {
+  const row = await db
+    .selectFrom('api_keys')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+    .executeTakeFirst();
+  return Number(row?.n ?? 0);
+}
+
 /** API keys in the database: created, listed, rotated, revoked, found by hash. */
 export class ApiKeyStore {
   constructor(
@@ -119,12 +130,51 @@ export class ApiKeyStore {
     return hashApiKey(this.hashSecret, key);
   }
 
+  /**
+   * Creates a key unless its owner already holds `maxLive` live keys (409). The check and the insert
+   * run in one transaction that first updates the owner's row, so concurrent creations for one user
+   * wait for each other (PostgreSQL's row lock; SQLite runs one write transaction at a time) and the
+   * cap holds under any number of parallel requests.
+   */
+  async createWithin(
+    maxLive: number,
+    owner: User,
+    name: string,
+    expiresAt: number | null,
+    now: number,
+    controls: KeyControls,
+  ): Promise<CreatedApiKey> {
+    return this.db.transaction().execute(async (trx) => {
+      await trx.updateTable('users').set({ id: owner.id }).where('id', '=', owner.id).execute();
+      const live = await countLive(trx, owner.id, now);
+      if (live >= maxLive) {
+        throw new HttpError(
+          409,
+          'too_many_api_keys',
+          `You have ${live} live API keys, the most this gateway allows; revoke one at /v1/auth/account first.`,
+        );
+      }
+      return this.insertKey(trx, owner, name, expiresAt, now, controls);
+    });
+  }
+
   async create(
     owner: User,
     name: string,
     expiresAt: number | null,
     now = Date.now(),
     controls: KeyControls = DEFAULT_CONTROLS,
+  ): Promise<CreatedApiKey> {
+    return this.insertKey(this.db, owner, name, expiresAt, now, controls);
+  }
+
+  private async insertKey(
+    db: Db,
+    owner: User,
+    name: string,
+    expiresAt: number | null,
+    now: number,
+    controls: KeyControls,
   ): Promise<CreatedApiKey> {
     const key = generateApiKey(this.prefix);
     const info = {
@@ -138,7 +188,7 @@ export class ApiKeyStore {
       last_used_at: null,
       revoked_at: null,
     };
-    await this.db
+    await db
       .insertInto('api_keys')
       .values({ ...info, ...storedControls(controls), user_id: owner.id, hash: this.hash(key) })
       .execute();
@@ -146,15 +196,8 @@ export class ApiKeyStore {
   }
 
   /** Keys of this user that still work (not revoked, not expired), rotation graces included. */
-  async countActive(userId: string, now = Date.now()): Promise<number> {
-    const row = await this.db
-      .selectFrom('api_keys')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('user_id', '=', userId)
-      .where('revoked_at', 'is', null)
-      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
-      .executeTakeFirst();
-    return Number(row?.n ?? 0);
+  countActive(userId: string, now = Date.now()): Promise<number> {
+    return countLive(this.db, userId, now);
   }
 
   /** A live key of this owner, with its controls; undefined when there is none. */

@@ -163,7 +163,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     return effective === undefined ? null : now + effective * DAY_MS;
   }
 
-  /** Keys per user are bounded, so one account cannot grow its pages and the admin lists without end. */
+  /** A rotation adds a key while the old one lives out its grace: it counts against the cap too. */
   async function assertRoomForKey(identity: Identity, freed: number): Promise<void> {
     const live = await store.countActive(identity.user.id);
     if (live - freed < maxKeysPerUser) return;
@@ -179,8 +179,8 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     const controls = parseControls(body, caps);
     assertMayGrant(identity, controls);
     const expiresAt = expiryFor(body.expires_in_days, now);
-    await assertRoomForKey(identity, 0);
-    const created = await store.create(identity.user, body.name.trim(), expiresAt, now, controls);
+    // Keys per user are bounded, so one account cannot grow its pages and the admin lists without end.
+    const created = await store.createWithin(maxKeysPerUser, identity.user, body.name.trim(), expiresAt, now, controls);
     audit.record(request, {
       event: 'key_created',
       actor: identity.user,

@@ -192,7 +192,19 @@ describe('one gate: every surface asks the same decision', () => {
     beforeEach(() => revokeAll(member));
 
     it('finding 8: refuses a key past auth.max_keys_per_user with 409, by JSON and by the account form', async () => {
-      for (let i = 0; i < 4; i++) await createKey(stack, member, { name: `k${i}` });
+      // Sent all at once: the cap must hold under parallel requests, not only one after another.
+      const attempts = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          member
+            .fetch(`${stack.url}/v1/auth/api-keys`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json', origin: stack.url },
+              body: JSON.stringify({ name: `parallel ${i}` }),
+            })
+            .then(read),
+        ),
+      );
+      expect(attempts.map((answer) => answer.status).sort()).toEqual([...Array(4).fill(201), ...Array(6).fill(409)]);
       const json = await read(
         await member.fetch(`${stack.url}/v1/auth/api-keys`, {
           method: 'POST',
