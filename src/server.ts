@@ -2,20 +2,21 @@ import { createServer, type RequestListener } from 'node:http';
 import fastifyCookie from '@fastify/cookie';
 import formbody from '@fastify/formbody';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { registerAdminRoutes } from './admin/routes.js';
+import { registerAdminRoutes } from './routes/admin.js';
 import { AuditLog } from './audit/log.js';
-import type { Config } from './config/index.js';
-import { createClientAddressing, trustedRanges } from './http/client.js';
+import { signInSettingsOf, type Config, type SignInSettings } from './config/index.js';
+import { createClientAddressing, trustedRanges, type ClientAddressing } from './http/client.js';
 import { deferredSchemaCompilers } from './http/deferred-schemas.js';
-import { sendApiError } from './http/errors.js';
+import { sendApiError, writeApiError } from './http/errors.js';
 import { createFailureAnswer } from './http/failure.js';
 import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
 import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
+import { apiKeyLoader, sessionLoader } from './identity/loaders.js';
 import { loadKeyHashSecret } from './keys/hash-secret.js';
-import { registerKeyRoutes } from './keys/routes.js';
+import { registerKeyRoutes } from './routes/keys.js';
 import { ApiKeyStore } from './keys/store.js';
 import { ApiKeyVerifier, type StaticKey } from './keys/verify.js';
 import type { Logger } from './log.js';
@@ -23,20 +24,21 @@ import { ProviderConnection } from './oidc/provider.js';
 import { createTokenRefresher } from './oidc/refresh.js';
 import { registerAuthRoutes } from './oidc/routes.js';
 import { compileAccessRules } from './policy/access.js';
-import { registerForwardAuth } from './policy/forward-auth.js';
+import { registerForwardAuth } from './routes/forward-auth.js';
 import { createForwarder } from './proxy/forward.js';
 import { createPlatformHandler, type PlatformHandlerOptions } from './proxy/handler.js';
 import { InFlightRequests } from './proxy/in-flight.js';
 import { cookieNamesFor } from './sessions/cookies.js';
 import { deriveSealingKey } from './sessions/sealing.js';
 import { SessionStore } from './sessions/store.js';
-import { openStorage, type Db } from './storage/database.js';
-import { openSharedState } from './storage/shared-state.js';
-import { countActiveSessions, recordSignIn } from './users/store.js';
+import { openStorage, type Db, type Storage } from './storage/database.js';
+import { openSharedState, type SharedState } from './storage/shared-state.js';
+import { countActiveSessions, recordSignIn, updateUserAccess } from './users/store.js';
 import type { Metrics } from './metrics/metrics.js';
 import { noMetrics, type MetricsSink } from './metrics/sink.js';
 import { memoryWindowCounter, RateLimiter, redisWindowCounter } from './limits/rate-limiter.js';
-import { createPlatformControls } from './policy/platform-controls.js';
+import { createPlatformControls, type PlatformControls } from './proxy/platform-controls.js';
+import { createDecide, type Decide } from './policy/decide.js';
 import { compilePathRules } from './policy/paths.js';
 import { UsageRecorder } from './usage/recorder.js';
 import { registerAssets } from './web/pages.js';
@@ -63,9 +65,8 @@ const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 export async function buildGateway(config: Config, log: Logger): Promise<Gateway> {
   const storage = await openStorage(config.database);
   const shared = await openSharedState(storage, config.redis, log);
-  const website = config.powerml.website;
-  const secureCookies = website?.startsWith('https:') ?? false;
-  const cookies = cookieNamesFor(secureCookies);
+  const signInSettings = signInSettingsOf(config);
+  const cookies = cookieNamesFor(signInSettings?.website.startsWith('https:') ?? false);
   const inFlight = new InFlightRequests();
   const prometheus =
     config.gateway.metrics_port === undefined
@@ -91,10 +92,12 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   const { trusted_proxies: trustedProxies } = config.gateway;
 
   const answerFailure = createFailureAnswer(audit, metrics);
-  const signInEnabled = !config.auth.disable_auth && website !== undefined;
-  const isGatewayPath = gatewayPaths(signInEnabled);
-  // Set below, once the parts it uses exist; nothing is served before the gateway is built.
-  let servePlatform: RequestListener | undefined;
+  const isGatewayPath = gatewayPaths(signInSettings !== undefined);
+  // Replaced below, once the parts it uses exist; nothing is served before the gateway is built.
+  let servePlatform: RequestListener = (_request, response) =>
+    writeApiError(response, 503, 'starting', 'This Gatehouse instance is starting; retry shortly.', {
+      'retry-after': '1',
+    });
   let closing = false;
 
   const app = Fastify({
@@ -108,7 +111,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     serverFactory: (serveGateway) => {
       // Node checks the headers and request timeouts only this often (30 s by default).
       const server = createServer({ connectionsCheckingInterval: 1_000 }, (request, response) =>
-        isGatewayPath(request.url) ? serveGateway(request, response) : servePlatform!(request, response),
+        isGatewayPath(request.url) ? serveGateway(request, response) : servePlatform(request, response),
       );
       server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
       return server;
@@ -165,10 +168,6 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       optional: true,
     });
   const warnings: string[] = [];
-  let provider: ProviderConnection | undefined;
-  let purgeTimer: NodeJS.Timeout | undefined;
-  let keyVerifier: ApiKeyVerifier | undefined;
-
   const client = createClientAddressing(trustedProxies);
   const platformParts: Omit<PlatformHandlerOptions, 'gate'> = {
     forwarder,
@@ -178,135 +177,208 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     isClosing: () => closing,
     onFinished: prometheus ? (status, auth) => prometheus.requests.inc({ route: 'platform', status, auth }) : undefined,
   };
-  if (!signInEnabled) {
+  let signIn: SignIn | undefined;
+  if (!signInSettings) {
     warnings.push(AUTH_DISABLED_WARNING);
     log.warn(AUTH_DISABLED_WARNING);
     servePlatform = createPlatformHandler(platformParts);
   } else {
-    const { client_id, client_secret, server_metadata_url, allow_insecure_http, scopes, groups_claim } =
-      config.auth_provider;
-    provider = new ProviderConnection(
-      {
-        metadataUrl: server_metadata_url!,
-        clientId: client_id!,
-        clientSecret: client_secret!,
-        allowHttp: server_metadata_url!.startsWith('http:') || allow_insecure_http,
-        tokenEndpointAuthMethod: config.auth_provider.token_endpoint_auth_method,
-      },
+    signIn = await buildSignIn({
+      config,
+      settings: signInSettings,
+      app,
       log,
-      (ok) => metrics.providerRefreshes.inc({ result: ok ? 'success' : 'failure' }),
-    );
-    const connection = provider;
-    checks.push({ name: 'provider', check: async () => connection.problem });
-    const keyHashSecret = loadKeyHashSecret(config.auth.key_hash_secret, config.gateway.data_dir);
-    const sessions = new SessionStore(
-      storage.db,
-      { idleMs: config.auth.session_idle_minutes * 60_000, maxMs: config.auth.session_max_hours * 3_600_000 },
-      shared.cache,
-      {
-        refresher: createTokenRefresher(connection, log),
-        sealingKey: deriveSealingKey(keyHashSecret),
-        onEnded: (user, reason) => audit.record(undefined, { event: 'sign_out', actor: user, detail: { reason } }),
-      },
-      shared.revocations,
-    );
-    purgeTimer = setInterval(() => void sessions.purgeExpired().catch(() => undefined), PURGE_INTERVAL_MS).unref();
-    const keyStore = new ApiKeyStore(storage.db, keyHashSecret, config.auth.api_key_prefix);
-    const testToken = await loadTestToken(config, storage.db);
-    if (testToken) {
-      warnings.push(TEST_TOKEN_WARNING);
-      log.warn(TEST_TOKEN_WARNING);
-    }
-    const verifier = (keyVerifier = new ApiKeyVerifier(keyStore, config.auth.api_key_prefix, testToken, shared.cache, {
-      verified: (result) => metrics.keyVerifications.inc({ result }),
-      cacheLookup: (hit) => metrics.keyCache.inc({ result: hit ? 'hit' : 'miss' }),
-    }));
-    shared.bus.subscribe((change) => {
-      verifier.forgetAll();
-      sessions.forgetAll();
-      if (change.kind === 'user_disabled') inFlight.abortUser(change.userId);
-    });
-    const identifier = createIdentifier({
-      sessions,
-      sessionCookie: cookies.session,
-      keys: verifier,
-      limiter: new FailedAuthLimiter(
-        config.auth.failed_auth_per_minute,
-        redis ? redisFailureCounter(redis, config.redis.key_prefix) : undefined,
-      ),
-    });
-    const rules = compileAccessRules(config.gateway.public_paths, config.gateway.admin_paths);
-    registerAuthRoutes(app, {
-      db: storage.db,
-      provider,
-      sessions,
-      identifier,
-      audit,
-      cookies,
-      secureCookies,
-      website,
-      scopes,
-      signInRules: {
-        allowedDomains: config.auth.allowed_email_domains,
-        allowUnverified: config.auth.allow_unverified_email,
-        allowedGroups: config.auth.allowed_groups,
-        adminEmails: config.auth.admin_emails,
-        adminGroups: config.auth.admin_groups,
-        groupsClaim: groups_claim,
-      },
-    });
-    const { revocations } = shared;
-    registerKeyRoutes(app, {
-      store: keyStore,
-      revocations,
-      identifier,
+      storage,
+      shared,
+      metrics,
       audit,
       usage,
-      website,
-      maxDays: config.auth.api_key_max_days,
-      caps: {
-        maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
-        maxTokensPerMinute: config.auth.max_key_tokens_per_minute,
-      },
+      inFlight,
+      client,
     });
-    registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, identifier, audit, usage, website });
-    registerForwardAuth(app, { identifier, rules, website, isTrustedPeer: client.isTrustedPeer });
-    const controls = createPlatformControls({
-      scopeRules: {
-        inference: compilePathRules(config.auth.scope_paths.inference, { caseInsensitive: false }),
-        training: compilePathRules(config.auth.scope_paths.training, { caseInsensitive: false }),
-      },
-      limiter: new RateLimiter(redis ? redisWindowCounter(redis, config.redis.key_prefix) : memoryWindowCounter()),
-      usage,
-      defaults: {
-        keyRequestsPerMinute: config.auth.key_requests_per_minute,
-        keyTokensPerMinute: config.auth.key_tokens_per_minute,
-        userRequestsPerMinute: config.auth.user_requests_per_minute,
-        userTokensPerMinute: config.auth.user_tokens_per_minute,
-      },
-      caps: {
-        maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
-        maxTokensPerMinute: config.auth.max_key_tokens_per_minute,
-      },
+    checks.push(...signIn.checks);
+    warnings.push(...signIn.warnings);
+    servePlatform = createPlatformHandler({
+      ...platformParts,
+      gate: { decide: signIn.decide, website: signInSettings.website, controls: signIn.controls },
     });
-    servePlatform = createPlatformHandler({ ...platformParts, gate: { identifier, website, rules, controls } });
   }
   registerHealthRoutes(app, checks, warnings);
 
   return {
     app,
     metrics: prometheus,
-    providerAttempted: provider?.whenAttempted() ?? Promise.resolve(),
+    providerAttempted: signIn?.providerAttempted ?? Promise.resolve(),
     async close() {
-      clearInterval(purgeTimer);
-      provider?.close();
+      signIn?.stop();
       await app.close();
-      await keyVerifier?.flush();
+      await signIn?.flush();
       await forwarder.close();
       await usage.close();
       await shared.close();
       await storage.close();
     },
+  };
+}
+
+interface SignInParts {
+  config: Config;
+  settings: SignInSettings;
+  app: FastifyInstance;
+  log: Logger;
+  storage: Storage;
+  shared: SharedState;
+  metrics: MetricsSink;
+  audit: AuditLog;
+  usage: UsageRecorder;
+  inFlight: InFlightRequests;
+  client: ClientAddressing;
+}
+
+interface SignIn {
+  decide: Decide;
+  controls: PlatformControls;
+  checks: ReadinessCheck[];
+  warnings: string[];
+  providerAttempted: Promise<void>;
+  /** Stops the timers and the provider's rediscovery. */
+  stop(): void;
+  /** Writes what is batched (keys' last use). */
+  flush(): Promise<void>;
+}
+
+/**
+ * Everything that exists only when people sign in: the provider, sessions, API keys, the one
+ * decision, and the routes that ask it (sign-in, keys and account, admin, forward-auth).
+ */
+async function buildSignIn(parts: SignInParts): Promise<SignIn> {
+  const { config, settings, app, log, storage, shared, metrics, audit, usage, inFlight, client } = parts;
+  const { allow_insecure_http, scopes, groups_claim } = config.auth_provider;
+  const { redis, revocations } = shared;
+  const cookies = cookieNamesFor(settings.website.startsWith('https:'));
+  const warnings: string[] = [];
+  const provider = new ProviderConnection(
+    {
+      metadataUrl: settings.metadataUrl,
+      clientId: settings.clientId,
+      clientSecret: settings.clientSecret,
+      allowHttp: settings.metadataUrl.startsWith('http:') || allow_insecure_http,
+      tokenEndpointAuthMethod: config.auth_provider.token_endpoint_auth_method,
+    },
+    log,
+    (ok) => metrics.providerRefreshes.inc({ result: ok ? 'success' : 'failure' }),
+  );
+  const signInRules = {
+    allowedDomains: config.auth.allowed_email_domains,
+    allowUnverified: config.auth.allow_unverified_email,
+    allowedGroups: config.auth.allowed_groups,
+    adminEmails: config.auth.admin_emails,
+    adminGroups: config.auth.admin_groups,
+    groupsClaim: groups_claim,
+  };
+  const keyHashSecret = loadKeyHashSecret(config.auth.key_hash_secret, config.gateway.data_dir);
+  const sessions = new SessionStore(
+    storage.db,
+    { idleMs: config.auth.session_idle_minutes * 60_000, maxMs: config.auth.session_max_hours * 3_600_000 },
+    shared.cache,
+    {
+      refresher: createTokenRefresher(provider, log, {
+        rules: signInRules,
+        recheckMs: config.auth.recheck_minutes * 60_000,
+        onAccessChanged: async (user, access) => {
+          await updateUserAccess(storage.db, user.id, access);
+          // Cached keys carry their owner's role: an `admin` key must lose it with its owner.
+          await revocations.keysChanged();
+        },
+      }),
+      sealingKey: deriveSealingKey(keyHashSecret),
+      onEnded: (user, reason) => audit.record(undefined, { event: 'sign_out', actor: user, detail: { reason } }),
+    },
+    revocations,
+  );
+  const purgeTimer = setInterval(() => void sessions.purgeExpired().catch(() => undefined), PURGE_INTERVAL_MS).unref();
+  const keyStore = new ApiKeyStore(storage.db, keyHashSecret, config.auth.api_key_prefix);
+  const testToken = await loadTestToken(config, storage.db);
+  if (testToken) {
+    warnings.push(TEST_TOKEN_WARNING);
+    log.warn(TEST_TOKEN_WARNING);
+  }
+  const verifier = new ApiKeyVerifier(keyStore, config.auth.api_key_prefix, testToken, shared.cache, {
+    verified: (result) => metrics.keyVerifications.inc({ result }),
+    cacheLookup: (hit) => metrics.keyCache.inc({ result: hit ? 'hit' : 'miss' }),
+  });
+  shared.bus.subscribe((change) => {
+    verifier.forgetAll();
+    sessions.forgetAll();
+    if (change.kind === 'user_disabled') inFlight.abortUser(change.userId);
+  });
+  const failedAuth = new FailedAuthLimiter(
+    config.auth.failed_auth_per_minute,
+    redis ? redisFailureCounter(redis, config.redis.key_prefix) : undefined,
+  );
+  // API keys first: an Authorization header is always judged, never passed over for a cookie.
+  const identifier = createIdentifier([apiKeyLoader(verifier, failedAuth), sessionLoader(sessions, cookies.session)]);
+  const limiter = new RateLimiter(redis ? redisWindowCounter(redis, config.redis.key_prefix) : memoryWindowCounter());
+  const caps = {
+    maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
+    maxTokensPerMinute: config.auth.max_key_tokens_per_minute,
+  };
+  const decide = createDecide({
+    identifier,
+    pathRules: compileAccessRules(config.gateway.public_paths, config.gateway.admin_paths),
+    scopeRules: {
+      inference: compilePathRules(config.auth.scope_paths.inference, { caseInsensitive: false }),
+      training: compilePathRules(config.auth.scope_paths.training, { caseInsensitive: false }),
+    },
+    websiteOrigin: new URL(settings.website).origin,
+    limiter,
+    defaults: {
+      keyRequestsPerMinute: config.auth.key_requests_per_minute,
+      keyTokensPerMinute: config.auth.key_tokens_per_minute,
+      userRequestsPerMinute: config.auth.user_requests_per_minute,
+      userTokensPerMinute: config.auth.user_tokens_per_minute,
+    },
+    caps,
+    skipUnseenBodyControls: config.gateway.forward_auth_skip_body_controls,
+  });
+
+  registerAuthRoutes(app, {
+    db: storage.db,
+    provider,
+    sessions,
+    identifier,
+    audit,
+    cookies,
+    secureCookies: settings.website.startsWith('https:'),
+    website: settings.website,
+    scopes,
+    signInRules,
+    recheckMs: config.auth.recheck_minutes * 60_000,
+  });
+  registerKeyRoutes(app, {
+    store: keyStore,
+    revocations,
+    decide,
+    audit,
+    usage,
+    maxDays: config.auth.api_key_max_days,
+    caps,
+    maxKeysPerUser: config.auth.max_keys_per_user,
+  });
+  registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, decide, audit, usage });
+  registerForwardAuth(app, { decide, isTrustedPeer: client.isTrustedPeer });
+
+  return {
+    decide,
+    controls: createPlatformControls({ limiter, usage }),
+    checks: [{ name: 'provider', check: async () => provider.problem }],
+    warnings,
+    providerAttempted: provider.whenAttempted(),
+    stop() {
+      clearInterval(purgeTimer);
+      provider.close();
+    },
+    flush: () => verifier.flush(),
   };
 }
 

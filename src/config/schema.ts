@@ -173,6 +173,8 @@ const authKeys = z.strictObject({
   max_key_tokens_per_minute: integer(0).describe('an integer of at least 0 (0 means no cap)'),
   user_requests_per_minute: integer(0).describe('an integer of at least 0 (0 means no limit)'),
   user_tokens_per_minute: integer(0).describe('an integer of at least 0 (0 means no limit)'),
+  max_keys_per_user: integer(1, 100_000).describe('an integer from 1 to 100000'),
+  recheck_minutes: integer(1, 10_080).describe('an integer from 1 to 10080 (minutes)'),
 });
 
 /**
@@ -227,6 +229,7 @@ const gateway = z.strictObject({
   shutdown_grace_seconds: integer(0, 3600).describe('an integer from 0 to 3600'),
   upstream_headers_timeout_seconds: integer(1, 86400).describe('an integer from 1 to 86400'),
   upstream_idle_timeout_seconds: integer(1, 86400).describe('an integer from 1 to 86400'),
+  forward_auth_skip_body_controls: boolean(),
 });
 
 const database = z.strictObject({
@@ -264,6 +267,25 @@ export const configSchema = z.strictObject({
 export interface Config extends z.output<typeof configSchema> {
   /** The edits file the values came from, or the name given to `loadConfigFromObject`. */
   source: string;
+}
+
+/** What signing people in needs; present exactly when sign-in is on. */
+export interface SignInSettings {
+  website: string;
+  clientId: string;
+  clientSecret: string;
+  metadataUrl: string;
+}
+
+/**
+ * Sign-in is on unless auth is disabled, and then the rules (rules.ts) have made sure the provider
+ * settings are present: this is that guarantee as a type, so nothing downstream asserts it.
+ */
+export function signInSettingsOf(config: Config): SignInSettings | undefined {
+  const { website } = config.powerml;
+  const { client_id: clientId, client_secret: clientSecret, server_metadata_url: metadataUrl } = config.auth_provider;
+  if (config.auth.disable_auth || !website || !clientId || !clientSecret || !metadataUrl) return undefined;
+  return { website, clientId, clientSecret, metadataUrl };
 }
 
 /** The schema of one key ("gateway.port") or section ("gateway"), for messages and rules. */

@@ -3,7 +3,7 @@ import { HttpError } from '../errors.js';
 import type { Identity } from '../identity/identify.js';
 import type { Logger } from '../log.js';
 import type { MetricsSink } from '../metrics/sink.js';
-import { describeUpstreamFailure } from '../proxy/forward.js';
+import { describeUpstreamFailure } from './upstream-failure.js';
 import { unavailableDependency } from './dependency-errors.js';
 
 /** Statuses that mean "someone was turned away", recorded in the audit log by class. */

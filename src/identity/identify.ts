@@ -1,10 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { AuthError } from '../errors.js';
 import type { KeyControls } from '../keys/controls.js';
-import type { ApiKeyVerifier } from '../keys/verify.js';
-import type { SessionStore } from '../sessions/store.js';
 import type { User } from '../users/store.js';
-import type { FailedAuthLimiter } from './failure-limiter.js';
 
 export type AuthMethod = 'session' | 'api_key';
 
@@ -33,6 +29,16 @@ export interface CallerRequest {
   identity?: Identity;
 }
 
+/**
+ * Reads one kind of credential (a session cookie, an API key; later a JWT bearer). Returns undefined
+ * at once when the request does not carry this kind at all, so the next loader is asked. Otherwise
+ * the loader decides: the identity (also set on `request.identity`), undefined for a credential
+ * that names no one (an ended session), or an AuthError saying why a present credential is wrong.
+ */
+export interface CredentialLoader {
+  load(request: CallerRequest): Promise<Identity | undefined> | undefined;
+}
+
 export interface Identifier {
   /**
    * Who sent this request, or undefined when it carries no credential at all. A credential that is
@@ -41,43 +47,20 @@ export interface Identifier {
   identify(request: CallerRequest): Promise<Identity | undefined>;
 }
 
-export interface IdentifierOptions {
-  sessions: SessionStore;
-  sessionCookie: string;
-  keys: ApiKeyVerifier;
-  limiter: FailedAuthLimiter;
-}
+const NO_CREDENTIAL = Promise.resolve(undefined);
 
-/** RFC 6750 2.1 `b64token`; keys are accepted from the Authorization header only, never a query string. */
-const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;
-
-/** Identifies programs by `Authorization: Bearer <key>` and browsers by their session cookie. */
-export function createIdentifier({ sessions, sessionCookie, keys, limiter }: IdentifierOptions): Identifier {
+/**
+ * Asks each loader in turn, as oauth2-proxy's session loaders: the first that recognises its kind of
+ * credential decides. The loader's own promise is returned, adding none on the request path.
+ */
+export function createIdentifier(loaders: readonly CredentialLoader[]): Identifier {
   return {
-    async identify(request) {
-      const authorization = request.headers.authorization;
-      if (authorization !== undefined) {
-        await limiter.assertAllowed(request.ip);
-        const key = BEARER.exec(authorization)?.[1];
-        try {
-          if (!key) {
-            throw new AuthError('invalid_authorization_header', 'Send the API key as "Authorization: Bearer <key>".');
-          }
-          const record = await keys.verify(key);
-          const { id, controls, expires_at } = record;
-          request.identity = { user: record.user, method: 'api_key', key: { id, controls, expires_at } };
-          return request.identity;
-        } catch (error) {
-          if (error instanceof AuthError) await limiter.recordFailure(request.ip);
-          throw error;
-        }
+    identify(request) {
+      for (const loader of loaders) {
+        const identity = loader.load(request);
+        if (identity) return identity;
       }
-      const token = request.cookies[sessionCookie];
-      if (!token) return undefined;
-      const session = await sessions.find(token);
-      if (!session) return undefined;
-      request.identity = { user: session.user, method: 'session', idToken: session.idToken };
-      return request.identity;
+      return NO_CREDENTIAL;
     },
   };
 }

@@ -1,7 +1,13 @@
-import { HttpError } from '../errors.js';
+import { ForbiddenError, HttpError } from '../errors.js';
 
-export const SCOPES = ['inference', 'training', 'read', 'all'] as const;
+/**
+ * `inference`, `training`, `read` and `all` open the platform; `keys` (its owner's keys) and `admin`
+ * (the admin API, while its owner is an administrator) open the gateway's own API, and `all` does
+ * not include them, so a key made for a program cannot manage keys or administer.
+ */
+export const SCOPES = ['inference', 'training', 'read', 'all', 'keys', 'admin'] as const;
 export type Scope = (typeof SCOPES)[number];
+const PLATFORM_SCOPES: readonly Scope[] = ['inference', 'training', 'read', 'all'];
 
 /** What a key may do beyond "it is valid": set at creation, capped by the operator. */
 export interface KeyControls {
@@ -101,6 +107,33 @@ export function missingScope(
   if (inference) return 'inference';
   if (training) return 'training';
   return safe ? 'read' : 'all';
+}
+
+/**
+ * A key that manages keys may only hand out what it holds itself: each scope it grants (`all`
+ * covers the other platform scopes), models within its own list, limits no higher than its own.
+ * Otherwise a narrow `keys` key could mint, or rotate into view, a wider one.
+ */
+export function assertNoWiderThan(holder: KeyControls, granted: KeyControls): void {
+  const holds = (scope: Scope) =>
+    holder.scopes.includes(scope) || (PLATFORM_SCOPES.includes(scope) && holder.scopes.includes('all'));
+  const wider = granted.scopes.find((scope) => !holds(scope));
+  if (wider) {
+    throw new ForbiddenError(
+      'scope_not_held',
+      `This API key cannot grant the "${wider}" scope, which it lacks itself.`,
+    );
+  }
+  const ownModels = holder.models;
+  if (ownModels && (!granted.models || granted.models.some((model) => !ownModels.includes(model)))) {
+    throw new ForbiddenError('models_not_held', 'This API key can only grant models from its own list.');
+  }
+  for (const limit of ['requests_per_minute', 'tokens_per_minute'] as const) {
+    const own = holder[limit];
+    if (own !== null && (granted[limit] === null || granted[limit] > own)) {
+      throw new ForbiddenError('limit_not_held', `This API key can only grant ${limit} of at most ${own}.`);
+    }
+  }
 }
 
 /** The limit in force for a key: its own, else the default; a cap bounds the default too. */

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { HttpError } from '../errors.js';
 import type { Db } from '../storage/database.js';
 import { toUser, USER_COLUMNS, type User } from '../users/store.js';
 import { DEFAULT_CONTROLS, type KeyControls, type Scope } from './controls.js';
@@ -89,6 +90,34 @@ function normalise<T extends InfoRow>(row: T): Omit<T, keyof StoredControls> & A
   };
 }
 
+/** One page of a list, newest first; `after` names the last item, for the next page. */
+export interface Page<T> {
+  data: T[];
+  has_more: boolean;
+}
+
+export interface PageRequest {
+  limit: number;
+  /** The id of the last item of the previous page. */
+  after?: string;
+}
+
+/** Cuts the one extra row a page query reads to learn whether more follow. */
+export function pageOf<T>(rows: T[], limit: number): Page<T> {
+  return { data: rows.slice(0, limit), has_more: rows.length > limit };
+}
+
+async function countLive(db: Db, userId: string, now: number): Promise<number> {
+  const row = await db
+    .selectFrom('api_keys')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+    .executeTakeFirst();
+  return Number(row?.n ?? 0);
+}
+
 /** API keys in the database: created, listed, rotated, revoked, found by hash. */
 export class ApiKeyStore {
   constructor(
@@ -101,12 +130,51 @@ export class ApiKeyStore {
     return hashApiKey(this.hashSecret, key);
   }
 
+  /**
+   * Creates a key unless its owner already holds `maxLive` live keys (409). The check and the insert
+   * run in one transaction that first updates the owner's row, so concurrent creations for one user
+   * wait for each other (PostgreSQL's row lock; SQLite runs one write transaction at a time) and the
+   * cap holds under any number of parallel requests.
+   */
+  async createWithin(
+    maxLive: number,
+    owner: User,
+    name: string,
+    expiresAt: number | null,
+    now: number,
+    controls: KeyControls,
+  ): Promise<CreatedApiKey> {
+    return this.db.transaction().execute(async (trx) => {
+      await trx.updateTable('users').set({ id: owner.id }).where('id', '=', owner.id).execute();
+      const live = await countLive(trx, owner.id, now);
+      if (live >= maxLive) {
+        throw new HttpError(
+          409,
+          'too_many_api_keys',
+          `You have ${live} live API keys, the most this gateway allows; revoke one at /v1/auth/account first.`,
+        );
+      }
+      return this.insertKey(trx, owner, name, expiresAt, now, controls);
+    });
+  }
+
   async create(
     owner: User,
     name: string,
     expiresAt: number | null,
     now = Date.now(),
     controls: KeyControls = DEFAULT_CONTROLS,
+  ): Promise<CreatedApiKey> {
+    return this.insertKey(this.db, owner, name, expiresAt, now, controls);
+  }
+
+  private async insertKey(
+    db: Db,
+    owner: User,
+    name: string,
+    expiresAt: number | null,
+    now: number,
+    controls: KeyControls,
   ): Promise<CreatedApiKey> {
     const key = generateApiKey(this.prefix);
     const info = {
@@ -120,56 +188,116 @@ export class ApiKeyStore {
       last_used_at: null,
       revoked_at: null,
     };
-    await this.db
+    await db
       .insertInto('api_keys')
       .values({ ...info, ...storedControls(controls), user_id: owner.id, hash: this.hash(key) })
       .execute();
     return { ...info, ...controls, key };
   }
 
+  /** Keys of this user that still work (not revoked, not expired), rotation graces included. */
+  countActive(userId: string, now = Date.now()): Promise<number> {
+    return countLive(this.db, userId, now);
+  }
+
+  /** A live key of this owner, with its controls; undefined when there is none. */
+  async findActive(id: string, ownerId: string, now = Date.now()): Promise<ApiKeyInfo | undefined> {
+    const row = await this.db
+      .selectFrom('api_keys')
+      .select(INFO_COLUMNS)
+      .where('id', '=', id)
+      .where('user_id', '=', ownerId)
+      .where('revoked_at', 'is', null)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+      .executeTakeFirst();
+    return row && normalise(row);
+  }
+
   /**
-   * A new secret for an existing key, with the same name, owner and controls. The old secret keeps
-   * working until `graceMs` from now (or its own earlier expiry), so programs can be switched over
-   * without downtime.
+   * A new secret for an existing key, with the same name, owner, expiry and controls. The old secret
+   * keeps working until `graceMs` from now (or its own earlier expiry), so programs can be switched
+   * over without downtime. A key is rotated once: rotating it again would hand its replacement the
+   * grace-shortened expiry, so the new key would die with the old one.
    */
   async rotate(id: string, owner: User, graceMs: number, now = Date.now()): Promise<CreatedApiKey | undefined> {
     const old = await this.db
       .selectFrom('api_keys')
-      .select(INFO_COLUMNS)
+      .select([...INFO_COLUMNS, 'api_keys.replaced_by'])
       .where('id', '=', id)
       .where('user_id', '=', owner.id)
       .where('revoked_at', 'is', null)
       .executeTakeFirst();
     if (!old) return undefined;
-    const current = normalise(old);
+    const { replaced_by: replacedBy, ...info } = old;
+    if (replacedBy !== null) {
+      throw new HttpError(
+        409,
+        'api_key_already_rotated',
+        `This key was already rotated; its replacement is ${replacedBy}. Rotate that one instead.`,
+      );
+    }
+    const current = normalise(info);
     if (current.expires_at !== null && current.expires_at <= now) return undefined;
     const graceEnds = current.expires_at === null ? now + graceMs : Math.min(current.expires_at, now + graceMs);
-    await this.db.updateTable('api_keys').set({ expires_at: graceEnds }).where('id', '=', id).execute();
     const { scopes, models, requests_per_minute, tokens_per_minute } = current;
-    return this.create(owner, current.name, current.expires_at, now, {
+    const created = await this.create(owner, current.name, current.expires_at, now, {
       scopes,
       models,
       requests_per_minute,
       tokens_per_minute,
     });
+    // Conditional on not being replaced yet, so two rotations racing leave one replacement live.
+    const marked = await this.db
+      .updateTable('api_keys')
+      .set({ expires_at: graceEnds, replaced_by: created.id })
+      .where('id', '=', id)
+      .where('replaced_by', 'is', null)
+      .executeTakeFirst();
+    if (marked.numUpdatedRows === 0n) {
+      await this.db.updateTable('api_keys').set({ revoked_at: now }).where('id', '=', created.id).execute();
+      throw new HttpError(
+        409,
+        'api_key_already_rotated',
+        'This key was rotated meanwhile; rotate its replacement instead.',
+      );
+    }
+    return created;
   }
 
+  /** Every key of a user, for the command line; HTTP lists read pages. */
   async listForUser(userId: string): Promise<ApiKeyInfo[]> {
-    const rows = await this.db
-      .selectFrom('api_keys')
-      .select(INFO_COLUMNS)
-      .where('user_id', '=', userId)
-      .orderBy('created_at', 'desc')
-      .execute();
-    return rows.map(normalise);
+    return this.list(userId, {});
   }
 
+  /** Every key, for the command line; HTTP lists read pages. */
   async listAll(): Promise<Array<ApiKeyInfo & { user_id: string }>> {
-    const rows = await this.db
-      .selectFrom('api_keys')
-      .select([...INFO_COLUMNS, 'api_keys.user_id'])
-      .orderBy('created_at', 'desc')
-      .execute();
+    return this.list(undefined, {});
+  }
+
+  async pageForUser(userId: string, page: PageRequest): Promise<Page<ApiKeyInfo>> {
+    return pageOf(await this.list(userId, page), page.limit);
+  }
+
+  async pageAll(page: PageRequest): Promise<Page<ApiKeyInfo & { user_id: string }>> {
+    return pageOf(await this.list(undefined, page), page.limit);
+  }
+
+  /** Newest first, by (created_at, id), one row more than a page; keyset paging costs the same on every page. */
+  private async list(userId: string | undefined, { limit, after }: Partial<PageRequest>) {
+    let query = this.db.selectFrom('api_keys').select([...INFO_COLUMNS, 'api_keys.user_id']);
+    if (userId !== undefined) query = query.where('user_id', '=', userId);
+    if (after !== undefined) {
+      const last = await this.db.selectFrom('api_keys').select('created_at').where('id', '=', after).executeTakeFirst();
+      if (!last) return [];
+      query = query.where((eb) =>
+        eb.or([
+          eb('created_at', '<', last.created_at),
+          eb.and([eb('created_at', '=', last.created_at), eb('id', '<', after)]),
+        ]),
+      );
+    }
+    query = query.orderBy('created_at', 'desc').orderBy('id', 'desc');
+    const rows = await (limit === undefined ? query : query.limit(limit + 1)).execute();
     return rows.map(normalise);
   }
 

@@ -134,7 +134,7 @@ export function sessionTokensOf(claims: client.IDToken, refreshToken: string | u
  * `sub` must equal the ID token's (Core 5.3.2), which openid-client checks. A failure here leaves
  * the ID token's claims, which policy then judges on their own.
  */
-async function fetchUserInfoClaims(
+export async function fetchUserInfoClaims(
   config: client.Configuration,
   accessToken: string,
   subject: string,

@@ -1,9 +1,10 @@
 import * as client from 'openid-client';
 import { AuthError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { RefreshOutcome, TokenRefresher } from '../sessions/store.js';
-import type { User } from '../users/store.js';
-import { assertIssuedInPast, sessionTokensOf } from './login.js';
+import { decideSignIn, type SignInRules } from '../policy/sign-in.js';
+import type { RefreshOutcome, SessionTokens, TokenRefresher } from '../sessions/store.js';
+import type { Role, User } from '../users/store.js';
+import { assertIssuedInPast, fetchUserInfoClaims, sessionTokensOf } from './login.js';
 import type { ProviderConnection } from './provider.js';
 
 /**
@@ -25,6 +26,19 @@ const REJECTED_ID_TOKEN_CODES = new Set([
   'ID_TOKEN_SUBJECT_CHANGED',
 ]);
 
+export interface SignInRecheck {
+  rules: SignInRules;
+  /** `auth.recheck_minutes`: the longest a session goes without its sign-in rules applied again. */
+  recheckMs: number;
+  /** The user still passes, with another role or other groups than they hold now. */
+  onAccessChanged(user: User, access: { role: Role; groups: string[] }): Promise<void>;
+}
+
+/** When a session's next refresh (and with it the sign-in rules) is due: the ID token's expiry, or sooner. */
+export function recheckBy(tokens: SessionTokens, recheckMs: number, now = Date.now()): SessionTokens {
+  return { ...tokens, idTokenExpiresAt: Math.min(tokens.idTokenExpiresAt, now + recheckMs) };
+}
+
 /**
  * Redeems refresh tokens with openid-client's `refreshTokenGrant`, which validates any new ID token
  * as at sign-in (Core 12.2); on top, its `iss` and `sub` must name the user the session belongs
@@ -32,7 +46,33 @@ const REJECTED_ID_TOKEN_CODES = new Set([
  * anything else (no connection, a timeout, a 5xx, a misconfigured client) is "unavailable" and
  * ends no session by itself.
  */
-export function createTokenRefresher(provider: ProviderConnection, log: Logger): TokenRefresher {
+export function createTokenRefresher(
+  provider: ProviderConnection,
+  log: Logger,
+  recheck: SignInRecheck,
+): TokenRefresher {
+  /**
+   * The sign-in rules (domains, groups, admin role) applied again to what the provider says now, so
+   * a user who left the allowed group or the admin group loses the session or the role at the
+   * latest one recheck interval later, not when the session's 168 hours run out.
+   */
+  async function stillAdmitted(user: User, claims: Record<string, unknown>): Promise<boolean> {
+    const decision = decideSignIn(claims, recheck.rules);
+    if (!decision.allowed) {
+      log.info(
+        { userId: user.id, reason: decision.reason },
+        'sign-in rules no longer admit the user; the session ends',
+      );
+      return false;
+    }
+    const sameGroups =
+      decision.groups.length === user.groups.length && decision.groups.every((group, i) => group === user.groups[i]);
+    if (decision.role !== user.role || !sameGroups) {
+      await recheck.onAccessChanged(user, { role: decision.role, groups: decision.groups });
+    }
+    return true;
+  }
+
   return {
     async refresh(refreshToken: string, user: User, now = Date.now()): Promise<RefreshOutcome> {
       try {
@@ -41,12 +81,16 @@ export function createTokenRefresher(provider: ProviderConnection, log: Logger):
         provider.rememberJwks(config);
         const claims = response.claims();
         if (!claims || !response.id_token) {
+          // No ID token (Core 12.2 allows that): the UserInfo endpoint, where there is one, says who the user is now.
+          const current = await fetchUserInfoClaims(config, response.access_token, user.subject);
+          if (Object.keys(current).length > 0 && !(await stillAdmitted(user, current))) return { result: 'refused' };
           const expiresIn = response.expiresIn();
           const recheckMs = expiresIn === undefined ? DEFAULT_RECHECK_MS : expiresIn * 1000;
+          const bounded = Math.min(Math.max(recheckMs, MIN_RECHECK_MS), MAX_RECHECK_MS, recheck.recheckMs);
           return {
             result: 'refreshed',
             tokens: {
-              idTokenExpiresAt: now + Math.min(Math.max(recheckMs, MIN_RECHECK_MS), MAX_RECHECK_MS),
+              idTokenExpiresAt: now + bounded,
               ...(response.refresh_token ? { refreshToken: response.refresh_token } : {}),
             },
           };
@@ -55,10 +99,10 @@ export function createTokenRefresher(provider: ProviderConnection, log: Logger):
         if (claims.iss !== user.issuer || claims.sub !== user.subject) {
           throw new AuthError('ID_TOKEN_SUBJECT_CHANGED', 'the refreshed ID token names another user');
         }
-        return {
-          result: 'refreshed',
-          tokens: { ...sessionTokensOf(claims, response.refresh_token), idToken: response.id_token },
-        };
+        const merged = { ...(await fetchUserInfoClaims(config, response.access_token, claims.sub)), ...claims };
+        if (!(await stillAdmitted(user, merged))) return { result: 'refused' };
+        const tokens = { ...sessionTokensOf(claims, response.refresh_token), idToken: response.id_token };
+        return { result: 'refreshed', tokens: recheckBy(tokens, recheck.recheckMs, now) };
       } catch (error) {
         const refused = isRefusal(error);
         // Only codes and the provider's error name: a refresh token must never reach the log.

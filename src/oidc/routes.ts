@@ -1,13 +1,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
 import { AuthError, ProviderError } from '../errors.js';
-import { LOGIN_PATH, sendChallenge } from '../identity/challenge.js';
+import { LOGIN_PATH, sendChallenge } from '../http/challenge.js';
 import type { Identifier } from '../identity/identify.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
 import { cookieOptions, type CookieNames } from '../sessions/cookies.js';
 import type { SessionStore } from '../sessions/store.js';
 import type { Db } from '../storage/database.js';
 import { recordSignIn } from '../users/store.js';
+import { recheckBy } from './refresh.js';
 import type { AuditLog } from '../audit/log.js';
 import { decideSignIn, type SignInRules } from '../policy/sign-in.js';
 import { sendErrorPage } from '../web/pages.js';
@@ -31,6 +32,8 @@ export interface AuthRoutesOptions {
   secureCookies: boolean;
   website: string;
   scopes: string[];
+  /** `auth.recheck_minutes` in ms: the sign-in rules are applied again at a refresh at least this often. */
+  recheckMs: number;
 }
 
 /**
@@ -118,7 +121,7 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     const previous = request.cookies[cookies.session];
     // A new id at every sign-in defeats session fixation (OWASP Session Management).
     if (previous) await sessions.end(previous);
-    const token = await sessions.create(user.id, signedIn.tokens);
+    const token = await sessions.create(user.id, recheckBy(signedIn.tokens, options.recheckMs));
     reply.setCookie(cookies.session, token, cookieOptions(secureCookies));
     audit.record(request, { event: 'sign_in', actor: user, detail: { role: user.role } });
     return reply.header('cache-control', 'no-store').redirect(signedIn.returnTo, 302);

@@ -1,7 +1,8 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { Agent } from 'undici';
-import { HttpError, UpstreamError } from '../errors.js';
+import { HttpError } from '../errors.js';
+import { describeUpstreamFailure } from '../http/upstream-failure.js';
 import type { Logger } from '../log.js';
 import { buildClientHeaders, buildUpstreamHeaders, type ForwardContext } from './headers.js';
 import { applyPlan, type ExchangePlan } from './exchange.js';
@@ -165,13 +166,4 @@ function arrivesWhole(headers: IncomingHttpHeaders): boolean {
     Number(length) <= WHOLE_BODY_MAX_BYTES &&
     !String(headers['content-type'] ?? '').startsWith('text/event-stream')
   );
-}
-
-/** The platform's internal address stays in the log; the caller learns only what happened. */
-export function describeUpstreamFailure(error: unknown): HttpError {
-  const code = (error as { code?: string }).code;
-  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
-    return new HttpError(504, 'upstream_timeout', 'The platform did not answer in time.', { cause: error });
-  }
-  return new UpstreamError('The platform behind the gateway is not reachable; try again shortly.', { cause: error });
 }

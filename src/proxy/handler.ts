@@ -1,25 +1,23 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { parseCookie } from 'cookie';
-import { AuthError, ForbiddenError, HttpError } from '../errors.js';
+import { AuthError, HttpError } from '../errors.js';
 import type { ClientAddressing } from '../http/client.js';
 import { writeApiError } from '../http/errors.js';
 import type { FailureAnswer } from '../http/failure.js';
 import { requestIdFor } from '../http/request-id.js';
-import { challengeFor } from '../identity/challenge.js';
-import type { CallerRequest, Identifier, Identity } from '../identity/identify.js';
+import { challengeFor } from '../http/challenge.js';
+import type { CallerRequest, Identity } from '../identity/identify.js';
 import type { Logger } from '../log.js';
-import { classifyTarget, type PathRules } from '../policy/access.js';
-import type { PlatformControls } from '../policy/platform-controls.js';
-import { assertSameOrigin } from '../policy/same-origin.js';
+import type { Decide } from '../policy/decide.js';
+import type { PlatformControls } from './platform-controls.js';
 import type { Forwarder, RequestContext } from './forward.js';
 
 export interface PlatformHandlerOptions {
   forwarder: Forwarder;
   /** Absent when auth is disabled: everything is forwarded without sign-in. */
   gate?: {
-    identifier: Identifier;
+    decide: Decide;
     website: string;
-    rules: PathRules;
     controls: PlatformControls;
   };
   client: ClientAddressing;
@@ -90,22 +88,19 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
     };
     if (!gate) return forwarder(raw, response, context);
 
-    const { access, path } = classifyTarget(request.url, gate.rules);
-    if (access === 'public') return forwarder(raw, response, context);
-    const identity = await gate.identifier.identify(request);
-    if (!identity) return writeChallenge(request, response);
-    if (access === 'admin' && identity.user.role !== 'admin') {
-      throw new ForbiddenError('admin_required', 'This path is for administrators only.');
-    }
-    if (identity.method === 'session') assertSameOrigin(request.method, request.headers, website!.origin);
-    context.plan = await gate.controls(raw, response, identity, path);
+    const decision = await gate.decide({
+      credentials: request,
+      method: request.method,
+      target: request.url,
+      need: 'platform',
+    });
+    if (decision.outcome === 'challenge') return writeChallenge(request, response);
+    if (decision.outcome === 'deny') throw decision.error;
+    const { identity } = decision;
+    if (!identity) return forwarder(raw, response, context);
+    context.plan = await gate.controls(raw, response, identity, decision);
     context.userId = identity.user.id;
-    context.identity = {
-      user: identity.user.subject,
-      email: identity.user.email ?? undefined,
-      keyId: identity.key?.id,
-      groups: identity.user.groups,
-    };
+    context.identity = decision.forwarded;
     return forwarder(raw, response, context);
   }
 

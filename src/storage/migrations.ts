@@ -129,6 +129,12 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '007_api_key_replacement': {
+    async up(db: Kysely<unknown>) {
+      // Set when a key is rotated, so it cannot be rotated again into a replacement that dies with it.
+      await db.schema.alterTable('api_keys').addColumn('replaced_by', 'text').execute();
+    },
+  },
 };
 
 /**

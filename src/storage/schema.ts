@@ -65,12 +65,14 @@ export interface ApiKeysTable {
   expires_at: number | null;
   last_used_at: number | null;
   revoked_at: number | null;
-  /** JSON list of scopes: inference, training, read, all. */
+  /** JSON list of scopes: inference, training, read, all, keys, admin. */
   scopes: string;
   /** JSON list of allowed models, or null for any. */
   models: string | null;
   requests_per_minute: number | null;
   tokens_per_minute: number | null;
+  /** The key a rotation made to replace this one. */
+  replaced_by: string | null;
 }
 
 /** What happened, who did it, to what, from where. Never a secret. */

@@ -113,9 +113,28 @@ export async function setUserDisabled(db: Db, id: string, disabled: boolean, now
   });
 }
 
-export async function listUsers(db: Db, now = Date.now()): Promise<UserOverview[]> {
-  const rows = await db
-    .selectFrom('users')
+/**
+ * One page of users, most recent sign-in first, by (last_login_at, id); `after` is the id of the
+ * last user of the previous page. Reads one row more than `limit` to tell whether more follow.
+ */
+export async function listUsers(
+  db: Db,
+  page: { limit: number; after?: string },
+  now = Date.now(),
+): Promise<{ data: UserOverview[]; has_more: boolean }> {
+  let query = db.selectFrom('users');
+  if (page.after !== undefined) {
+    const last = await db.selectFrom('users').select('last_login_at').where('id', '=', page.after).executeTakeFirst();
+    if (!last) return { data: [], has_more: false };
+    const { after } = page;
+    query = query.where((eb) =>
+      eb.or([
+        eb('users.last_login_at', '<', last.last_login_at),
+        eb.and([eb('users.last_login_at', '=', last.last_login_at), eb('users.id', '<', after)]),
+      ]),
+    );
+  }
+  const rows = await query
     .select([...USER_COLUMNS, 'users.created_at', 'users.last_login_at'])
     .select((eb) => [
       eb
@@ -132,14 +151,17 @@ export async function listUsers(db: Db, now = Date.now()): Promise<UserOverview[
         .as('active_sessions'),
     ])
     .orderBy('users.last_login_at', 'desc')
+    .orderBy('users.id', 'desc')
+    .limit(page.limit + 1)
     .execute();
-  return rows.map((row) => ({
+  const users = rows.slice(0, page.limit).map((row) => ({
     ...toUser(row),
     created_at: Number(row.created_at),
     last_login_at: Number(row.last_login_at),
     key_count: Number(row.key_count ?? 0),
     active_sessions: Number(row.active_sessions ?? 0),
   }));
+  return { data: users, has_more: rows.length > page.limit };
 }
 
 export async function countActiveSessions(db: Db, now = Date.now()): Promise<number> {
@@ -149,4 +171,16 @@ export async function countActiveSessions(db: Db, now = Date.now()): Promise<num
     .where('expires_at', '>', now)
     .executeTakeFirst();
   return Number(row?.n ?? 0);
+}
+
+/**
+ * Replaces a user's role and groups with what the sign-in rules say now (at a refresh), as a
+ * sign-in would; the user stays signed in only while those rules still let them in.
+ */
+export async function updateUserAccess(db: Db, id: string, access: { role: Role; groups: string[] }): Promise<void> {
+  await db
+    .updateTable('users')
+    .set({ role: access.role, groups: JSON.stringify(access.groups) })
+    .where('id', '=', id)
+    .execute();
 }

@@ -6,7 +6,10 @@ import { ACCOUNT_SCRIPT_PATH } from './pages.js';
 
 export interface AccountPageModel {
   user: User;
+  /** One page of keys, newest first. */
   keys: ApiKeyInfo[];
+  /** Set when older keys follow: the id to page on from. */
+  olderKeysAfter?: string;
   /** A key created (or rotated) by this very request: its secret is shown this once. */
   created?: CreatedApiKey;
   error?: string;
@@ -134,7 +137,7 @@ function usageSection(keys: ApiKeyInfo[], usage: UsageRow[], now: number): SafeH
 
 /** The account page: who is signed in, their keys and usage, a form to create a key, and sign-out. */
 export function renderAccountPage(model: AccountPageModel): SafeHtml {
-  const { user, keys, created, error, maxDays, usage, formToken, now } = model;
+  const { user, keys, olderKeysAfter, created, error, maxDays, usage, formToken, now } = model;
   return html`<header class="top">
       <div>
         <h1>Your account</h1>
@@ -159,6 +162,7 @@ export function renderAccountPage(model: AccountPageModel): SafeHtml {
           </table></div>`
         : html`<p class="empty">You have no API keys yet.</p>`
     }
+    ${olderKeysAfter ? html`<p><a href="/v1/auth/account?after=${encodeURIComponent(olderKeysAfter)}">Older keys</a></p>` : ''}
     <h2>Usage, last 30 days</h2>
     ${usageSection(keys, usage, now)}
     <h2>Create a key</h2>
@@ -172,6 +176,8 @@ export function renderAccountPage(model: AccountPageModel): SafeHtml {
         <label class="check"><input type="checkbox" name="scopes" value="inference" /> inference</label>
         <label class="check"><input type="checkbox" name="scopes" value="training" /> training</label>
         <label class="check"><input type="checkbox" name="scopes" value="read" /> read</label>
+        <label class="check"><input type="checkbox" name="scopes" value="keys" /> keys (manage your keys)</label>
+        ${user.role === 'admin' ? html`<label class="check"><input type="checkbox" name="scopes" value="admin" /> admin (admin API)</label>` : ''}
       </fieldset>
       <label>Models <input type="text" name="models" placeholder="any (or a,b,c)" /></label>
       <label>Requests/min <input type="number" name="requests_per_minute" min="1" placeholder="default" /></label>

@@ -11,6 +11,8 @@ export interface AdminPageModel {
   /** Totals per user id over the last 30 days. */
   usage: Map<string, UsageRow>;
   keys: Array<ApiKeyInfo & { user_id: string }>;
+  /** Where the next page of users and of keys starts, when more follow. */
+  more: { users?: string; keys?: string };
   events: AuditRecord[];
   filter: { since?: string; event?: string; actor?: string };
   eventNames: readonly string[];
@@ -103,7 +105,7 @@ function exportQuery(filter: AdminPageModel['filter']): string {
 
 /** The admin console: users, keys and the audit log, server-rendered like the account page. */
 export function renderAdminPage(model: AdminPageModel): SafeHtml {
-  const { admin, users, usage, keys, events, filter, eventNames, now } = model;
+  const { admin, users, usage, keys, more, events, filter, eventNames, now } = model;
   return html`<header class="top">
       <div>
         <h1>Admin</h1>
@@ -113,7 +115,7 @@ export function renderAdminPage(model: AdminPageModel): SafeHtml {
       </div>
       <a class="button secondary" href="/v1/auth/logout">Sign out</a>
     </header>
-    <h2>Users <span class="muted small">(${users.length})</span></h2>
+    <h2>Users</h2>
     ${
       users.length
         ? html`<div class="scroll">
@@ -139,7 +141,8 @@ export function renderAdminPage(model: AdminPageModel): SafeHtml {
           </div>`
         : html`<p class="empty">No users yet.</p>`
     }
-    <h2>API keys <span class="muted small">(${keys.length})</span></h2>
+    ${more.users ? html`<p><a href="/v1/auth/admin?users_after=${encodeURIComponent(more.users)}">More users</a></p>` : ''}
+    <h2>API keys</h2>
     ${
       keys.length
         ? html`<div class="scroll">
@@ -162,6 +165,7 @@ export function renderAdminPage(model: AdminPageModel): SafeHtml {
           </div>`
         : html`<p class="empty">No API keys yet.</p>`
     }
+    ${more.keys ? html`<p><a href="/v1/auth/admin?keys_after=${encodeURIComponent(more.keys)}">More keys</a></p>` : ''}
     <h2>Audit log</h2>
     <form class="create" method="get" action="/v1/auth/admin">
       <label

@@ -42,6 +42,8 @@ describe('loadConfig with good files', () => {
       max_key_tokens_per_minute: 0,
       user_requests_per_minute: 0,
       user_tokens_per_minute: 0,
+      max_keys_per_user: 100,
+      recheck_minutes: 60,
     });
     expect(config.auth.key_hash_secret).toBeUndefined();
     expect(config.auth_provider.scopes).toEqual(['openid', 'email', 'profile']);
@@ -53,6 +55,7 @@ describe('loadConfig with good files', () => {
       public_paths: [],
       admin_paths: [],
       trusted_proxies: [],
+      forward_auth_skip_body_controls: false,
     });
     expect(config.database.url).toBe('sqlite:./gatehouse.db');
     expect(config.redis.url).toBeUndefined();

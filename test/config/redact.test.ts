@@ -72,6 +72,8 @@ describe('Config', () => {
         max_key_tokens_per_minute: number;
         user_requests_per_minute: number;
         user_tokens_per_minute: number;
+        max_keys_per_user: number;
+        recheck_minutes: number;
       };
       powerml: { website?: string };
       auth_provider: {
@@ -98,6 +100,7 @@ describe('Config', () => {
         shutdown_grace_seconds: number;
         upstream_headers_timeout_seconds: number;
         upstream_idle_timeout_seconds: number;
+        forward_auth_skip_body_controls: boolean;
       };
       database: {
         url: string;

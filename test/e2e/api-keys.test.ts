@@ -98,6 +98,18 @@ async function listKeys(stack: KeyStack, browser: Browserless): Promise<ListedKe
   return ((await response.json()) as { data: ListedKey[] }).data;
 }
 
+/** A key with the "keys" scope, of a second user (signed in as such), for isolation tests. */
+async function otherUsersKeysKey(stack: KeyStack): Promise<CreatedKey> {
+  const { subject, email } = stack.provider;
+  Object.assign(stack.provider, { subject: 'test-user-2', email: 'bob@example.test' });
+  try {
+    const other = await signedInBrowser(stack);
+    return await createKey(stack, other, { name: 'other manager', scopes: ['keys'] });
+  } finally {
+    Object.assign(stack.provider, { subject, email });
+  }
+}
+
 function withKey(stack: KeyStack, key: string, path = '/echo/check', init: RequestInit = {}): Promise<Response> {
   return fetch(`${stack.url}${path}`, { ...init, headers: { ...init.headers, authorization: `Bearer ${key}` } });
 }
@@ -292,12 +304,13 @@ describe('API keys on a gateway with default settings', () => {
 
     it('hides other people’s keys: not listed, 404 on DELETE, and the key keeps working', async () => {
       const created = await createKey(stack, owner, { name: 'owner only' });
-      const otherList = await withKey(stack, TEST_TOKEN, '/v1/auth/api-keys');
+      const other = await otherUsersKeysKey(stack);
+      const otherList = await withKey(stack, other.key, '/v1/auth/api-keys');
       expect(otherList.status).toBe(200);
-      expect(((await otherList.json()) as { data: ListedKey[] }).data).toEqual([]);
-      const deleted = await withKey(stack, TEST_TOKEN, `/v1/auth/api-keys/${created.id}`, { method: 'DELETE' });
+      expect(((await otherList.json()) as { data: ListedKey[] }).data.map((key) => key.id)).toEqual([other.id]);
+      const deleted = await withKey(stack, other.key, `/v1/auth/api-keys/${created.id}`, { method: 'DELETE' });
       await expectApiError(deleted, 404, 'api_key_not_found');
-      const formRevoke = await withKey(stack, TEST_TOKEN, `/v1/auth/account/keys/${created.id}/revoke`, {
+      const formRevoke = await withKey(stack, other.key, `/v1/auth/account/keys/${created.id}/revoke`, {
         method: 'POST',
         redirect: 'manual',
       });
@@ -366,14 +379,15 @@ describe('API keys on a gateway with default settings', () => {
   });
 
   describe('a request authenticated by an API key', () => {
-    it('may not create keys, by JSON or by form, even with our Origin and a session cookie', async () => {
+    it('without the "keys" scope may not create keys, by JSON or by form, even with our Origin and a session cookie', async () => {
       const created = await createKey(stack, owner, { name: 'no children' });
       const before = (await listKeys(stack, owner)).length;
       const json = await owner.fetch(
         `${stack.url}/v1/auth/api-keys`,
         jsonPost(stack, { name: 'child' }, { authorization: `Bearer ${created.key}` }),
       );
-      const text = await expectApiError(json, 403, 'session_required');
+      const text = await expectApiError(json, 403, 'insufficient_scope');
+      expect((JSON.parse(text) as ApiErrorBody).error.message).toContain('"keys" scope');
       expect(text).not.toContain(secretPartOf(created.key));
       const form = await withKey(stack, created.key, '/v1/auth/account/keys', {
         method: 'POST',
@@ -384,13 +398,45 @@ describe('API keys on a gateway with default settings', () => {
       expect((await listKeys(stack, owner)).length).toBe(before);
     });
 
-    it('may list its owner’s keys, without secrets', async () => {
-      const created = await createKey(stack, owner, { name: 'lister' });
+    it('without the "keys" scope may not list, rotate or delete its owner’s keys', async () => {
+      const created = await createKey(stack, owner, { name: 'platform only' });
+      await expectApiError(await withKey(stack, created.key, '/v1/auth/api-keys'), 403, 'insufficient_scope');
+      const rotate = await withKey(stack, created.key, `/v1/auth/api-keys/${created.id}/rotate`, jsonPost(stack, {}));
+      await expectApiError(rotate, 403, 'insufficient_scope');
+      const deleted = await withKey(stack, created.key, `/v1/auth/api-keys/${created.id}`, { method: 'DELETE' });
+      await expectApiError(deleted, 403, 'insufficient_scope');
+      expect((await withKey(stack, created.key)).status).toBe(200);
+    });
+
+    it('with the "keys" scope may list its owner’s keys, without secrets', async () => {
+      const created = await createKey(stack, owner, { name: 'lister', scopes: ['keys'] });
       const response = await withKey(stack, created.key, '/v1/auth/api-keys');
       expect(response.status).toBe(200);
       const text = await response.text();
       expect((JSON.parse(text) as { data: ListedKey[] }).data.map((key) => key.id)).toContain(created.id);
       for (const key of issued) expect(text).not.toContain(secretPartOf(key));
+      // "keys" opens the gateway's key API only, never the platform.
+      await expectApiError(await withKey(stack, created.key), 403, 'insufficient_scope');
+    });
+
+    it('with the "keys" scope may create only keys no wider than itself', async () => {
+      const manager = await createKey(stack, owner, { name: 'manager', scopes: ['keys', 'inference'], models: ['m1'] });
+      const create = (body: Record<string, unknown>) =>
+        withKey(stack, manager.key, '/v1/auth/api-keys', jsonPost(stack, { name: 'child', ...body }));
+      await expectApiError(await create({ scopes: ['all'], models: ['m1'] }), 403, 'scope_not_held');
+      await expectApiError(await create({ scopes: ['inference'] }), 403, 'models_not_held');
+      await expectApiError(
+        await create({ scopes: ['keys', 'admin'], models: ['m1'] }),
+        403,
+        'admin_scope_requires_admin',
+      );
+      const child = await create({ scopes: ['inference'], models: ['m1'] });
+      expect(child.status).toBe(201);
+      issued.push(((await child.json()) as CreatedKey).key);
+      // Rotating shows a new secret with the rotated key's controls: a wider key cannot be rotated into view.
+      const wide = await createKey(stack, owner, { name: 'wide' });
+      const rotate = await withKey(stack, manager.key, `/v1/auth/api-keys/${wide.id}/rotate`, jsonPost(stack, {}));
+      await expectApiError(rotate, 403, 'scope_not_held');
     });
 
     it('is answered by /v1/auth/me as the key’s owner', async () => {

@@ -564,7 +564,8 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
       for (const restricted of [small, scoped]) {
         for (const path of ['/v1/%6dodels', '/%761/models']) {
           const answer = await withKey(stack.url, restricted.key, path);
-          if (answer.status !== 200) continue;
+          // Both keys may read the model list: a refusal here would hide an unfiltered answer, so it fails.
+          expect(answer.status, `${restricted.scopes.join(',')} ${path}: ${answer.text}`).toBe(200);
           const ids = (JSON.parse(answer.text) as { data: Array<{ id: string }> }).data.map((model) => model.id);
           expect(ids, `${restricted.scopes.join(',')} ${path}`).toEqual(['demo-small']);
         }
@@ -839,6 +840,20 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
       expect((await withKey(stack.url, old.key, '/v1/models')).headers.get('x-warning')).toMatch(/expires/);
     });
 
+    it('refuses to rotate a key twice (409 naming its replacement), so no replacement dies with the old key’s grace', async () => {
+      const old = await createKey(stack, owner, { name: 'rotated twice', scopes: ['inference'] });
+      const first = await rotate(old.id, { grace_minutes: 5 });
+      expect(first.status, first.text).toBe(201);
+      const replacement = JSON.parse(first.text) as RotatedKey;
+      const again = await rotate(old.id, { grace_minutes: 5 });
+      expect(expectApiError(again, 409, 'api_key_already_rotated')).toContain(replacement.id);
+      const listed = await listKeys(stack, owner);
+      // The replacement keeps the old key's own expiry (none), not the grace the old key now lives by.
+      expect(listed.find((listedKey) => listedKey.id === replacement.id)!.expires_at).toBeNull();
+      expect(listed.filter((listedKey) => listedKey.name === old.name)).toHaveLength(2);
+      expect((await rotate(replacement.id, { grace_minutes: 0 })).status).toBe(201);
+    });
+
     it('with grace 0 refuses the old key at once as expired; the new key works', async () => {
       const old = await key({ scopes: ['inference'] });
       expect((await streamChat(stack.url, old.key, chatBody('before'))).status).toBe(200);
@@ -850,13 +865,13 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
       expectFullStream(await streamChat(stack.url, rotated.key, chatBody('after')), 'after');
     });
 
-    it('refuses rotation by an API key, from another origin, and with grace outside 0..10080 minutes', async () => {
+    it('refuses rotation by an API key without the "keys" scope, from another origin, and with grace outside 0..10080 minutes', async () => {
       const target = await key({});
       const byKey = await withKey(stack.url, target.key, `/v1/auth/api-keys/${target.id}/rotate`, {
         ...jsonPost(stack.url, { grace_minutes: 0 }),
         headers: { 'content-type': 'application/json', origin: stack.url, authorization: `Bearer ${target.key}` },
       });
-      expectApiError(byKey, 403, 'session_required');
+      expect(expectApiError(byKey, 403, 'insufficient_scope')).toContain('"keys"');
       const crossSite = await rotate(target.id, { grace_minutes: 0 }, owner, { origin: 'https://evil.example' });
       expect(crossSite.status).toBe(403);
       for (const grace of [-1, 10_081, 1.5, '5', null]) {

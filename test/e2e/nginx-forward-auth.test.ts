@@ -8,6 +8,7 @@
  * last test keeps the two identical.
  */
 import { readFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
 import { Browserless } from '../support/browserless.js';
@@ -66,7 +67,9 @@ server {
     location /v1/auth/ {
         proxy_pass http://${gatehouse};
         proxy_set_header Host $host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        # The address nginx saw, replacing any X-Forwarded-For the client sent: Gatehouse counts
+        # failed keys and sign-in attempts per address, and a client must not pick whose count it spends.
+        proxy_set_header X-Forwarded-For $remote_addr;
         proxy_set_header X-Forwarded-Proto $scheme;
     }
 
@@ -77,7 +80,11 @@ server {
         auth_request_set $gatehouse_email $upstream_http_x_forwarded_email;
         auth_request_set $gatehouse_groups $upstream_http_x_forwarded_groups;
         auth_request_set $gatehouse_key_id $upstream_http_x_forwarded_key_id;
+        auth_request_set $gatehouse_status $upstream_status;
+        auth_request_set $gatehouse_retry_after $upstream_http_retry_after;
         error_page 401 = @gatehouse_login;
+        # nginx answers any check status but 2xx, 401 and 403 with 500; a limit's 429 is restored here.
+        error_page 500 = @gatehouse_refused;
 
         proxy_pass http://${platform};
         # Always set, so a client's own copies never reach the platform (an empty value drops the header).
@@ -99,6 +106,8 @@ server {
         proxy_set_header X-Original-URI $request_uri;
         proxy_set_header X-Forwarded-Uri $request_uri;
         proxy_set_header X-Forwarded-Method $request_method;
+        # As above: the client's own X-Forwarded-For never reaches the check.
+        proxy_set_header X-Forwarded-For $remote_addr;
     }
 
     # Gatehouse's WWW-Authenticate header comes along; its JSON body does not.
@@ -108,6 +117,15 @@ server {
         }
         default_type application/json;
         return 401 '{"error":{"message":"Sign in at /v1/auth/login, or send an API key as Authorization: Bearer <key>.","type":"authentication_error","code":"unauthorized","param":null}}';
+    }
+
+    location @gatehouse_refused {
+        default_type application/json;
+        if ($gatehouse_status = 429) {
+            add_header Retry-After $gatehouse_retry_after always;
+            return 429 '{"error":{"message":"Too many requests or failed attempts; retry after the number of seconds in Retry-After.","type":"rate_limit_error","code":"rate_limited","param":null}}';
+        }
+        return 503 '{"error":{"message":"Gatehouse could not check this request; retry shortly.","type":"server_error","code":"gatehouse_unavailable","param":null}}';
     }
 }
 `;
@@ -133,7 +151,7 @@ interface ForwardAuthStack {
   owner: Browserless;
   ownerKey: CreatedKey;
   /** Creates a key the way the account page's script would: a same-origin POST with the session. */
-  createKey(name: string): Promise<CreatedKey>;
+  createKey(name: string, controls?: Record<string, unknown>): Promise<CreatedKey>;
   viaNginx(path: string, init?: RequestInit): Promise<Response>;
   withKey(key: string, path: string, headers?: Record<string, string>): Promise<Response>;
   /** The platform's echo of what nginx forwarded; fails with nginx's error log when it is not a 200. */
@@ -147,7 +165,10 @@ interface ForwardAuthStack {
  * holding a key. nginx is the public face, so it is the website: the callback and every cookie go
  * through it.
  */
-async function startForwardAuthStack(trustedProxies: string[]): Promise<ForwardAuthStack> {
+async function startForwardAuthStack(
+  trustedProxies: string[],
+  auth: Record<string, unknown> = { failed_auth_per_minute: 0 },
+): Promise<ForwardAuthStack> {
   const nginxPort = await freePort();
   const website = `http://127.0.0.1:${nginxPort}`;
   const platform = await startSamplePlatform({ chunkDelayMs: 20 });
@@ -159,7 +180,7 @@ async function startForwardAuthStack(trustedProxies: string[]): Promise<ForwardA
   const gateway = await startGateway(() => ({
     powerml: { website },
     auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: provider.metadataUrl },
-    auth: { failed_auth_per_minute: 0 },
+    auth,
     gateway: {
       upstream: platform.url,
       trusted_proxies: trustedProxies,
@@ -176,11 +197,11 @@ async function startForwardAuthStack(trustedProxies: string[]): Promise<ForwardA
 
   const viaNginx = (path: string, init: RequestInit = {}) =>
     fetch(`${nginx.url}${path}`, { ...init, redirect: 'manual' });
-  const createKey = async (name: string) => {
+  const createKey = async (name: string, controls: Record<string, unknown> = {}) => {
     const response = await owner.fetch(`${nginx.url}/v1/auth/api-keys`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', origin: nginx.url },
-      body: JSON.stringify({ name }),
+      body: JSON.stringify({ name, ...controls }),
     });
     expect(response.status, await response.clone().text()).toBe(201);
     return (await response.json()) as CreatedKey;
@@ -309,6 +330,39 @@ describe.skipIf(!available)('Gatehouse as forward-auth for a real nginx (auth_re
     expect(echo.headers['x-forwarded-user']).toBe(OWNER.sub);
   });
 
+  it('applies a key’s scopes to the request nginx names: a read key may GET, never POST to a training path', async () => {
+    const reader = await stack.createKey('nginx-read', { scopes: ['read'] });
+    expect((await stack.echoed(await stack.withKey(reader.key, '/echo/read-get'))).method).toBe('GET');
+
+    const post = await stack.viaNginx('/v1/fine_tuning/jobs', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${reader.key}`, 'content-type': 'application/json' },
+      body: '{"training_file":"file-1"}',
+    });
+    expect(post.status).toBe(403);
+    expect(stack.platformSaw('/v1/fine_tuning/jobs')).toBe(false);
+  });
+
+  it('refuses a key with a model allow-list or a token limit (403), since the check never sees the body', async () => {
+    for (const controls of [{ models: ['demo-small'] }, { tokens_per_minute: 1_500 }]) {
+      const limited = await stack.createKey('nginx-body-controls', controls);
+      const path = `/echo/body-controls-${Object.keys(controls)[0]}`;
+      const response = await stack.withKey(limited.key, path);
+      expect(response.status, JSON.stringify(controls)).toBe(403);
+      expect(stack.platformSaw(path)).toBe(false);
+    }
+  });
+
+  it('counts each request against the key’s request limit: past it, 429 with Retry-After, platform untouched', async () => {
+    const once = await stack.createKey('nginx-once', { requests_per_minute: 1 });
+    await stack.echoed(await stack.withKey(once.key, '/echo/limited-1'));
+    const second = await stack.withKey(once.key, '/echo/limited-2');
+    expect(second.status, await second.clone().text()).toBe(429);
+    expect(Number(second.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(((await second.json()) as { error: { type: string } }).error.type).toBe('rate_limit_error');
+    expect(stack.platformSaw('/echo/limited-2')).toBe(false);
+  });
+
   it('refuses a revoked key with a 401 at once', async () => {
     const spare = await stack.createKey('nginx-revoked');
     expect((await stack.withKey(spare.key, '/echo/before-revoke')).status).toBe(200);
@@ -322,6 +376,57 @@ describe.skipIf(!available)('Gatehouse as forward-auth for a real nginx (auth_re
     const refused = await stack.withKey(spare.key, '/echo/after-revoke');
     expect(refused.status).toBe(401);
     expect(stack.platformSaw('/echo/after-revoke')).toBe(false);
+  });
+});
+
+/**
+ * The failed-auth limit counts per client address, and nginx names the address: a client's own
+ * X-Forwarded-For must neither spread its failures over made-up addresses nor spend a victim's
+ * count. The victim connects from 127.0.0.2 (all of 127.0.0.0/8 is loopback on Linux).
+ */
+describe.skipIf(!available)('the failed-auth limit through nginx, with spoofed X-Forwarded-For', () => {
+  const FAILURES_PER_MINUTE = 5;
+  const VICTIM_ADDRESS = '127.0.0.2';
+  let stack: ForwardAuthStack;
+  beforeAll(async () => {
+    stack = await startForwardAuthStack(['127.0.0.1'], { failed_auth_per_minute: FAILURES_PER_MINUTE });
+  });
+  afterAll(() => stack?.close());
+
+  /** A GET from the victim's own address (node:http binds `localAddress`; fetch cannot). */
+  function fromVictim(path: string, key: string): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      const request = httpRequest(
+        `${stack.nginx.url}${path}`,
+        { localAddress: VICTIM_ADDRESS, headers: { authorization: `Bearer ${key}` } },
+        (response) => {
+          let body = '';
+          response.setEncoding('utf8');
+          response.on('data', (part: string) => (body += part));
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+        },
+      );
+      request.on('error', reject);
+      request.end();
+    });
+  }
+
+  it('locks out the guesser whatever X-Forwarded-For it sends, and never the victim it names', async () => {
+    const wrongKey = `gth_${'x'.repeat(36)}`;
+    const answers: number[] = [];
+    for (let attempt = 0; attempt < FAILURES_PER_MINUTE + 3; attempt++) {
+      // Half the attempts claim a fresh address, half claim to be the victim.
+      const spoofed = attempt % 2 ? VICTIM_ADDRESS : `203.0.113.${attempt + 1}`;
+      const response = await stack.withKey(wrongKey, '/echo/guess', { 'x-forwarded-for': spoofed });
+      answers.push(response.status);
+    }
+    expect(answers.slice(0, FAILURES_PER_MINUTE)).toEqual(Array(FAILURES_PER_MINUTE).fill(401));
+    expect(answers.slice(FAILURES_PER_MINUTE)).toEqual([429, 429, 429]);
+    expect(stack.platformSaw('/echo/guess')).toBe(false);
+
+    const victim = await fromVictim('/echo/victim', stack.ownerKey.key);
+    expect(victim.status, victim.body).toBe(200);
+    expect((JSON.parse(victim.body) as Echo).headers['x-forwarded-user']).toBe(OWNER.sub);
   });
 });
 

@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfigFromObject } from '../../src/config/index.js';
 import { HttpError } from '../../src/errors.js';
-import { missingScope, parseControls, type ControlCaps, type Scope, type ScopeRules } from '../../src/keys/controls.js';
+import {
+  assertNoWiderThan,
+  missingScope,
+  parseControls,
+  type ControlCaps,
+  type KeyControls,
+  type Scope,
+  type ScopeRules,
+} from '../../src/keys/controls.js';
 import { compilePathRules } from '../../src/policy/paths.js';
 import { MINIMAL } from '../config/fixtures.js';
 
@@ -62,7 +70,7 @@ describe('parseControls', () => {
 
   const badScopes: Array<[string, unknown]> = [
     ['an empty list', []],
-    ['an unknown scope', ['inference', 'admin']],
+    ['an unknown scope', ['inference', 'superuser']],
     ['a scope in another case', ['Inference']],
     ['a string instead of a list', 'inference'],
     ['a number in the list', [1]],
@@ -73,7 +81,7 @@ describe('parseControls', () => {
     const error = refusal(() => parseControls({ scopes }, UNCAPPED));
     expect(error.status).toBe(400);
     expect(error.code).toBe('invalid_scopes');
-    expect(error.message).toContain('inference, training, read, all');
+    expect(error.message).toContain('inference, training, read, all, keys, admin');
   });
 
   const badModels: Array<[string, unknown]> = [
@@ -218,5 +226,47 @@ describe('missingScope with the shipped auth.scope_paths', () => {
     expect(missingScope(['inference', 'training'], 'POST', '/v1/chat/completions', empty)).toBe('all');
     expect(missingScope(['inference', 'training'], 'GET', '/v1/models', empty)).toBe('read');
     expect(missingScope(['read'], 'GET', '/v1/models', empty)).toBeUndefined();
+  });
+});
+
+describe('the keys and admin scopes', () => {
+  const rules = shippedScopeRules();
+  it('opens no platform path with "keys" or "admin" alone, and "all" does not include them', () => {
+    for (const scopes of [['keys'], ['admin'], ['keys', 'admin']] as Scope[][]) {
+      expect(missingScope(scopes, 'GET', '/v1/models', rules)).toBeDefined();
+      expect(missingScope(scopes, 'POST', '/v1/chat/completions', rules)).toBeDefined();
+    }
+    expect(missingScope(['all'], 'POST', '/v1/chat/completions', rules)).toBeUndefined();
+  });
+
+  const controls = (overrides: Partial<KeyControls>): KeyControls => ({
+    scopes: ['all'],
+    models: null,
+    requests_per_minute: null,
+    tokens_per_minute: null,
+    ...overrides,
+  });
+  const widerRefusal = (holder: KeyControls, granted: KeyControls) => {
+    try {
+      assertNoWiderThan(holder, granted);
+    } catch (error) {
+      return (error as HttpError).code;
+    }
+    return undefined;
+  };
+
+  it('lets a key grant only what it holds: scopes ("all" covering the platform ones), models, limits', () => {
+    const holder = controls({ scopes: ['keys', 'all'], models: ['m1', 'm2'], requests_per_minute: 10 });
+    expect(widerRefusal(holder, controls({ scopes: ['inference'], models: ['m1'], requests_per_minute: 5 }))).toBe(
+      undefined,
+    );
+    expect(widerRefusal(holder, controls({ scopes: ['admin'], models: ['m1'], requests_per_minute: 5 }))).toBe(
+      'scope_not_held',
+    );
+    expect(widerRefusal(holder, controls({ models: null, requests_per_minute: 5 }))).toBe('models_not_held');
+    expect(widerRefusal(holder, controls({ models: ['m3'], requests_per_minute: 5 }))).toBe('models_not_held');
+    expect(widerRefusal(holder, controls({ models: ['m1'], requests_per_minute: null }))).toBe('limit_not_held');
+    expect(widerRefusal(holder, controls({ models: ['m1'], requests_per_minute: 11 }))).toBe('limit_not_held');
+    expect(widerRefusal(controls({ scopes: ['keys', 'read'] }), controls({ scopes: ['all'] }))).toBe('scope_not_held');
   });
 });

@@ -15,6 +15,20 @@ import type { TokenRefresher } from '../../src/sessions/store.js';
 import type { User } from '../../src/users/store.js';
 import { startFaultyProvider, type FaultyProvider, type TokenFault } from '../support/faulty-provider.js';
 
+/** Sign-in rules that admit anyone, with a recheck interval longer than any token here lives. */
+const openRecheck = {
+  rules: {
+    allowedDomains: [],
+    allowUnverified: true,
+    allowedGroups: [],
+    adminEmails: [],
+    adminGroups: [],
+    groupsClaim: 'groups',
+  },
+  recheckMs: 24 * 3_600_000,
+  onAccessChanged: async () => undefined,
+};
+
 const clientId = 'gatehouse-test';
 const clientSecret = 'test-secret-that-is-long-enough';
 // Never contacted: the provider's redirect is read, not followed.
@@ -39,7 +53,7 @@ beforeAll(async () => {
     log,
   );
   await connection.whenAttempted();
-  refresher = createTokenRefresher(connection, log);
+  refresher = createTokenRefresher(connection, log, openRecheck);
 });
 afterAll(async () => {
   connection.close();
@@ -185,7 +199,7 @@ describe('a refresh the provider cannot answer', () => {
     );
     await nowhere.whenAttempted();
     try {
-      expect(await createTokenRefresher(nowhere, log).refresh('some-refresh-token', user())).toEqual({
+      expect(await createTokenRefresher(nowhere, log, openRecheck).refresh('some-refresh-token', user())).toEqual({
         result: 'unavailable',
       });
     } finally {

@@ -138,6 +138,11 @@ export interface FaultyProvider {
    * authorization servers send `groups` when the claim is set to appear in UserInfo alone.
    */
   userinfoOnlyClaims: Record<string, unknown>;
+  /**
+   * Claims merged into what refreshes say about the user (ID token and UserInfo), over what the
+   * sign-in said: the user left a group, lost an address, since signing in.
+   */
+  refreshClaims: Record<string, unknown>;
   /** Replaces the signing key (and the only JWKS entry) with a new RS256 key under a new `kid`. */
   rotateKey(): Promise<void>;
   tokenRequests: TokenRequestRecord[];
@@ -323,6 +328,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     email: options.email ?? 'ada@example.test',
     extraClaims: {},
     userinfoOnlyClaims: {},
+    refreshClaims: {},
     async rotateKey() {
       signingKey = await createSigningKey();
     },
@@ -535,9 +541,10 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     }
     if (grant.revoked) return invalidGrant('refresh token was revoked');
     const accessToken = base64url(randomBytes(32));
-    accessTokens.set(accessToken, { claims: grant.user, expiresAt: epochSeconds() + tokenLifetimeSeconds });
+    const user = { ...grant.user, ...provider.refreshClaims };
+    accessTokens.set(accessToken, { claims: user, expiresAt: epochSeconds() + tokenLifetimeSeconds });
     const idToken = provider.idTokenOnRefresh
-      ? await buildIdToken(provider.fault, undefined, grant.user, grant.sid)
+      ? await buildIdToken(provider.fault, undefined, user, grant.sid)
       : undefined;
     if (idToken) provider.lastIdToken = idToken;
     let refreshToken: string | undefined;

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AuthError } from '../errors.js';
-import { sendApiError } from '../http/errors.js';
+import { sendApiError } from './errors.js';
 
 export const LOGIN_PATH = '/v1/auth/login';
 
