@@ -1,11 +1,11 @@
 import { createServer, type RequestListener } from 'node:http';
 import fastifyCookie from '@fastify/cookie';
-import formbody from '@fastify/formbody';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { registerAdminRoutes } from './admin/routes.js';
 import { AuditLog } from './audit/log.js';
 import type { Config } from './config/index.js';
 import { createClientAddressing, trustedRanges } from './http/client.js';
+import { registerBodyParsers } from './http/body-parsers.js';
 import { deferredSchemaCompilers } from './http/deferred-schemas.js';
 import { sendApiError } from './http/errors.js';
 import { createFailureAnswer } from './http/failure.js';
@@ -82,6 +82,8 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     upstream: config.gateway.upstream,
     upstreamApiKey: config.gateway.upstream_api_key,
     gatewayCookies: [cookies.session, cookies.loginFlow],
+    stripHeaders: config.gateway.strip_headers,
+    upstreamCookies: config.gateway.upstream_cookies,
     inFlight,
     headersTimeoutMs: config.gateway.upstream_headers_timeout_seconds * 1000,
     idleTimeoutMs: config.gateway.upstream_idle_timeout_seconds * 1000,
@@ -150,8 +152,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     done();
   });
   await app.register(fastifyCookie);
-  // Pages post plain HTML forms; the proxy's own context replaces every parser with a pass-through.
-  await app.register(formbody);
+  await registerBodyParsers(app);
   registerAssets(app);
 
   const checks: ReadinessCheck[] = [{ name: 'database', check: () => storage.ping().then(() => undefined) }];
@@ -284,6 +285,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
         maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
         maxTokensPerMinute: config.auth.max_key_tokens_per_minute,
       },
+      bodyLimit: { bytes: config.gateway.max_checked_body_mb * 1024 * 1024, setting: 'gateway.max_checked_body_mb' },
     });
     servePlatform = createPlatformHandler({ ...platformParts, gate: { identifier, website, rules, controls } });
   }

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ForbiddenError } from '../errors.js';
+import type { BodyLimit } from '../http/body.js';
 import type { Identity } from '../identity/identify.js';
 import { strictPath } from './access.js';
 import { DEFAULT_CONTROLS, effectiveLimit, missingScope, type ControlCaps, type ScopeRules } from '../keys/controls.js';
@@ -19,6 +20,8 @@ export interface PlatformControlsOptions {
     userTokensPerMinute: number;
   };
   caps: ControlCaps;
+  /** The largest request body read to check its model or stream. */
+  bodyLimit: BodyLimit;
 }
 
 const EXPIRY_WARNING_MS = 7 * 86_400_000;
@@ -29,7 +32,7 @@ const EXPIRY_WARNING_MS = 7 * 86_400_000;
  * the forwarder follows for this exchange.
  */
 export function createPlatformControls(options: PlatformControlsOptions) {
-  const { scopeRules, limiter, usage, defaults, caps } = options;
+  const { scopeRules, limiter, usage, defaults, caps, bodyLimit } = options;
 
   return async function applyControls(
     request: IncomingMessage,
@@ -89,6 +92,7 @@ export function createPlatformControls(options: PlatformControlsOptions) {
     return planExchange(request, {
       path,
       models: controls.models ?? undefined,
+      bodyLimit,
       onUsage: (reported) => {
         spent.prompt_tokens = reported.prompt_tokens;
         spent.completion_tokens = reported.completion_tokens;

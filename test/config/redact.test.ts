@@ -98,6 +98,9 @@ describe('Config', () => {
         shutdown_grace_seconds: number;
         upstream_headers_timeout_seconds: number;
         upstream_idle_timeout_seconds: number;
+        max_checked_body_mb: number;
+        strip_headers: string[];
+        upstream_cookies: 'all' | 'none' | string[];
       };
       database: {
         url: string;
