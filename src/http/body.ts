@@ -33,16 +33,6 @@ export function readBody(
   inspect?: (chunk: Buffer) => void,
 ): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const refuse = (error: unknown) => {
-      stream.off('data', onData);
-      stream.off('end', onEnd);
-      stream.resume();
-      reject(error);
-    };
-    if (Number(stream.headers?.['content-length'] ?? 0) > limit.bytes) {
-      refuse(bodyTooLarge(limit));
-      return;
-    }
     const parts: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer) => {
@@ -56,6 +46,13 @@ export function readBody(
       parts.push(chunk);
     };
     const onEnd = () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, size));
+    const refuse = (error: unknown) => {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.resume();
+      reject(error);
+    };
+    if (Number(stream.headers?.['content-length'] ?? 0) > limit.bytes) return refuse(bodyTooLarge(limit));
     stream.on('data', onData);
     stream.once('end', onEnd);
     stream.once('error', reject);
