@@ -7,24 +7,31 @@ export interface BodyLimit {
   setting?: string;
 }
 
-/** 413, and the connection closes: the rest of the body is not worth reading. */
-export function bodyTooLarge(limit: BodyLimit): HttpError {
+function bodyTooLarge(limit: BodyLimit): HttpError {
   const where = limit.setting ? ` (${limit.setting})` : '';
   return new HttpError(
     413,
     'request_too_large',
     `This request body is larger than the ${limit.bytes} bytes allowed${where}.`,
-    {
-      headers: { connection: 'close' },
-    },
   );
+}
+
+/**
+ * A body refused before its end is not worth reading to its end, which a kept-alive connection
+ * would need: the refusal closes the connection instead.
+ */
+function closingConnection(error: HttpError): HttpError {
+  return new HttpError(error.status, error.code, error.message, {
+    cause: error.cause,
+    headers: { ...error.headers, connection: 'close' },
+  });
 }
 
 /**
  * Reads a whole request body, refusing it once it passes the limit (at once when its declared length
  * does). `inspect` sees each chunk as it arrives and may refuse the body by throwing, so work on it
- * is spread over the upload instead of done in one block at the end. Once refused, the rest is
- * drained unread. Plain listeners rather than `for await`: an async iterator costs several promises
+ * is spread over the upload instead of done in one block at the end. A refusal closes the connection
+ * once answered; until then the rest is read and dropped. Plain listeners rather than `for await`: an async iterator costs several promises
  * per request on the proxy's hot path.
  */
 export function readBody(
@@ -50,7 +57,7 @@ export function readBody(
       stream.off('data', onData);
       stream.off('end', onEnd);
       stream.resume();
-      reject(error);
+      reject(error instanceof HttpError ? closingConnection(error) : error);
     };
     if (Number(stream.headers?.['content-length'] ?? 0) > limit.bytes) return refuse(bodyTooLarge(limit));
     stream.on('data', onData);

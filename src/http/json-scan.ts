@@ -90,8 +90,8 @@ const isWhitespace = (byte: number) => byte === 0x20 || byte === 0x0a || byte ==
 export class JsonScanner {
   private offset = 0;
   private depth = 0;
-  /** The bracket opened at each depth (1-based), to catch `[}`. */
-  private readonly open: Uint8Array;
+  /** The brackets open, outermost first, to catch `[}`. */
+  private readonly open: number[] = [];
   private inString = false;
   private escaped = false;
   private state = Member.None;
@@ -101,18 +101,17 @@ export class JsonScanner {
   private topLevelClosed = false;
   private malformed = false;
   private bodyStart = -1;
-  private readonly name = Buffer.alloc(MAX_NAME_BYTES);
-  private nameLength = 0;
-  private nameEscaped = false;
+  /** Where the member name being read starts in the current chunk. */
+  private nameStart = 0;
+  /** The part of a member name that arrived in earlier chunks (rare: names are short). */
+  private nameCarried?: Buffer;
   private current?: JsonMember;
   private readonly members: JsonMember[] = [];
 
   constructor(
     private readonly names: ReadonlySet<string>,
     private readonly maxDepth = MAX_JSON_DEPTH,
-  ) {
-    this.open = new Uint8Array(maxDepth + 1);
-  }
+  ) {}
 
   /**
    * Scans the next chunk; throws a 400 `json_too_deep` once the nesting passes the limit, and a 400
@@ -125,25 +124,17 @@ export class JsonScanner {
     // A byte order mark is not JSON (RFC 8259 8.1), but Python's json.loads skips one: so does the scan.
     const first = this.offset === 0 && chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf ? 3 : 0;
     for (let index = first; index < chunk.length; index += 1) {
-      if (this.inString && this.state !== Member.InName) {
+      if (this.inString) {
         index = this.skipString(chunk, index);
+        if (this.state === Member.InName && !this.inString) this.endName(chunk, index);
         continue;
       }
       const byte = chunk[index]!;
-      if (this.inString) {
-        this.keepNameByte(byte);
-        if (this.escaped) this.escaped = false;
-        else if (byte === BACKSLASH) this.escaped = true;
-        else if (byte === QUOTE) {
-          this.inString = false;
-          this.endName();
-        }
-        continue;
-      }
       // Inside nested values only strings and brackets matter: numbers and literals pass at once.
       if (this.depth > 1 && !isStructural(byte)) continue;
       if (!isWhitespace(byte)) this.byteOutsideString(byte, this.offset + index);
     }
+    if (this.inString && this.state === Member.InName) this.carryName(chunk);
     this.offset += chunk.length;
   }
 
@@ -219,7 +210,7 @@ export class JsonScanner {
             `JSON nested deeper than ${this.maxDepth} levels is refused; no API behind this gateway needs it.`,
           );
         }
-        this.open[this.depth] = byte;
+        this.open.push(byte);
         if (this.depth === 1 && byte === OPEN_OBJECT && this.bodyStart < 0) {
           this.bodyStart = at + 1;
           this.state = Member.NameOrEnd;
@@ -228,7 +219,7 @@ export class JsonScanner {
       case CLOSE_OBJECT:
       case CLOSE_ARRAY:
         // `}` is `{` + 2 and `]` is `[` + 2: anything else closes what it did not open.
-        if (this.depth === 0 || this.open[this.depth] !== byte - 2) {
+        if (this.depth === 0 || this.open.pop() !== byte - 2) {
           this.malformed = true;
           return;
         }
@@ -248,8 +239,8 @@ export class JsonScanner {
       case Member.Name:
         if (byte === QUOTE) {
           this.state = Member.InName;
-          this.nameLength = 0;
-          this.nameEscaped = false;
+          this.nameStart = at - this.offset + 1;
+          this.nameCarried = undefined;
         } else if (!(byte === CLOSE_OBJECT && this.state === Member.NameOrEnd)) this.malformed = true;
         return;
       case Member.Colon:
@@ -274,25 +265,34 @@ export class JsonScanner {
     }
   }
 
-  private keepNameByte(byte: number): void {
-    // The closing quote is not part of the name.
-    if (byte === QUOTE && !this.escaped) return;
-    if (byte === BACKSLASH) this.nameEscaped = true;
-    if (this.nameLength < MAX_NAME_BYTES) this.name[this.nameLength] = byte;
-    this.nameLength += 1;
+  /** Keeps the start of a name still open at the end of a chunk; past MAX_NAME_BYTES, only its length matters. */
+  private carryName(chunk: Buffer): void {
+    const part = chunk.subarray(this.nameStart);
+    const carried = this.nameCarried ? Buffer.concat([this.nameCarried, part]) : Buffer.from(part);
+    this.nameCarried = carried.length > MAX_NAME_BYTES ? carried.subarray(0, MAX_NAME_BYTES + 1) : carried;
+    this.nameStart = 0;
   }
 
-  private endName(): void {
+  /** A member name ended at `quote` in this chunk: remember the member if its name is asked for. */
+  private endName(chunk: Buffer, quote: number): void {
     this.state = Member.Colon;
-    if (this.nameLength > MAX_NAME_BYTES || this.names.size === 0) return;
-    let name: string;
-    try {
-      // An escaped name (`"mod\u0065l"`) is the same name to the platform's parser.
-      const raw = this.name.toString('utf8', 0, this.nameLength);
-      name = this.nameEscaped ? (JSON.parse(`"${raw}"`) as string) : raw;
-    } catch {
-      this.malformed = true;
-      return;
+    if (this.names.size === 0) return;
+    const carried = this.nameCarried;
+    this.nameCarried = undefined;
+    const length = (carried?.length ?? 0) + quote - this.nameStart;
+    if (length > MAX_NAME_BYTES) return;
+    const raw = carried
+      ? Buffer.concat([carried, chunk.subarray(this.nameStart, quote)]).toString('utf8')
+      : chunk.toString('utf8', this.nameStart, quote);
+    let name = raw;
+    // An escaped name (`"mod\u0065l"`) is the same name to the platform's parser.
+    if (raw.includes('\\')) {
+      try {
+        name = JSON.parse(`"${raw}"`) as string;
+      } catch {
+        this.malformed = true;
+        return;
+      }
     }
     if (!this.names.has(name)) return;
     if (this.members.length >= MAX_MEMBERS) {

