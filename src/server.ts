@@ -1,11 +1,11 @@
 import { createServer, type RequestListener } from 'node:http';
 import fastifyCookie from '@fastify/cookie';
-import formbody from '@fastify/formbody';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { registerAdminRoutes } from './routes/admin.js';
 import { AuditLog } from './audit/log.js';
 import { signInSettingsOf, type Config, type SignInSettings } from './config/index.js';
 import { createClientAddressing, trustedRanges, type ClientAddressing } from './http/client.js';
+import { registerBodyParsers } from './http/body-parsers.js';
 import { deferredSchemaCompilers } from './http/deferred-schemas.js';
 import { sendApiError, writeApiError } from './http/errors.js';
 import { createFailureAnswer } from './http/failure.js';
@@ -83,6 +83,8 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     upstream: config.gateway.upstream,
     upstreamApiKey: config.gateway.upstream_api_key,
     gatewayCookies: [cookies.session, cookies.loginFlow],
+    stripHeaders: config.gateway.strip_headers,
+    upstreamCookies: config.gateway.upstream_cookies,
     inFlight,
     headersTimeoutMs: config.gateway.upstream_headers_timeout_seconds * 1000,
     idleTimeoutMs: config.gateway.upstream_idle_timeout_seconds * 1000,
@@ -153,8 +155,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     done();
   });
   await app.register(fastifyCookie);
-  // Pages post plain HTML forms; the proxy's own context replaces every parser with a pass-through.
-  await app.register(formbody);
+  await registerBodyParsers(app);
   registerAssets(app);
 
   const checks: ReadinessCheck[] = [{ name: 'database', check: () => storage.ping().then(() => undefined) }];
@@ -370,7 +371,11 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
 
   return {
     decide,
-    controls: createPlatformControls({ limiter, usage }),
+    controls: createPlatformControls({
+      limiter,
+      usage,
+      bodyLimit: { bytes: config.gateway.max_checked_body_mb * 1024 * 1024, setting: 'gateway.max_checked_body_mb' },
+    }),
     checks: [{ name: 'provider', check: async () => provider.problem }],
     warnings,
     providerAttempted: provider.whenAttempted(),

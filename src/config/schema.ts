@@ -212,6 +212,11 @@ const authProvider = z.strictObject({
     .describe('a claim name or a dotted path to one (e.g. groups or realm_access.roles)'),
 });
 
+/** RFC 9110 5.1 field names; a trailing * makes it a prefix. */
+const HEADER_NAME_OR_PREFIX = /^[!#$%&'+.^_`|~0-9A-Za-z-]+\*?$/;
+/** RFC 6265 4.1.1 cookie names (tokens). */
+const COOKIE_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
 const gateway = z.strictObject({
   host: text().describe('a host name or address to listen on'),
   port: integer(0, 65535).describe('an integer from 0 to 65535'),
@@ -230,6 +235,13 @@ const gateway = z.strictObject({
   upstream_headers_timeout_seconds: integer(1, 86400).describe('an integer from 1 to 86400'),
   upstream_idle_timeout_seconds: integer(1, 86400).describe('an integer from 1 to 86400'),
   forward_auth_skip_body_controls: boolean(),
+  max_checked_body_mb: integer(1, 256).describe('an integer from 1 to 256 (MiB)'),
+  strip_headers: list(z.string().regex(HEADER_NAME_OR_PREFIX)).describe(
+    'a list of header names, each optionally ending in * for a prefix (e.g. X-Company-User, X-Company-*)',
+  ),
+  upstream_cookies: z
+    .union([z.enum(['all', 'none']), z.array(z.string().regex(COOKIE_NAME)).min(1)])
+    .describe('all, none, or a list of cookie names'),
 });
 
 const database = z.strictObject({

@@ -1,6 +1,8 @@
 import type { Readable, Transform } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import { ForbiddenError, HttpError } from '../errors.js';
+import { readBody, type BodyLimit } from '../http/body.js';
+import { JsonScanner, type JsonMember, type JsonOutline, type JsonShape } from '../http/json-scan.js';
 import { jsonUsage, sseUsageTap, watchJsonUsage, type TokenUsage } from '../usage/extract.js';
 
 /**
@@ -21,94 +23,176 @@ export interface ExchangePlan {
 const USAGE_ON_REQUEST = new Set(['/v1/chat/completions', '/v1/completions']);
 /** OpenAI- and Lamini-style paths whose answers report `usage`. */
 const USAGE_BEARING = /(?:completions|embeddings)\/?$/;
-const MAX_JSON_BODY_BYTES = 16 * 1024 * 1024;
 const MAX_MODELS_LIST_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The body fields a platform reads as the model: OpenAI's `model`, Lamini's `model_name`, and on
+ * Ollama's own API (`/api/...`) also `name` (its older spelling, still read by /api/show, /api/pull,
+ * /api/delete, ...) and `/api/copy`'s `source` and `destination`.
+ */
+const MODEL_FIELDS = ['model', 'model_name'];
+const OLLAMA_MODEL_FIELDS = [...MODEL_FIELDS, 'name', 'source', 'destination'];
+const STREAM_FIELDS = ['stream', 'stream_options'];
+/** `GET /v1/models/{id}` (and OpenAI's `DELETE`): the id is the rest of the path, slashes included. */
+const MODEL_IN_PATH = /^\/v1\/models\/(.+)$/;
+const MODEL_LIST = /^\/v1\/models\/?$/;
+/** Longer values of the small fields read here are refused rather than parsed. */
+const MAX_FIELD_BYTES = 16 * 1024;
+
+/**
+ * `stream` as the platforms read it: pydantic's bool (FastAPI, vLLM, Lamini) takes these strings
+ * and 0/1, Python's truthiness any non-zero number. Anything else is refused, so that no spelling
+ * streams without the usage tap.
+ */
+const STREAM_ON = new Set(['true', '1', 'yes', 'on', 't', 'y']);
+const STREAM_OFF = new Set(['false', '0', 'no', 'off', 'f', 'n']);
 
 export interface PlanInput {
   path: string;
   /** The key's allowed models; undefined = any. */
   models?: readonly string[];
   onUsage?: (usage: TokenUsage) => void;
+  /** The largest body the gateway reads to check it; larger ones are refused with 413. */
+  bodyLimit: BodyLimit;
 }
 
 function isJson(contentType: unknown): boolean {
   return typeof contentType === 'string' && /^application\/(?:[\w.+-]*\+)?json\b/i.test(contentType);
 }
 
-/**
- * Reads a whole stream, refusing it once it passes `limit` bytes. Plain listeners rather than
- * `for await`: an async iterator costs several promises per request on the proxy's hot path.
- */
-function readAll(stream: Readable, limit: number, tooLarge: () => HttpError): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limit) {
-        parts.push(chunk);
-        return;
-      }
-      reject(tooLarge());
-      stream.destroy();
-    };
-    stream.on('data', onData);
-    stream.once('end', () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, size)));
-    stream.once('error', reject);
-  });
-}
-
-async function readBody(request: IncomingMessage): Promise<Buffer> {
-  const declared = Number(request.headers['content-length'] ?? 0);
-  if (declared > MAX_JSON_BODY_BYTES) throw tooLarge();
-  return readAll(request, MAX_JSON_BODY_BYTES, tooLarge);
-}
-
-function tooLarge(): HttpError {
-  return new HttpError(413, 'request_too_large', `JSON request bodies may be at most ${MAX_JSON_BODY_BYTES} bytes.`);
+function hasBody(request: IncomingMessage): boolean {
+  const length = request.headers['content-length'];
+  return (length !== undefined && length !== '0') || request.headers['transfer-encoding'] !== undefined;
 }
 
 /**
- * Reads a JSON request body only when something must be checked or changed in it: the key's model
- * allow-list, or a streaming completion whose usage the gateway must count (it then asks for
- * `stream_options.include_usage` and removes that chunk again). Everything else streams untouched.
+ * Reads a request body only when something must be checked or changed in it: the key's model
+ * allow-list, or a completion whose usage the gateway must count (a streaming one then asks for
+ * `stream_options.include_usage`, and that chunk is removed again). The body is read whatever its
+ * Content-Type, because platforms parse it as JSON without one (FastAPI) or whatever it says
+ * (Ollama), and scanned while it arrives (http/json-scan.ts): nothing is parsed whole, so a body
+ * up to the limit never blocks the event loop. Everything else streams untouched.
  */
 export async function planExchange(request: IncomingMessage, input: PlanInput): Promise<ExchangePlan> {
+  const { path, models } = input;
   // Only answers that can carry token usage are read on their way back; the rest pass untouched.
-  const onUsage = USAGE_BEARING.test(input.path) ? input.onUsage : undefined;
+  const onUsage = USAGE_BEARING.test(path) ? input.onUsage : undefined;
   const plan: ExchangePlan = { stripUsageChunk: false, onUsage };
-  if (request.method === 'GET' && input.models && /^\/v1\/models\/?$/.test(input.path))
-    plan.filterModels = input.models;
-  const hasBody = request.headers['content-length'] !== undefined || request.headers['transfer-encoding'] !== undefined;
-  const wantsUsage =
-    onUsage !== undefined && USAGE_ON_REQUEST.has(input.path) && isJson(request.headers['content-type']);
+  if (models) {
+    if (request.method === 'GET' && MODEL_LIST.test(path)) plan.filterModels = models;
+    const inPath = MODEL_IN_PATH.exec(path)?.[1];
+    if (inPath !== undefined) assertAllowed(decodedModelId(inPath), models);
+  }
+  const countsTokens = onUsage !== undefined && USAGE_ON_REQUEST.has(path);
   // A key limited to some models has every body checked, whatever its label or method, so a
   // request cannot reach another model by calling itself text/plain.
-  if (!hasBody || (!input.models && !wantsUsage)) return plan;
-  const raw = await readBody(request);
+  if (!hasBody(request) || (!models && !countsTokens)) return plan;
+  const modelFields = models ? (path.startsWith('/api/') ? OLLAMA_MODEL_FIELDS : MODEL_FIELDS) : [];
+  const scanner = new JsonScanner(new Set([...modelFields, ...(countsTokens ? STREAM_FIELDS : [])]));
+  const raw = await readBody(request, input.bodyLimit, (chunk) => scanner.write(chunk));
   plan.body = raw;
-  let json: unknown;
+  // An empty body names no model and asks for no stream: the platform decides what it means.
+  if (raw.length === 0) return plan;
+  const shape = scanner.end();
+  if (models) assertModelsAllowed(raw, shape, modelFields, models);
+  // Anything that is not one JSON object is the platform's to refuse.
+  if (countsTokens && shape.kind === 'object') plan.body = withUsageTap(raw, shape, plan);
+  return plan;
+}
+
+function decodedModelId(segment: string): string {
   try {
-    json = JSON.parse(raw.toString('utf8'));
+    return decodeURIComponent(segment);
   } catch {
-    if (input.models) throw new HttpError(400, 'invalid_json', 'The request body is not valid JSON.');
-    return plan;
+    return segment;
   }
-  const body =
-    typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : undefined;
-  if (input.models && (typeof body?.model !== 'string' || !input.models.includes(body.model))) {
-    throw new ForbiddenError(
-      'model_not_allowed',
-      `This API key may not use the model ${JSON.stringify(body?.model ?? null)}; it may use ${input.models.join(', ')}.`,
+}
+
+function modelNotAllowed(model: unknown, models: readonly string[]): ForbiddenError {
+  return new ForbiddenError(
+    'model_not_allowed',
+    `This API key may not use the model ${JSON.stringify(model ?? null)}; it may use ${models.join(', ')}.`,
+  );
+}
+
+function assertAllowed(model: unknown, models: readonly string[]): void {
+  if (typeof model !== 'string' || !models.includes(model)) throw modelNotAllowed(model, models);
+}
+
+/** Every field the platform may read as the model must name an allowed one, and at least one must. */
+function assertModelsAllowed(raw: Buffer, shape: JsonShape, fields: readonly string[], models: readonly string[]) {
+  if (shape.kind === 'broken') {
+    throw new HttpError(
+      400,
+      'invalid_json',
+      `The request body is not valid JSON, so the model this API key is limited to (${models.join(', ')}) cannot be checked.`,
     );
   }
-  const streamOptions = body?.stream_options as { include_usage?: unknown } | undefined;
-  if (body && wantsUsage && body.stream === true && streamOptions?.include_usage !== true) {
-    body.stream_options = { ...(typeof streamOptions === 'object' ? streamOptions : {}), include_usage: true };
-    plan.body = Buffer.from(JSON.stringify(body));
-    plan.stripUsageChunk = true;
+  const named = shape.kind === 'object' ? shape.members.filter((member) => fields.includes(member.name)) : [];
+  if (named.length === 0) {
+    throw new ForbiddenError(
+      'model_not_allowed',
+      `This API key may only use the models ${models.join(', ')}: name one in the JSON body's "model" field.`,
+    );
   }
-  return plan;
+  for (const member of named) assertAllowed(valueOf(raw, member), models);
+}
+
+/** One small member value, parsed; undefined when it is too long or not JSON. */
+function valueOf(raw: Buffer, member: JsonMember): unknown {
+  if (member.valueEnd - member.valueStart > MAX_FIELD_BYTES) return undefined;
+  try {
+    return JSON.parse(raw.toString('utf8', member.valueStart, member.valueEnd)) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+function streams(value: unknown): boolean {
+  if (value === null || typeof value === 'boolean') return value === true;
+  if (typeof value === 'number') return value !== 0;
+  if (typeof value === 'string') {
+    const spelt = value.trim().toLowerCase();
+    if (STREAM_ON.has(spelt)) return true;
+    if (STREAM_OFF.has(spelt)) return false;
+  }
+  throw new HttpError(400, 'invalid_stream', `"stream" must be true or false, not ${JSON.stringify(value) ?? 'that'}.`);
+}
+
+/**
+ * The body with `stream_options.include_usage: true` when any `stream` member asks for a stream,
+ * so the platform reports the tokens a limit charges. Edited in place, byte for byte elsewhere:
+ * every `stream_options` member gets the last one's options plus the flag (parsers keep the last
+ * of duplicated names), or one is added first when there is none.
+ */
+function withUsageTap(raw: Buffer, outline: JsonOutline, plan: ExchangePlan): Buffer {
+  const streamed = outline.members
+    .filter((member) => member.name === 'stream')
+    .map((member) => streams(valueOf(raw, member)));
+  if (!streamed.includes(true)) return raw;
+  const options = outline.members.filter((member) => member.name === 'stream_options');
+  const last = options.at(-1);
+  const current = last && valueOf(raw, last);
+  if (last && current === undefined) {
+    throw new HttpError(400, 'invalid_stream_options', '"stream_options" must be a JSON object.');
+  }
+  const asked = typeof current === 'object' && current !== null && !Array.isArray(current) ? current : {};
+  // The client asked for the usage chunk itself, so it keeps it.
+  if ((asked as { include_usage?: unknown }).include_usage === true) return raw;
+  plan.stripUsageChunk = true;
+  const replacement = JSON.stringify({ ...asked, include_usage: true });
+  if (!last) {
+    const member = Buffer.from(`"stream_options":${replacement},`);
+    return Buffer.concat([raw.subarray(0, outline.bodyStart), member, raw.subarray(outline.bodyStart)]);
+  }
+  const parts: Buffer[] = [];
+  let from = 0;
+  for (const member of options) {
+    parts.push(raw.subarray(from, member.valueStart), Buffer.from(replacement));
+    from = member.valueEnd;
+  }
+  parts.push(raw.subarray(from));
+  return Buffer.concat(parts);
 }
 
 /**
@@ -125,11 +209,11 @@ export async function applyPlan(
   if (plan.filterModels && status === 200 && isJson(contentType)) {
     const list = Buffer.isBuffer(body)
       ? body
-      : await readAll(
-          body,
-          MAX_MODELS_LIST_BYTES,
-          () => new HttpError(502, 'upstream_models_too_large', 'The model list is too large to filter.'),
-        );
+      : await readBody(body, { bytes: MAX_MODELS_LIST_BYTES }).catch((error: unknown) => {
+          throw new HttpError(502, 'upstream_models_too_large', 'The model list is too large to filter.', {
+            cause: error,
+          });
+        });
     delete headers['content-length'];
     return filterModelList(list, plan.filterModels);
   }

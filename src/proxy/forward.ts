@@ -4,14 +4,18 @@ import { Agent } from 'undici';
 import { HttpError } from '../errors.js';
 import { describeUpstreamFailure } from '../http/upstream-failure.js';
 import type { Logger } from '../log.js';
-import { buildClientHeaders, buildUpstreamHeaders, type ForwardContext } from './headers.js';
+import {
+  buildClientHeaders,
+  buildUpstreamHeaders,
+  compileHeaderRules,
+  type ForwardContext,
+  type GatewayHeaderRules,
+} from './headers.js';
 import { applyPlan, type ExchangePlan } from './exchange.js';
 import { UpstreamCancel, type InFlightRequests } from './in-flight.js';
 
-export interface ForwarderOptions {
+export interface ForwarderOptions extends GatewayHeaderRules {
   upstream: string;
-  upstreamApiKey?: string;
-  gatewayCookies: readonly string[];
   inFlight: InFlightRequests;
   headersTimeoutMs: number;
   idleTimeoutMs: number;
@@ -39,6 +43,7 @@ export type Forwarder = Forward & { close(): Promise<void> };
  */
 export function createForwarder(options: ForwarderOptions): Forwarder {
   const { log } = options;
+  const headerPolicy = compileHeaderRules(options);
   const base = new URL(options.upstream);
   const basePath = base.pathname.replace(/\/$/, '');
   const agent = new Agent({
@@ -65,7 +70,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     const plan = context.plan;
     const hasBody =
       request.headers['content-length'] !== undefined || request.headers['transfer-encoding'] !== undefined;
-    const headers = buildUpstreamHeaders(request.headers, context, options);
+    const headers = buildUpstreamHeaders(request.headers, context, headerPolicy);
     if (plan?.body) {
       delete headers['transfer-encoding'];
       headers['content-length'] = String(plan.body.length);

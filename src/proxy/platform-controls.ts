@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { BodyLimit } from '../http/body.js';
 import type { Identity } from '../identity/identify.js';
 import type { RateLimiter } from '../limits/rate-limiter.js';
 import type { Allow } from '../policy/decide.js';
@@ -9,6 +10,8 @@ import { planExchange, type ExchangePlan } from './exchange.js';
 export interface PlatformControlsOptions {
   limiter: RateLimiter;
   usage: UsageRecorder;
+  /** The largest request body read to check its model or stream. */
+  bodyLimit: BodyLimit;
 }
 
 /**
@@ -16,7 +19,7 @@ export interface PlatformControlsOptions {
  * headers, the usage every request is counted in, the tokens charged once reported, and the plan
  * the forwarder follows (the model allow-list, the usage tap).
  */
-export function createPlatformControls({ limiter, usage }: PlatformControlsOptions) {
+export function createPlatformControls({ limiter, usage, bodyLimit }: PlatformControlsOptions) {
   return function applyControls(
     request: IncomingMessage,
     response: ServerResponse,
@@ -41,6 +44,7 @@ export function createPlatformControls({ limiter, usage }: PlatformControlsOptio
     return planExchange(request, {
       path,
       models: identity.key?.controls.models ?? undefined,
+      bodyLimit,
       onUsage: (reported) => {
         spent.prompt_tokens = reported.prompt_tokens;
         spent.completion_tokens = reported.completion_tokens;

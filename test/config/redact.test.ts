@@ -101,6 +101,9 @@ describe('Config', () => {
         upstream_headers_timeout_seconds: number;
         upstream_idle_timeout_seconds: number;
         forward_auth_skip_body_controls: boolean;
+        max_checked_body_mb: number;
+        strip_headers: string[];
+        upstream_cookies: 'all' | 'none' | string[];
       };
       database: {
         url: string;
