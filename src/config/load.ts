@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { describeValue } from './describe.js';
 import { interpolateEnv } from './interpolate.js';
-import { describeIssues } from './problems.js';
+import { describeIssues, describeMisspeltSections } from './problems.js';
 import { checkRules } from './rules.js';
 import { configSchema, type Config } from './schema.js';
 import { OWNED_SECTIONS, isMapping, mergeEdits, pickOwnedSections } from './tree.js';
@@ -41,6 +41,7 @@ export function loadConfigFromObject(edits: unknown, sourceName: string, env: No
   const { value: tree, problems: unset } = interpolateEnv(merged, env);
   const parsed = configSchema.safeParse(tree);
   const problems = [
+    ...describeMisspeltSections(edits ?? {}),
     ...unset.map((problem) => problem.message),
     ...(parsed.success ? [] : describeIssues(parsed.error.issues, tree, new Set(unset.map((p) => p.key)))),
     ...checkRules(tree),
