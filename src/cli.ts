@@ -6,12 +6,14 @@
 import './runtime.js';
 import { createRequire } from 'node:module';
 import { Command, InvalidArgumentError } from 'commander';
+import type { Kysely } from 'kysely';
 import { createKeyCommand, listKeysCommand, revokeKeyCommand, type CreateKeyOptions } from './commands/keys.js';
-import { loadConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';
+import { loadConfig, loadDatabaseConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';
 import { GatehouseError } from './errors.js';
 import { createLogger } from './log.js';
 import { buildGateway } from './server.js';
 import { openStorage } from './storage/database.js';
+import { migrateToLatest } from './storage/migrations.js';
 
 const program = new Command()
   .name('gatehouse')
@@ -26,6 +28,11 @@ const configOption = [
 
 function readConfig(flag: string | undefined): Config {
   return loadConfig(resolveConfigPath(flag));
+}
+
+/** For commands that only reach the database: the provider and the platform need not be configured. */
+function readDatabaseConfig(flag: string | undefined) {
+  return loadDatabaseConfig(resolveConfigPath(flag));
 }
 
 /** Starts a gateway and keeps it until SIGTERM/SIGINT. */
@@ -104,7 +111,7 @@ keys
   .option('--tokens-per-minute <n>', 'token limit of this key', parsePositiveInteger)
   .option(...configOption)
   .action(async (options: CreateKeyOptions & { config?: string }) => {
-    process.stdout.write(await createKeyCommand(readConfig(options.config), options));
+    process.stdout.write(await createKeyCommand(readDatabaseConfig(options.config), options));
   });
 keys
   .command('list')
@@ -112,7 +119,7 @@ keys
   .option('--email <email>', "only this user's keys")
   .option(...configOption)
   .action(async (options: { email?: string; config?: string }) => {
-    process.stdout.write(await listKeysCommand(readConfig(options.config), options));
+    process.stdout.write(await listKeysCommand(readDatabaseConfig(options.config), options));
   });
 keys
   .command('revoke')
@@ -120,7 +127,7 @@ keys
   .argument('<id>', 'the key id, as shown by keys list')
   .option(...configOption)
   .action(async (id: string, options: { config?: string }) => {
-    process.stdout.write(await revokeKeyCommand(readConfig(options.config), id));
+    process.stdout.write(await revokeKeyCommand(readDatabaseConfig(options.config), id));
   });
 
 program
@@ -128,9 +135,21 @@ program
   .description('apply pending database migrations and exit')
   .option(...configOption)
   .action(async (options: { config?: string }) => {
-    const storage = await openStorage({ ...readConfig(options.config).database, auto_migrate: true });
-    await storage.close();
-    process.stdout.write('database is up to date\n');
+    const { database } = readDatabaseConfig(options.config);
+    const storage = await openStorage({ ...database, auto_migrate: false });
+    try {
+      const applied = await migrateToLatest(
+        storage.db as Kysely<unknown>,
+        storage.kind === 'postgres' ? database.schema : undefined,
+      );
+      process.stdout.write(
+        applied.length === 0
+          ? 'database is up to date: no migration to apply\n'
+          : `applied ${applied.length} migration${applied.length === 1 ? '' : 's'}: ${applied.join(', ')}\n`,
+      );
+    } finally {
+      await storage.close();
+    }
   });
 
 program

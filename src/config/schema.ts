@@ -260,6 +260,19 @@ export const configSchema = z.strictObject({
   redis,
 });
 
+/** What commands that only reach the database read: no provider or website, the platform optional. */
+export const databaseConfigSchema = z.strictObject({
+  auth,
+  gateway: gateway.extend({ upstream: optional(baseUrl()) }),
+  database,
+  redis,
+});
+
+/** The part of the configuration `gatehouse keys` needs; a full Config is one too. */
+export interface DatabaseConfig extends z.output<typeof databaseConfigSchema> {
+  source: string;
+}
+
 /** The validated configuration; snake_case kept so operators and code use the same names. */
 export interface Config extends z.output<typeof configSchema> {
   /** The edits file the values came from, or the name given to `loadConfigFromObject`. */
