@@ -134,6 +134,20 @@ const defaultPort = (
   parse(readFileSync(join(root, 'config', 'llama_config.yaml'), 'utf8')) as { gateway: { port: number } }
 ).gateway.port;
 
+/** Where the image keeps the code, and the one directory it writes to (its working directory). */
+const APP_DIR = '/app';
+const IMAGE_DATA_DIR = '/var/lib/gatehouse';
+/** The least a `docker run` config holds: a provider and a platform, everything else the defaults. */
+const MINIMAL_EDITS = {
+  powerml: { website: 'https://llm.example.com' },
+  auth_provider: {
+    client_id: 'gatehouse',
+    client_secret: 'a-client-secret',
+    server_metadata_url: 'https://idp.example.com/.well-known/openid-configuration',
+  },
+  gateway: { upstream: 'http://host.docker.internal:8000' },
+};
+
 const deployment = () => findOne('Deployment', 'gatehouse');
 const secret = () => findOne('Secret');
 const configMap = () => findOne('ConfigMap');
@@ -322,9 +336,26 @@ describe('Dockerfile', () => {
 
   it('runs the gateway as the non-root node user, with the Node flags the command line carries', () => {
     expect(argsOf('USER').at(-1)).toBe('node');
-    const entrypoint = ['node', ...cliNodeFlags(), 'dist/cli.js'].map((word) => JSON.stringify(word)).join(', ');
+    const entrypoint = ['node', ...cliNodeFlags(), `${APP_DIR}/dist/cli.js`]
+      .map((word) => JSON.stringify(word))
+      .join(', ');
     expect(argsOf('ENTRYPOINT')).toEqual([`[${entrypoint}]`]);
     expect(argsOf('CMD')).toEqual(['["serve"]']);
+  });
+
+  it('keeps the default SQLite database and generated secrets in /var/lib/gatehouse, writable by node', () => {
+    const workdir = argsOf('WORKDIR').at(-1)!;
+    expect(workdir).toBe(IMAGE_DATA_DIR);
+    // The defaults, as `docker run` with a config naming only the provider and the platform gets them.
+    const config = loadConfigFromObject(MINIMAL_EDITS, 'docker run', {});
+    expect(config.database.url).toMatch(/^sqlite:/);
+    expect(posix.resolve(workdir, config.database.url.slice('sqlite:'.length))).toBe(`${IMAGE_DATA_DIR}/gatehouse.db`);
+    expect(posix.resolve(workdir, config.gateway.data_dir).startsWith(`${IMAGE_DATA_DIR}/`)).toBe(true);
+    const setup = argsOf('RUN').join(' ');
+    expect(setup).toContain(`chown node:node ${IMAGE_DATA_DIR}`);
+    // The code stays where the working directory is not: the process cannot change it.
+    expect(argsOf('WORKDIR')).toContain(APP_DIR);
+    expect(argsOf('COPY').every((args) => !args.includes('--chown'))).toBe(true);
   });
 
   it('npm start passes the same Node flags', () => {
