@@ -224,6 +224,7 @@ const gateway = z.strictObject({
     .describe('one of trace, debug, info, warn, error, fatal'),
   metrics_port: optional(integer(0, 65535)).describe('an integer from 0 to 65535'),
   metrics_host: text().describe('a host name or address for the metrics listener'),
+  metrics_models: list(text()).describe('a list of model names'),
   shutdown_grace_seconds: integer(0, 3600).describe('an integer from 0 to 3600'),
   upstream_headers_timeout_seconds: integer(1, 86400).describe('an integer from 1 to 86400'),
   upstream_idle_timeout_seconds: integer(1, 86400).describe('an integer from 1 to 86400'),

@@ -15,6 +15,8 @@ export interface ExchangePlan {
   /** Drop the usage-only stream chunk the gateway asked for on the client's behalf. */
   stripUsageChunk: boolean;
   onUsage?: (usage: TokenUsage) => void;
+  /** The body's `model`, when the body was read: a label of the duration metrics. */
+  model?: string;
 }
 
 /** Paths whose streaming answers report usage when asked with `stream_options.include_usage`. */
@@ -96,6 +98,7 @@ export async function planExchange(request: IncomingMessage, input: PlanInput): 
   }
   const body =
     typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : undefined;
+  if (typeof body?.model === 'string') plan.model = body.model;
   if (input.models && (typeof body?.model !== 'string' || !input.models.includes(body.model))) {
     throw new ForbiddenError(
       'model_not_allowed',

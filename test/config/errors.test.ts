@@ -47,7 +47,7 @@ describe('loadConfig rejects', () => {
     expectRejected(editsYaml({ gateway: { upstream_apikey: 'k', timeout: 3 } }), [
       'gateway.upstream_apikey is not a known key (did you mean gateway.upstream_api_key?)',
       'gateway.timeout is not a known key (known keys in gateway: host, port, upstream, upstream_api_key, data_dir, ' +
-        'public_paths, admin_paths, trusted_proxies, log_level, metrics_port, metrics_host, shutdown_grace_seconds, ' +
+        'public_paths, admin_paths, trusted_proxies, log_level, metrics_port, metrics_host, metrics_models, shutdown_grace_seconds, ' +
         'upstream_headers_timeout_seconds, upstream_idle_timeout_seconds)',
     ]);
     expectRejected(editsYaml({ auth_provider: { client_secrt: 'x' } }), [
