@@ -43,5 +43,5 @@ WORKDIR /var/lib/gatehouse
 EXPOSE 5001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:5001/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-ENTRYPOINT ["node", "--max-semi-space-size=8", "--liftoff-only", "/app/dist/cli.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=8", "/app/dist/cli.js"]
 CMD ["serve"]
