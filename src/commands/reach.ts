@@ -59,7 +59,8 @@ export function describeReachFailure(error: unknown, address: string): ReachFail
     }
     if (TLS.test(code)) {
       return {
-        cause: `TLS with ${address} failed: ${link.message} (${code})`,
+        // The code says it (CERT_HAS_EXPIRED, ERR_SSL_WRONG_VERSION_NUMBER); OpenSSL's message adds only noise.
+        cause: `TLS with ${address} failed (${code})`,
         fix: 'give it a certificate this host trusts (for a private CA: NODE_EXTRA_CA_CERTS=/path/to/ca.pem), or use http:// if it does not speak TLS',
       };
     }
