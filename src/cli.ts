@@ -155,7 +155,9 @@ program
 
 program
   .command('doctor')
-  .description('check the provider, redirect URI, platform, database and Redis, with a fix for each failure')
+  .description(
+    'check the provider, client secret, redirect URI, platform, database and Redis, with a fix for each failure (changes nothing)',
+  )
   .option(...configOption)
   .action(async (options: { config?: string }) => {
     const { formatDoctor, runDoctor } = await import('./commands/doctor.js');

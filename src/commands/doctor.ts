@@ -237,18 +237,18 @@ async function redirectCheck(config: Config, metadata: client.ServerMetadata | u
     await response.body.dump();
     const status = response.statusCode;
     const location = [response.headers.location].flat()[0];
-    if (status >= 300 && status < 400 && location?.startsWith(redirect)) {
-      const sentBack = new URL(location).searchParams.get('error');
-      if (sentBack) {
-        return fail(
-          `${redirect}: accepted, but the provider sent the sign-in back with error=${sentBack}`,
-          `allow the authorization code flow and the scopes ${config.auth_provider.scopes.join(' ')} for client ${config.auth_provider.client_id}`,
-        );
-      }
-    }
-    if (status >= 400) {
+    const error =
+      location && status >= 300 && status < 400 ? new URL(location, authorize).searchParams.get('error') : null;
+    if (error && location!.startsWith(redirect)) {
       return fail(
-        `${redirect}: the provider's authorization endpoint answered ${status} to a sign-in request with it, ` +
+        `${redirect}: accepted, but the provider sent the sign-in back with error=${error}`,
+        `allow the authorization code flow and the scopes ${config.auth_provider.scopes.join(' ')} for client ${config.auth_provider.client_id}`,
+      );
+    }
+    // Some providers (Auth0) redirect to an error page of their own rather than answering 400.
+    if (status >= 400 || error) {
+      return fail(
+        `${redirect}: the provider's authorization endpoint answered ${status}${error ? ` (error=${error})` : ''} to a sign-in request with it, ` +
           `so it is not registered for client ${config.auth_provider.client_id} (or the client is unknown)`,
         register,
       );

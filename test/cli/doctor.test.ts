@@ -384,3 +384,45 @@ describe('gatehouse doctor against oidc-provider (the demo provider)', () => {
     expectNoSecrets(broken, ['a-wrong-secret-for-the-demo']);
   });
 });
+
+describe('gatehouse doctor against a provider that redirects an unknown redirect URI to its error page', () => {
+  let errorPages: Server;
+  let issuer: string;
+  beforeAll(async () => {
+    // As Auth0 does: no 400, but a redirect to a page of its own carrying the error.
+    errorPages = createServer((request, response) => {
+      const path = request.url?.split('?')[0];
+      if (path === '/.well-known/openid-configuration') {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(
+          JSON.stringify({
+            issuer,
+            authorization_endpoint: `${issuer}/authorize`,
+            token_endpoint: `${issuer}/token`,
+            jwks_uri: `${issuer}/jwks`,
+            response_types_supported: ['code'],
+          }),
+        );
+      } else if (path === '/authorize') {
+        response
+          .writeHead(302, { location: '/error?error=invalid_request&error_description=Callback+URL+mismatch' })
+          .end();
+      } else {
+        response.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"invalid_grant"}');
+      }
+    });
+    await new Promise<void>((resolve) => errorPages.listen(0, '127.0.0.1', resolve));
+    issuer = `http://127.0.0.1:${(errorPages.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((resolve) => errorPages.close(() => resolve())));
+
+  it('fails the redirect URI check, naming the error the page carries', async () => {
+    const result = await doctor({
+      auth_provider: { server_metadata_url: `${issuer}/.well-known/openid-configuration` },
+    });
+    const line = lineFor(result.lines, 'redirect URI');
+    expect(line.verdict).toBe('FAIL');
+    expect(line.detail).toContain('answered 302 (error=invalid_request)');
+    expect(line.fix).toContain(`register ${WEBSITE}/v1/auth/auth as a redirect URI`);
+    expect(lineFor(result.lines, 'client secret').verdict).toBe('PASS');
+  });
+});
