@@ -59,14 +59,12 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     response.once('close', () => {
       untrack?.();
       if (!response.writableFinished) cancel.abort();
-      const { onAnswered } = options;
-      const seconds = (at: number) => (at - begun) / 1000;
-      const firstByteSeconds = firstByteAt === undefined ? undefined : seconds(firstByteAt);
-      onAnswered?.({
+      const now = performance.now();
+      options.onAnswered?.({
         model: context.plan?.model,
         status: response.statusCode,
-        seconds: seconds(performance.now()),
-        firstByteSeconds,
+        seconds: (now - begun) / 1000,
+        firstByteSeconds: firstByteAt === undefined ? undefined : (firstByteAt - begun) / 1000,
       });
     });
     const target = request.url ?? '';
