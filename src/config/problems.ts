@@ -83,7 +83,7 @@ function describeUnknownKey(section: string[], key: string): string {
  * Top-level sections that look like a misspelling of one of Gatehouse's (`gatway:`, `redsi:`).
  * Other sections belong to the platform and are left alone, so a typo in an owned section's name
  * would otherwise be dropped unread and leave every key of it at its default. Only near misses
- * count: one edit for a name of up to 5 letters, two for longer ones, case and - for _ aside.
+ * count (see isNearMiss), case and - for _ aside: a platform's own section must never stop the gateway.
  */
 export function describeMisspeltSections(edits: Mapping): string[] {
   const owned: readonly string[] = OWNED_SECTIONS;
@@ -91,7 +91,7 @@ export function describeMisspeltSections(edits: Mapping): string[] {
   for (const name of Object.keys(edits)) {
     if (owned.includes(name) || name.length > 64) continue;
     const written = name.toLowerCase().replaceAll('-', '_');
-    const guess = owned.find((section) => editDistance(written, section) <= (section.length <= 5 ? 1 : 2));
+    const guess = owned.find((section) => isNearMiss(written, section));
     if (guess !== undefined) {
       problems.push(
         `${name} is not a Gatehouse section (did you mean ${guess}?); its keys are ignored as the platform's, ` +
@@ -100,6 +100,16 @@ export function describeMisspeltSections(edits: Mapping): string[] {
     }
   }
   return problems;
+}
+
+/**
+ * Two edits for a long name (`gatway`, `databse`, `auth_providr`); for a short one only a swapped,
+ * wrong or doubled letter of the same length (`redsi`, `auht`), since a letter more or less turns
+ * `auth` into names a platform may well use (`oauth`).
+ */
+function isNearMiss(written: string, section: string): boolean {
+  if (section.length <= 5) return written.length === section.length && editDistance(written, section) <= 1;
+  return editDistance(written, section) <= 2;
 }
 
 /**

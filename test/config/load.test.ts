@@ -107,7 +107,17 @@ describe('loadConfig with good files', () => {
   });
 
   it('leaves platform sections alone even when their names are short or near each other', () => {
-    const sections = { path: {}, math: {}, model: {}, redis_cache: {}, inference: {}, verbose: true };
+    const sections = {
+      path: {},
+      math: {},
+      oauth: {},
+      auths: {},
+      redis2: {},
+      model: {},
+      redis_cache: {},
+      inference: {},
+      verbose: true,
+    };
     expect(() => load(editsYaml(sections))).not.toThrow();
   });
 
