@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Gatehouse image:  docker build -t registry.example.com/gatehouse:0.1.0 .
 # The final stage holds Node, the compiled gateway and its runtime dependencies: no compilers, no
-# dev dependencies, no TypeScript sources. Mount llama_config_edits.yaml at /etc/gatehouse/.
+# dev dependencies, no TypeScript sources. Mount llama_config_edits.yaml at /etc/gatehouse/ and a
+# volume at /var/lib/gatehouse (README: Docker).
 
 # python3, make and g++ build better-sqlite3's native addon when no prebuilt binary is downloaded.
 FROM node:24-bookworm-slim AS toolchain
@@ -31,14 +32,16 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY config ./config
-# The only directory Gatehouse writes to: set gateway.data_dir: /var/lib/gatehouse in the config
-# (generated secrets live there; with SQLite, put the database there too).
+# The only directory Gatehouse writes to, and its working directory: the defaults' relative paths
+# (database.url sqlite:./gatehouse.db, gateway.data_dir ./.gatehouse) land in it, so the database and
+# generated secrets are kept by one volume mounted at /var/lib/gatehouse. /app stays read-only.
 RUN mkdir -p /etc/gatehouse /var/lib/gatehouse \
   && chown node:node /var/lib/gatehouse \
   && chmod 700 /var/lib/gatehouse
 USER node
+WORKDIR /var/lib/gatehouse
 EXPOSE 5001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:5001/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-ENTRYPOINT ["node", "--max-semi-space-size=8", "--liftoff-only", "dist/cli.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=8", "/app/dist/cli.js"]
 CMD ["serve"]

@@ -10,7 +10,12 @@
  *
  * Each build is started as `npx gatehouse serve` starts it (the Node flags of its shebang) on its own SQLite file with one key made by
  * `keys create`. BENCH_SECONDS (default 3) per run, BENCH_REPEATS (default 7) rounds; every round
- * runs each contender once, so a slow spell of a shared machine hits all of them alike.
+ * runs each contender once, so a slow spell of a shared machine hits all of them alike. After the
+ * rounds, each process's resident set now and its peak (VmHWM) are read from /proc.
+ *
+ * Node flags with and without: copy `dist` aside with a flagless shebang, and add each flag to it:
+ *   cp -r dist tmp/bare && sed -i '1c #!/usr/bin/env node' tmp/bare/cli.js
+ *   npm run bench:compare -- bare=tmp/bare semi8=tmp/bare@--max-semi-space-size=8 shipped=dist
  */
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +24,7 @@ import { freePort } from '../test/support/ports.js';
 import { writePeerKeys } from './lib/contenders.js';
 import { startKeyGateway } from './lib/gateway-rows.js';
 import { startJsonUpstream, startNginxProxy } from './lib/nginx.js';
-import { cpuTimeOf, startProcess, stopAll, waitForStatus } from './lib/processes.js';
+import { cpuTimeOf, memoryOf, startProcess, stopAll, waitForStatus } from './lib/processes.js';
 import { median } from './lib/stats.js';
 import { CHAT_PATH, runWrk, writeChatScript } from './lib/wrk.js';
 
@@ -81,14 +86,18 @@ try {
   const nginxRps = median(rps.get('nginx proxy')!);
   const peerRps = median(rps.get('express peer')!);
   console.log(`\nPOST ${CHAT_PATH}, wrk -t2 -c${CONNECTIONS}, ${SECONDS} s × ${REPEATS} interleaved, medians\n`);
-  console.log('| Contender | req/s | × nginx proxy | × express peer | CPU µs/request | kernel share |');
-  console.log('| --- | --- | --- | --- | --- | --- |');
-  for (const { label } of contenders) {
+  console.log(
+    '| Contender | req/s | × nginx proxy | × express peer | CPU µs/request | kernel share | RSS MiB | peak RSS MiB |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const { label, pid } of contenders) {
     const value = median(rps.get(label)!);
     const perRequest = cpu.has(label) ? median(cpu.get(label)!).toFixed(0) : '—';
     const kernel = system.has(label) ? `${(100 * median(system.get(label)!)).toFixed(0)} %` : '—';
+    const memory = pid ? memoryOf(pid) : undefined;
+    const [rss, peak] = memory ? [memory.rssMb.toFixed(1), memory.peakMb.toFixed(1)] : ['—', '—'];
     console.log(
-      `| ${label} | ${Math.round(value).toLocaleString('en-US')} | ${(value / nginxRps).toFixed(2)}× | ${(value / peerRps).toFixed(2)}× | ${perRequest} | ${kernel} |`,
+      `| ${label} | ${Math.round(value).toLocaleString('en-US')} | ${(value / nginxRps).toFixed(2)}× | ${(value / peerRps).toFixed(2)}× | ${perRequest} | ${kernel} | ${rss} | ${peak} |`,
     );
   }
 } finally {

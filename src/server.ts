@@ -71,7 +71,10 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   const prometheus =
     config.gateway.metrics_port === undefined
       ? undefined
-      : new (await import('./metrics/metrics.js')).Metrics(() => countActiveSessions(storage.db));
+      : new (await import('./metrics/metrics.js')).Metrics(
+          () => countActiveSessions(storage.db),
+          config.gateway.metrics_models,
+        );
   const metrics: MetricsSink = prometheus ?? noMetrics;
   const usage = new UsageRecorder(storage.db, log, { requests: metrics.usageRequests, tokens: metrics.usageTokens });
   const audit = new AuditLog(storage.db, log, (entry) => {
@@ -90,6 +93,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     idleTimeoutMs: config.gateway.upstream_idle_timeout_seconds * 1000,
     log,
     onUpstreamHeaders: (seconds) => metrics.upstreamSeconds.observe(seconds),
+    onAnswered: prometheus && ((answer) => prometheus.observeAnswer(answer)),
   });
   const { trusted_proxies: trustedProxies } = config.gateway;
 

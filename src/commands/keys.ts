@@ -1,4 +1,4 @@
-import type { Config } from '../config/index.js';
+import type { DatabaseConfig } from '../config/index.js';
 import { HttpError } from '../errors.js';
 import { parseControls } from '../keys/controls.js';
 import { loadKeyHashSecret } from '../keys/hash-secret.js';
@@ -12,7 +12,10 @@ import { findUsersByEmail, recordSignIn, type User } from '../users/store.js';
 export const CLI_ISSUER = 'gatehouse:cli';
 const DAY_MS = 86_400_000;
 
-async function withKeyStore<T>(config: Config, work: (store: ApiKeyStore, storage: Storage) => Promise<T>): Promise<T> {
+async function withKeyStore<T>(
+  config: DatabaseConfig,
+  work: (store: ApiKeyStore, storage: Storage) => Promise<T>,
+): Promise<T> {
   const storage = await openStorage(config.database);
   try {
     const secret = loadKeyHashSecret(config.auth.key_hash_secret, config.gateway.data_dir);
@@ -56,7 +59,7 @@ export interface CreateKeyOptions {
   tokensPerMinute?: number;
 }
 
-export async function createKeyCommand(config: Config, options: CreateKeyOptions): Promise<string> {
+export async function createKeyCommand(config: DatabaseConfig, options: CreateKeyOptions): Promise<string> {
   const controls = parseControls(
     {
       scopes: options.scopes,
@@ -94,7 +97,7 @@ export async function createKeyCommand(config: Config, options: CreateKeyOptions
   });
 }
 
-export async function listKeysCommand(config: Config, options: { email?: string }): Promise<string> {
+export async function listKeysCommand(config: DatabaseConfig, options: { email?: string }): Promise<string> {
   return withKeyStore(config, async (store, storage) => {
     let keys: ApiKeyInfo[];
     if (options.email) {
@@ -108,7 +111,7 @@ export async function listKeysCommand(config: Config, options: { email?: string 
   });
 }
 
-export async function revokeKeyCommand(config: Config, id: string): Promise<string> {
+export async function revokeKeyCommand(config: DatabaseConfig, id: string): Promise<string> {
   return withKeyStore(config, async (store, storage) => {
     if (!(await store.revoke(id, undefined))) throw new HttpError(404, 'api_key_not_found', `no API key with id ${id}`);
     // PostgreSQL announced it on commit and SQLite is polled; Redis's shared answers are invalidated

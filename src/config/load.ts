@@ -1,11 +1,12 @@
 import { resolve } from 'node:path';
+import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { describeValue } from './describe.js';
 import { interpolateEnv } from './interpolate.js';
-import { describeIssues } from './problems.js';
+import { describeIssues, describeMisspeltSections } from './problems.js';
 import { checkRules } from './rules.js';
-import { configSchema, type Config } from './schema.js';
-import { OWNED_SECTIONS, isMapping, mergeEdits, pickOwnedSections } from './tree.js';
+import { configSchema, databaseConfigSchema, type Config, type DatabaseConfig } from './schema.js';
+import { OWNED_SECTIONS, isMapping, mergeEdits, pickOwnedSections, type Mapping } from './tree.js';
 import { defaultsFilePath, readYamlFile } from './yaml.js';
 
 /** Where the operator's edits are: `--config FILE`, else GATEHOUSE_CONFIG, else the working directory. */
@@ -15,8 +16,23 @@ export function resolveConfigPath(flag?: string, env: NodeJS.ProcessEnv = proces
 
 /** Reads the operator's edits file and returns the validated configuration over the defaults. */
 export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
-  const edits = readYamlFile(path, 'create it, or pass another with --config FILE or GATEHOUSE_CONFIG');
-  return loadConfigFromObject(edits, path, env);
+  return loadConfigFromObject(readEdits(path), path, env);
+}
+
+/**
+ * Only what reaches the database (`auth`, `gateway`, `database`, `redis`), for commands that
+ * manage keys: they need no provider, website or platform, so those are neither required nor read
+ * (an unset `${VARIABLE}` there is no problem either).
+ */
+export function loadDatabaseConfig(path: string, env: NodeJS.ProcessEnv = process.env): DatabaseConfig {
+  const parsed = validate(readEdits(path), path, env, databaseConfigSchema, DATABASE_SECTIONS, () => []);
+  return { source: path, ...parsed };
+}
+
+const DATABASE_SECTIONS: readonly string[] = ['auth', 'gateway', 'database', 'redis'];
+
+function readEdits(path: string): unknown {
+  return readYamlFile(path, 'create it, or pass another with --config FILE or GATEHOUSE_CONFIG');
 }
 
 /**
@@ -25,6 +41,18 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): 
  * operator fixes the file in one pass.
  */
 export function loadConfigFromObject(edits: unknown, sourceName: string, env: NodeJS.ProcessEnv = process.env): Config {
+  return { source: sourceName, ...validate(edits, sourceName, env, configSchema, OWNED_SECTIONS, checkRules) };
+}
+
+/** Validates the `sections` of the edits over the defaults with `schema` and the rules between keys. */
+function validate<T>(
+  edits: unknown,
+  sourceName: string,
+  env: NodeJS.ProcessEnv,
+  schema: z.ZodType<T>,
+  sections: readonly string[],
+  rules: (tree: unknown) => string[],
+): T {
   const defaultsPath = defaultsFilePath();
   const defaults = readYamlFile(defaultsPath, 'it ships with Gatehouse: reinstall');
   if (!isMapping(defaults)) {
@@ -37,16 +65,18 @@ export function loadConfigFromObject(edits: unknown, sourceName: string, env: No
       `the top level must be a mapping of sections (${OWNED_SECTIONS.join(', ')}), got ${got}`,
     ]);
   }
-  const merged = mergeEdits(defaults, pickOwnedSections(edits ?? {}));
-  const { value: tree, problems: unset } = interpolateEnv(merged, env);
-  const parsed = configSchema.safeParse(tree);
+  const merged = mergeEdits(defaults, pickOwnedSections(edits ?? {})) as Mapping;
+  const used = Object.fromEntries(sections.map((section) => [section, merged[section]]));
+  const { value: tree, problems: unset } = interpolateEnv(used, env);
+  const parsed = schema.safeParse(tree);
   const problems = [
+    ...describeMisspeltSections(edits ?? {}),
     ...unset.map((problem) => problem.message),
     ...(parsed.success ? [] : describeIssues(parsed.error.issues, tree, new Set(unset.map((p) => p.key)))),
-    ...checkRules(tree),
+    ...rules(tree),
   ];
   if (!parsed.success || problems.length > 0) throw invalid(sourceName, problems);
-  return { source: sourceName, ...parsed.data };
+  return parsed.data;
 }
 
 function invalid(source: string, problems: string[]): ConfigError {

@@ -2,7 +2,7 @@ import { closest, distance } from 'fastest-levenshtein';
 import type { z } from 'zod';
 import { describeValue } from './describe.js';
 import { ITEM_PROBLEM, SECRET_KEYS, schemaAt } from './schema.js';
-import { getAt } from './tree.js';
+import { OWNED_SECTIONS, getAt, type Mapping } from './tree.js';
 
 /**
  * Turns zod's issues into one line per key, each naming the full key path, what is wrong and
@@ -77,4 +77,57 @@ function describeUnknownKey(section: string[], key: string): string {
     return `${path} is not a known key (did you mean ${[...section, guess].join('.')}?)`;
   }
   return `${path} is not a known key (known keys in ${section.join('.')}: ${known.join(', ')})`;
+}
+
+/**
+ * Top-level sections that look like a misspelling of one of Gatehouse's (`gatway:`, `redsi:`).
+ * Other sections belong to the platform and are left alone, so a typo in an owned section's name
+ * would otherwise be dropped unread and leave every key of it at its default. Only near misses
+ * count (see isNearMiss), case and - for _ aside: a platform's own section must never stop the gateway.
+ */
+export function describeMisspeltSections(edits: Mapping): string[] {
+  const owned: readonly string[] = OWNED_SECTIONS;
+  const problems: string[] = [];
+  for (const name of Object.keys(edits)) {
+    if (owned.includes(name) || name.length > 64) continue;
+    const written = name.toLowerCase().replaceAll('-', '_');
+    const guess = owned.find((section) => isNearMiss(written, section));
+    if (guess !== undefined) {
+      problems.push(
+        `${name} is not a Gatehouse section (did you mean ${guess}?); its keys are ignored as the platform's, ` +
+          `so rename it to ${guess}`,
+      );
+    }
+  }
+  return problems;
+}
+
+/**
+ * Two edits for a long name (`gatway`, `databse`, `auth_providr`); for a short one only a swapped,
+ * wrong or doubled letter of the same length (`redsi`, `auht`), since a letter more or less turns
+ * `auth` into names a platform may well use (`oauth`).
+ */
+function isNearMiss(written: string, section: string): boolean {
+  if (section.length <= 5) return written.length === section.length && editDistance(written, section) <= 1;
+  return editDistance(written, section) <= 2;
+}
+
+/**
+ * Levenshtein distance counting a swap of two neighbours as one edit (optimal string alignment):
+ * `redsi` is one edit from `redis`, as a person sees it. Both inputs are short (at most 64).
+ */
+function editDistance(a: string, b: string): number {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
+  for (let i = 1; i <= a.length; i += 1) {
+    for (let j = 1; j <= b.length; j += 1) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, rows[i - 2]![j - 2]! + 1);
+      rows[i]![j] = best;
+    }
+  }
+  return rows[a.length]![b.length]!;
 }

@@ -40,8 +40,21 @@ export function checkRules(tree: unknown): string[] {
       );
     }
   }
+  const upstream = readValid(tree, 'gateway.upstream');
+  const url = typeof upstream === 'string' ? parseUrl(upstream) : undefined;
+  const version = url && VERSION_PATH.exec(url.pathname);
+  if (url && version) {
+    problems.push(
+      `gateway.upstream must be the platform's root URL, without ${version[0]}, got ${describeValue(upstream, false)}: ` +
+        `the gateway appends the client's whole path, so /v1/chat/completions would reach the platform as ` +
+        `${url.pathname}/v1/chat/completions; write ${url.origin}${url.pathname.slice(0, version.index)}`,
+    );
+  }
   return problems;
 }
+
+/** An API version ending the upstream's path (`/v1`, `/openai/v1`): the client's path brings its own. */
+const VERSION_PATH = /\/v\d+$/;
 
 /** True for localhost, 127.0.0.0/8 and ::1, as `URL.hostname` spells them. */
 export function isLoopbackHost(hostname: string): boolean {

@@ -231,6 +231,7 @@ const gateway = z.strictObject({
     .describe('one of trace, debug, info, warn, error, fatal'),
   metrics_port: optional(integer(0, 65535)).describe('an integer from 0 to 65535'),
   metrics_host: text().describe('a host name or address for the metrics listener'),
+  metrics_models: list(text()).describe('a list of model names'),
   shutdown_grace_seconds: integer(0, 3600).describe('an integer from 0 to 3600'),
   upstream_headers_timeout_seconds: integer(1, 86400).describe('an integer from 1 to 86400'),
   upstream_idle_timeout_seconds: integer(1, 86400).describe('an integer from 1 to 86400'),
@@ -274,6 +275,19 @@ export const configSchema = z.strictObject({
   database,
   redis,
 });
+
+/** What commands that only reach the database read: no provider or website, the platform optional. */
+export const databaseConfigSchema = z.strictObject({
+  auth,
+  gateway: gateway.extend({ upstream: optional(baseUrl()) }),
+  database,
+  redis,
+});
+
+/** The part of the configuration `gatehouse keys` needs; a full Config is one too. */
+export interface DatabaseConfig extends z.output<typeof databaseConfigSchema> {
+  source: string;
+}
 
 /** The validated configuration; snake_case kept so operators and code use the same names. */
 export interface Config extends z.output<typeof configSchema> {

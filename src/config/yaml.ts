@@ -39,11 +39,17 @@ export function readYamlFile(path: string, missingHint: string): unknown {
   }
 }
 
-/**
- * The shipped defaults, found by walking up from this module to the package root, so the
- * same code works from src/config/ (tsx, vitest) and from dist/config/ (compiled).
- */
+/** The shipped defaults, config/llama_config.yaml of the package. */
 export function defaultsFilePath(): string {
+  return join(packageRoot(), 'config', 'llama_config.yaml');
+}
+
+/**
+ * The package's root: the first directory above this module holding a package.json, so the same
+ * code works from src/config/ (tsx, vitest), from dist/config/ (compiled) and from a copy of dist/
+ * inside the repository (the bench's before/after builds).
+ */
+export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json'))) {
     const parent = dirname(dir);
@@ -52,5 +58,5 @@ export function defaultsFilePath(): string {
     }
     dir = parent;
   }
-  return join(dir, 'config', 'llama_config.yaml');
+  return dir;
 }

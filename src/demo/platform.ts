@@ -3,9 +3,12 @@
  * so `gatehouse demo` shows answers and tests can observe exactly what the gateway forwarded.
  *
  * It answers `/v1/models`, `/v1/completions` and `/v1/chat/completions` (echoing the prompt, as
- * JSON or as server-sent events), echoes any request under `/echo/`, and streams on demand from
- * `/slow-stream`. Streams write each event separately and stop the moment the client leaves.
+ * JSON or as server-sent events), Ollama's native `/api/chat`, `/api/generate`, `/api/embed` and
+ * `/api/tags` (streams as newline-delimited JSON, Ollama's default), echoes any request under
+ * `/echo/`, and streams on demand from `/slow-stream`. Streams write each event separately and stop
+ * the moment the client leaves.
  * https://platform.openai.com/docs/api-reference/chat
+ * https://github.com/ollama/ollama/blob/main/docs/api.md
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
@@ -59,7 +62,8 @@ export async function startSamplePlatform(options: SamplePlatformOptions = {}): 
   const chunkDelayMs = options.chunkDelayMs ?? 50;
   const requests: RecordedRequest[] = [];
   const streams: StreamCounters = { active: 0, aborted: 0 };
-  const stream: Streamer = (reply, events, delayMs = chunkDelayMs) => streamEvents(reply, events, delayMs, streams);
+  const stream: Streamer = (reply, events, delayMs = chunkDelayMs, framing = SERVER_SENT_EVENTS) =>
+    streamEvents(reply, events, delayMs, streams, framing);
   const app = Fastify({ logger: false, bodyLimit: 10 * 1024 * 1024, forceCloseConnections: true });
 
   // Bodies stay text whatever their type: recorded and echoed verbatim, and bad JSON is answered
@@ -109,6 +113,45 @@ export async function startSamplePlatform(options: SamplePlatformOptions = {}): 
     return answer(reply, { body, flavour: 'text', text: `Echo: ${prompt || '(empty prompt)'}`, prompt }, stream);
   });
 
+  app.get('/api/tags', async () => ({
+    models: MODELS.map((name) => ({ name, model: name, modified_at: new Date(MODELS_CREATED * 1000).toISOString() })),
+  }));
+
+  app.post('/api/chat', async (request, reply) => {
+    const body = parseJsonObject(request);
+    if (!Array.isArray(body.messages)) throw invalidRequest("'messages' must be an array of messages.");
+    const question = readLastUserText(body.messages);
+    const text = `You said: ${question || '(nothing)'}`;
+    return answerOllama(
+      reply,
+      body,
+      text,
+      question,
+      (piece) => ({ message: { role: 'assistant', content: piece } }),
+      stream,
+    );
+  });
+
+  app.post('/api/generate', async (request, reply) => {
+    const body = parseJsonObject(request);
+    const prompt = String(body.prompt ?? '');
+    return answerOllama(
+      reply,
+      body,
+      `Echo: ${prompt || '(empty prompt)'}`,
+      prompt,
+      (piece) => ({ response: piece }),
+      stream,
+    );
+  });
+
+  app.post('/api/embed', async (request) => {
+    const body = parseJsonObject(request);
+    const inputs = Array.isArray(body.input) ? body.input.map(String) : [String(body.input ?? '')];
+    // A fixed-size vector per input, derived from its length: enough to tell inputs apart.
+    return { model: body.model, embeddings: inputs.map((input) => [input.length, countWords(input), 1]) };
+  });
+
   app.all('/echo/*', async (request) => ({
     method: request.method,
     url: request.url,
@@ -141,7 +184,34 @@ export async function startSamplePlatform(options: SamplePlatformOptions = {}): 
   };
 }
 
-type Streamer = (reply: FastifyReply, events: (() => string)[], delayMs?: number) => Promise<void>;
+type Streamer = (
+  reply: FastifyReply,
+  events: (() => string)[],
+  delayMs?: number,
+  framing?: StreamFraming,
+) => Promise<void>;
+
+/** How a stream's events go on the wire. */
+interface StreamFraming {
+  contentType: string;
+  frame(event: string): string;
+  /** Written after the last event. */
+  end: string;
+}
+
+/** OpenAI streams server-sent events, ending with `[DONE]`. */
+const SERVER_SENT_EVENTS: StreamFraming = {
+  contentType: 'text/event-stream; charset=utf-8',
+  frame: (event) => `data: ${event}\n\n`,
+  end: 'data: [DONE]\n\n',
+};
+
+/** Ollama streams one JSON object per line; the last has `done: true`. */
+const NEWLINE_DELIMITED_JSON: StreamFraming = {
+  contentType: 'application/x-ndjson',
+  frame: (event) => `${event}\n`,
+  end: '',
+};
 
 interface Completion {
   body: Record<string, unknown>;
@@ -197,7 +267,34 @@ async function answer(reply: FastifyReply, completion: Completion, stream: Strea
 }
 
 /**
- * Writes each event as its own `data:` frame with `delayMs` between frames, then `data: [DONE]`.
+ * Replies as Ollama does: one object per word as newline-delimited JSON, unless `stream` is false
+ * (Ollama streams by default), and a last object with `done: true` and the token counts.
+ */
+async function answerOllama(
+  reply: FastifyReply,
+  body: Record<string, unknown>,
+  text: string,
+  prompt: string,
+  piece: (text: string) => Record<string, unknown>,
+  stream: Streamer,
+): Promise<FastifyReply> {
+  const model = typeof body.model === 'string' ? body.model : (MODELS[0] ?? '');
+  const created_at = new Date().toISOString();
+  const words = text.split(/\s+/).filter(Boolean);
+  const counts = { prompt_eval_count: countWords(prompt), eval_count: words.length };
+  if (body.stream === false) return reply.send({ model, created_at, ...piece(text), done: true, ...counts });
+  const events = words.map(
+    (word, index) => () =>
+      JSON.stringify({ model, created_at, ...piece(index === 0 ? word : ` ${word}`), done: false }),
+  );
+  events.push(() => JSON.stringify({ model, created_at, ...piece(''), done: true, done_reason: 'stop', ...counts }));
+  await stream(reply, events, undefined, NEWLINE_DELIMITED_JSON);
+  return reply;
+}
+
+/**
+ * Writes each event as its own frame (`data:` by default) with `delayMs` between frames, then the end
+ * (`data: [DONE]`).
  * Events are built lazily, so nothing is produced after the client has gone; that is when the
  * stream counts as aborted.
  * https://html.spec.whatwg.org/multipage/server-sent-events.html
@@ -207,6 +304,7 @@ async function streamEvents(
   events: (() => string)[],
   delayMs: number,
   streams: StreamCounters,
+  framing: StreamFraming,
 ): Promise<void> {
   reply.hijack();
   const res = reply.raw;
@@ -215,7 +313,7 @@ async function streamEvents(
     if (!res.writableEnded) gone.abort();
   });
   res.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
+    'content-type': framing.contentType,
     'cache-control': 'no-cache',
     'x-accel-buffering': 'no',
   });
@@ -225,9 +323,9 @@ async function streamEvents(
     for (const [index, event] of events.entries()) {
       if (index > 0) await sleep(delayMs, undefined, { signal: gone.signal });
       gone.signal.throwIfAborted();
-      res.write(`data: ${event()}\n\n`);
+      res.write(framing.frame(event()));
     }
-    res.end('data: [DONE]\n\n');
+    res.end(framing.end);
   } catch (error) {
     if (!gone.signal.aborted) throw error;
   } finally {

@@ -1,6 +1,10 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { MetricsSink } from './sink.js';
+import { ModelLabels } from './model-labels.js';
+import type { AnsweredRequest, MetricsSink } from './sink.js';
+
+/** From a quick cached answer to a long generation. */
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
 /** Everything Gatehouse exports to Prometheus; one registry per gateway so tests stay independent. */
 export class Metrics implements MetricsSink {
@@ -14,7 +18,21 @@ export class Metrics implements MetricsSink {
   readonly upstreamSeconds = new Histogram({
     name: 'gatehouse_upstream_response_seconds',
     help: 'Time until the platform sent response headers.',
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly requestSeconds = new Histogram({
+    name: 'gatehouse_request_duration_seconds',
+    help: 'Platform requests: from forwarding until the answer ended or the client left, by model and status class.',
+    labelNames: ['model', 'status_class'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly firstByteSeconds = new Histogram({
+    name: 'gatehouse_stream_first_byte_seconds',
+    help: 'Event streams: from forwarding until the first byte of the answer reached the client, by model.',
+    labelNames: ['model'] as const,
+    buckets: DURATION_BUCKETS,
     registers: [this.registry],
   });
   readonly signIns = new Counter({
@@ -60,9 +78,13 @@ export class Metrics implements MetricsSink {
     registers: [this.registry],
   });
   readonly activeSessions: Gauge;
+  private readonly models: ModelLabels;
 
-  constructor(countActiveSessions: () => Promise<number>) {
-    collectDefaultMetrics({ register: this.registry, prefix: 'gatehouse_' });
+  constructor(countActiveSessions: () => Promise<number>, metricsModels: readonly string[] = []) {
+    // Unprefixed (process_cpu_seconds_total, nodejs_heap_size_used_bytes): the names stock
+    // dashboards and alerts look for.
+    collectDefaultMetrics({ register: this.registry });
+    this.models = new ModelLabels(metricsModels);
     this.activeSessions = new Gauge({
       name: 'gatehouse_active_sessions',
       help: 'Signed-in browser sessions that have not expired.',
@@ -71,6 +93,12 @@ export class Metrics implements MetricsSink {
         this.set(await countActiveSessions().catch(() => Number.NaN));
       },
     });
+  }
+
+  observeAnswer(answer: AnsweredRequest): void {
+    const model = this.models.labelFor(answer.model, answer.status >= 200 && answer.status < 300);
+    this.requestSeconds.observe({ model, status_class: `${Math.floor(answer.status / 100)}xx` }, answer.seconds);
+    if (answer.firstByteSeconds !== undefined) this.firstByteSeconds.observe({ model }, answer.firstByteSeconds);
   }
 }
 

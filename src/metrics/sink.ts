@@ -8,6 +8,17 @@ export interface CounterSink {
   inc(labels?: Labels, value?: number): void;
 }
 
+/** One platform request, as the forwarder saw it end. */
+export interface AnsweredRequest {
+  /** The `model` of the request body, when the gateway read it. */
+  model?: string;
+  status: number;
+  /** From forwarding until the answer ended or the client left. */
+  seconds: number;
+  /** Event streams only: until the first byte of the answer went to the client. */
+  firstByteSeconds?: number;
+}
+
 export interface MetricsSink {
   requests: CounterSink;
   upstreamSeconds: { observe(seconds: number): void };

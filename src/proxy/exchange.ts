@@ -17,6 +17,8 @@ export interface ExchangePlan {
   /** Drop the usage-only stream chunk the gateway asked for on the client's behalf. */
   stripUsageChunk: boolean;
   onUsage?: (usage: TokenUsage) => void;
+  /** The body's `model`, when the body was read: a label of the duration metrics. */
+  model?: string;
 }
 
 /** Paths whose streaming answers report usage when asked with `stream_options.include_usage`. */
@@ -88,13 +90,17 @@ export async function planExchange(request: IncomingMessage, input: PlanInput): 
   // request cannot reach another model by calling itself text/plain.
   if (!hasBody(request) || (!models && !countsTokens)) return plan;
   const modelFields = models ? (path.startsWith('/api/') ? OLLAMA_MODEL_FIELDS : MODEL_FIELDS) : [];
-  const scanner = new JsonScanner(new Set([...modelFields, ...(countsTokens ? STREAM_FIELDS : [])]));
+  // `model` is always located: the duration metrics are labelled with it.
+  const scanner = new JsonScanner(new Set(['model', ...modelFields, ...(countsTokens ? STREAM_FIELDS : [])]));
   const raw = await readBody(request, input.bodyLimit, (chunk) => scanner.write(chunk));
   plan.body = raw;
   // An empty body names no model and asks for no stream: the platform decides what it means.
   if (raw.length === 0) return plan;
   const shape = scanner.end();
   if (models) assertModelsAllowed(raw, shape, modelFields, models);
+  const named = shape.kind === 'object' ? shape.members.findLast((member) => member.name === 'model') : undefined;
+  const model = named && valueOf(raw, named);
+  if (typeof model === 'string') plan.model = model;
   // Anything that is not one JSON object is the platform's to refuse.
   if (countsTokens && shape.kind === 'object') plan.body = withUsageTap(raw, shape, plan);
   return plan;

@@ -13,6 +13,7 @@ import {
 } from './headers.js';
 import { applyPlan, type ExchangePlan } from './exchange.js';
 import { UpstreamCancel, type InFlightRequests } from './in-flight.js';
+import type { AnsweredRequest } from '../metrics/sink.js';
 
 export interface ForwarderOptions extends GatewayHeaderRules {
   upstream: string;
@@ -23,6 +24,8 @@ export interface ForwarderOptions extends GatewayHeaderRules {
   log: Logger;
   /** Seconds until the platform's response headers, for the latency histogram. */
   onUpstreamHeaders?: (seconds: number) => void;
+  /** Each request once its answer ended or the client left, for the duration histograms. */
+  onAnswered?: (answer: AnsweredRequest) => void;
 }
 
 export type RequestContext = ForwardContext & {
@@ -57,9 +60,18 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   const forward: Forward = async (request, response, context) => {
     const cancel = new UpstreamCancel();
     const untrack = context.userId ? options.inFlight.track(context.userId, cancel) : undefined;
+    const begun = performance.now();
+    let firstByteAt: number | undefined;
     response.once('close', () => {
       untrack?.();
       if (!response.writableFinished) cancel.abort();
+      const now = performance.now();
+      options.onAnswered?.({
+        model: context.plan?.model,
+        status: response.statusCode,
+        seconds: (now - begun) / 1000,
+        firstByteSeconds: firstByteAt === undefined ? undefined : (firstByteAt - begun) / 1000,
+      });
     });
     const target = request.url ?? '';
     // Only an origin-form target (RFC 9112 3.2.1) is a path; `//host/x` or `http://host/x` must never
@@ -120,6 +132,9 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     }
     response.statusCode = upstream.statusCode;
     for (const name in clientHeaders) response.setHeader(name, clientHeaders[name]!);
+    if (options.onAnswered && String(clientHeaders['content-type']).startsWith('text/event-stream')) {
+      answer.once('data', () => (firstByteAt = performance.now()));
+    }
     return relay(answer, response, cancel, clientHeaders);
   };
   return Object.assign(forward, { close: () => agent.close() });

@@ -150,3 +150,44 @@ database:
     expect(result.stderr).toContain('no API key with id key_doesnotexist');
   });
 });
+
+describe('gatehouse migrate', () => {
+  it('names the migrations it applied, then says the database is up to date', async () => {
+    const { file } = workspace(`database:\n  url: sqlite:$DIR/gatehouse.db\n`);
+    const first = await gatehouse(['migrate', '--config', file]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/^applied \d+ migrations: 001_users_sessions_login_flows, 002_api_keys, .+\n$/);
+    const again = await gatehouse(['migrate', '--config', file]);
+    expect(again.stdout).toBe('database is up to date: no migration to apply\n');
+  });
+});
+
+describe('gatehouse keys with only the database configured', () => {
+  it('lists and creates keys without a provider, website or platform, which serve would require', async () => {
+    // Sign-in on, no provider or platform, and a secret from a variable this shell does not set.
+    const { file } = workspace(`
+auth_provider:
+  client_secret: \${GATEHOUSE_CLIENT_SECRET_NOT_SET_HERE}
+gateway:
+  data_dir: $DIR/data
+database:
+  url: sqlite:$DIR/gatehouse.db
+`);
+    const check = await gatehouse(['config', 'check', '--config', file]);
+    expect(check.code).toBe(1);
+    expect(check.stderr).toContain('gateway.upstream is missing');
+    const created = await gatehouse(['keys', 'create', '--email', 'ops@example.com', '--name', 'n', '--config', file]);
+    expect(created.code, created.stderr).toBe(0);
+    expect(created.stdout).toMatch(KEY);
+    const listed = await gatehouse(['keys', 'list', '--config', file]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toContain('ops@example.com');
+  });
+
+  it('still refuses a wrong database key, naming it', async () => {
+    const { file } = workspace(`database:\n  url: mysql://x\n`);
+    const listed = await gatehouse(['keys', 'list', '--config', file]);
+    expect(listed.code).toBe(1);
+    expect(listed.stderr).toContain('database.url must be sqlite:PATH');
+  });
+});

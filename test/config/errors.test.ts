@@ -47,13 +47,40 @@ describe('loadConfig rejects', () => {
     expectRejected(editsYaml({ gateway: { upstream_apikey: 'k', timeout: 3 } }), [
       'gateway.upstream_apikey is not a known key (did you mean gateway.upstream_api_key?)',
       'gateway.timeout is not a known key (known keys in gateway: host, port, upstream, upstream_api_key, data_dir, ' +
-        'public_paths, admin_paths, trusted_proxies, log_level, metrics_port, metrics_host, shutdown_grace_seconds, ' +
-        'upstream_headers_timeout_seconds, upstream_idle_timeout_seconds, forward_auth_skip_body_controls, ' +
-        'max_checked_body_mb, strip_headers, upstream_cookies)',
+        'public_paths, admin_paths, trusted_proxies, log_level, metrics_port, metrics_host, metrics_models, ' +
+        'shutdown_grace_seconds, upstream_headers_timeout_seconds, upstream_idle_timeout_seconds, ' +
+        'forward_auth_skip_body_controls, max_checked_body_mb, strip_headers, upstream_cookies)',
     ]);
     expectRejected(editsYaml({ auth_provider: { client_secrt: 'x' } }), [
       'auth_provider.client_secrt is not a known key (did you mean auth_provider.client_secret?)',
     ]);
+  });
+
+  it('an upstream ending in /v1, naming the doubled path and the root URL to write instead', () => {
+    expectRejected(editsYaml({ gateway: { upstream: 'http://vllm.internal:8000/v1/' } }), [
+      'gateway.upstream must be the platform\'s root URL, without /v1, got "http://vllm.internal:8000/v1": the ' +
+        "gateway appends the client's whole path, so /v1/chat/completions would reach the platform as " +
+        '/v1/v1/chat/completions; write http://vllm.internal:8000',
+    ]);
+    const { message } = loadError(editsYaml({ gateway: { upstream: 'https://llm.internal/openai/v1' } }));
+    expect(message).toContain(
+      'would reach the platform as /openai/v1/v1/chat/completions; write https://llm.internal/openai',
+    );
+  });
+
+  it('a misspelt Gatehouse section, with the section it was meant to be', () => {
+    const message = expectRejected(
+      `${editsYaml()}gatway:\n  port: 80\nredsi:\n  url: redis://r\nAuth:\n  admin_emails: [a@b.c]\n` +
+        `auth-provider:\n  scopes: [openid]\ndatabse:\n  url: x\n`,
+      [
+        "gatway is not a Gatehouse section (did you mean gateway?); its keys are ignored as the platform's, so rename it to gateway",
+        'redsi is not a Gatehouse section (did you mean redis?)',
+        'Auth is not a Gatehouse section (did you mean auth?)',
+        'auth-provider is not a Gatehouse section (did you mean auth_provider?)',
+        'databse is not a Gatehouse section (did you mean database?)',
+      ],
+    );
+    expect(message.split('\n')).toHaveLength(6);
   });
 
   it('wrong types, including YAML 1.1 yes/no which are strings in YAML 1.2', () => {

@@ -109,6 +109,27 @@ describe('loadConfig with good files', () => {
     expect(config.powerml).toEqual({ website: 'https://llm.example.com' });
   });
 
+  it('leaves platform sections alone even when their names are short or near each other', () => {
+    const sections = {
+      path: {},
+      math: {},
+      oauth: {},
+      auths: {},
+      redis2: {},
+      model: {},
+      redis_cache: {},
+      inference: {},
+      verbose: true,
+    };
+    expect(() => load(editsYaml(sections))).not.toThrow();
+  });
+
+  it('accepts an upstream with a path prefix that is not an API version', () => {
+    expect(load(editsYaml({ gateway: { upstream: 'http://platform.internal/llm' } })).gateway.upstream).toBe(
+      'http://platform.internal/llm',
+    );
+  });
+
   it('does not interpolate platform sections, so their unset variables do not fail', () => {
     expect(() => load(editsYaml({ llama: { key: '${PLATFORM_ONLY}' } }))).not.toThrow();
   });

@@ -97,6 +97,7 @@ describe('Config', () => {
         log_level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
         metrics_port?: number;
         metrics_host: string;
+        metrics_models: string[];
         shutdown_grace_seconds: number;
         upstream_headers_timeout_seconds: number;
         upstream_idle_timeout_seconds: number;

@@ -176,3 +176,41 @@ describe('sample platform', () => {
     }
   });
 });
+
+describe("sample platform: Ollama's native API", () => {
+  it('answers /api/chat whole when stream is false, with the token counts Ollama reports', async () => {
+    const response = await postJson('/api/chat', {
+      model: 'demo-large',
+      stream: false,
+      messages: [{ role: 'user', content: 'two words' }],
+    });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({
+      model: 'demo-large',
+      message: { role: 'assistant', content: 'You said: two words' },
+      done: true,
+      prompt_eval_count: 2,
+      eval_count: 4,
+    });
+  });
+
+  it('streams /api/generate one JSON object per line by default, the last one done', async () => {
+    const response = await postJson('/api/generate', { model: 'demo-small', prompt: 'a b' });
+    expect(response.headers.get('content-type')).toBe('application/x-ndjson');
+    const lines = (await response.text())
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { response: string; done: boolean });
+    expect(lines.map((line) => line.response).join('')).toBe('Echo: a b');
+    expect(lines.map((line) => line.done)).toEqual([false, false, false, true]);
+  });
+
+  it('lists its models on /api/tags and embeds each input on /api/embed', async () => {
+    const tags = (await (await fetch(`${platform.url}/api/tags`)).json()) as { models: { name: string }[] };
+    expect(tags.models.map((model) => model.name)).toEqual(['demo-small', 'demo-large']);
+    const embedded = (await (await postJson('/api/embed', { model: 'demo-small', input: 'x y' })).json()) as {
+      embeddings: number[][];
+    };
+    expect(embedded.embeddings).toHaveLength(1);
+  });
+});

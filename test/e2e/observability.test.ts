@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
+import { MAX_SEEN_MODELS } from '../../src/metrics/model-labels.js';
 import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
@@ -29,6 +30,8 @@ const GATEHOUSE_METRICS = [
   'gatehouse_key_cache_lookups_total',
   'gatehouse_active_sessions',
   'gatehouse_provider_metadata_refreshes_total',
+  'gatehouse_request_duration_seconds',
+  'gatehouse_stream_first_byte_seconds',
 ];
 
 interface Echo {
@@ -249,7 +252,75 @@ describe('metrics on gateway.metrics_port', () => {
     const text = await response.text();
     for (const name of GATEHOUSE_METRICS) expect(text).toMatch(new RegExp(`^# TYPE ${name} \\w+$`, 'm'));
     expect(text).toMatch(/^gatehouse_upstream_response_seconds_bucket\{le="\+Inf"\} \d+$/m);
-    expect(text).toMatch(/^gatehouse_process_cpu_seconds_total /m);
+  });
+
+  it('keeps the standard names of the process and Node.js metrics, as stock dashboards expect', async () => {
+    const text = await scrape();
+    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes']) {
+      expect(text).toMatch(new RegExp(`^${name} `, 'm'));
+    }
+    expect(text).toMatch(/^nodejs_eventloop_lag_seconds /m);
+    expect(text).not.toMatch(/^gatehouse_(process|nodejs)_/m);
+  });
+
+  it('times platform requests by model and status class, and the first byte of streams', async () => {
+    const served = { model: 'demo-small', status_class: '2xx' };
+    const before = await scrape();
+    const chat = (stream: boolean) =>
+      fetch(`${gateway.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'demo-small', stream, messages: [{ role: 'user', content: 'hi' }] }),
+      });
+    for (const stream of [false, true, true]) {
+      const response = await chat(stream);
+      expect(response.status).toBe(200);
+      await response.text();
+    }
+    // The histograms are observed when the response closes, just after the client read its end.
+    await sleep(50);
+    const after = await scrape();
+    const count = (text: string, name: string, labels: Record<string, string>) => metricValue(text, name, labels);
+    expect(count(after, 'gatehouse_request_duration_seconds_count', served)).toBe(
+      count(before, 'gatehouse_request_duration_seconds_count', served) + 3,
+    );
+    const model = { model: 'demo-small' };
+    expect(count(after, 'gatehouse_stream_first_byte_seconds_count', model)).toBe(
+      count(before, 'gatehouse_stream_first_byte_seconds_count', model) + 2,
+    );
+    // The first byte of a stream comes before its end.
+    const firstBytes =
+      count(after, 'gatehouse_stream_first_byte_seconds_sum', model) -
+      count(before, 'gatehouse_stream_first_byte_seconds_sum', model);
+    const durations =
+      count(after, 'gatehouse_request_duration_seconds_sum', served) -
+      count(before, 'gatehouse_request_duration_seconds_sum', served);
+    expect(firstBytes).toBeGreaterThan(0);
+    expect(firstBytes).toBeLessThan(durations);
+    // A request whose body the gateway did not read has no model to name.
+    expect(count(after, 'gatehouse_request_duration_seconds_count', { model: 'none' })).toBeGreaterThan(0);
+  });
+
+  it('lets no client create model series beyond the bounded set: later names count as other', async () => {
+    const names = Array.from({ length: MAX_SEEN_MODELS + 5 }, (_, i) => `made-up-model-${i}-${Date.now()}`);
+    for (const model of names) {
+      const response = await fetch(`${gateway.url}/v1/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model, prompt: 'x' }),
+      });
+      expect(response.status).toBe(200);
+      await response.text();
+    }
+    await sleep(50);
+    const text = await scrape();
+    const models = new Set(
+      [...text.matchAll(/^gatehouse_request_duration_seconds_count\{[^}]*model="([^"]*)"/gm)].map((match) => match[1]),
+    );
+    // The names the platform served first, then "other" and "none" for requests without a model.
+    expect(models.size).toBeLessThanOrEqual(MAX_SEEN_MODELS + 2);
+    expect(models).toContain('other');
+    expect(metricValue(text, 'gatehouse_request_duration_seconds_count', { model: 'other' })).toBeGreaterThanOrEqual(5);
   });
 
   it('counts proxied requests by route, status and auth method, and times the platform', async () => {

@@ -17,5 +17,6 @@ export function cliNodeFlags(script = SOURCE): string[] {
 
 /** Node arguments that run `gatehouse <args>` from the TypeScript sources, with the command line's Node flags. */
 export function gatehouseArgs(...args: string[]): string[] {
-  return [...cliNodeFlags(), '--import', 'tsx', SOURCE, ...args];
+  // tsx resolved here, so the CLI may run in any working directory.
+  return [...cliNodeFlags(), '--import', import.meta.resolve('tsx'), SOURCE, ...args];
 }

@@ -1,5 +1,5 @@
 /**
- * Probes for what slower tests need beyond Node: a Chromium binary, PostgreSQL, Redis.
+ * Probes for what slower tests need beyond Node: a Chromium binary, PostgreSQL, Redis, kubectl.
  * On a developer's box a missing resource skips its tests with a message nobody can overlook; in
  * CI (`CI=true`) it fails the file instead, so a broken runner never turns into a green build.
  */
@@ -21,6 +21,13 @@ export async function hasChromium(): Promise<boolean> {
     execFile(chromiumPath, ['--version'], { timeout: 15_000 }, (error, stdout) => {
       resolve(!error && /chromium/i.test(stdout));
     });
+  });
+}
+
+/** True when `kubectl` runs (its client alone: rendering Kustomize needs no cluster). */
+export function hasKubectl(): Promise<boolean> {
+  return new Promise((resolve) => {
+    execFile('kubectl', ['version', '--client'], { timeout: 15_000 }, (error) => resolve(!error));
   });
 }
 
