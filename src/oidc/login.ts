@@ -1,5 +1,7 @@
+import { LRUCache } from 'lru-cache';
 import * as client from 'openid-client';
 import { AuthError } from '../errors.js';
+import { growingCapacity } from '../storage/capacity.js';
 import { randomToken, sha256 } from '../crypto/tokens.js';
 import type { SessionTokens } from '../sessions/store.js';
 import type { Db } from '../storage/database.js';
@@ -9,6 +11,13 @@ import type { ProviderConnection } from './provider.js';
 const LOGIN_FLOW_TTL_MS = 10 * 60_000;
 /** The same leeway openid-client allows for `exp`. */
 const CLOCK_TOLERANCE_MS = 30_000;
+
+/**
+ * Sign-ins one client address may have pending at once. Each `/v1/auth/login` stores a row, and
+ * the endpoint needs no credentials; past this, the address's oldest pending sign-in is dropped
+ * (its person sees "sign-in expired, try again"). High enough for an office behind one NAT.
+ */
+export const MAX_PENDING_LOGINS_PER_ADDRESS = 100;
 
 export interface LoginStart {
   /** Where to send the browser. */
@@ -69,6 +78,35 @@ export async function startLogin(
 }
 
 /**
+ * Bounds the sign-in flow rows one address can make (per replica: counted in memory, in the
+ * order they were started), so unauthenticated calls cannot fill the database.
+ */
+export class LoginFlowCap {
+  private readonly pending = new LRUCache<string, Array<{ idHash: string; expiresAt: number }>>(
+    growingCapacity(10_000),
+  );
+
+  constructor(private readonly max = MAX_PENDING_LOGINS_PER_ADDRESS) {}
+
+  /** Counts a flow just stored for `address`, deleting that address's oldest beyond the cap. */
+  async admit(db: Db, address: string, flowToken: string, now = Date.now()): Promise<void> {
+    const flows = (this.pending.get(address) ?? []).filter((flow) => flow.expiresAt > now);
+    flows.push({ idHash: sha256(flowToken), expiresAt: now + LOGIN_FLOW_TTL_MS });
+    const dropped = flows.splice(0, Math.max(0, flows.length - this.max));
+    this.pending.set(address, flows);
+    if (dropped.length === 0) return;
+    await db
+      .deleteFrom('login_flows')
+      .where(
+        'id_hash',
+        'in',
+        dropped.map((flow) => flow.idHash),
+      )
+      .execute();
+  }
+}
+
+/**
  * Finishes the flow. The flow row is deleted before the code is redeemed, so a replayed callback
  * finds nothing; every ID token check of OpenID Connect Core 3.1.3.7 is openid-client's.
  */
@@ -90,14 +128,16 @@ export async function finishLogin(
   if (!flow || Number(flow.expires_at) <= now) {
     throw new AuthError('LOGIN_FLOW_UNKNOWN', 'this sign-in has expired or was already completed');
   }
-  const config = provider.configuration();
-  const tokens = await client.authorizationCodeGrant(config, callbackUrl, {
-    expectedState: flow.state,
-    expectedNonce: flow.nonce,
-    pkceCodeVerifier: flow.code_verifier,
-    idTokenExpected: true,
-  });
-  provider.rememberJwks(config);
+  // The configuration the code was redeemed with also fetches UserInfo.
+  const { config, tokens } = await provider.tokenRequest(async (config) => ({
+    config,
+    tokens: await client.authorizationCodeGrant(config, callbackUrl, {
+      expectedState: flow.state,
+      expectedNonce: flow.nonce,
+      pkceCodeVerifier: flow.code_verifier,
+      idTokenExpected: true,
+    }),
+  }));
   const claims = tokens.claims();
   if (!claims || !tokens.id_token) throw new AuthError('ID_TOKEN_MISSING', 'the provider returned no ID token');
   assertIssuedInPast(claims, now);

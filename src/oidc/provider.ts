@@ -2,12 +2,14 @@ import * as client from 'openid-client';
 import type { Logger } from 'pino';
 import { ProviderError } from '../errors.js';
 
+export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post';
+
 export interface ProviderSettings {
   metadataUrl: string;
   clientId: string;
   clientSecret: string;
-  /** Overrides what the provider advertises, for providers whose default is wrong. */
-  tokenEndpointAuthMethod?: 'client_secret_basic' | 'client_secret_post';
+  /** Pins the method; unset, it is chosen from discovery and the credentials, and corrected once if refused. */
+  tokenEndpointAuthMethod?: ClientAuthMethod;
   /** http is refused by openid-client unless allowed; config validation decides when it may be. */
   allowHttp: boolean;
 }
@@ -27,6 +29,8 @@ export class ProviderConnection {
   private multiTenant: client.Configuration | undefined;
   private jwksCache: client.ExportedJWKSCache | undefined;
   private lastError: Error | undefined;
+  /** How the client authenticates at the token endpoint; chosen at discovery, switched once if refused. */
+  private clientAuth: ClientAuthMethod = 'client_secret_basic';
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly firstAttempt: Promise<void>;
@@ -76,7 +80,7 @@ export class ProviderConnection {
       this.metadata,
       this.settings.clientId,
       this.settings.clientSecret,
-      chooseClientAuth(this.metadata, this.settings),
+      clientAuthOf(this.clientAuth, this.settings.clientSecret),
     );
     config.timeout = REQUEST_TIMEOUT_SECONDS;
     if (this.settings.allowHttp) client.allowInsecureRequests(config);
@@ -85,6 +89,46 @@ export class ProviderConnection {
     client.enableNonRepudiationChecks(config);
     if (this.jwksCache) client.setJwksCache(config, { ...this.jwksCache, uat: this.jwksCache.uat - 60 });
     return config;
+  }
+
+  /**
+   * Runs a token request. RFC 6749 2.3.1 has the credentials form-encoded inside Basic, and some
+   * certified providers (glewlwyd, LemonLDAP::NG) compare them undecoded, so a secret with `-` is
+   * refused under client_secret_basic; others accept only what they advertise first. When the
+   * provider refuses the client's authentication and the method was not pinned, the other
+   * advertised method is tried once, and kept if it works. A provider checks the client before
+   * the code or refresh token, so the first attempt has not used it up.
+   */
+  async tokenRequest<T>(request: (config: client.Configuration) => Promise<T>): Promise<T> {
+    const config = this.configuration();
+    const tried = this.clientAuth;
+    try {
+      const result = await request(config);
+      this.rememberJwks(config);
+      return result;
+    } catch (error) {
+      const other = this.otherAdvertisedMethod(tried);
+      if (!isClientAuthRefusal(error) || other === undefined) throw error;
+      this.log.warn(
+        { refused: tried, trying: other, error: describeTokenError(error) },
+        'the sign-in provider refused the client authentication; trying the other method it advertises',
+      );
+      if (this.clientAuth === tried) this.clientAuth = other;
+      const retried = this.configuration();
+      const result = await request(retried);
+      this.rememberJwks(retried);
+      this.log.info(
+        { method: other },
+        `the sign-in provider accepts ${other}, not ${tried}; set auth_provider.token_endpoint_auth_method: ${other} to use it from the start`,
+      );
+      return result;
+    }
+  }
+
+  private otherAdvertisedMethod(tried: ClientAuthMethod): ClientAuthMethod | undefined {
+    if (this.settings.tokenEndpointAuthMethod || !this.metadata) return undefined;
+    const other = tried === 'client_secret_basic' ? 'client_secret_post' : 'client_secret_basic';
+    return advertisedMethods(this.metadata).includes(other) ? other : undefined;
   }
 
   /** Keeps the JWKS a sign-in fetched so the next one need not fetch it again. */
@@ -104,11 +148,12 @@ export class ProviderConnection {
         issuerUrlOf(this.settings.metadataUrl),
         this.settings.clientId,
         this.settings.clientSecret,
-        // Chosen from the metadata once it is known, so the Entra configuration reused as is gets it too.
-        (as, ...rest) => chooseClientAuth(as, this.settings)(as, ...rest),
+        // Read at each request, so the Entra configuration reused as is follows a switch too.
+        (as, ...rest) => clientAuthOf(this.clientAuth, this.settings.clientSecret)(as, ...rest),
         { execute: this.settings.allowHttp ? [client.allowInsecureRequests] : [], timeout: REQUEST_TIMEOUT_SECONDS },
       );
       this.metadata = config.serverMetadata();
+      this.clientAuth = chooseClientAuth(this.metadata, this.settings);
       if (this.metadata.issuer.includes('{tenantid}')) {
         config.timeout = REQUEST_TIMEOUT_SECONDS;
         client.enableNonRepudiationChecks(config);
@@ -116,7 +161,10 @@ export class ProviderConnection {
       }
       this.lastError = undefined;
       this.onDiscovery(true);
-      this.log.info({ issuer: this.metadata.issuer }, 'sign-in provider metadata loaded');
+      this.log.info(
+        { issuer: this.metadata.issuer, tokenEndpointAuthMethod: this.clientAuth },
+        'sign-in provider metadata loaded',
+      );
     } catch (error) {
       this.lastError = describeDiscoveryError(this.settings.metadataUrl, error);
       this.onDiscovery(false);
@@ -128,16 +176,44 @@ export class ProviderConnection {
   }
 }
 
-/** client_secret_basic is the default of OAuth 2.0 (RFC 6749 2.3.1); post only when it is all the provider takes. */
-function chooseClientAuth(metadata: client.ServerMetadata, settings: ProviderSettings): client.ClientAuth {
-  const secret = settings.clientSecret;
-  if (settings.tokenEndpointAuthMethod === 'client_secret_post') return client.ClientSecretPost(secret);
-  if (settings.tokenEndpointAuthMethod === 'client_secret_basic') return client.ClientSecretBasic(secret);
-  const supported = metadata.token_endpoint_auth_methods_supported;
-  if (supported && !supported.includes('client_secret_basic') && supported.includes('client_secret_post')) {
-    return client.ClientSecretPost(secret);
+/** RFC 8414 section 2: a provider that lists no method takes client_secret_basic. */
+function advertisedMethods(metadata: client.ServerMetadata): string[] {
+  return metadata.token_endpoint_auth_methods_supported ?? ['client_secret_basic'];
+}
+
+/**
+ * The pinned method; else client_secret_post where it is advertised and either basic is not, or
+ * form-encoding would change the credentials (openid-client encodes everything but letters and
+ * digits, RFC 6749 2.3.1), which providers that do not decode Basic credentials then refuse.
+ * Otherwise client_secret_basic, the default of OAuth 2.0.
+ */
+export function chooseClientAuth(metadata: client.ServerMetadata, settings: ProviderSettings): ClientAuthMethod {
+  if (settings.tokenEndpointAuthMethod) return settings.tokenEndpointAuthMethod;
+  const advertised = advertisedMethods(metadata);
+  if (!advertised.includes('client_secret_post')) return 'client_secret_basic';
+  const encodingChanges = /[^A-Za-z0-9]/.test(settings.clientId + settings.clientSecret);
+  return !advertised.includes('client_secret_basic') || encodingChanges ? 'client_secret_post' : 'client_secret_basic';
+}
+
+function clientAuthOf(method: ClientAuthMethod, secret: string): client.ClientAuth {
+  return method === 'client_secret_post' ? client.ClientSecretPost(secret) : client.ClientSecretBasic(secret);
+}
+
+/**
+ * The token endpoint's "who are you?" (RFC 6749 5.2): `invalid_client`, the `unauthorized_client`
+ * some providers answer instead, or a bare 401 challenge.
+ */
+export function isClientAuthRefusal(error: unknown): boolean {
+  if (error instanceof client.ResponseBodyError) {
+    return error.error === 'invalid_client' || error.error === 'unauthorized_client';
   }
-  return client.ClientSecretBasic(secret);
+  return error instanceof client.WWWAuthenticateChallengeError && error.status === 401;
+}
+
+/** The provider's error code and status, for the log: never a credential. */
+function describeTokenError(error: unknown): Record<string, unknown> {
+  if (error instanceof client.ResponseBodyError) return { code: error.error, status: error.status };
+  return { status: (error as { status?: unknown }).status };
 }
 
 /**

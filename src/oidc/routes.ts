@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
-import { AuthError, ProviderError } from '../errors.js';
+import { unavailableDependency } from '../http/dependency-errors.js';
 import { LOGIN_PATH, sendChallenge } from '../identity/challenge.js';
 import type { Identifier } from '../identity/identify.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
@@ -8,11 +8,12 @@ import { cookieOptions, type CookieNames } from '../sessions/cookies.js';
 import type { SessionStore } from '../sessions/store.js';
 import type { Db } from '../storage/database.js';
 import { recordSignIn } from '../users/store.js';
-import type { AuditLog } from '../audit/log.js';
+import type { AuditActor, AuditLog } from '../audit/log.js';
 import { decideSignIn, type SignInRules } from '../policy/sign-in.js';
 import { sendErrorPage } from '../web/pages.js';
 import { backchannelLogoutRoutes, createLogoutTokenVerifier } from './backchannel-logout.js';
-import { finishLogin, startLogin } from './login.js';
+import { describeCallbackError, describeSignInError, SIGN_IN_FAILURES, type SignInFailure } from './failures.js';
+import { finishLogin, LoginFlowCap, startLogin } from './login.js';
 import type { ProviderConnection } from './provider.js';
 import { safeReturnTo } from './return-to.js';
 
@@ -42,22 +43,21 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
   const redirectUri = website + CALLBACK_PATH;
   const websiteOrigin = new URL(website).origin;
 
+  const flowCap = new LoginFlowCap();
+
   app.get<{ Querystring: { return_to?: string } }>(LOGIN_PATH, async (request, reply) => {
     const returnTo = safeReturnTo(request.query.return_to ?? '/');
     const retry = `${LOGIN_PATH}?return_to=${encodeURIComponent(returnTo)}`;
     try {
       const { authorizationUrl, flowToken } = await startLogin(db, provider, redirectUri, options.scopes, returnTo);
+      await flowCap.admit(db, request.ip, flowToken);
       reply.setCookie(cookies.loginFlow, flowToken, cookieOptions(secureCookies, 600));
       return reply.header('cache-control', 'no-store').redirect(authorizationUrl.href, 302);
     } catch (error) {
-      request.log.error({ err: error }, 'sign-in could not start');
-      return sendErrorPage(
-        reply,
-        503,
-        'Sign-in is unavailable',
-        'The sign-in provider cannot be reached right now. Please try again in a minute; if this persists, tell the administrator.',
-        retry,
-      );
+      const failure = unavailableDependency(error) ? 'database_unavailable' : 'provider_unavailable';
+      request.log.error({ err: error, reason: failure }, 'sign-in could not start');
+      const { status, title, message } = SIGN_IN_FAILURES[failure];
+      return sendErrorPage(reply, status, title, message, retry);
     }
   });
 
@@ -66,35 +66,39 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     callbackUrl.search = new URL(request.url, 'http://callback.invalid').search;
     const flowToken = request.cookies[cookies.loginFlow];
     reply.clearCookie(cookies.loginFlow, cookieOptions(secureCookies));
+    const refuse = (failure: SignInFailure, actor?: AuditActor) => {
+      audit.record(request, {
+        event: 'sign_in_failed',
+        ...(actor ? { actor } : {}),
+        detail: { reason: failure.reason },
+      });
+      const { status, title, message } = SIGN_IN_FAILURES[failure.reason];
+      return sendErrorPage(reply, status, title, message, LOGIN_PATH, failure.providerCode);
+    };
     const providerError = callbackUrl.searchParams.get('error');
     if (providerError) {
+      const failure = describeCallbackError(providerError);
       request.log.warn(
-        { error: providerError, description: callbackUrl.searchParams.get('error_description') },
+        {
+          reason: failure.reason,
+          error: failure.providerCode,
+          description: callbackUrl.searchParams.get('error_description')?.slice(0, 256),
+        },
         'sign-in refused by the provider',
       );
-      audit.record(request, { event: 'sign_in_failed', detail: { reason: `provider_${providerError.slice(0, 64)}` } });
+      // The flow is spent either way; its row goes now rather than at the next purge.
       if (flowToken) await finishLogin(db, provider, flowToken, callbackUrl).catch(() => undefined);
-      return sendErrorPage(
-        reply,
-        403,
-        'Sign-in was not completed',
-        providerError === 'access_denied'
-          ? 'The sign-in provider reported that access was denied.'
-          : `The sign-in provider reported an error (${providerError.slice(0, 64)}).`,
-        LOGIN_PATH,
-      );
+      return refuse(failure);
     }
     let signedIn;
     try {
       signedIn = await finishLogin(db, provider, flowToken, callbackUrl);
     } catch (error) {
-      const { status, title, message } = describeSignInFailure(error);
-      request.log.warn({ err: error }, 'sign-in failed');
-      audit.record(request, {
-        event: 'sign_in_failed',
-        detail: { reason: (error as { code?: string }).code ?? 'token_rejected' },
-      });
-      return sendErrorPage(reply, status, title, message, LOGIN_PATH);
+      const failure = describeSignInError(error);
+      const level =
+        failure.reason === 'database_unavailable' || failure.reason === 'client_rejected' ? 'error' : 'warn';
+      request.log[level]({ err: error, reason: failure.reason }, 'sign-in failed');
+      return refuse(failure);
     }
     const actor = { email: signedIn.email ?? signedIn.subject };
     const decision = decideSignIn(signedIn.claims, options.signInRules);
@@ -136,8 +140,10 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     reply.clearCookie(cookies.session, cookieOptions(secureCookies));
     reply.header('cache-control', 'no-store');
     if (!provider.endSessionEndpoint) return reply.redirect(website, 302);
-    // RP-Initiated Logout 1.0 section 2: the hint lets the provider end its own session without asking.
-    const parameters: Record<string, string> = { post_logout_redirect_uri: website };
+    // RP-Initiated Logout 1.0 section 2: the hint lets the provider end its own session without
+    // asking. `state` is optional there, but some providers (glewlwyd) return to the website only
+    // with it. The return lands on the website, not on Gatehouse, so nothing is there to check it.
+    const parameters: Record<string, string> = { post_logout_redirect_uri: website, state: client.randomState() };
     if (idToken) parameters.id_token_hint = idToken;
     return reply.redirect(client.buildEndSessionUrl(provider.configuration(), parameters).href, 302);
   };
@@ -153,54 +159,4 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
 
   // Its own context: it parses only form bodies and answers failures in the spec's shape.
   void app.register(backchannelLogoutRoutes, { verifier: createLogoutTokenVerifier(provider, db), sessions, audit });
-}
-
-/** fetch() reports an unreachable or timed-out provider as a TypeError or AbortError, cause attached. */
-function isNetworkFailure(error: unknown): boolean {
-  for (let current = error; current instanceof Error; current = current.cause) {
-    if (current.name === 'AbortError' || current.name === 'TimeoutError') return true;
-    if (current instanceof TypeError && current.message === 'fetch failed') return true;
-  }
-  return false;
-}
-
-function describeSignInFailure(error: unknown): { status: number; title: string; message: string } {
-  if (error instanceof AuthError) {
-    return { status: 400, title: 'Sign-in expired', message: `Sign-in could not be completed: ${error.message}.` };
-  }
-  if (error instanceof ProviderError) {
-    return {
-      status: 503,
-      title: 'Sign-in is unavailable',
-      message: 'The sign-in provider cannot be reached right now.',
-    };
-  }
-  if (error instanceof client.ResponseBodyError && error.error === 'invalid_grant') {
-    // A code that is forged, used, or past its life: the person just needs to start again.
-    return { status: 400, title: 'Sign-in expired', message: 'This sign-in link has expired or was already used.' };
-  }
-  if (isNetworkFailure(error)) {
-    return {
-      status: 503,
-      title: 'Sign-in is unavailable',
-      message: 'The sign-in provider cannot be reached right now. Please try again in a minute.',
-    };
-  }
-  if (
-    error instanceof client.ResponseBodyError ||
-    error instanceof client.AuthorizationResponseError ||
-    error instanceof client.WWWAuthenticateChallengeError
-  ) {
-    return {
-      status: 502,
-      title: 'Sign-in failed',
-      message:
-        'The sign-in provider refused to complete the sign-in. The administrator can find the details in the gateway log.',
-    };
-  }
-  return {
-    status: 400,
-    title: 'Sign-in failed',
-    message: 'The answer from the sign-in provider could not be verified, so you were not signed in.',
-  };
 }

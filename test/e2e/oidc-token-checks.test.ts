@@ -146,7 +146,9 @@ describe('the authorization response is bound to this browser', () => {
     const browser = new Browserless();
     const { callback } = await signIn(browser);
     expect(callback.status).toBe(403);
-    expect(await callback.text()).toContain('access was denied');
+    const page = await callback.text();
+    expect(page).toContain('You declined the sign-in');
+    expect(page).toContain('Details: access_denied');
   });
 
   it('never writes the client secret, ID token or session id to the log', async () => {
@@ -158,5 +160,24 @@ describe('the authorization response is bound to this browser', () => {
     expect(log).not.toContain(session);
     expect(stack.provider.lastIdToken).toBeDefined();
     expect(log).not.toContain(stack.provider.lastIdToken!.split('.')[2]);
+  });
+});
+
+describe('RP-initiated logout', () => {
+  it('sends a fresh state with every end-session redirect, which the provider hands back', async () => {
+    const states: string[] = [];
+    for (let i = 0; i < 2; i += 1) {
+      const browser = new Browserless();
+      await signIn(browser);
+      const logout = await browser.fetch(`${stack.url}/v1/auth/logout`);
+      const endSession = new URL(logout.headers.get('location')!);
+      const state = endSession.searchParams.get('state');
+      expect(state).toMatch(/^[\w-]{20,}$/);
+      states.push(state!);
+      const back = await browser.fetch(endSession.href);
+      expect(new URL(back.headers.get('location')!).searchParams.get('state')).toBe(state);
+    }
+    expect(states[0]).not.toBe(states[1]);
+    expect(stack.provider.logoutRequests.at(-1)?.state).toBe(states[1]);
   });
 });

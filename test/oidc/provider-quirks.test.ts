@@ -32,6 +32,9 @@ import { freePort } from '../support/ports.js';
 import { signIn } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET, signInThrough, startGateway } from '../support/stack.js';
 
+/** Credentials RFC 6749 2.3.1 form-encoding leaves as they are, so client_secret_basic stays the first choice. */
+const ALPHANUMERIC = { clientId: 'gatehouseTest', clientSecret: 'TestClientSecretOfLettersAndDigits0123' };
+
 type FixtureName = 'auth0' | 'entra-common' | 'entra-tenant' | 'google' | 'okta-custom-as' | 'keycloak';
 type Metadata = Record<string, unknown> & { issuer: string; token_endpoint: string };
 
@@ -222,9 +225,15 @@ describe.each<FixtureName>(['auth0', 'entra-tenant', 'google', 'okta-custom-as',
       expect(connection.endSessionEndpoint).toBe(recorded.document.end_session_endpoint);
     });
 
-    it('authenticates at its token endpoint with client_secret_basic, which it advertises', async () => {
+    it('authenticates with client_secret_basic, which it advertises, when the secret is letters and digits', async () => {
       expect(recorded.document.token_endpoint_auth_methods_supported).toContain('client_secret_basic');
-      expect(await clientAuthSentBy(await discover(), recorded)).toBe('basic');
+      const connection = await discover(ALPHANUMERIC);
+      expect(await clientAuthSentBy(connection, recorded)).toBe('basic');
+    });
+
+    it('authenticates with client_secret_post, which it also advertises, when form-encoding would change the secret', async () => {
+      expect(recorded.document.token_endpoint_auth_methods_supported).toContain('client_secret_post');
+      expect(await clientAuthSentBy(await discover(), recorded)).toBe('post');
     });
 
     it('authenticates with client_secret_post when token_endpoint_auth_method says so', async () => {
@@ -656,13 +665,21 @@ describe('auth_provider.token_endpoint_auth_method', () => {
   async function stackWith(
     providerOptions: Partial<FaultyProviderOptions>,
     method?: 'client_secret_basic' | 'client_secret_post',
+    credentials = { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET },
   ): Promise<QuirkStack> {
+    const { clientId, clientSecret } = credentials;
+    const pin = method ? { token_endpoint_auth_method: method } : {};
     const stack = await startQuirkStack(
-      providerOptions,
-      method ? { auth_provider: { token_endpoint_auth_method: method } } : {},
+      { ...providerOptions, clientId, clientSecret },
+      { auth_provider: { client_id: clientId, client_secret: clientSecret, ...pin } },
     );
     stacks.push(stack);
     return stack;
+  }
+
+  /** The client authentications the token endpoint saw, in order, and whether each was accepted. */
+  function clientAuths(stack: QuirkStack): string[] {
+    return stack.provider.tokenRequests.map((request) => `${request.clientAuth}:${request.ok ? 'ok' : 'refused'}`);
   }
 
   it('sends client_secret_post when configured, though the provider advertises basic too', async () => {
@@ -689,20 +706,55 @@ describe('auth_provider.token_endpoint_auth_method', () => {
     expect(stack.provider.tokenRequests.at(-1)).toMatchObject({ clientAuth: 'basic', ok: true });
   });
 
+  it('signs in first time, unconfigured, where Basic credentials are not form-decoded and the secret holds -_.~', async () => {
+    const stack = await stackWith({ decodesBasicCredentials: false }, undefined, {
+      clientId: CLIENT_ID,
+      clientSecret: 'glewlwyd-like_secret.with~all-0123',
+    });
+    await admit(stack);
+    expect(clientAuths(stack)).toEqual(['post:ok']);
+  });
+
   describe('with a provider that advertises basic but takes only post', () => {
-    it('fails the sign-in unconfigured, as the provider refusing it (502), not as a bad answer', async () => {
-      const stack = await stackWith({ acceptedClientAuth: ['post'] });
+    it('retries once with client_secret_post, keeps it, and logs how to pin it', async () => {
+      const stack = await stackWith({ acceptedClientAuth: ['post'] }, undefined, ALPHANUMERIC);
+      await admit(stack);
+      expect(clientAuths(stack)).toEqual(['basic:refused', 'post:ok']);
+      expect(stack.logs.join('')).toContain('set auth_provider.token_endpoint_auth_method: client_secret_post');
+      await admit(stack);
+      expect(clientAuths(stack)).toEqual(['basic:refused', 'post:ok', 'post:ok']);
+    });
+
+    it('does not retry when token_endpoint_auth_method pins basic; the page names the refused credentials', async () => {
+      const stack = await stackWith({ acceptedClientAuth: ['post'] }, 'client_secret_basic');
       const { callback } = await signIn(stack, new Browserless());
       const page = await callback.text();
-      expect(stack.provider.tokenRequests.at(-1)).toMatchObject({ clientAuth: 'basic', ok: false });
+      expect(clientAuths(stack)).toEqual(['basic:refused']);
       expect(callback.status, page).toBe(502);
-      expect(page).toMatch(/refused to complete the sign-in/);
+      expect(page).toContain('does not accept this service’s credentials');
     });
 
     it('signs in once token_endpoint_auth_method is client_secret_post', async () => {
       const stack = await stackWith({ acceptedClientAuth: ['post'] }, 'client_secret_post');
       await admit(stack);
       expect(stack.provider.tokenRequests.at(-1)).toMatchObject({ clientAuth: 'post', ok: true });
+    });
+  });
+
+  it('tries each advertised method once with a wrong secret, then says the credentials were refused', async () => {
+    const stack = await startQuirkStack({}, { auth_provider: { client_secret: 'not-the-registered-secret' } });
+    stacks.push(stack);
+    const { callback } = await signIn(stack, new Browserless());
+    expect(callback.status).toBe(502);
+    expect(await callback.text()).toContain('Only the administrator can fix this');
+    expect(clientAuths(stack)).toEqual(['post:refused', 'basic:refused']);
+  });
+
+  describe('with a provider that advertises post and basic but takes only basic', () => {
+    it('retries once with client_secret_basic', async () => {
+      const stack = await stackWith({ acceptedClientAuth: ['basic'] });
+      await admit(stack);
+      expect(clientAuths(stack)).toEqual(['post:refused', 'basic:ok']);
     });
   });
 

@@ -77,6 +77,12 @@ export interface FaultyProviderOptions {
    * both. Fewer than advertised makes a provider whose published default is wrong.
    */
   acceptedClientAuth?: Array<'basic' | 'post'>;
+  /**
+   * Whether Basic credentials are form-decoded as RFC 6749 2.3.1 says; default true. False
+   * compares them as sent, as glewlwyd and LemonLDAP::NG do, so a secret with `-` (sent as `%2D`)
+   * fails under client_secret_basic.
+   */
+  decodesBasicCredentials?: boolean;
 }
 
 export interface TokenRequestRecord {
@@ -231,17 +237,17 @@ function formDecode(value: string): string {
   return decodeURIComponent(value.replace(/\+/g, ' '));
 }
 
-function readBasicCredentials(header: string | undefined): { id: string; secret: string } | undefined {
+function readBasicCredentials(
+  header: string | undefined,
+  decode: (value: string) => string,
+): { id: string; secret: string } | undefined {
   const match = /^Basic\s+(\S+)$/i.exec(header ?? '');
   if (!match?.[1]) return undefined;
   const decoded = Buffer.from(match[1], 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   if (colon < 0) return undefined;
   try {
-    return {
-      id: formDecode(decoded.slice(0, colon)),
-      secret: formDecode(decoded.slice(colon + 1)),
-    };
+    return { id: decode(decoded.slice(0, colon)), secret: decode(decoded.slice(colon + 1)) };
   } catch {
     return undefined;
   }
@@ -438,7 +444,10 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     const form = await readForm(request);
     const code = form.get('code') ?? '';
     const codeVerifier = form.get('code_verifier') ?? undefined;
-    const basic = readBasicCredentials(request.headers.authorization);
+    const basic = readBasicCredentials(
+      request.headers.authorization,
+      options.decodesBasicCredentials === false ? (value) => value : formDecode,
+    );
     const clientAuth: TokenRequestRecord['clientAuth'] = basic ? 'basic' : form.has('client_secret') ? 'post' : 'none';
     const grantType = form.get('grant_type') ?? '';
     const record: TokenRequestRecord = { grantType, code, codeVerifier, clientAuth, ok: false };
