@@ -18,10 +18,20 @@ const WELL_KNOWN = '/.well-known/openid-configuration';
 const FIRST_RETRY_MS = 500;
 const MAX_RETRY_MS = 30_000;
 const REQUEST_TIMEOUT_SECONDS = 10;
+/** A provider's `no-cache` or tiny max-age does not make every sign-in fetch discovery again. */
+export const MIN_METADATA_LIFETIME_MS = 5 * 60_000;
+/** Discovery and the JWKS are read again at least daily, whatever the caching headers say. */
+export const MAX_METADATA_LIFETIME_MS = 24 * 3_600_000;
+/** An ID token with an unexpected `alg` or `kid` makes discovery be read again, at most this often. */
+export const MIN_ON_DEMAND_INTERVAL_MS = 60_000;
 
 /**
  * The sign-in provider as this process knows it: discovered at start with retries and backoff,
- * so a provider that is down makes Gatehouse "not ready" instead of crashing it.
+ * so a provider that is down makes Gatehouse "not ready" instead of crashing it. Discovery (and
+ * with it the JWKS) is read again when its caching headers say it is stale (at least daily), and
+ * at once when an ID token arrives with an `alg` or `kid` it does not allow: a provider that
+ * switches algorithm or key set needs no restart. Until a re-read succeeds, the last good
+ * metadata stays in use.
  */
 export class ProviderConnection {
   private metadata: client.ServerMetadata | undefined;
@@ -31,7 +41,8 @@ export class ProviderConnection {
   private lastError: Error | undefined;
   /** How the client authenticates at the token endpoint; chosen at discovery, switched once if refused. */
   private clientAuth: ClientAuthMethod = 'client_secret_basic';
-  private retryTimer: NodeJS.Timeout | undefined;
+  private nextRead: NodeJS.Timeout | undefined;
+  private lastOnDemandRefresh = 0;
   private closed = false;
   private readonly firstAttempt: Promise<void>;
 
@@ -107,6 +118,7 @@ export class ProviderConnection {
       this.rememberJwks(config);
       return result;
     } catch (error) {
+      if (isUnexpectedSigningKey(error)) await this.refreshAfterUnexpectedKey();
       const other = this.otherAdvertisedMethod(tried);
       if (!isClientAuthRefusal(error) || other === undefined) throw error;
       this.log.warn(
@@ -125,6 +137,20 @@ export class ProviderConnection {
     }
   }
 
+  /**
+   * The ID token just refused was signed in a way the metadata does not allow: the provider may
+   * have changed it. The sign-in that met it fails ("try again"); the next one sees the new metadata.
+   */
+  private async refreshAfterUnexpectedKey(now = Date.now()): Promise<void> {
+    if (now - this.lastOnDemandRefresh < MIN_ON_DEMAND_INTERVAL_MS) return;
+    this.lastOnDemandRefresh = now;
+    this.log.warn(
+      'an ID token was signed with an algorithm or key the provider metadata does not list; reading it again',
+    );
+    clearTimeout(this.nextRead);
+    await this.discover(FIRST_RETRY_MS);
+  }
+
   private otherAdvertisedMethod(tried: ClientAuthMethod): ClientAuthMethod | undefined {
     if (this.settings.tokenEndpointAuthMethod || !this.metadata) return undefined;
     const other = tried === 'client_secret_basic' ? 'client_secret_post' : 'client_secret_basic';
@@ -139,10 +165,11 @@ export class ProviderConnection {
 
   close(): void {
     this.closed = true;
-    clearTimeout(this.retryTimer);
+    clearTimeout(this.nextRead);
   }
 
   private async discover(nextDelayMs: number): Promise<void> {
+    let headers: Headers | undefined;
     try {
       const config = await client.discovery(
         issuerUrlOf(this.settings.metadataUrl),
@@ -150,10 +177,26 @@ export class ProviderConnection {
         this.settings.clientSecret,
         // Read at each request, so the Entra configuration reused as is follows a switch too.
         (as, ...rest) => clientAuthOf(this.clientAuth, this.settings.clientSecret)(as, ...rest),
-        { execute: this.settings.allowHttp ? [client.allowInsecureRequests] : [], timeout: REQUEST_TIMEOUT_SECONDS },
+        {
+          execute: this.settings.allowHttp ? [client.allowInsecureRequests] : [],
+          timeout: REQUEST_TIMEOUT_SECONDS,
+          // The discovery document's caching headers say when to read it again.
+          [client.customFetch]: async (url, options) => {
+            const response = await fetch(url, options);
+            headers ??= response.headers;
+            return response;
+          },
+        },
       );
-      this.metadata = config.serverMetadata();
-      this.clientAuth = chooseClientAuth(this.metadata, this.settings);
+      const metadata = config.serverMetadata();
+      // A method found by retrying stays while the provider still advertises it.
+      if (!this.metadata || !advertisedMethods(metadata).includes(this.clientAuth)) {
+        this.clientAuth = chooseClientAuth(metadata, this.settings);
+      }
+      this.metadata = metadata;
+      // The keys are read again too: the next sign-in fetches the JWKS the new metadata names.
+      this.jwksCache = undefined;
+      this.multiTenant = undefined;
       if (this.metadata.issuer.includes('{tenantid}')) {
         config.timeout = REQUEST_TIMEOUT_SECONDS;
         client.enableNonRepudiationChecks(config);
@@ -161,19 +204,54 @@ export class ProviderConnection {
       }
       this.lastError = undefined;
       this.onDiscovery(true);
+      const lifetimeMs = metadataLifetimeMs(headers);
       this.log.info(
-        { issuer: this.metadata.issuer, tokenEndpointAuthMethod: this.clientAuth },
+        { issuer: this.metadata.issuer, tokenEndpointAuthMethod: this.clientAuth, nextReadInMs: lifetimeMs },
         'sign-in provider metadata loaded',
       );
+      this.schedule(() => this.discover(FIRST_RETRY_MS), lifetimeMs);
     } catch (error) {
       this.lastError = describeDiscoveryError(this.settings.metadataUrl, error);
       this.onDiscovery(false);
-      this.log.warn({ err: this.lastError, retryInMs: nextDelayMs }, 'sign-in provider discovery failed');
-      if (this.closed) return;
-      this.retryTimer = setTimeout(() => void this.discover(Math.min(nextDelayMs * 2, MAX_RETRY_MS)), nextDelayMs);
-      this.retryTimer.unref();
+      this.log.warn(
+        { err: this.lastError, retryInMs: nextDelayMs, keepsPreviousMetadata: this.metadata !== undefined },
+        'sign-in provider discovery failed',
+      );
+      this.schedule(() => this.discover(Math.min(nextDelayMs * 2, MAX_RETRY_MS)), nextDelayMs);
     }
   }
+
+  private schedule(next: () => Promise<void>, delayMs: number): void {
+    if (this.closed) return;
+    clearTimeout(this.nextRead);
+    this.nextRead = setTimeout(() => void next(), delayMs);
+    this.nextRead.unref();
+  }
+}
+
+/**
+ * How long a discovery document may be used, from its `Cache-Control` max-age (or `Expires`),
+ * bounded to [5 minutes, 1 day]; a day when it says nothing.
+ */
+export function metadataLifetimeMs(headers: Headers | undefined, now = Date.now()): number {
+  const cacheControl = headers?.get('cache-control') ?? '';
+  const maxAge = /(?:^|[,\s])max-age=(\d+)/i.exec(cacheControl)?.[1];
+  const expires = Date.parse(headers?.get('expires') ?? '');
+  let lifetime = MAX_METADATA_LIFETIME_MS;
+  if (/no-cache|no-store/i.test(cacheControl)) lifetime = MIN_METADATA_LIFETIME_MS;
+  else if (maxAge !== undefined) lifetime = Number(maxAge) * 1000;
+  else if (!Number.isNaN(expires)) lifetime = expires - now;
+  return Math.min(Math.max(lifetime, MIN_METADATA_LIFETIME_MS), MAX_METADATA_LIFETIME_MS);
+}
+
+/** openid-client's refusals of an ID token whose `alg` the metadata does not list, or whose `kid` the JWKS lacks. */
+function isUnexpectedSigningKey(error: unknown): boolean {
+  for (let current = error; current instanceof Error; current = current.cause) {
+    const { code, message } = current as Error & { code?: unknown };
+    if (code === 'OAUTH_KEY_SELECTION_FAILED') return true;
+    if (code === 'OAUTH_INVALID_RESPONSE' && message.includes('"alg"')) return true;
+  }
+  return false;
 }
 
 /** RFC 8414 section 2: a provider that lists no method takes client_secret_basic. */

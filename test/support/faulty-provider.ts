@@ -77,6 +77,8 @@ export interface FaultyProviderOptions {
    * both. Fewer than advertised makes a provider whose published default is wrong.
    */
   acceptedClientAuth?: Array<'basic' | 'post'>;
+  /** `Cache-Control` of the discovery document; default `no-cache`. */
+  discoveryCacheControl?: string;
   /**
    * Whether Basic credentials are form-decoded as RFC 6749 2.3.1 says; default true. False
    * compares them as sent, as glewlwyd and LemonLDAP::NG do, so a secret with `-` (sent as `%2D`)
@@ -144,8 +146,15 @@ export interface FaultyProvider {
    * authorization servers send `groups` when the claim is set to appear in UserInfo alone.
    */
   userinfoOnlyClaims: Record<string, unknown>;
-  /** Replaces the signing key (and the only JWKS entry) with a new RS256 key under a new `kid`. */
+  /** Replaces the signing key (and the only JWKS entry) with a new key under a new `kid`. */
   rotateKey(): Promise<void>;
+  /**
+   * Switches to a new key of this algorithm and advertises only it in discovery, as a provider
+   * that moves from RS256 to ES256 does.
+   */
+  switchAlgorithm(alg: 'RS256' | 'ES256'): Promise<void>;
+  /** Requests for the discovery document so far. */
+  discoveryRequests: number;
   tokenRequests: TokenRequestRecord[];
   jwksRequests: number;
   logoutRequests: LogoutRequestRecord[];
@@ -178,6 +187,7 @@ export interface FaultyProvider {
 
 interface SigningKey {
   kid: string;
+  alg: 'RS256' | 'ES256';
   privateKey: CryptoKey;
   publicJwk: JWK;
 }
@@ -208,11 +218,11 @@ type UserClaims = Record<string, unknown> & { sub: string };
 const codeLifetimeSeconds = 60;
 const tokenLifetimeSeconds = 300;
 
-async function createSigningKey(): Promise<SigningKey> {
-  const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true });
+async function createSigningKey(alg: 'RS256' | 'ES256' = 'RS256'): Promise<SigningKey> {
+  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
   const publicJwk = await exportJWK(publicKey);
   const kid = await calculateJwkThumbprint(publicJwk);
-  return { kid, privateKey, publicJwk: { ...publicJwk, kid, alg: 'RS256', use: 'sig' } };
+  return { kid, alg, privateKey, publicJwk: { ...publicJwk, kid, alg, use: 'sig' } };
 }
 
 function epochSeconds(): number {
@@ -330,8 +340,13 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     extraClaims: {},
     userinfoOnlyClaims: {},
     async rotateKey() {
-      signingKey = await createSigningKey();
+      signingKey = await createSigningKey(signingKey.alg);
     },
+    async switchAlgorithm(alg) {
+      signingKey = await createSigningKey(alg);
+      metadata.id_token_signing_alg_values_supported = [alg];
+    },
+    discoveryRequests: 0,
     tokenRequests: [],
     jwksRequests: 0,
     logoutRequests: [],
@@ -381,7 +396,8 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     const route = `${request.method ?? 'GET'} ${url.pathname}`;
     switch (route) {
       case 'GET /.well-known/openid-configuration':
-        return sendJson(response, 200, metadata, { 'cache-control': 'no-cache' });
+        provider.discoveryRequests += 1;
+        return sendJson(response, 200, metadata, { 'cache-control': options.discoveryCacheControl ?? 'no-cache' });
       case 'GET /authorize':
         return authorize(url.searchParams, response);
       case 'POST /token':
@@ -628,7 +644,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
         claims.sub = `${sub}-someone-else`;
         break;
     }
-    return new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: key.kid }).sign(key.privateKey);
+    return new SignJWT(claims).setProtectedHeader({ alg: key.alg, typ: 'JWT', kid: key.kid }).sign(key.privateKey);
   }
 
   async function buildLogoutToken({ sub, sid, extra = {}, omit = [], signing = 'valid' }: LogoutTokenOptions) {
@@ -650,7 +666,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     }
     const key = signing === 'stray-key' ? { ...strayKey, kid: signingKey.kid } : signingKey;
     return new SignJWT(claims)
-      .setProtectedHeader({ alg: 'RS256', typ: 'logout+jwt', kid: key.kid })
+      .setProtectedHeader({ alg: key.alg, typ: 'logout+jwt', kid: key.kid })
       .sign(key.privateKey);
   }
 
