@@ -17,7 +17,8 @@ export interface ProviderSettings {
 const WELL_KNOWN = '/.well-known/openid-configuration';
 const FIRST_RETRY_MS = 500;
 const MAX_RETRY_MS = 30_000;
-const REQUEST_TIMEOUT_SECONDS = 10;
+/** Each request to the provider (discovery, token, UserInfo) gives up after this long. */
+export const REQUEST_TIMEOUT_SECONDS = 10;
 /** A provider's `no-cache` or tiny max-age does not make every sign-in fetch discovery again. */
 export const MIN_METADATA_LIFETIME_MS = 5 * 60_000;
 /** Discovery and the JWKS are read again at least daily, whatever the caching headers say. */

@@ -8,7 +8,7 @@ import { cookieOptions, type CookieNames } from '../sessions/cookies.js';
 import type { SessionStore } from '../sessions/store.js';
 import type { Db } from '../storage/database.js';
 import { recordSignIn } from '../users/store.js';
-import type { AuditActor, AuditLog } from '../audit/log.js';
+import type { AuditLog } from '../audit/log.js';
 import { decideSignIn, type SignInRules } from '../policy/sign-in.js';
 import { sendErrorPage } from '../web/pages.js';
 import { backchannelLogoutRoutes, createLogoutTokenVerifier } from './backchannel-logout.js';
@@ -66,12 +66,10 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     callbackUrl.search = new URL(request.url, 'http://callback.invalid').search;
     const flowToken = request.cookies[cookies.loginFlow];
     reply.clearCookie(cookies.loginFlow, cookieOptions(secureCookies));
-    const refuse = (failure: SignInFailure, actor?: AuditActor) => {
-      audit.record(request, {
-        event: 'sign_in_failed',
-        ...(actor ? { actor } : {}),
-        detail: { reason: failure.reason },
-      });
+    const refuse = (failure: SignInFailure, reportedByProvider = false) => {
+      // Reasons the provider reported keep the provider_ prefix they always had in metrics.
+      const reason = reportedByProvider ? `provider_${failure.reason}` : failure.reason;
+      audit.record(request, { event: 'sign_in_failed', detail: { reason } });
       const { status, title, message } = SIGN_IN_FAILURES[failure.reason];
       return sendErrorPage(reply, status, title, message, LOGIN_PATH, failure.providerCode);
     };
@@ -88,7 +86,7 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
       );
       // The flow is spent either way; its row goes now rather than at the next purge.
       if (flowToken) await finishLogin(db, provider, flowToken, callbackUrl).catch(() => undefined);
-      return refuse(failure);
+      return refuse(failure, true);
     }
     let signedIn;
     try {

@@ -180,6 +180,13 @@ export interface FaultyProvider {
   revokeRefreshTokens(subject?: string): void;
   /** While true, every connection is dropped unanswered, as if the provider were unreachable. */
   unreachable: boolean;
+  /**
+   * While set, the token endpoint answers an authenticated code redemption with this error
+   * instead of tokens, e.g. glewlwyd's non-standard `{ status: 403, error: 'invalid_code' }`.
+   */
+  codeError?: { status: number; error: string };
+  /** Milliseconds the token endpoint waits before answering; default 0. */
+  tokenDelayMs: number;
   /** A back-channel logout token (Back-Channel Logout 1.0 section 2.4) for this provider's client. */
   signLogoutToken(options?: LogoutTokenOptions): Promise<string>;
   close(): Promise<void>;
@@ -362,6 +369,8 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
       for (const grant of refreshTokens.values()) if (grant.user.sub === subject) grant.revoked = true;
     },
     unreachable: false,
+    codeError: undefined,
+    tokenDelayMs: 0,
     signLogoutToken: (logout = {}) => buildLogoutToken(logout),
     close() {
       return new Promise<void>((resolve, reject) => {
@@ -458,6 +467,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
 
   async function token(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const form = await readForm(request);
+    if (provider.tokenDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, provider.tokenDelayMs));
     const code = form.get('code') ?? '';
     const codeVerifier = form.get('code_verifier') ?? undefined;
     const basic = readBasicCredentials(
@@ -497,6 +507,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     if (grantType !== 'authorization_code') {
       return sendJson(response, 400, { error: 'unsupported_grant_type' });
     }
+    if (provider.codeError) return sendJson(response, provider.codeError.status, { error: provider.codeError.error });
 
     const issued = codes.get(code);
     if (!issued) return invalidGrant('unknown authorization code');
