@@ -242,6 +242,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       secureCookies,
       website,
       scopes,
+      requireEmail: config.auth.require_email === true,
       signInRules: {
         allowedDomains: config.auth.allowed_email_domains,
         allowUnverified: config.auth.allow_unverified_email,

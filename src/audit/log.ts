@@ -62,9 +62,11 @@ export interface AuditQuery {
 /** Denied requests can arrive by the thousand; one entry per class and address per minute tells the story. */
 const DENIAL_SAMPLE_MS = 60_000;
 /**
- * Failed sign-ins stored per client address per minute. The callback needs no credentials, so
- * without a bound one address could push every real event off the admin page; the entries left
- * out are counted, and the next one stored says how many (`suppressed`).
+ * Failed sign-ins of nobody in particular (no actor: the provider's answer never named a person)
+ * stored per client address per minute. The callback needs no credentials, so without a bound
+ * one address could push every real event off the admin page; the entries left out are counted,
+ * and the next one stored says how many (`suppressed`). A refusal of a named person (a domain or
+ * group rule) took a real sign-in at the provider, and is always stored.
  */
 export const SIGN_IN_FAILURES_PER_ADDRESS_PER_MINUTE = 10;
 const SIGN_IN_FAILURE_WINDOW_MS = 60_000;
@@ -95,7 +97,7 @@ export class AuditLog {
       this.lastDenial.set(sampleKey, now);
     }
     let detail = entry.detail ?? {};
-    if (entry.event === 'sign_in_failed') {
+    if (entry.event === 'sign_in_failed' && !entry.actor) {
       const suppressed = this.limitSignInFailures(clientAddress ?? '', now);
       if (suppressed === undefined) return;
       if (suppressed > 0) detail = { ...detail, suppressed };

@@ -33,6 +33,8 @@ export interface SignedIn {
   name?: string;
   /** The ID token's claims, completed by the UserInfo endpoint's where the provider has one. */
   claims: Record<string, unknown>;
+  /** Why UserInfo could not be read, when the ID token's claims had to do without it. */
+  userinfoFailure?: unknown;
   /** The ID token, its expiry and `sid`, and the refresh token when the provider issued one. */
   tokens: SessionTokens & { idToken: string };
   returnTo: string;
@@ -141,12 +143,19 @@ export async function finishLogin(
   const claims = tokens.claims();
   if (!claims || !tokens.id_token) throw new AuthError('ID_TOKEN_MISSING', 'the provider returned no ID token');
   assertIssuedInPast(claims, now);
-  const merged = { ...(await fetchUserInfoClaims(config, tokens.access_token, claims.sub)), ...claims };
+  const userinfo = await fetchUserInfoClaims(config, tokens.access_token, claims.sub);
+  if ('failure' in userinfo && typeof claims.email !== 'string') {
+    // Without UserInfo there is no telling "no email" from "could not ask": the person retries.
+    throw new AuthError('USERINFO_UNAVAILABLE', 'the provider’s UserInfo endpoint failed', { cause: userinfo.failure });
+  }
+  const merged = { ...('claims' in userinfo ? userinfo.claims : {}), ...claims };
   return {
     issuer: claims.iss,
     subject: claims.sub,
-    email: typeof merged.email === 'string' ? merged.email : undefined,
-    name: typeof merged.name === 'string' ? merged.name : undefined,
+    email: nonEmptyString(merged.email),
+    // Providers that share no name often share a username (Core 5.1 preferred_username).
+    name: nonEmptyString(merged.name) ?? nonEmptyString(merged.preferred_username),
+    ...('failure' in userinfo ? { userinfoFailure: userinfo.failure } : {}),
     claims: merged,
     tokens: { ...sessionTokensOf(claims, tokens.refresh_token), idToken: tokens.id_token },
     returnTo: flow.return_to,
@@ -171,18 +180,22 @@ export function sessionTokensOf(claims: client.IDToken, refreshToken: string | u
 
 /**
  * Okta, Entra and others put email or groups only in UserInfo unless configured otherwise; its
- * `sub` must equal the ID token's (Core 5.3.2), which openid-client checks. A failure here leaves
- * the ID token's claims, which policy then judges on their own.
+ * `sub` must equal the ID token's (Core 5.3.2), which openid-client checks. A failure is
+ * returned, not swallowed: the caller decides whether the ID token's claims can do without it.
  */
 async function fetchUserInfoClaims(
   config: client.Configuration,
   accessToken: string,
   subject: string,
-): Promise<Record<string, unknown>> {
-  if (!config.serverMetadata().userinfo_endpoint) return {};
+): Promise<{ claims: Record<string, unknown> } | { failure: unknown }> {
+  if (!config.serverMetadata().userinfo_endpoint) return { claims: {} };
   try {
-    return { ...(await client.fetchUserInfo(config, accessToken, subject)) };
-  } catch {
-    return {};
+    return { claims: { ...(await client.fetchUserInfo(config, accessToken, subject)) } };
+  } catch (error) {
+    return { failure: error };
   }
+}
+
+function nonEmptyString(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined;
 }

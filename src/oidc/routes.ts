@@ -32,6 +32,8 @@ export interface AuthRoutesOptions {
   secureCookies: boolean;
   website: string;
   scopes: string[];
+  /** Refuse a sign-in whose provider shares no email (`auth.require_email`). */
+  requireEmail: boolean;
 }
 
 /**
@@ -98,7 +100,23 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
       request.log[level]({ err: error, reason: failure.reason }, 'sign-in failed');
       return refuse(failure);
     }
-    const actor = { email: signedIn.email ?? signedIn.subject };
+    if (signedIn.userinfoFailure) {
+      request.log.warn(
+        { err: signedIn.userinfoFailure },
+        'UserInfo failed; signing in with the ID token’s claims alone',
+      );
+    }
+    const actor = { email: signedIn.email ?? signedIn.name ?? signedIn.subject };
+    if (options.requireEmail && !signedIn.email) {
+      audit.record(request, { event: 'sign_in_failed', actor, detail: { reason: 'email_missing' } });
+      return sendErrorPage(
+        reply,
+        403,
+        'Email address needed',
+        'The sign-in provider did not share an email address for your account, and this service needs one. Ask the administrator to have the provider share it (the email scope or claim), then sign in again.',
+        LOGIN_PATH,
+      );
+    }
     const decision = decideSignIn(signedIn.claims, options.signInRules);
     if (!decision.allowed) {
       audit.record(request, { event: 'sign_in_failed', actor, detail: { reason: decision.reason } });

@@ -62,6 +62,7 @@ describe('Config', () => {
         allowed_email_domains: string[];
         google_whitelist: string[];
         allow_unverified_email: boolean;
+        require_email?: boolean;
         allowed_groups: string[];
         admin_emails: string[];
         admin_groups: string[];

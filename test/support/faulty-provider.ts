@@ -187,6 +187,8 @@ export interface FaultyProvider {
   codeError?: { status: number; error: string };
   /** Milliseconds the token endpoint waits before answering; default 0. */
   tokenDelayMs: number;
+  /** While true, the UserInfo endpoint answers 503, as during an outage of that service. */
+  userinfoFails: boolean;
   /** A back-channel logout token (Back-Channel Logout 1.0 section 2.4) for this provider's client. */
   signLogoutToken(options?: LogoutTokenOptions): Promise<string>;
   close(): Promise<void>;
@@ -371,6 +373,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     unreachable: false,
     codeError: undefined,
     tokenDelayMs: 0,
+    userinfoFails: false,
     signLogoutToken: (logout = {}) => buildLogoutToken(logout),
     close() {
       return new Promise<void>((resolve, reject) => {
@@ -682,6 +685,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
   }
 
   function userinfo(request: IncomingMessage, response: ServerResponse): void {
+    if (provider.userinfoFails) return sendJson(response, 503, { error: 'temporarily_unavailable' });
     const match = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '');
     const grant = match?.[1] ? accessTokens.get(match[1]) : undefined;
     if (!grant || grant.expiresAt < epochSeconds()) {
