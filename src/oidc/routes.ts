@@ -12,6 +12,7 @@ import type { AuditLog } from '../audit/log.js';
 import { decideSignIn, type SignInRules } from '../policy/sign-in.js';
 import { sendErrorPage } from '../web/pages.js';
 import { backchannelLogoutRoutes, createLogoutTokenVerifier } from './backchannel-logout.js';
+import { registerFrontchannelLogout } from './frontchannel-logout.js';
 import { describeCallbackError, describeSignInError, SIGN_IN_FAILURES, type SignInFailure } from './failures.js';
 import { finishLogin, LoginFlowCap, startLogin } from './login.js';
 import type { ProviderConnection } from './provider.js';
@@ -37,8 +38,8 @@ export interface AuthRoutesOptions {
 }
 
 /**
- * Sign-in, its callback, sign-out (the browser's and the provider's back-channel one) and "who am
- * I": the only routes that speak OpenID Connect.
+ * Sign-in, its callback, sign-out (the browser's, and the provider's over the back and front
+ * channels) and "who am I": the only routes that speak OpenID Connect.
  */
 export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOptions): void {
   const { db, provider, sessions, cookies, secureCookies, website, audit } = options;
@@ -173,6 +174,7 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     return reply.header('cache-control', 'no-store').send({ sub: subject, email, name });
   });
 
+  registerFrontchannelLogout(app, { provider, sessions, audit });
   // Its own context: it parses only form bodies and answers failures in the spec's shape.
   void app.register(backchannelLogoutRoutes, { verifier: createLogoutTokenVerifier(provider, db), sessions, audit });
 }
