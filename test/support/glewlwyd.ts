@@ -29,7 +29,7 @@ const MODULES = '/usr/lib/glewlwyd';
 const ADMIN = { username: 'admin', password: 'password' };
 const PLUGIN = 'oidc';
 
-export const GLEWLWYD_INSTALL = 'apt-get install -y --no-install-recommends glewlwyd';
+export const GLEWLWYD_INSTALL = 'apt-get install -y --no-install-recommends glewlwyd sqlite3';
 
 export const GLEWLWYD_USER = {
   username: 'ada',
