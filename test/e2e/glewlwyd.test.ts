@@ -3,7 +3,7 @@
  * test/support/glewlwyd.ts, with Gatehouse's default settings (no token_endpoint_auth_method)
  * and a client secret holding `-_.~`. A person signs in in Chromium, makes a key and uses it the
  * way OpenAI's client does, the session refreshes, signs out at Gatehouse and comes back to the
- * website, a sign-out at glewlwyd reaches Gatehouse over the back channel, and ID tokens are
+ * website, a sign-out at glewlwyd reaches Gatehouse over the back and the front channel, and ID tokens are
  * accepted signed with RS256 and, after glewlwyd switches keys, ES256.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeProtectedHeader } from 'jose';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
 import { launchChromium } from '../support/browser.js';
 import {
@@ -31,6 +31,8 @@ const available =
   (await requireResource('glewlwyd', hasGlewlwyd(), GLEWLWYD_INSTALL));
 
 const STEP_TIMEOUT_MS = 60_000;
+/** How long glewlwyd's end-session page may take to send the browser back to the website. */
+const RETURN_TIMEOUT_MS = 20_000;
 /** Inside the gateway's refresh window (an ID token's last 60 s) from the moment it is issued. */
 const ID_TOKEN_LIFETIME_SECONDS = 50;
 /** A session is served from memory for 900 ms (LOCAL_TTL_MS, src/sessions/store.ts); 100 ms of slack. */
@@ -76,6 +78,10 @@ describe.skipIf(!available)('Gatehouse with glewlwyd, an OpenID-certified provid
     await Promise.all([glewlwyd?.close(), platform?.close()]);
     console.info(`glewlwyd suite: ${Date.now() - startedAt} ms`);
     if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  afterEach(async () => {
+    await Promise.all(contexts.splice(0).map((context) => context.close()));
   });
 
   async function freshPage(): Promise<{ context: BrowserContext; page: Page }> {
@@ -194,7 +200,22 @@ describe.skipIf(!available)('Gatehouse with glewlwyd, an OpenID-certified provid
     });
     await page.goto(`${gateway.url}/v1/auth/logout`);
     await page.getByRole('button', { name: 'Logout' }).click();
-    return returned;
+    let timer: NodeJS.Timeout | undefined;
+    const stuck = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(
+        () =>
+          void page
+            .locator('body')
+            .innerText()
+            .then((text) => reject(new Error(`no return to the website from ${page.url()}: ${text.slice(0, 500)}`))),
+        RETURN_TIMEOUT_MS,
+      );
+    });
+    try {
+      return await Promise.race([returned, stuck]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   function signOutAudits(): Array<{ actor_email: string | null; detail: { reason?: string } }> {
@@ -223,14 +244,17 @@ describe.skipIf(!available)('Gatehouse with glewlwyd, an OpenID-certified provid
     STEP_TIMEOUT_MS,
   );
 
-  it(
-    'ends a session when the person signs out at glewlwyd elsewhere (back-channel logout)',
-    async () => {
+  /**
+   * Signs in twice in one glewlwyd session (a second browser given glewlwyd's cookies; cookies
+   * ignore ports, so Gatehouse's are told apart by name), signs the second out at glewlwyd, and
+   * expects the first Gatehouse session ended by `channel` alone.
+   */
+  async function expectEndedOver(channel: 'back' | 'front'): Promise<void> {
+    await glewlwyd.setLogoutChannels({ front: channel === 'front', back: channel === 'back' });
+    try {
       const first = await freshPage();
       await signIn(first.page);
       const firstSession = (await sessionOf(first.context))!;
-      // Another browser in the same glewlwyd session: glewlwyd's cookies (cookies ignore ports, so
-      // Gatehouse's are told apart by name), its own Gatehouse session.
       const second = await freshPage();
       const providerCookies = (await first.context.cookies(glewlwyd.origin)).filter(({ name }) =>
         name.startsWith('GLEWLWYD'),
@@ -241,8 +265,21 @@ describe.skipIf(!available)('Gatehouse with glewlwyd, an OpenID-certified provid
       expect((await me(firstSession)).status).toBe(200);
       await signOut(second.page);
       await expect.poll(async () => (await me(firstSession)).status, { timeout: 10_000 }).toBe(401);
-      expect(signOutAudits().some((audit) => audit.detail.reason === 'backchannel')).toBe(true);
-    },
+      expect(signOutAudits().map((audit) => audit.detail.reason)).toContain(`${channel}channel`);
+    } finally {
+      await glewlwyd.setLogoutChannels({ front: true, back: true });
+    }
+  }
+
+  it(
+    'ends a session when the person signs out at glewlwyd elsewhere, over the back channel',
+    () => expectEndedOver('back'),
+    STEP_TIMEOUT_MS,
+  );
+
+  it(
+    'ends a session when the person signs out at glewlwyd elsewhere, over the front channel',
+    () => expectEndedOver('front'),
     STEP_TIMEOUT_MS,
   );
 

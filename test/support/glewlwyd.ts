@@ -64,6 +64,8 @@ export interface Glewlwyd {
   metadataUrl: string;
   /** Makes the plugin sign ID tokens (and logout tokens) with this key from now on. */
   setSigningKey(key: GlewlwydKey): Promise<void>;
+  /** Registers the client for these logout channels only. */
+  setLogoutChannels(channels: LogoutChannels): Promise<void>;
   /** The admin API, signed in as the packaged administrator. */
   admin(path: string, init?: RequestInit): Promise<Response>;
   /** Everything glewlwyd logged (GLEWLWYD_LOG_LEVEL=DEBUG for more). */
@@ -117,6 +119,7 @@ export async function startGlewlwyd(options: GlewlwydOptions): Promise<Glewlwyd>
       issuer,
       metadataUrl: `${issuer}/.well-known/openid-configuration`,
       setSigningKey,
+      setLogoutChannels: (channels) => putClient(admin, options.website, channels),
       admin,
       log: readLog,
       close: stop,
@@ -167,7 +170,17 @@ export async function configureGlewlwyd(admin: Admin, config: Configuration): Pr
     enabled: true,
     scope: ['openid', 'email', 'profile'],
   });
-  const { website } = config;
+  await putClient(admin, config.website, { front: true, back: true });
+  await grantConsent(config);
+}
+
+/** Which logout channels the client has registered. */
+export interface LogoutChannels {
+  front: boolean;
+  back: boolean;
+}
+
+async function putClient(admin: Admin, website: string, channels: LogoutChannels): Promise<void> {
   await upsert(admin, '/api/client/', GLEWLWYD_CLIENT.id, {
     client_id: GLEWLWYD_CLIENT.id,
     name: 'Gatehouse',
@@ -181,12 +194,16 @@ export async function configureGlewlwyd(admin: Admin, config: Configuration): Pr
     // Without it glewlwyd refuses every client authentication with unauthorized_client.
     token_endpoint_auth_method: ['client_secret_basic', 'client_secret_post'],
     post_logout_redirect_uris: [website],
-    backchannel_logout_uri: `${website}/v1/auth/backchannel-logout`,
-    backchannel_logout_session_required: 'true',
-    frontchannel_logout_uri: `${website}/v1/auth/frontchannel-logout`,
-    frontchannel_logout_session_required: 'true',
+    ...(channels.back
+      ? { backchannel_logout_uri: `${website}/v1/auth/backchannel-logout`, backchannel_logout_session_required: 'true' }
+      : {}),
+    ...(channels.front
+      ? {
+          frontchannel_logout_uri: `${website}/v1/auth/frontchannel-logout`,
+          frontchannel_logout_session_required: 'true',
+        }
+      : {}),
   });
-  await grantConsent(config);
 }
 
 /** A plugin POST refused with 400 can leave a half-made instance, so it is always deleted first. */
