@@ -243,6 +243,8 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       website,
       scopes,
       requireEmail: config.auth.require_email === true,
+      endSessionUrl: config.auth_provider.end_session_url,
+      clientId: client_id!,
       signInRules: {
         allowedDomains: config.auth.allowed_email_domains,
         allowUnverified: config.auth.allow_unverified_email,

@@ -207,6 +207,9 @@ const authProvider = z.strictObject({
   token_endpoint_auth_method: optional(z.enum(['client_secret_basic', 'client_secret_post'])).describe(
     'client_secret_basic or client_secret_post',
   ),
+  end_session_url: optional(httpUrl({ query: true })).describe(
+    'an http(s) URL with {client_id}, {post_logout_redirect_uri}, {state} or {id_token_hint} placeholders (e.g. https://DOMAIN.auth.REGION.amazoncognito.com/logout?client_id={client_id}&logout_uri={post_logout_redirect_uri})',
+  ),
   groups_claim: z
     .string()
     .regex(CLAIM_PATH)

@@ -35,6 +35,9 @@ export interface AuthRoutesOptions {
   scopes: string[];
   /** Refuse a sign-in whose provider shares no email (`auth.require_email`). */
   requireEmail: boolean;
+  /** `auth_provider.end_session_url`, for providers whose sign-out is not in discovery (Cognito). */
+  endSessionUrl?: string;
+  clientId: string;
 }
 
 /**
@@ -156,12 +159,18 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     }
     reply.clearCookie(cookies.session, cookieOptions(secureCookies));
     reply.header('cache-control', 'no-store');
-    if (!provider.endSessionEndpoint) return reply.redirect(website, 302);
+    if (!provider.endSessionEndpoint && !options.endSessionUrl) return reply.redirect(website, 302);
     // RP-Initiated Logout 1.0 section 2: the hint lets the provider end its own session without
     // asking. `state` is optional there, but some providers (glewlwyd) return to the website only
     // with it. The return lands on the website, not on Gatehouse, so nothing is there to check it.
     const parameters: Record<string, string> = { post_logout_redirect_uri: website, state: client.randomState() };
     if (idToken) parameters.id_token_hint = idToken;
+    if (options.endSessionUrl) {
+      return reply.redirect(
+        fillEndSessionUrl(options.endSessionUrl, { ...parameters, client_id: options.clientId }),
+        302,
+      );
+    }
     return reply.redirect(client.buildEndSessionUrl(provider.configuration(), parameters).href, 302);
   };
   app.get(LOGOUT_PATH, logout);
@@ -177,4 +186,16 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
   registerFrontchannelLogout(app, { provider, sessions, audit });
   // Its own context: it parses only form bodies and answers failures in the spec's shape.
   void app.register(backchannelLogoutRoutes, { verifier: createLogoutTokenVerifier(provider, db), sessions, audit });
+}
+
+/**
+ * The operator's sign-out URL with its `{name}` placeholders replaced, each value URL-encoded:
+ * Amazon Cognito publishes no end_session_endpoint, and signs out at
+ * `https://DOMAIN/logout?client_id=…&logout_uri=…` on its hosted-UI domain. A placeholder without
+ * a value (no ID token kept) becomes empty.
+ */
+export function fillEndSessionUrl(template: string, values: Record<string, string>): string {
+  return template.replace(/\{(client_id|post_logout_redirect_uri|state|id_token_hint)\}/g, (_match, name: string) =>
+    encodeURIComponent(values[name] ?? ''),
+  );
 }

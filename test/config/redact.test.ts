@@ -82,6 +82,7 @@ describe('Config', () => {
         scopes: string[];
         allow_insecure_http: boolean;
         token_endpoint_auth_method?: 'client_secret_basic' | 'client_secret_post';
+        end_session_url?: string;
         groups_claim: string;
       };
       gateway: {

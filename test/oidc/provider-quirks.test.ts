@@ -7,6 +7,8 @@
  *  - Google: `email_verified` and `hd`;
  *  - Okta: custom authorization servers (issuer under /oauth2/<id>), groups in UserInfo only;
  *  - Keycloak: realm paths and realm roles;
+ *  - Amazon Cognito: no end_session_endpoint (auth_provider.end_session_url), `cognito:groups`,
+ *    `email_verified` as a string;
  *  - `auth_provider.token_endpoint_auth_method` for providers whose advertised default is wrong.
  * Recorded documents are served on 127.0.0.1 with their hosts rewritten to it, except Entra's common
  * endpoint: openid-client honours its issuer template only on https://login.microsoftonline.com, so
@@ -35,7 +37,7 @@ import { CLIENT_ID, CLIENT_SECRET, signInThrough, startGateway } from '../suppor
 /** Credentials RFC 6749 2.3.1 form-encoding leaves as they are, so client_secret_basic stays the first choice. */
 const ALPHANUMERIC = { clientId: 'gatehouseTest', clientSecret: 'TestClientSecretOfLettersAndDigits0123' };
 
-type FixtureName = 'auth0' | 'entra-common' | 'entra-tenant' | 'google' | 'okta-custom-as' | 'keycloak';
+type FixtureName = 'auth0' | 'entra-common' | 'entra-tenant' | 'google' | 'okta-custom-as' | 'keycloak' | 'cognito';
 type Metadata = Record<string, unknown> & { issuer: string; token_endpoint: string };
 
 const ENTRA_TENANT = '3f1c5e9a-7b2d-4c8e-9a61-2d4b8f0e7c35';
@@ -49,6 +51,7 @@ const METADATA_URLS: Record<FixtureName, string> = {
   google: 'https://accounts.google.com/.well-known/openid-configuration',
   'okta-custom-as': 'https://ORG.okta.com/oauth2/default/.well-known/openid-configuration',
   keycloak: 'https://sso.example.com/realms/acme/.well-known/openid-configuration',
+  cognito: 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123/.well-known/openid-configuration',
 };
 
 function readFixture(name: FixtureName): Metadata {
@@ -85,7 +88,7 @@ describe('the issuer Gatehouse expects, from each shape of server_metadata_url',
     expect(issuer.href).toBe(readFixture('auth0').issuer);
   });
 
-  it.each<FixtureName>(['auth0', 'entra-tenant', 'google', 'okta-custom-as', 'keycloak'])(
+  it.each<FixtureName>(['auth0', 'entra-tenant', 'google', 'okta-custom-as', 'keycloak', 'cognito'])(
     'takes the issuer %s publishes from its metadata URL',
     (name) => {
       // What openid-client compares (Discovery 4.3): the document's issuer against the URL it was given.
@@ -199,7 +202,7 @@ async function clientAuthSentBy(
   return recorded.tokenRequests.at(-1);
 }
 
-describe.each<FixtureName>(['auth0', 'entra-tenant', 'google', 'okta-custom-as', 'keycloak'])(
+describe.each<FixtureName>(['auth0', 'entra-tenant', 'google', 'okta-custom-as', 'keycloak', 'cognito'])(
   'the recorded %s document, served on 127.0.0.1',
   (name) => {
     let recorded: RecordedProvider;
@@ -594,6 +597,55 @@ describe('Google: email_verified and hd', () => {
       'email_unverified',
       /email address is not verified/,
     );
+  });
+});
+
+describe('Amazon Cognito: cognito:groups, email_verified as a string, sign-out by end_session_url', () => {
+  let stack: QuirkStack;
+  const cognitoLogout = 'https://gatehouse-demo.auth.eu-west-1.amazoncognito.com/logout';
+  beforeAll(async () => {
+    stack = await startQuirkStack(
+      { endSessionEndpoint: false },
+      {
+        auth: { allowed_groups: ['llm-users'], admin_groups: ['llm-admins'] },
+        auth_provider: {
+          groups_claim: 'cognito:groups',
+          end_session_url: `${cognitoLogout}?client_id={client_id}&logout_uri={post_logout_redirect_uri}`,
+        },
+      },
+    );
+  });
+  afterAll(() => stack.close());
+
+  it('admits a member of the cognito:groups group, email_verified sent as the string "true"', async () => {
+    const browser = await admit(stack, { 'cognito:groups': ['llm-users'], email_verified: 'true' });
+    expect((await browser.fetch(`${stack.url}/v1/auth/me`)).status).toBe(200);
+  });
+
+  it('makes a member of the admin group in cognito:groups an admin', async () => {
+    const browser = await admit(stack, { 'cognito:groups': ['llm-users', 'llm-admins'] });
+    expect((await browser.fetch(`${stack.url}/v1/auth/admin/users`)).status).toBe(200);
+  });
+
+  it('refuses a user outside the group, and email_verified as the string "false"', async () => {
+    await refuse(stack, { 'cognito:groups': ['others'] }, 'group_not_allowed', /not in a group allowed/);
+    await refuse(
+      stack,
+      { 'cognito:groups': ['llm-users'], email_verified: 'false' },
+      'email_unverified',
+      /email address is not verified/,
+    );
+  });
+
+  it('signs out at the hosted UI’s /logout with client_id and logout_uri, though discovery has no end_session_endpoint', async () => {
+    const browser = await admit(stack, { 'cognito:groups': ['llm-users'] });
+    const logout = await browser.fetch(`${stack.url}/v1/auth/logout`);
+    expect(logout.status).toBe(302);
+    const location = new URL(logout.headers.get('location')!);
+    expect(location.origin + location.pathname).toBe(cognitoLogout);
+    expect(location.searchParams.get('client_id')).toBe(CLIENT_ID);
+    expect(location.searchParams.get('logout_uri')).toBe(stack.url);
+    expect((await browser.fetch(`${stack.url}/v1/auth/me`)).status).toBe(401);
   });
 });
 
