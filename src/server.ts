@@ -248,6 +248,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       signInRules: {
         allowedDomains: config.auth.allowed_email_domains,
         allowUnverified: config.auth.allow_unverified_email,
+        workspaceDomain: config.auth.google_workspace_domain,
         allowedGroups: config.auth.allowed_groups,
         adminEmails: config.auth.admin_emails,
         adminGroups: config.auth.admin_groups,

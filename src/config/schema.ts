@@ -160,6 +160,9 @@ const authKeys = z.strictObject({
   allow_unverified_email: boolean(),
   /** Unset, it follows the email rules: an email is needed to apply them. */
   require_email: optional(boolean()),
+  google_workspace_domain: optional(emailDomain()).describe(
+    'a Google Workspace domain such as example.com (Google’s hd claim must name it)',
+  ),
   allowed_groups: list(text()).describe('a list of non-empty group names'),
   admin_emails: list(z.email().transform(asciiLowercase)).describe('a list of email addresses'),
   admin_groups: list(text()).describe('a list of non-empty group names'),

@@ -63,6 +63,7 @@ describe('Config', () => {
         google_whitelist: string[];
         allow_unverified_email: boolean;
         require_email?: boolean;
+        google_workspace_domain?: string;
         allowed_groups: string[];
         admin_emails: string[];
         admin_groups: string[];

@@ -4,7 +4,7 @@
  * against the faulty provider sending claims shaped as that provider sends them:
  *  - Auth0: an issuer with a trailing slash;
  *  - Entra ID: the `{tenantid}` issuer template of the common endpoint, group overage;
- *  - Google: `email_verified` and `hd`;
+ *  - Google: `email_verified`, and `hd` under auth.google_workspace_domain;
  *  - Okta: custom authorization servers (issuer under /oauth2/<id>), groups in UserInfo only;
  *  - Keycloak: realm paths and realm roles;
  *  - Amazon Cognito: no end_session_endpoint (auth_provider.end_session_url), `cognito:groups`,
@@ -646,6 +646,32 @@ describe('Amazon Cognito: cognito:groups, email_verified as a string, sign-out b
     expect(location.searchParams.get('client_id')).toBe(CLIENT_ID);
     expect(location.searchParams.get('logout_uri')).toBe(stack.url);
     expect((await browser.fetch(`${stack.url}/v1/auth/me`)).status).toBe(401);
+  });
+});
+
+describe('Google Workspace only: auth.google_workspace_domain and the hd claim', () => {
+  let stack: QuirkStack;
+  beforeAll(async () => {
+    stack = await startQuirkStack({ email: 'ada@example.com' }, { auth: { google_workspace_domain: 'Example.com' } });
+  });
+  afterAll(() => stack.close());
+
+  it('admits an account of the Workspace domain (hd compared without case)', async () => {
+    await admit(stack, { hd: 'example.com', email_verified: true });
+  });
+
+  it('refuses a personal Google account, which has no hd, saying to use the work account', async () => {
+    await refuse(
+      stack,
+      { email: 'ada.lovelace@gmail.com', hd: undefined, email_verified: true },
+      'workspace_domain_not_allowed',
+      /not a personal Google account/,
+    );
+  });
+
+  it('refuses a personal account under the company address (no hd) and another Workspace', async () => {
+    await refuse(stack, { hd: undefined }, 'workspace_domain_not_allowed', /Google Workspace/);
+    await refuse(stack, { hd: 'example.org' }, 'workspace_domain_not_allowed', /Google Workspace/);
   });
 });
 
