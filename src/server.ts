@@ -276,6 +276,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
   const signInRules = {
     allowedDomains: config.auth.allowed_email_domains,
     allowUnverified: config.auth.allow_unverified_email,
+    workspaceDomain: config.auth.google_workspace_domain,
     allowedGroups: config.auth.allowed_groups,
     adminEmails: config.auth.admin_emails,
     adminGroups: config.auth.admin_groups,
@@ -359,6 +360,9 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     scopes,
     signInRules,
     recheckMs: config.auth.recheck_minutes * 60_000,
+    requireEmail: config.auth.require_email === true,
+    endSessionUrl: config.auth_provider.end_session_url,
+    clientId: settings.clientId,
   });
   registerKeyRoutes(app, {
     store: keyStore,

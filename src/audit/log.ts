@@ -61,6 +61,15 @@ export interface AuditQuery {
 
 /** Denied requests can arrive by the thousand; one entry per class and address per minute tells the story. */
 const DENIAL_SAMPLE_MS = 60_000;
+/**
+ * Failed sign-ins of nobody in particular (no actor: the provider's answer never named a person)
+ * stored per client address per minute. The callback needs no credentials, so without a bound
+ * one address could push every real event off the admin page; the entries left out are counted,
+ * and the next one stored says how many (`suppressed`). A refusal of a named person (a domain or
+ * group rule) took a real sign-in at the provider, and is always stored.
+ */
+export const SIGN_IN_FAILURES_PER_ADDRESS_PER_MINUTE = 10;
+const SIGN_IN_FAILURE_WINDOW_MS = 60_000;
 
 /**
  * The audit trail: each entry goes to the database (for the admin page and export) and to the
@@ -68,6 +77,9 @@ const DENIAL_SAMPLE_MS = 60_000;
  */
 export class AuditLog {
   private readonly lastDenial = new LRUCache<string, number>(growingCapacity(10_000));
+  private readonly signInFailures = new LRUCache<string, { windowStart: number; stored: number; suppressed: number }>(
+    growingCapacity(10_000),
+  );
 
   constructor(
     private readonly db: Db,
@@ -84,6 +96,12 @@ export class AuditLog {
       if (now - (this.lastDenial.get(sampleKey) ?? 0) < DENIAL_SAMPLE_MS) return;
       this.lastDenial.set(sampleKey, now);
     }
+    let detail = entry.detail ?? {};
+    if (entry.event === 'sign_in_failed' && !entry.actor) {
+      const suppressed = this.limitSignInFailures(clientAddress ?? '', now);
+      if (suppressed === undefined) return;
+      if (suppressed > 0) detail = { ...detail, suppressed };
+    }
     const row = {
       id: randomUUID(),
       at: now,
@@ -93,14 +111,31 @@ export class AuditLog {
       target: entry.target ?? null,
       client_address: clientAddress,
       user_agent: request?.headers['user-agent']?.slice(0, 512) ?? null,
-      detail: JSON.stringify(entry.detail ?? {}),
+      detail: JSON.stringify(detail),
     };
-    (request?.log ?? this.log).info({ audit: { ...row, detail: entry.detail ?? {} } }, `audit: ${entry.event}`);
+    (request?.log ?? this.log).info({ audit: { ...row, detail } }, `audit: ${entry.event}`);
     this.db
       .insertInto('audit_events')
       .values(row)
       .execute()
       .catch((error: unknown) => this.log.error({ err: error, event: entry.event }, 'audit entry could not be stored'));
+  }
+
+  /** Undefined when this failure is not stored; else how many were left out before it. */
+  private limitSignInFailures(address: string, now: number): number | undefined {
+    let counts = this.signInFailures.get(address);
+    if (!counts || now - counts.windowStart >= SIGN_IN_FAILURE_WINDOW_MS) {
+      counts = { windowStart: now, stored: 0, suppressed: counts?.suppressed ?? 0 };
+      this.signInFailures.set(address, counts);
+    }
+    if (counts.stored >= SIGN_IN_FAILURES_PER_ADDRESS_PER_MINUTE) {
+      counts.suppressed += 1;
+      return undefined;
+    }
+    counts.stored += 1;
+    const suppressed = counts.suppressed;
+    counts.suppressed = 0;
+    return suppressed;
   }
 
   async list(query: AuditQuery = {}): Promise<AuditRecord[]> {

@@ -158,6 +158,11 @@ const authKeys = z.strictObject({
   /** The legacy Lamini name for allowed_email_domains: one domain or a list. */
   google_whitelist: oneOrList(emailDomain()).describe('a domain or a list of domains'),
   allow_unverified_email: boolean(),
+  /** Unset, it follows the email rules: an email is needed to apply them. */
+  require_email: optional(boolean()),
+  google_workspace_domain: optional(emailDomain()).describe(
+    'a Google Workspace domain such as example.com (Google’s hd claim must name it)',
+  ),
   allowed_groups: list(text()).describe('a list of non-empty group names'),
   admin_emails: list(z.email().transform(asciiLowercase)).describe('a list of email addresses'),
   admin_groups: list(text()).describe('a list of non-empty group names'),
@@ -181,10 +186,11 @@ const authKeys = z.strictObject({
  * google_whitelist's entries join allowed_email_domains, the only one of the two that code
  * reads; the alias stays in Config so `config check` still shows what the file said.
  */
-const auth = authKeys.overwrite((section) => ({
-  ...section,
-  allowed_email_domains: unique([...section.allowed_email_domains, ...section.google_whitelist]),
-}));
+const auth = authKeys.overwrite((section) => {
+  const allowed_email_domains = unique([...section.allowed_email_domains, ...section.google_whitelist]);
+  const emailRules = allowed_email_domains.length > 0 || section.admin_emails.length > 0;
+  return { ...section, allowed_email_domains, require_email: section.require_email ?? emailRules };
+});
 
 const powerml = z.strictObject({
   website: optional(baseUrl()).describe(
@@ -205,6 +211,9 @@ const authProvider = z.strictObject({
   allow_insecure_http: boolean(),
   token_endpoint_auth_method: optional(z.enum(['client_secret_basic', 'client_secret_post'])).describe(
     'client_secret_basic or client_secret_post',
+  ),
+  end_session_url: optional(httpUrl({ query: true })).describe(
+    'an http(s) URL with {client_id}, {post_logout_redirect_uri}, {state} or {id_token_hint} placeholders (e.g. https://DOMAIN.auth.REGION.amazoncognito.com/logout?client_id={client_id}&logout_uri={post_logout_redirect_uri})',
   ),
   groups_claim: z
     .string()

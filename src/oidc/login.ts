@@ -1,5 +1,7 @@
+import { LRUCache } from 'lru-cache';
 import * as client from 'openid-client';
 import { AuthError } from '../errors.js';
+import { growingCapacity } from '../storage/capacity.js';
 import { randomToken, sha256 } from '../crypto/tokens.js';
 import type { SessionTokens } from '../sessions/store.js';
 import type { Db } from '../storage/database.js';
@@ -9,6 +11,13 @@ import type { ProviderConnection } from './provider.js';
 const LOGIN_FLOW_TTL_MS = 10 * 60_000;
 /** The same leeway openid-client allows for `exp`. */
 const CLOCK_TOLERANCE_MS = 30_000;
+
+/**
+ * Sign-ins one client address may have pending at once. Each `/v1/auth/login` stores a row, and
+ * the endpoint needs no credentials; past this, the address's oldest pending sign-in is dropped
+ * (its person sees "sign-in expired, try again"). High enough for an office behind one NAT.
+ */
+export const MAX_PENDING_LOGINS_PER_ADDRESS = 100;
 
 export interface LoginStart {
   /** Where to send the browser. */
@@ -24,6 +33,8 @@ export interface SignedIn {
   name?: string;
   /** The ID token's claims, completed by the UserInfo endpoint's where the provider has one. */
   claims: Record<string, unknown>;
+  /** Why UserInfo could not be read, when the ID token's claims had to do without it. */
+  userinfoFailure?: unknown;
   /** The ID token, its expiry and `sid`, and the refresh token when the provider issued one. */
   tokens: SessionTokens & { idToken: string };
   returnTo: string;
@@ -69,6 +80,35 @@ export async function startLogin(
 }
 
 /**
+ * Bounds the sign-in flow rows one address can make (per replica: counted in memory, in the
+ * order they were started), so unauthenticated calls cannot fill the database.
+ */
+export class LoginFlowCap {
+  private readonly pending = new LRUCache<string, Array<{ idHash: string; expiresAt: number }>>(
+    growingCapacity(10_000),
+  );
+
+  constructor(private readonly max = MAX_PENDING_LOGINS_PER_ADDRESS) {}
+
+  /** Counts a flow just stored for `address`, deleting that address's oldest beyond the cap. */
+  async admit(db: Db, address: string, flowToken: string, now = Date.now()): Promise<void> {
+    const flows = (this.pending.get(address) ?? []).filter((flow) => flow.expiresAt > now);
+    flows.push({ idHash: sha256(flowToken), expiresAt: now + LOGIN_FLOW_TTL_MS });
+    const dropped = flows.splice(0, Math.max(0, flows.length - this.max));
+    this.pending.set(address, flows);
+    if (dropped.length === 0) return;
+    await db
+      .deleteFrom('login_flows')
+      .where(
+        'id_hash',
+        'in',
+        dropped.map((flow) => flow.idHash),
+      )
+      .execute();
+  }
+}
+
+/**
  * Finishes the flow. The flow row is deleted before the code is redeemed, so a replayed callback
  * finds nothing; every ID token check of OpenID Connect Core 3.1.3.7 is openid-client's.
  */
@@ -90,23 +130,32 @@ export async function finishLogin(
   if (!flow || Number(flow.expires_at) <= now) {
     throw new AuthError('LOGIN_FLOW_UNKNOWN', 'this sign-in has expired or was already completed');
   }
-  const config = provider.configuration();
-  const tokens = await client.authorizationCodeGrant(config, callbackUrl, {
-    expectedState: flow.state,
-    expectedNonce: flow.nonce,
-    pkceCodeVerifier: flow.code_verifier,
-    idTokenExpected: true,
-  });
-  provider.rememberJwks(config);
+  // The configuration the code was redeemed with also fetches UserInfo.
+  const { config, tokens } = await provider.tokenRequest(async (config) => ({
+    config,
+    tokens: await client.authorizationCodeGrant(config, callbackUrl, {
+      expectedState: flow.state,
+      expectedNonce: flow.nonce,
+      pkceCodeVerifier: flow.code_verifier,
+      idTokenExpected: true,
+    }),
+  }));
   const claims = tokens.claims();
   if (!claims || !tokens.id_token) throw new AuthError('ID_TOKEN_MISSING', 'the provider returned no ID token');
   assertIssuedInPast(claims, now);
-  const merged = { ...(await fetchUserInfoClaims(config, tokens.access_token, claims.sub)), ...claims };
+  const userinfo = await fetchUserInfoClaims(config, tokens.access_token, claims.sub);
+  if ('failure' in userinfo && typeof claims.email !== 'string') {
+    // Without UserInfo there is no telling "no email" from "could not ask": the person retries.
+    throw new AuthError('USERINFO_UNAVAILABLE', 'the provider’s UserInfo endpoint failed', { cause: userinfo.failure });
+  }
+  const merged = { ...('claims' in userinfo ? userinfo.claims : {}), ...claims };
   return {
     issuer: claims.iss,
     subject: claims.sub,
-    email: typeof merged.email === 'string' ? merged.email : undefined,
-    name: typeof merged.name === 'string' ? merged.name : undefined,
+    email: nonEmptyString(merged.email),
+    // Providers that share no name often share a username (Core 5.1 preferred_username).
+    name: nonEmptyString(merged.name) ?? nonEmptyString(merged.preferred_username),
+    ...('failure' in userinfo ? { userinfoFailure: userinfo.failure } : {}),
     claims: merged,
     tokens: { ...sessionTokensOf(claims, tokens.refresh_token), idToken: tokens.id_token },
     returnTo: flow.return_to,
@@ -131,18 +180,22 @@ export function sessionTokensOf(claims: client.IDToken, refreshToken: string | u
 
 /**
  * Okta, Entra and others put email or groups only in UserInfo unless configured otherwise; its
- * `sub` must equal the ID token's (Core 5.3.2), which openid-client checks. A failure here leaves
- * the ID token's claims, which policy then judges on their own.
+ * `sub` must equal the ID token's (Core 5.3.2), which openid-client checks. A failure is
+ * returned, not swallowed: the caller decides whether the ID token's claims can do without it.
  */
 export async function fetchUserInfoClaims(
   config: client.Configuration,
   accessToken: string,
   subject: string,
-): Promise<Record<string, unknown>> {
-  if (!config.serverMetadata().userinfo_endpoint) return {};
+): Promise<{ claims: Record<string, unknown> } | { failure: unknown }> {
+  if (!config.serverMetadata().userinfo_endpoint) return { claims: {} };
   try {
-    return { ...(await client.fetchUserInfo(config, accessToken, subject)) };
-  } catch {
-    return {};
+    return { claims: { ...(await client.fetchUserInfo(config, accessToken, subject)) } };
+  } catch (error) {
+    return { failure: error };
   }
+}
+
+function nonEmptyString(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined;
 }

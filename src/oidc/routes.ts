@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
-import { AuthError, ProviderError } from '../errors.js';
 import { LOGIN_PATH, sendChallenge } from '../http/challenge.js';
+import { unavailableDependency } from '../http/dependency-errors.js';
 import type { Identifier } from '../identity/identify.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
 import { cookieOptions, type CookieNames } from '../sessions/cookies.js';
@@ -13,7 +13,9 @@ import type { AuditLog } from '../audit/log.js';
 import { decideSignIn, type SignInRules } from '../policy/sign-in.js';
 import { sendErrorPage } from '../web/pages.js';
 import { backchannelLogoutRoutes, createLogoutTokenVerifier } from './backchannel-logout.js';
-import { finishLogin, startLogin } from './login.js';
+import { registerFrontchannelLogout } from './frontchannel-logout.js';
+import { describeCallbackError, describeSignInError, SIGN_IN_FAILURES, type SignInFailure } from './failures.js';
+import { finishLogin, LoginFlowCap, startLogin } from './login.js';
 import type { ProviderConnection } from './provider.js';
 import { safeReturnTo } from './return-to.js';
 
@@ -34,33 +36,37 @@ export interface AuthRoutesOptions {
   scopes: string[];
   /** `auth.recheck_minutes` in ms: the sign-in rules are applied again at a refresh at least this often. */
   recheckMs: number;
+  /** Refuse a sign-in whose provider shares no email (`auth.require_email`). */
+  requireEmail: boolean;
+  /** `auth_provider.end_session_url`, for providers whose sign-out is not in discovery (Cognito). */
+  endSessionUrl?: string;
+  clientId: string;
 }
 
 /**
- * Sign-in, its callback, sign-out (the browser's and the provider's back-channel one) and "who am
- * I": the only routes that speak OpenID Connect.
+ * Sign-in, its callback, sign-out (the browser's, and the provider's over the back and front
+ * channels) and "who am I": the only routes that speak OpenID Connect.
  */
 export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOptions): void {
   const { db, provider, sessions, cookies, secureCookies, website, audit } = options;
   const redirectUri = website + CALLBACK_PATH;
   const websiteOrigin = new URL(website).origin;
 
+  const flowCap = new LoginFlowCap();
+
   app.get<{ Querystring: { return_to?: string } }>(LOGIN_PATH, async (request, reply) => {
     const returnTo = safeReturnTo(request.query.return_to ?? '/');
     const retry = `${LOGIN_PATH}?return_to=${encodeURIComponent(returnTo)}`;
     try {
       const { authorizationUrl, flowToken } = await startLogin(db, provider, redirectUri, options.scopes, returnTo);
+      await flowCap.admit(db, request.ip, flowToken);
       reply.setCookie(cookies.loginFlow, flowToken, cookieOptions(secureCookies, 600));
       return reply.header('cache-control', 'no-store').redirect(authorizationUrl.href, 302);
     } catch (error) {
-      request.log.error({ err: error }, 'sign-in could not start');
-      return sendErrorPage(
-        reply,
-        503,
-        'Sign-in is unavailable',
-        'The sign-in provider cannot be reached right now. Please try again in a minute; if this persists, tell the administrator.',
-        retry,
-      );
+      const failure = unavailableDependency(error) ? 'database_unavailable' : 'provider_unavailable';
+      request.log.error({ err: error, reason: failure }, 'sign-in could not start');
+      const { status, title, message } = SIGN_IN_FAILURES[failure];
+      return sendErrorPage(reply, status, title, message, retry);
     }
   });
 
@@ -69,37 +75,55 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     callbackUrl.search = new URL(request.url, 'http://callback.invalid').search;
     const flowToken = request.cookies[cookies.loginFlow];
     reply.clearCookie(cookies.loginFlow, cookieOptions(secureCookies));
+    const refuse = (failure: SignInFailure, reportedByProvider = false) => {
+      // Reasons the provider reported keep the provider_ prefix they always had in metrics.
+      const reason = reportedByProvider ? `provider_${failure.reason}` : failure.reason;
+      audit.record(request, { event: 'sign_in_failed', detail: { reason } });
+      const { status, title, message } = SIGN_IN_FAILURES[failure.reason];
+      return sendErrorPage(reply, status, title, message, LOGIN_PATH, failure.providerCode);
+    };
     const providerError = callbackUrl.searchParams.get('error');
     if (providerError) {
+      const failure = describeCallbackError(providerError);
       request.log.warn(
-        { error: providerError, description: callbackUrl.searchParams.get('error_description') },
+        {
+          reason: failure.reason,
+          error: failure.providerCode,
+          description: callbackUrl.searchParams.get('error_description')?.slice(0, 256),
+        },
         'sign-in refused by the provider',
       );
-      audit.record(request, { event: 'sign_in_failed', detail: { reason: `provider_${providerError.slice(0, 64)}` } });
+      // The flow is spent either way; its row goes now rather than at the next purge.
       if (flowToken) await finishLogin(db, provider, flowToken, callbackUrl).catch(() => undefined);
-      return sendErrorPage(
-        reply,
-        403,
-        'Sign-in was not completed',
-        providerError === 'access_denied'
-          ? 'The sign-in provider reported that access was denied.'
-          : `The sign-in provider reported an error (${providerError.slice(0, 64)}).`,
-        LOGIN_PATH,
-      );
+      return refuse(failure, true);
     }
     let signedIn;
     try {
       signedIn = await finishLogin(db, provider, flowToken, callbackUrl);
     } catch (error) {
-      const { status, title, message } = describeSignInFailure(error);
-      request.log.warn({ err: error }, 'sign-in failed');
-      audit.record(request, {
-        event: 'sign_in_failed',
-        detail: { reason: (error as { code?: string }).code ?? 'token_rejected' },
-      });
-      return sendErrorPage(reply, status, title, message, LOGIN_PATH);
+      const failure = describeSignInError(error);
+      const level =
+        failure.reason === 'database_unavailable' || failure.reason === 'client_rejected' ? 'error' : 'warn';
+      request.log[level]({ err: error, reason: failure.reason }, 'sign-in failed');
+      return refuse(failure);
     }
-    const actor = { email: signedIn.email ?? signedIn.subject };
+    if (signedIn.userinfoFailure) {
+      request.log.warn(
+        { err: signedIn.userinfoFailure },
+        'UserInfo failed; signing in with the ID token’s claims alone',
+      );
+    }
+    const actor = { email: signedIn.email ?? signedIn.name ?? signedIn.subject };
+    if (options.requireEmail && !signedIn.email) {
+      audit.record(request, { event: 'sign_in_failed', actor, detail: { reason: 'email_missing' } });
+      return sendErrorPage(
+        reply,
+        403,
+        'Email address needed',
+        'The sign-in provider did not share an email address for your account, and this service needs one. Ask the administrator to have the provider share it (the email scope or claim), then sign in again.',
+        LOGIN_PATH,
+      );
+    }
     const decision = decideSignIn(signedIn.claims, options.signInRules);
     if (!decision.allowed) {
       audit.record(request, { event: 'sign_in_failed', actor, detail: { reason: decision.reason } });
@@ -138,10 +162,18 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     }
     reply.clearCookie(cookies.session, cookieOptions(secureCookies));
     reply.header('cache-control', 'no-store');
-    if (!provider.endSessionEndpoint) return reply.redirect(website, 302);
-    // RP-Initiated Logout 1.0 section 2: the hint lets the provider end its own session without asking.
-    const parameters: Record<string, string> = { post_logout_redirect_uri: website };
+    if (!provider.endSessionEndpoint && !options.endSessionUrl) return reply.redirect(website, 302);
+    // RP-Initiated Logout 1.0 section 2: the hint lets the provider end its own session without
+    // asking. `state` is optional there, but some providers (glewlwyd) return to the website only
+    // with it. The return lands on the website, not on Gatehouse, so nothing is there to check it.
+    const parameters: Record<string, string> = { post_logout_redirect_uri: website, state: client.randomState() };
     if (idToken) parameters.id_token_hint = idToken;
+    if (options.endSessionUrl) {
+      return reply.redirect(
+        fillEndSessionUrl(options.endSessionUrl, { ...parameters, client_id: options.clientId }),
+        302,
+      );
+    }
     return reply.redirect(client.buildEndSessionUrl(provider.configuration(), parameters).href, 302);
   };
   app.get(LOGOUT_PATH, logout);
@@ -154,56 +186,19 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
     return reply.header('cache-control', 'no-store').send({ sub: subject, email, name });
   });
 
+  registerFrontchannelLogout(app, { provider, sessions, audit });
   // Its own context: it parses only form bodies and answers failures in the spec's shape.
   void app.register(backchannelLogoutRoutes, { verifier: createLogoutTokenVerifier(provider, db), sessions, audit });
 }
 
-/** fetch() reports an unreachable or timed-out provider as a TypeError or AbortError, cause attached. */
-function isNetworkFailure(error: unknown): boolean {
-  for (let current = error; current instanceof Error; current = current.cause) {
-    if (current.name === 'AbortError' || current.name === 'TimeoutError') return true;
-    if (current instanceof TypeError && current.message === 'fetch failed') return true;
-  }
-  return false;
-}
-
-function describeSignInFailure(error: unknown): { status: number; title: string; message: string } {
-  if (error instanceof AuthError) {
-    return { status: 400, title: 'Sign-in expired', message: `Sign-in could not be completed: ${error.message}.` };
-  }
-  if (error instanceof ProviderError) {
-    return {
-      status: 503,
-      title: 'Sign-in is unavailable',
-      message: 'The sign-in provider cannot be reached right now.',
-    };
-  }
-  if (error instanceof client.ResponseBodyError && error.error === 'invalid_grant') {
-    // A code that is forged, used, or past its life: the person just needs to start again.
-    return { status: 400, title: 'Sign-in expired', message: 'This sign-in link has expired or was already used.' };
-  }
-  if (isNetworkFailure(error)) {
-    return {
-      status: 503,
-      title: 'Sign-in is unavailable',
-      message: 'The sign-in provider cannot be reached right now. Please try again in a minute.',
-    };
-  }
-  if (
-    error instanceof client.ResponseBodyError ||
-    error instanceof client.AuthorizationResponseError ||
-    error instanceof client.WWWAuthenticateChallengeError
-  ) {
-    return {
-      status: 502,
-      title: 'Sign-in failed',
-      message:
-        'The sign-in provider refused to complete the sign-in. The administrator can find the details in the gateway log.',
-    };
-  }
-  return {
-    status: 400,
-    title: 'Sign-in failed',
-    message: 'The answer from the sign-in provider could not be verified, so you were not signed in.',
-  };
+/**
+ * The operator's sign-out URL with its `{name}` placeholders replaced, each value URL-encoded:
+ * Amazon Cognito publishes no end_session_endpoint, and signs out at
+ * `https://DOMAIN/logout?client_id=…&logout_uri=…` on its hosted-UI domain. A placeholder without
+ * a value (no ID token kept) becomes empty.
+ */
+export function fillEndSessionUrl(template: string, values: Record<string, string>): string {
+  return template.replace(/\{(client_id|post_logout_redirect_uri|state|id_token_hint)\}/g, (_match, name: string) =>
+    encodeURIComponent(values[name] ?? ''),
+  );
 }

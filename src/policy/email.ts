@@ -1,12 +1,22 @@
 export type EmailDecision =
   | { allowed: true }
-  | { allowed: false; reason: 'email_missing' | 'email_invalid' | 'email_unverified' | 'email_domain_not_allowed' };
+  | {
+      allowed: false;
+      reason:
+        | 'email_missing'
+        | 'email_invalid'
+        | 'email_unverified'
+        | 'email_domain_not_allowed'
+        | 'workspace_domain_not_allowed';
+    };
 
 export interface EmailRules {
   /** Lowercase domains; `.example.com` admits the subdomains of example.com but not example.com itself. Empty = any. */
   allowedDomains: readonly string[];
   /** Admit an email the provider marks `email_verified: false`. */
   allowUnverified: boolean;
+  /** Google Workspace domain whose accounts alone may sign in, read from Google's `hd` claim. */
+  workspaceDomain?: string;
 }
 
 /** RFC 5321 §4.5.3.1: 64 octets of local part, 255 of domain, and the @. */
@@ -25,8 +35,17 @@ const DOMAIN_LABEL = /^(?:[a-z0-9-]|\P{ASCII})+$/u;
  * (Cyrillic а, KELVIN SIGN) never equals an ASCII domain. An absent `email_verified` is accepted:
  * Entra ID and Okta omit it for the verified addresses of their own tenants.
  */
-export function checkEmail(claims: { email?: unknown; email_verified?: unknown }, rules: EmailRules): EmailDecision {
+export function checkEmail(
+  claims: { email?: unknown; email_verified?: unknown; hd?: unknown },
+  rules: EmailRules,
+): EmailDecision {
   if (!rules.allowUnverified && isMarkedUnverified(claims.email_verified)) return refuse('email_unverified');
+  // Google sends `hd` only for Workspace accounts: a personal account (gmail.com, or a consumer
+  // account under a company address) has none, and the email alone cannot tell them apart.
+  if (rules.workspaceDomain !== undefined) {
+    const hd = typeof claims.hd === 'string' ? asciiLowercase(claims.hd) : undefined;
+    if (hd !== asciiLowercase(rules.workspaceDomain)) return refuse('workspace_domain_not_allowed');
+  }
   if (rules.allowedDomains.length === 0) return { allowed: true };
   const { email } = claims;
   if (email === undefined || email === null || email === '') return refuse('email_missing');

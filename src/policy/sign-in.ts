@@ -5,6 +5,8 @@ import { isInAnyGroup, readGroups } from './groups.js';
 export interface SignInRules {
   allowedDomains: readonly string[];
   allowUnverified: boolean;
+  /** `auth.google_workspace_domain`: Google's `hd` claim must name it. */
+  workspaceDomain?: string;
   allowedGroups: readonly string[];
   adminEmails: readonly string[];
   adminGroups: readonly string[];
@@ -19,6 +21,8 @@ const MESSAGES: Record<string, string> = {
   email_invalid: 'The email address from the sign-in provider is not a valid address.',
   email_unverified: 'Your email address is not verified with the sign-in provider.',
   email_domain_not_allowed: 'Accounts from your email domain are not allowed to use this service.',
+  workspace_domain_not_allowed:
+    'Only accounts of your organisation’s Google Workspace may use this service; sign in with your work account, not a personal Google account.',
   group_not_allowed: 'Your account is not in a group allowed to use this service.',
   groups_overage:
     'The sign-in provider sent too many groups to include in the sign-in (Entra ID group overage); ask the administrator to emit only the groups assigned to this application.',
@@ -29,7 +33,11 @@ const MESSAGES: Record<string, string> = {
  * carried over from an earlier one.
  */
 export function decideSignIn(claims: Record<string, unknown>, rules: SignInRules): SignInDecision {
-  const email = checkEmail(claims, { allowedDomains: rules.allowedDomains, allowUnverified: rules.allowUnverified });
+  const email = checkEmail(claims, {
+    allowedDomains: rules.allowedDomains,
+    allowUnverified: rules.allowUnverified,
+    workspaceDomain: rules.workspaceDomain,
+  });
   if (!email.allowed) return { allowed: false, reason: email.reason, message: MESSAGES[email.reason]! };
   const { groups, overage } = readGroups(claims, rules.groupsClaim);
   if (rules.allowedGroups.length > 0 && !isInAnyGroup(groups, rules.allowedGroups)) {

@@ -78,7 +78,14 @@ export async function recordSignIn(db: Db, identity: ProviderIdentity, now = Dat
   const row = await db
     .insertInto('users')
     .values({ id: randomUUID(), issuer: identity.issuer, subject: identity.subject, created_at: now, ...current })
-    .onConflict((conflict) => conflict.columns(['issuer', 'subject']).doUpdateSet(current))
+    // A sign-in without an email or name (a scope not granted, UserInfo not asked) keeps the stored one.
+    .onConflict((conflict) =>
+      conflict.columns(['issuer', 'subject']).doUpdateSet((eb) => ({
+        ...current,
+        email: eb.fn.coalesce('excluded.email', 'users.email'),
+        name: eb.fn.coalesce('excluded.name', 'users.name'),
+      })),
+    )
     .returning(['id', 'issuer', 'subject', 'email', 'name', 'role', 'groups', 'disabled_at'])
     .executeTakeFirstOrThrow();
   return toUser(row);

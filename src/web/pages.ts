@@ -56,13 +56,17 @@ export function sendPage(
     .send(layout(title, body, options).value);
 }
 
-/** A page for a person whose sign-in failed: what happened in plain words and a way to try again. */
+/**
+ * A page for a person whose sign-in failed: what happened in plain words and a way to try again;
+ * `details` (the provider's own code) is shown small, for whoever they ask for help.
+ */
 export function sendErrorPage(
   reply: FastifyReply,
   status: number,
   title: string,
   message: string,
   retryHref: string,
+  details?: string,
 ): FastifyReply {
   return sendPage(
     reply,
@@ -70,7 +74,8 @@ export function sendErrorPage(
     title,
     html`<h1>${title}</h1>
       <p>${message}</p>
-      <p><a class="button" href="${retryHref}">Try signing in again</a></p>`,
+      <p><a class="button" href="${retryHref}">Try signing in again</a></p>
+      ${details ? html`<p class="muted small">Details: ${details}</p>` : ''}`,
   );
 }
 

@@ -32,6 +32,7 @@ describe('loadConfig with good files', () => {
       allowed_email_domains: [],
       google_whitelist: [],
       allow_unverified_email: false,
+      require_email: false,
       allowed_groups: [],
       admin_emails: [],
       admin_groups: [],

@@ -62,6 +62,8 @@ describe('Config', () => {
         allowed_email_domains: string[];
         google_whitelist: string[];
         allow_unverified_email: boolean;
+        require_email?: boolean;
+        google_workspace_domain?: string;
         allowed_groups: string[];
         admin_emails: string[];
         admin_groups: string[];
@@ -83,6 +85,7 @@ describe('Config', () => {
         scopes: string[];
         allow_insecure_http: boolean;
         token_endpoint_auth_method?: 'client_secret_basic' | 'client_secret_post';
+        end_session_url?: string;
         groups_claim: string;
       };
       gateway: {

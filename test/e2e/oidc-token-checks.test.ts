@@ -10,6 +10,7 @@ beforeAll(async () => {
 afterAll(() => stack.close());
 beforeEach(() => {
   stack.provider.fault = 'none';
+  stack.provider.codeError = undefined;
 });
 
 /** Runs login -> provider -> callback and returns the callback's answer. */
@@ -119,7 +120,7 @@ describe('the authorization response is bound to this browser', () => {
     expect(victim.cookie(stack.url, 'gatehouse_session')).toBeUndefined();
   });
 
-  it('refuses a replayed callback', async () => {
+  it('refuses a replayed callback at the gateway, naming the unknown flow, without asking the provider again', async () => {
     const browser = new Browserless();
     const login = await browser.fetch(`${stack.url}/v1/auth/login`);
     const flowCookie = browser.cookie(stack.url, 'gatehouse_login')!;
@@ -129,11 +130,16 @@ describe('the authorization response is bound to this browser', () => {
       return { callback: await browser.fetch(url), callbackUrl: url };
     })();
     expect(callback.status).toBe(302);
+    const tokenRequestsBefore = stack.provider.tokenRequests.length;
     const replay = await fetch(callbackUrl, {
       headers: { cookie: `gatehouse_login=${flowCookie}` },
       redirect: 'manual',
     });
+    // Refused by the gateway's one-time flow, before the code reaches the provider (which would
+    // refuse a reused code by itself).
     expect(replay.status).toBe(400);
+    expect(stack.provider.tokenRequests.length).toBe(tokenRequestsBefore);
+    expect(await replay.text()).toContain('unknown sign-in flow');
     expect(
       replay.headers
         .getSetCookie()
@@ -146,7 +152,9 @@ describe('the authorization response is bound to this browser', () => {
     const browser = new Browserless();
     const { callback } = await signIn(browser);
     expect(callback.status).toBe(403);
-    expect(await callback.text()).toContain('access was denied');
+    const page = await callback.text();
+    expect(page).toContain('You declined the sign-in');
+    expect(page).toContain('Details: access_denied');
   });
 
   it('never writes the client secret, ID token or session id to the log', async () => {
@@ -159,4 +167,56 @@ describe('the authorization response is bound to this browser', () => {
     expect(stack.provider.lastIdToken).toBeDefined();
     expect(log).not.toContain(stack.provider.lastIdToken!.split('.')[2]);
   });
+});
+
+describe('RP-initiated logout', () => {
+  it('sends a fresh state with every end-session redirect, which the provider hands back', async () => {
+    const states: string[] = [];
+    for (let i = 0; i < 2; i += 1) {
+      const browser = new Browserless();
+      await signIn(browser);
+      const logout = await browser.fetch(`${stack.url}/v1/auth/logout`);
+      const endSession = new URL(logout.headers.get('location')!);
+      const state = endSession.searchParams.get('state');
+      expect(state).toMatch(/^[\w-]{20,}$/);
+      states.push(state!);
+      const back = await browser.fetch(endSession.href);
+      expect(new URL(back.headers.get('location')!).searchParams.get('state')).toBe(state);
+    }
+    expect(states[0]).not.toBe(states[1]);
+    expect(stack.provider.logoutRequests.at(-1)?.state).toBe(states[1]);
+  });
+});
+
+describe('what a person is told when the provider refuses', () => {
+  it.each([
+    ['consent_required', 'You declined to let this service see your account'],
+    ['access_denied', 'You declined the sign-in'],
+    ['login_required', 'needs you to sign in again'],
+    ['interaction_required', 'needs you to finish a step on its page'],
+    ['account_selection_required', 'needs you to finish a step on its page'],
+    ['made_up_error_<b>', 'The sign-in provider reported an error'],
+  ])('maps %s on the callback to a plain message, the raw code only in the details', async (code, message) => {
+    const response = await fetch(`${stack.url}/v1/auth/auth?error=${encodeURIComponent(code)}`);
+    const page = await response.text();
+    expect(response.status).toBe(403);
+    expect(page).toContain(message);
+    expect(page).toContain(`Details: ${code.replace('<', '&lt;').replace('>', '&gt;')}`);
+    expect(page.split(code.replace('<', '&lt;').replace('>', '&gt;')).length).toBe(2);
+  });
+
+  it.each([
+    ['invalid_grant', 400],
+    ['invalid_code', 403],
+  ])(
+    'says "Sign-in expired, try again" when the token endpoint answers %s (glewlwyd says invalid_code)',
+    async (error, status) => {
+      stack.provider.codeError = { status, error };
+      const { callback } = await signIn(new Browserless());
+      const page = await callback.text();
+      expect(callback.status).toBe(400);
+      expect(page).toContain('Sign-in expired, try again');
+      expect(page).toContain(`Details: ${error}`);
+    },
+  );
 });

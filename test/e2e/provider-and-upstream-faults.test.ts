@@ -13,6 +13,7 @@ import SqliteDatabase from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyCommand } from '../../src/commands/keys.js';
 import { loadConfigFromObject } from '../../src/config/index.js';
+import { REQUEST_TIMEOUT_SECONDS } from '../../src/oidc/provider.js';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
 import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
@@ -239,9 +240,32 @@ describe('a provider that goes down in the middle of a sign-in', () => {
     expect((await browser.fetch(`${setup.gateway.url}/v1/auth/me`)).status).toBe(200);
   });
 
-  // The faulty provider cannot delay its token endpoint, and the gateway's timeout for provider
-  // requests is a fixed 10 s (src/oidc/provider.ts REQUEST_TIMEOUT_SECONDS): too slow to test here.
-  it.todo('shows "sign-in is unavailable" when the token endpoint answers after the 10 s timeout');
+  it(
+    `shows "sign-in is unavailable" when the token endpoint answers after the ${REQUEST_TIMEOUT_SECONDS} s timeout`,
+    async () => {
+      if (!setup.provider) await setup.startProvider();
+      const timeoutMs = REQUEST_TIMEOUT_SECONDS * 1000;
+      // Slow enough that only the gateway's timeout can end the wait.
+      setup.provider!.tokenDelayMs = timeoutMs + 5_000;
+      try {
+        const browser = new Browserless();
+        const login = await browser.fetch(`${setup.gateway.url}/v1/auth/login`);
+        const authorize = await browser.fetch(login.headers.get('location')!);
+        const started = Date.now();
+        const page = await expectPage(await browser.fetch(authorize.headers.get('location')!), 503);
+        const elapsed = Date.now() - started;
+        console.info(`token endpoint timeout: answered after ${elapsed} ms (timeout ${timeoutMs} ms)`);
+        expect(page).toContain('Sign-in is unavailable');
+        expect(elapsed).toBeGreaterThanOrEqual(timeoutMs);
+        // The delay is the bound: an answer before it means the gateway gave up, not the provider.
+        expect(elapsed).toBeLessThan(setup.provider!.tokenDelayMs);
+        expect(browser.cookie(setup.gateway.url, 'gatehouse_session')).toBeUndefined();
+      } finally {
+        setup.provider!.tokenDelayMs = 0;
+      }
+    },
+    REQUEST_TIMEOUT_SECONDS * 1000 + 20_000,
+  );
 });
 
 /**

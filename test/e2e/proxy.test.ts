@@ -749,7 +749,9 @@ describe('logout', () => {
 
     const atProvider = await browser.fetch(location.href);
     expect(atProvider.status).toBe(302);
-    expect(atProvider.headers.get('location')).toBe(new URL(stack.url).href);
+    const back = new URL(atProvider.headers.get('location')!);
+    expect(back.origin + back.pathname).toBe(new URL(stack.url).href);
+    expect(back.searchParams.get('state')).toBe(location.searchParams.get('state'));
     expect(stack.provider.logoutRequests.at(-1)).toMatchObject({
       idTokenHint: idToken,
       postLogoutRedirectUri: stack.url,

@@ -4,9 +4,11 @@
  * against the faulty provider sending claims shaped as that provider sends them:
  *  - Auth0: an issuer with a trailing slash;
  *  - Entra ID: the `{tenantid}` issuer template of the common endpoint, group overage;
- *  - Google: `email_verified` and `hd`;
+ *  - Google: `email_verified`, and `hd` under auth.google_workspace_domain;
  *  - Okta: custom authorization servers (issuer under /oauth2/<id>), groups in UserInfo only;
  *  - Keycloak: realm paths and realm roles;
+ *  - Amazon Cognito: no end_session_endpoint (auth_provider.end_session_url), `cognito:groups`,
+ *    `email_verified` as a string;
  *  - `auth_provider.token_endpoint_auth_method` for providers whose advertised default is wrong.
  * Recorded documents are served on 127.0.0.1 with their hosts rewritten to it, except Entra's common
  * endpoint: openid-client honours its issuer template only on https://login.microsoftonline.com, so
@@ -32,7 +34,10 @@ import { freePort } from '../support/ports.js';
 import { signIn } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET, signInThrough, startGateway } from '../support/stack.js';
 
-type FixtureName = 'auth0' | 'entra-common' | 'entra-tenant' | 'google' | 'okta-custom-as' | 'keycloak';
+/** Credentials RFC 6749 2.3.1 form-encoding leaves as they are, so client_secret_basic stays the first choice. */
+const ALPHANUMERIC = { clientId: 'gatehouseTest', clientSecret: 'TestClientSecretOfLettersAndDigits0123' };
+
+type FixtureName = 'auth0' | 'entra-common' | 'entra-tenant' | 'google' | 'okta-custom-as' | 'keycloak' | 'cognito';
 type Metadata = Record<string, unknown> & { issuer: string; token_endpoint: string };
 
 const ENTRA_TENANT = '3f1c5e9a-7b2d-4c8e-9a61-2d4b8f0e7c35';
@@ -46,6 +51,7 @@ const METADATA_URLS: Record<FixtureName, string> = {
   google: 'https://accounts.google.com/.well-known/openid-configuration',
   'okta-custom-as': 'https://ORG.okta.com/oauth2/default/.well-known/openid-configuration',
   keycloak: 'https://sso.example.com/realms/acme/.well-known/openid-configuration',
+  cognito: 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123/.well-known/openid-configuration',
 };
 
 function readFixture(name: FixtureName): Metadata {
@@ -82,7 +88,7 @@ describe('the issuer Gatehouse expects, from each shape of server_metadata_url',
     expect(issuer.href).toBe(readFixture('auth0').issuer);
   });
 
-  it.each<FixtureName>(['auth0', 'entra-tenant', 'google', 'okta-custom-as', 'keycloak'])(
+  it.each<FixtureName>(['auth0', 'entra-tenant', 'google', 'okta-custom-as', 'keycloak', 'cognito'])(
     'takes the issuer %s publishes from its metadata URL',
     (name) => {
       // What openid-client compares (Discovery 4.3): the document's issuer against the URL it was given.
@@ -196,7 +202,7 @@ async function clientAuthSentBy(
   return recorded.tokenRequests.at(-1);
 }
 
-describe.each<FixtureName>(['auth0', 'entra-tenant', 'google', 'okta-custom-as', 'keycloak'])(
+describe.each<FixtureName>(['auth0', 'entra-tenant', 'google', 'okta-custom-as', 'keycloak', 'cognito'])(
   'the recorded %s document, served on 127.0.0.1',
   (name) => {
     let recorded: RecordedProvider;
@@ -222,9 +228,15 @@ describe.each<FixtureName>(['auth0', 'entra-tenant', 'google', 'okta-custom-as',
       expect(connection.endSessionEndpoint).toBe(recorded.document.end_session_endpoint);
     });
 
-    it('authenticates at its token endpoint with client_secret_basic, which it advertises', async () => {
+    it('authenticates with client_secret_basic, which it advertises, when the secret is letters and digits', async () => {
       expect(recorded.document.token_endpoint_auth_methods_supported).toContain('client_secret_basic');
-      expect(await clientAuthSentBy(await discover(), recorded)).toBe('basic');
+      const connection = await discover(ALPHANUMERIC);
+      expect(await clientAuthSentBy(connection, recorded)).toBe('basic');
+    });
+
+    it('authenticates with client_secret_post, which it also advertises, when form-encoding would change the secret', async () => {
+      expect(recorded.document.token_endpoint_auth_methods_supported).toContain('client_secret_post');
+      expect(await clientAuthSentBy(await discover(), recorded)).toBe('post');
     });
 
     it('authenticates with client_secret_post when token_endpoint_auth_method says so', async () => {
@@ -588,6 +600,81 @@ describe('Google: email_verified and hd', () => {
   });
 });
 
+describe('Amazon Cognito: cognito:groups, email_verified as a string, sign-out by end_session_url', () => {
+  let stack: QuirkStack;
+  const cognitoLogout = 'https://gatehouse-demo.auth.eu-west-1.amazoncognito.com/logout';
+  beforeAll(async () => {
+    stack = await startQuirkStack(
+      { endSessionEndpoint: false },
+      {
+        auth: { allowed_groups: ['llm-users'], admin_groups: ['llm-admins'] },
+        auth_provider: {
+          groups_claim: 'cognito:groups',
+          end_session_url: `${cognitoLogout}?client_id={client_id}&logout_uri={post_logout_redirect_uri}`,
+        },
+      },
+    );
+  });
+  afterAll(() => stack.close());
+
+  it('admits a member of the cognito:groups group, email_verified sent as the string "true"', async () => {
+    const browser = await admit(stack, { 'cognito:groups': ['llm-users'], email_verified: 'true' });
+    expect((await browser.fetch(`${stack.url}/v1/auth/me`)).status).toBe(200);
+  });
+
+  it('makes a member of the admin group in cognito:groups an admin', async () => {
+    const browser = await admit(stack, { 'cognito:groups': ['llm-users', 'llm-admins'] });
+    expect((await browser.fetch(`${stack.url}/v1/auth/admin/users`)).status).toBe(200);
+  });
+
+  it('refuses a user outside the group, and email_verified as the string "false"', async () => {
+    await refuse(stack, { 'cognito:groups': ['others'] }, 'group_not_allowed', /not in a group allowed/);
+    await refuse(
+      stack,
+      { 'cognito:groups': ['llm-users'], email_verified: 'false' },
+      'email_unverified',
+      /email address is not verified/,
+    );
+  });
+
+  it('signs out at the hosted UI’s /logout with client_id and logout_uri, though discovery has no end_session_endpoint', async () => {
+    const browser = await admit(stack, { 'cognito:groups': ['llm-users'] });
+    const logout = await browser.fetch(`${stack.url}/v1/auth/logout`);
+    expect(logout.status).toBe(302);
+    const location = new URL(logout.headers.get('location')!);
+    expect(location.origin + location.pathname).toBe(cognitoLogout);
+    expect(location.searchParams.get('client_id')).toBe(CLIENT_ID);
+    expect(location.searchParams.get('logout_uri')).toBe(stack.url);
+    expect((await browser.fetch(`${stack.url}/v1/auth/me`)).status).toBe(401);
+  });
+});
+
+describe('Google Workspace only: auth.google_workspace_domain and the hd claim', () => {
+  let stack: QuirkStack;
+  beforeAll(async () => {
+    stack = await startQuirkStack({ email: 'ada@example.com' }, { auth: { google_workspace_domain: 'Example.com' } });
+  });
+  afterAll(() => stack.close());
+
+  it('admits an account of the Workspace domain (hd compared without case)', async () => {
+    await admit(stack, { hd: 'example.com', email_verified: true });
+  });
+
+  it('refuses a personal Google account, which has no hd, saying to use the work account', async () => {
+    await refuse(
+      stack,
+      { email: 'ada.lovelace@gmail.com', hd: undefined, email_verified: true },
+      'workspace_domain_not_allowed',
+      /not a personal Google account/,
+    );
+  });
+
+  it('refuses a personal account under the company address (no hd) and another Workspace', async () => {
+    await refuse(stack, { hd: undefined }, 'workspace_domain_not_allowed', /Google Workspace/);
+    await refuse(stack, { hd: 'example.org' }, 'workspace_domain_not_allowed', /Google Workspace/);
+  });
+});
+
 describe('Entra ID: group object ids and group overage (allowed_groups)', () => {
   const llmUsers = '0f3c1e5a-2b4d-4e6f-8a9b-1c2d3e4f5a6b';
   let stack: QuirkStack;
@@ -656,13 +743,21 @@ describe('auth_provider.token_endpoint_auth_method', () => {
   async function stackWith(
     providerOptions: Partial<FaultyProviderOptions>,
     method?: 'client_secret_basic' | 'client_secret_post',
+    credentials = { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET },
   ): Promise<QuirkStack> {
+    const { clientId, clientSecret } = credentials;
+    const pin = method ? { token_endpoint_auth_method: method } : {};
     const stack = await startQuirkStack(
-      providerOptions,
-      method ? { auth_provider: { token_endpoint_auth_method: method } } : {},
+      { ...providerOptions, clientId, clientSecret },
+      { auth_provider: { client_id: clientId, client_secret: clientSecret, ...pin } },
     );
     stacks.push(stack);
     return stack;
+  }
+
+  /** The client authentications the token endpoint saw, in order, and whether each was accepted. */
+  function clientAuths(stack: QuirkStack): string[] {
+    return stack.provider.tokenRequests.map((request) => `${request.clientAuth}:${request.ok ? 'ok' : 'refused'}`);
   }
 
   it('sends client_secret_post when configured, though the provider advertises basic too', async () => {
@@ -689,20 +784,55 @@ describe('auth_provider.token_endpoint_auth_method', () => {
     expect(stack.provider.tokenRequests.at(-1)).toMatchObject({ clientAuth: 'basic', ok: true });
   });
 
+  it('signs in first time, unconfigured, where Basic credentials are not form-decoded and the secret holds -_.~', async () => {
+    const stack = await stackWith({ decodesBasicCredentials: false }, undefined, {
+      clientId: CLIENT_ID,
+      clientSecret: 'glewlwyd-like_secret.with~all-0123',
+    });
+    await admit(stack);
+    expect(clientAuths(stack)).toEqual(['post:ok']);
+  });
+
   describe('with a provider that advertises basic but takes only post', () => {
-    it('fails the sign-in unconfigured, as the provider refusing it (502), not as a bad answer', async () => {
-      const stack = await stackWith({ acceptedClientAuth: ['post'] });
+    it('retries once with client_secret_post, keeps it, and logs how to pin it', async () => {
+      const stack = await stackWith({ acceptedClientAuth: ['post'] }, undefined, ALPHANUMERIC);
+      await admit(stack);
+      expect(clientAuths(stack)).toEqual(['basic:refused', 'post:ok']);
+      expect(stack.logs.join('')).toContain('set auth_provider.token_endpoint_auth_method: client_secret_post');
+      await admit(stack);
+      expect(clientAuths(stack)).toEqual(['basic:refused', 'post:ok', 'post:ok']);
+    });
+
+    it('does not retry when token_endpoint_auth_method pins basic; the page names the refused credentials', async () => {
+      const stack = await stackWith({ acceptedClientAuth: ['post'] }, 'client_secret_basic');
       const { callback } = await signIn(stack, new Browserless());
       const page = await callback.text();
-      expect(stack.provider.tokenRequests.at(-1)).toMatchObject({ clientAuth: 'basic', ok: false });
+      expect(clientAuths(stack)).toEqual(['basic:refused']);
       expect(callback.status, page).toBe(502);
-      expect(page).toMatch(/refused to complete the sign-in/);
+      expect(page).toContain('does not accept this service’s credentials');
     });
 
     it('signs in once token_endpoint_auth_method is client_secret_post', async () => {
       const stack = await stackWith({ acceptedClientAuth: ['post'] }, 'client_secret_post');
       await admit(stack);
       expect(stack.provider.tokenRequests.at(-1)).toMatchObject({ clientAuth: 'post', ok: true });
+    });
+  });
+
+  it('tries each advertised method once with a wrong secret, then says the credentials were refused', async () => {
+    const stack = await startQuirkStack({}, { auth_provider: { client_secret: 'not-the-registered-secret' } });
+    stacks.push(stack);
+    const { callback } = await signIn(stack, new Browserless());
+    expect(callback.status).toBe(502);
+    expect(await callback.text()).toContain('Only the administrator can fix this');
+    expect(clientAuths(stack)).toEqual(['post:refused', 'basic:refused']);
+  });
+
+  describe('with a provider that advertises post and basic but takes only basic', () => {
+    it('retries once with client_secret_basic', async () => {
+      const stack = await stackWith({ acceptedClientAuth: ['basic'] });
+      await admit(stack);
+      expect(clientAuths(stack)).toEqual(['post:refused', 'basic:ok']);
     });
   });
 

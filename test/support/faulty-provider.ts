@@ -77,6 +77,14 @@ export interface FaultyProviderOptions {
    * both. Fewer than advertised makes a provider whose published default is wrong.
    */
   acceptedClientAuth?: Array<'basic' | 'post'>;
+  /** `Cache-Control` of the discovery document; default `no-cache`. */
+  discoveryCacheControl?: string;
+  /**
+   * Whether Basic credentials are form-decoded as RFC 6749 2.3.1 says; default true. False
+   * compares them as sent, as glewlwyd and LemonLDAP::NG do, so a secret with `-` (sent as `%2D`)
+   * fails under client_secret_basic.
+   */
+  decodesBasicCredentials?: boolean;
 }
 
 export interface TokenRequestRecord {
@@ -143,8 +151,15 @@ export interface FaultyProvider {
    * sign-in said: the user left a group, lost an address, since signing in.
    */
   refreshClaims: Record<string, unknown>;
-  /** Replaces the signing key (and the only JWKS entry) with a new RS256 key under a new `kid`. */
+  /** Replaces the signing key (and the only JWKS entry) with a new key under a new `kid`. */
   rotateKey(): Promise<void>;
+  /**
+   * Switches to a new key of this algorithm and advertises only it in discovery, as a provider
+   * that moves from RS256 to ES256 does.
+   */
+  switchAlgorithm(alg: 'RS256' | 'ES256'): Promise<void>;
+  /** Requests for the discovery document so far. */
+  discoveryRequests: number;
   tokenRequests: TokenRequestRecord[];
   jwksRequests: number;
   logoutRequests: LogoutRequestRecord[];
@@ -170,6 +185,15 @@ export interface FaultyProvider {
   revokeRefreshTokens(subject?: string): void;
   /** While true, every connection is dropped unanswered, as if the provider were unreachable. */
   unreachable: boolean;
+  /**
+   * While set, the token endpoint answers an authenticated code redemption with this error
+   * instead of tokens, e.g. glewlwyd's non-standard `{ status: 403, error: 'invalid_code' }`.
+   */
+  codeError?: { status: number; error: string };
+  /** Milliseconds the token endpoint waits before answering; default 0. */
+  tokenDelayMs: number;
+  /** While true, the UserInfo endpoint answers 503, as during an outage of that service. */
+  userinfoFails: boolean;
   /** A back-channel logout token (Back-Channel Logout 1.0 section 2.4) for this provider's client. */
   signLogoutToken(options?: LogoutTokenOptions): Promise<string>;
   close(): Promise<void>;
@@ -177,6 +201,7 @@ export interface FaultyProvider {
 
 interface SigningKey {
   kid: string;
+  alg: 'RS256' | 'ES256';
   privateKey: CryptoKey;
   publicJwk: JWK;
 }
@@ -207,11 +232,11 @@ type UserClaims = Record<string, unknown> & { sub: string };
 const codeLifetimeSeconds = 60;
 const tokenLifetimeSeconds = 300;
 
-async function createSigningKey(): Promise<SigningKey> {
-  const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true });
+async function createSigningKey(alg: 'RS256' | 'ES256' = 'RS256'): Promise<SigningKey> {
+  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
   const publicJwk = await exportJWK(publicKey);
   const kid = await calculateJwkThumbprint(publicJwk);
-  return { kid, privateKey, publicJwk: { ...publicJwk, kid, alg: 'RS256', use: 'sig' } };
+  return { kid, alg, privateKey, publicJwk: { ...publicJwk, kid, alg, use: 'sig' } };
 }
 
 function epochSeconds(): number {
@@ -236,17 +261,17 @@ function formDecode(value: string): string {
   return decodeURIComponent(value.replace(/\+/g, ' '));
 }
 
-function readBasicCredentials(header: string | undefined): { id: string; secret: string } | undefined {
+function readBasicCredentials(
+  header: string | undefined,
+  decode: (value: string) => string,
+): { id: string; secret: string } | undefined {
   const match = /^Basic\s+(\S+)$/i.exec(header ?? '');
   if (!match?.[1]) return undefined;
   const decoded = Buffer.from(match[1], 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   if (colon < 0) return undefined;
   try {
-    return {
-      id: formDecode(decoded.slice(0, colon)),
-      secret: formDecode(decoded.slice(colon + 1)),
-    };
+    return { id: decode(decoded.slice(0, colon)), secret: decode(decoded.slice(colon + 1)) };
   } catch {
     return undefined;
   }
@@ -330,8 +355,13 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     userinfoOnlyClaims: {},
     refreshClaims: {},
     async rotateKey() {
-      signingKey = await createSigningKey();
+      signingKey = await createSigningKey(signingKey.alg);
     },
+    async switchAlgorithm(alg) {
+      signingKey = await createSigningKey(alg);
+      metadata.id_token_signing_alg_values_supported = [alg];
+    },
+    discoveryRequests: 0,
     tokenRequests: [],
     jwksRequests: 0,
     logoutRequests: [],
@@ -347,6 +377,9 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
       for (const grant of refreshTokens.values()) if (grant.user.sub === subject) grant.revoked = true;
     },
     unreachable: false,
+    codeError: undefined,
+    tokenDelayMs: 0,
+    userinfoFails: false,
     signLogoutToken: (logout = {}) => buildLogoutToken(logout),
     close() {
       return new Promise<void>((resolve, reject) => {
@@ -381,7 +414,8 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     const route = `${request.method ?? 'GET'} ${url.pathname}`;
     switch (route) {
       case 'GET /.well-known/openid-configuration':
-        return sendJson(response, 200, metadata, { 'cache-control': 'no-cache' });
+        provider.discoveryRequests += 1;
+        return sendJson(response, 200, metadata, { 'cache-control': options.discoveryCacheControl ?? 'no-cache' });
       case 'GET /authorize':
         return authorize(url.searchParams, response);
       case 'POST /token':
@@ -442,9 +476,13 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
 
   async function token(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const form = await readForm(request);
+    if (provider.tokenDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, provider.tokenDelayMs));
     const code = form.get('code') ?? '';
     const codeVerifier = form.get('code_verifier') ?? undefined;
-    const basic = readBasicCredentials(request.headers.authorization);
+    const basic = readBasicCredentials(
+      request.headers.authorization,
+      options.decodesBasicCredentials === false ? (value) => value : formDecode,
+    );
     const clientAuth: TokenRequestRecord['clientAuth'] = basic ? 'basic' : form.has('client_secret') ? 'post' : 'none';
     const grantType = form.get('grant_type') ?? '';
     const record: TokenRequestRecord = { grantType, code, codeVerifier, clientAuth, ok: false };
@@ -478,6 +516,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     if (grantType !== 'authorization_code') {
       return sendJson(response, 400, { error: 'unsupported_grant_type' });
     }
+    if (provider.codeError) return sendJson(response, provider.codeError.status, { error: provider.codeError.error });
 
     const issued = codes.get(code);
     if (!issued) return invalidGrant('unknown authorization code');
@@ -626,7 +665,7 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
         claims.sub = `${sub}-someone-else`;
         break;
     }
-    return new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: key.kid }).sign(key.privateKey);
+    return new SignJWT(claims).setProtectedHeader({ alg: key.alg, typ: 'JWT', kid: key.kid }).sign(key.privateKey);
   }
 
   async function buildLogoutToken({ sub, sid, extra = {}, omit = [], signing = 'valid' }: LogoutTokenOptions) {
@@ -648,11 +687,12 @@ export async function startFaultyProvider(options: FaultyProviderOptions): Promi
     }
     const key = signing === 'stray-key' ? { ...strayKey, kid: signingKey.kid } : signingKey;
     return new SignJWT(claims)
-      .setProtectedHeader({ alg: 'RS256', typ: 'logout+jwt', kid: key.kid })
+      .setProtectedHeader({ alg: key.alg, typ: 'logout+jwt', kid: key.kid })
       .sign(key.privateKey);
   }
 
   function userinfo(request: IncomingMessage, response: ServerResponse): void {
+    if (provider.userinfoFails) return sendJson(response, 503, { error: 'temporarily_unavailable' });
     const match = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '');
     const grant = match?.[1] ? accessTokens.get(match[1]) : undefined;
     if (!grant || grant.expiresAt < epochSeconds()) {
