@@ -161,8 +161,9 @@ async function credentialsCheck(config: Config): Promise<Verdict> {
         const reached = describeReachFailure(error, addressOf(endpoint));
         return fail(`cannot reach the token endpoint: ${reached.cause}`, reached.fix);
       }
-      if (answer.error === 'invalid_grant') {
-        return pass(`client ${client_id} accepted by ${endpoint} (a made-up code was refused as invalid_grant)`);
+      // glewlwyd names an unknown code `invalid_code`, past the client check all the same.
+      if (answer.error === 'invalid_grant' || answer.error === 'invalid_code') {
+        return pass(`client ${client_id} accepted by ${endpoint} (a made-up code was refused as ${answer.error})`);
       }
       if (answer.error === 'invalid_client' || answer.error === 'unauthorized_client') {
         const other =

@@ -5,7 +5,7 @@ import { decideSignIn, type SignInRules } from '../policy/sign-in.js';
 import type { RefreshOutcome, SessionTokens, TokenRefresher } from '../sessions/store.js';
 import type { Role, User } from '../users/store.js';
 import { assertIssuedInPast, fetchUserInfoClaims, sessionTokensOf } from './login.js';
-import type { ProviderConnection } from './provider.js';
+import { isUnexpectedSigningKey, type ProviderConnection } from './provider.js';
 
 /**
  * When a refresh response carries no ID token (Core 12.2 allows that), the grant is checked again
@@ -76,9 +76,12 @@ export function createTokenRefresher(
   return {
     async refresh(refreshToken: string, user: User, now = Date.now()): Promise<RefreshOutcome> {
       try {
-        const config = provider.configuration();
-        const response = await client.refreshTokenGrant(config, refreshToken);
-        provider.rememberJwks(config);
+        // Through the connection, so a refresh gets the same client-authentication fallback and
+        // metadata re-read as a sign-in.
+        const { config, response } = await provider.tokenRequest(async (config) => ({
+          config,
+          response: await client.refreshTokenGrant(config, refreshToken),
+        }));
         const claims = response.claims();
         if (!claims || !response.id_token) {
           // No ID token (Core 12.2 allows that): the UserInfo endpoint, where there is one, says who the user is now.
@@ -104,7 +107,8 @@ export function createTokenRefresher(
         const tokens = { ...sessionTokensOf(claims, response.refresh_token), idToken: response.id_token };
         return { result: 'refreshed', tokens: recheckBy(tokens, recheck.recheckMs, now) };
       } catch (error) {
-        const refused = isRefusal(error);
+        // A key the metadata did not list was just read again: the next refresh can tell, this one cannot.
+        const refused = isRefusal(error) && !isUnexpectedSigningKey(error);
         // Only codes and the provider's error name: a refresh token must never reach the log.
         log.warn(
           {
