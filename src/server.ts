@@ -20,6 +20,8 @@ import { registerKeyRoutes } from './routes/keys.js';
 import { ApiKeyStore } from './keys/store.js';
 import { ApiKeyVerifier, type StaticKey } from './keys/verify.js';
 import type { Logger } from './log.js';
+import { purgeUsedLogoutTokens } from './oidc/backchannel-logout.js';
+import { purgeExpiredLoginFlows } from './oidc/login.js';
 import { ProviderConnection } from './oidc/provider.js';
 import { createTokenRefresher } from './oidc/refresh.js';
 import { registerAuthRoutes } from './oidc/routes.js';
@@ -30,10 +32,10 @@ import { createPlatformHandler, type PlatformHandlerOptions } from './proxy/hand
 import { InFlightRequests } from './proxy/in-flight.js';
 import { cookieNamesFor } from './sessions/cookies.js';
 import { deriveSealingKey } from './sessions/sealing.js';
-import { SessionStore } from './sessions/store.js';
+import { countActiveSessions, SessionStore } from './sessions/store.js';
 import { openStorage, type Db, type Storage } from './storage/database.js';
 import { openSharedState, type SharedState } from './storage/shared-state.js';
-import { countActiveSessions, recordSignIn, updateUserAccess } from './users/store.js';
+import { recordSignIn, updateUserAccess } from './users/store.js';
 import type { Metrics } from './metrics/metrics.js';
 import { noMetrics, type MetricsSink } from './metrics/sink.js';
 import { memoryWindowCounter, RateLimiter, redisWindowCounter } from './limits/rate-limiter.js';
@@ -302,7 +304,10 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     },
     revocations,
   );
-  const purgeTimer = setInterval(() => void sessions.purgeExpired().catch(() => undefined), PURGE_INTERVAL_MS).unref();
+  // Each table's owner purges it.
+  const purge = () =>
+    Promise.all([sessions.purgeExpired(), purgeExpiredLoginFlows(storage.db), purgeUsedLogoutTokens(storage.db)]);
+  const purgeTimer = setInterval(() => void purge().catch(() => undefined), PURGE_INTERVAL_MS).unref();
   const keyStore = new ApiKeyStore(storage.db, keyHashSecret, config.auth.api_key_prefix);
   const testToken = await loadTestToken(config, storage.db);
   if (testToken) {

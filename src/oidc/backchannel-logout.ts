@@ -113,6 +113,11 @@ async function firstUse(db: Db, issuer: string, jti: string, expiresAt: number):
   return Number(result.numInsertedOrUpdatedRows ?? 0) === 1;
 }
 
+/** Forgets the `jti`s of logout tokens too old to pass the age check again; run periodically. */
+export async function purgeUsedLogoutTokens(db: Db, now = Date.now()): Promise<void> {
+  await db.deleteFrom('used_logout_tokens').where('expires_at', '<=', now).execute();
+}
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

@@ -163,6 +163,11 @@ export async function finishLogin(
 }
 
 /** openid-client only checks that `iat` is a number; Core 3.1.3.7 step 10 leaves the bound to the client. */
+/** Removes sign-ins that were started and never finished; run periodically. */
+export async function purgeExpiredLoginFlows(db: Db, now = Date.now()): Promise<void> {
+  await db.deleteFrom('login_flows').where('expires_at', '<=', now).execute();
+}
+
 export function assertIssuedInPast(claims: client.IDToken, now: number): void {
   if (claims.iat * 1000 > now + CLOCK_TOLERANCE_MS) {
     throw new AuthError('ID_TOKEN_ISSUED_IN_FUTURE', 'the ID token claims to be issued in the future');

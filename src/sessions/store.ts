@@ -358,7 +358,15 @@ export class SessionStore {
       .deleteFrom('sessions')
       .where((eb) => eb.or([eb('expires_at', '<=', now), eb('last_seen_at', '<=', now - this.lifetime.idleMs)]))
       .execute();
-    await this.db.deleteFrom('login_flows').where('expires_at', '<=', now).execute();
-    await this.db.deleteFrom('used_logout_tokens').where('expires_at', '<=', now).execute();
   }
+}
+
+/** Sessions not yet expired, for the active-sessions gauge. */
+export async function countActiveSessions(db: Db, now = Date.now()): Promise<number> {
+  const row = await db
+    .selectFrom('sessions')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('expires_at', '>', now)
+    .executeTakeFirst();
+  return Number(row?.n ?? 0);
 }

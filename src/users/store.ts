@@ -107,7 +107,11 @@ export async function findUser(db: Db, id: string): Promise<User | undefined> {
   return row && toUser(row);
 }
 
-/** Disables a user and ends their sessions in one transaction; keys are refused by the verifier from then on. */
+/**
+ * Disables a user and ends their sessions in one transaction; keys are refused by the verifier from
+ * then on. The one write to `sessions` outside its store: it must commit with the disable, so that
+ * enabling the user again can never bring back a session that was meant to end.
+ */
 export async function setUserDisabled(db: Db, id: string, disabled: boolean, now = Date.now()): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
     const result = await trx
@@ -169,15 +173,6 @@ export async function listUsers(
     active_sessions: Number(row.active_sessions ?? 0),
   }));
   return { data: users, has_more: rows.length > page.limit };
-}
-
-export async function countActiveSessions(db: Db, now = Date.now()): Promise<number> {
-  const row = await db
-    .selectFrom('sessions')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('expires_at', '>', now)
-    .executeTakeFirst();
-  return Number(row?.n ?? 0);
 }
 
 /**
