@@ -143,14 +143,16 @@ async function credentialsCheck(config: Config): Promise<Verdict> {
   await connection.whenAttempted();
   try {
     if (!connection.ready) return fail(`not checked: ${connection.problem}`, 'fix the provider line first');
-    const configuration = connection.configuration();
-    const endpoint = configuration.serverMetadata().token_endpoint!;
+    const endpoint = connection.configuration().serverMetadata().token_endpoint!;
     try {
-      await client.genericGrantRequest(configuration, 'authorization_code', {
-        code: `gatehouse-doctor-${randomBytes(16).toString('hex')}`,
-        redirect_uri: `${config.powerml.website}${CALLBACK_PATH}`,
-        code_verifier: randomBytes(32).toString('base64url'),
-      });
+      // As a sign-in would: with the method the gateway picks, and its one fallback to the other.
+      await connection.tokenRequest((configuration) =>
+        client.genericGrantRequest(configuration, 'authorization_code', {
+          code: `gatehouse-doctor-${randomBytes(16).toString('hex')}`,
+          redirect_uri: `${config.powerml.website}${CALLBACK_PATH}`,
+          code_verifier: randomBytes(32).toString('base64url'),
+        }),
+      );
       return fail(
         `${endpoint} accepted a made-up authorization code`,
         'the provider does not check authorization codes: do not use it',
@@ -163,7 +165,10 @@ async function credentialsCheck(config: Config): Promise<Verdict> {
       }
       // glewlwyd names an unknown code `invalid_code`, past the client check all the same.
       if (answer.error === 'invalid_grant' || answer.error === 'invalid_code') {
-        return pass(`client ${client_id} accepted by ${endpoint} (a made-up code was refused as ${answer.error})`);
+        const method = connection.clientAuthMethod;
+        return pass(
+          `client ${client_id} accepted by ${endpoint} with ${method} (a made-up code was refused as ${answer.error})`,
+        );
       }
       if (answer.error === 'invalid_client' || answer.error === 'unauthorized_client') {
         const other =

@@ -103,6 +103,11 @@ export class ProviderConnection {
     return config;
   }
 
+  /** The client authentication token requests use now: chosen from discovery, or kept after a fallback. */
+  get clientAuthMethod(): ClientAuthMethod {
+    return this.clientAuth;
+  }
+
   /**
    * Runs a token request. RFC 6749 2.3.1 has the credentials form-encoded inside Basic, and some
    * certified providers (glewlwyd, LemonLDAP::NG) compare them undecoded, so a secret with `-` is

@@ -340,8 +340,14 @@ describe('gatehouse doctor against a provider that takes the client secret only 
   });
   afterAll(() => postOnly.close());
 
-  it('fails the client secret check with the fix client_secret_post, and passes once it is set', async () => {
-    const rejected = await doctor({ auth_provider: { server_metadata_url: postOnly.metadataUrl } });
+  it('passes with client_secret_post as the gateway would sign in, and fails pinned to basic with the fix', async () => {
+    const unpinned = await doctor({ auth_provider: { server_metadata_url: postOnly.metadataUrl } });
+    const chosen = lineFor(unpinned.lines, 'client secret');
+    expect(chosen.verdict).toBe('PASS');
+    expect(chosen.detail).toContain('client_secret_post');
+    const rejected = await doctor({
+      auth_provider: { server_metadata_url: postOnly.metadataUrl, token_endpoint_auth_method: 'client_secret_basic' },
+    });
     expect(rejected.code).toBe(1);
     const line = lineFor(rejected.lines, 'client secret');
     expect(line.verdict).toBe('FAIL');
