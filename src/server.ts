@@ -11,6 +11,7 @@ import { sendApiError, writeApiError } from './http/errors.js';
 import { createFailureAnswer } from './http/failure.js';
 import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
+import { logAccess } from './http/access-log.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
 import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
@@ -149,6 +150,12 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       `Gatehouse has no ${request.method} ${request.url.split('?')[0]?.slice(0, 200)}.`,
     ),
   );
+  // Set first, so refusals, 404s and errors carry it too.
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-request-id', request.id);
+    done();
+  });
+  const { access_log: accessLog } = config.gateway;
   // The callback form: an async hook costs a promise on every request.
   app.addHook('onResponse', (request, reply, done) => {
     metrics.requests.inc({
@@ -156,6 +163,16 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       status: reply.statusCode,
       auth: request.identity?.method ?? 'none',
     });
+    if (accessLog)
+      logAccess(log, {
+        method: request.method,
+        url: request.url,
+        status: reply.statusCode,
+        durationMs: reply.elapsedTime,
+        requestId: request.id,
+        clientAddress: request.ip,
+        identity: request.identity,
+      });
     done();
   });
   await app.register(fastifyCookie);
@@ -180,6 +197,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     answerFailure,
     log,
     isClosing: () => closing,
+    accessLog,
     onFinished: prometheus ? (status, auth) => prometheus.requests.inc({ route: 'platform', status, auth }) : undefined,
   };
   let signIn: SignIn | undefined;
