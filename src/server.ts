@@ -11,7 +11,7 @@ import { sendApiError, writeApiError } from './http/errors.js';
 import { createFailureAnswer } from './http/failure.js';
 import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
-import { logAccess } from './http/access-log.js';
+import { createAccessLog } from './http/access-log.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
 import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
@@ -155,7 +155,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     reply.header('x-request-id', request.id);
     done();
   });
-  const { access_log: accessLog } = config.gateway;
+  const logAccess = config.gateway.access_log ? createAccessLog(log) : undefined;
   // The callback form: an async hook costs a promise on every request.
   app.addHook('onResponse', (request, reply, done) => {
     metrics.requests.inc({
@@ -163,16 +163,15 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       status: reply.statusCode,
       auth: request.identity?.method ?? 'none',
     });
-    if (accessLog)
-      logAccess(log, {
-        method: request.method,
-        url: request.url,
-        status: reply.statusCode,
-        durationMs: reply.elapsedTime,
-        requestId: request.id,
-        clientAddress: request.ip,
-        identity: request.identity,
-      });
+    logAccess?.({
+      method: request.method,
+      url: request.url,
+      status: reply.statusCode,
+      durationMs: reply.elapsedTime,
+      requestId: request.id,
+      clientAddress: request.ip,
+      identity: request.identity,
+    });
     done();
   });
   await app.register(fastifyCookie);
@@ -197,7 +196,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     answerFailure,
     log,
     isClosing: () => closing,
-    accessLog,
+    logAccess,
     onFinished: prometheus ? (status, auth) => prometheus.requests.inc({ route: 'platform', status, auth }) : undefined,
   };
   let signIn: SignIn | undefined;

@@ -2,7 +2,7 @@ import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http
 import { parseCookie } from 'cookie';
 import { AuthError, HttpError } from '../errors.js';
 import type { ClientAddressing } from '../http/client.js';
-import { logAccess } from '../http/access-log.js';
+import type { LogAccess } from '../http/access-log.js';
 import { writeApiError } from '../http/errors.js';
 import type { FailureAnswer } from '../http/failure.js';
 import { requestIdFor } from '../http/request-id.js';
@@ -30,8 +30,8 @@ export interface PlatformHandlerOptions {
   isClosing: () => boolean;
   /** Sees each request once its response is over; only set when someone reads the figures. */
   onFinished?: (status: number, auth: string) => void;
-  /** One `info` line per request (`gateway.access_log`). */
-  accessLog: boolean;
+  /** Writes the access log line of each request; absent with `gateway.access_log: false`. */
+  logAccess?: LogAccess;
 }
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -82,7 +82,7 @@ class PlatformRequest implements CallerRequest {
  * everything else together. The body is left unread so it streams straight upstream.
  */
 export function createPlatformHandler(options: PlatformHandlerOptions): RequestListener {
-  const { forwarder, gate, client, answerFailure, log, isClosing, onFinished, accessLog } = options;
+  const { forwarder, gate, client, answerFailure, log, isClosing, onFinished, logAccess } = options;
   const website = gate ? new URL(gate.website) : undefined;
   const publicProto = website?.protocol.slice(0, -1);
 
@@ -134,7 +134,7 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
     // Every answer carries the id, refusals included, so a client can quote it when asking why.
     response.setHeader('x-request-id', request.id);
     if (onFinished) response.once('close', () => onFinished(response.statusCode, request.identity?.method ?? 'none'));
-    if (accessLog) response.once('close', () => logPlatformAccess(log, request, response));
+    if (logAccess) response.once('close', () => logPlatformAccess(logAccess, request, response));
     if (!METHODS.has(request.method)) {
       const refusal = new HttpError(405, 'method_not_allowed', `${request.method} is not supported; use ${ALLOWED}.`, {
         headers: { allow: ALLOWED },
@@ -155,9 +155,9 @@ function writeChallenge(request: PlatformRequest, response: ServerResponse): voi
   response.writeHead(302, { location: challenge.signInAt, 'content-length': 0 }).end();
 }
 
-function logPlatformAccess(log: Logger, request: PlatformRequest, response: ServerResponse): void {
+function logPlatformAccess(logAccess: LogAccess, request: PlatformRequest, response: ServerResponse): void {
   const { tokens } = request;
-  logAccess(log, {
+  logAccess({
     method: request.method,
     url: request.url,
     // A client that left before the answer ended is logged as nginx does it.
