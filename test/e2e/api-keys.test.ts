@@ -1,5 +1,4 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,6 +12,7 @@ import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { expectApiError, type ApiErrorBody } from '../support/api-error.js';
 import { createKey, listKeys, type CreatedKey, type ListedKey } from '../support/keys.js';
+import { rawStatus } from '../support/raw-http.js';
 
 /** Who the faulty provider signs in (its defaults). */
 const OWNER = { sub: 'test-user-1', email: 'ada@example.test' };
@@ -90,29 +90,6 @@ function withKey(stack: KeyStack, key: string, path = '/echo/check', init: Reque
 /** The random part and checksum: what must never show up anywhere but in the create response. */
 function secretPartOf(key: string): string {
   return key.slice(key.indexOf('_') + 1);
-}
-
-/**
- * Writes raw bytes to the gateway and returns the status of its answer; for header values fetch
- * refuses to send (non-Latin-1) or that exceed the server's header limit.
- */
-function rawStatus(url: string, head: Buffer): Promise<number> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    let received = '';
-    const socket = connect(Number(port), hostname, () => socket.end(head));
-    socket.on('data', (chunk) => {
-      received += chunk.toString('latin1');
-      const status = /^HTTP\/1\.1 (\d{3})/.exec(received);
-      if (status) {
-        socket.destroy();
-        resolve(Number(status[1]));
-      }
-    });
-    // The server may close while the oversized head is still being written; its answer came first.
-    socket.on('error', () => undefined);
-    socket.on('close', () => reject(new Error(`no HTTP answer; got ${JSON.stringify(received.slice(0, 200))}`)));
-  });
 }
 
 function rawGet(url: string, path: string, headerLines: Buffer[]): Promise<number> {

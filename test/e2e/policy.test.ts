@@ -5,7 +5,6 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,6 +16,7 @@ import { signIn } from '../support/sign-in.js';
 import { CLIENT_SECRET, startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { expectApiError } from '../support/api-error.js';
 import { createKey, type CreatedKey } from '../support/keys.js';
+import { rawStatus } from '../support/raw-http.js';
 
 /** Who signs in: the provider's `sub` and `email`, and any claims to add or replace (`undefined` leaves one out). */
 interface Person {
@@ -184,25 +184,6 @@ function rawRequest(
     });
     outgoing.on('error', reject);
     outgoing.end();
-  });
-}
-
-/** Writes a raw request head to the gateway and returns the status line's code. */
-function rawStatus(url: string, head: string): Promise<number> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    let received = '';
-    const socket = connect(Number(port), hostname, () => socket.write(head));
-    socket.on('data', (chunk) => {
-      received += chunk.toString('latin1');
-      const status = /^HTTP\/1\.1 (\d{3})/.exec(received);
-      if (status) {
-        socket.destroy();
-        resolve(Number(status[1]));
-      }
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => reject(new Error(`no HTTP answer; got ${JSON.stringify(received.slice(0, 200))}`)));
   });
 }
 
