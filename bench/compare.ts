@@ -6,7 +6,8 @@
  *   npm run build && mkdir -p tmp/before && cp -r dist tmp/before/   # inside the repo, so packages resolve
  *   (make the change) && npm run build && npm run bench:compare -- before=tmp/before/dist after=dist
  *
- * A build may carry Node flags after `@`, comma-separated: `semi8=dist@--max-semi-space-size=8`.
+ * A build may carry Node flags after `@`, comma-separated: `semi8=dist@--max-semi-space-size=8`, and
+ * config edits after `+`, as JSON: `quiet=dist+{"gateway":{"access_log":false}}`.
  *
  * Each build is started as `npx gatehouse serve` starts it (the Node flags of its shebang) on its own SQLite file with one key made by
  * `keys create`. BENCH_SECONDS (default 3) per run, BENCH_REPEATS (default 7) rounds; every round
@@ -42,9 +43,11 @@ interface Contender {
 
 const builds = process.argv.slice(2).map((argument) => {
   const [label, spec] = argument.split(/=(.*)/s);
-  const [dist, flags] = (spec ?? '').split('@');
-  if (!label || !dist) throw new Error(`expected label=path/to/dist[@--node-flag,...], got "${argument}"`);
-  return { label, dist, nodeFlags: flags ? flags.split(',') : [] };
+  const [build, edits] = (spec ?? '').split(/\+(.*)/s);
+  const [dist, flags] = (build ?? '').split('@');
+  if (!label || !dist) throw new Error(`expected label=path/to/dist[@--node-flag,...][+{config}], got "${argument}"`);
+  const configEdits = edits ? (JSON.parse(edits) as Record<string, unknown>) : {};
+  return { label, dist, nodeFlags: flags ? flags.split(',') : [], configEdits };
 });
 if (builds.length === 0) {
   console.error('usage: npm run bench:compare -- label=path/to/dist [label=path/to/dist ...]');
@@ -61,7 +64,7 @@ const nginx = await startNginxProxy(upstream.url);
 try {
   const contenders: Contender[] = [{ label: 'nginx proxy', url: nginx.url + CHAT_PATH, headers: {} }];
   contenders.push(await startPeer());
-  for (const build of builds) contenders.push(await startBuild(build.label, build.dist, build.nodeFlags));
+  for (const build of builds) contenders.push(await startBuild(build));
 
   const rps = new Map<string, number[]>();
   const cpu = new Map<string, number[]>();
@@ -136,8 +139,16 @@ async function startPeer(): Promise<Contender> {
   };
 }
 
-async function startBuild(label: string, dist: string, nodeFlags: string[]): Promise<Contender> {
-  const gateway = await startKeyGateway({ name: label, dist, nodeFlags, work, logs, upstream: upstream.url });
+async function startBuild({ label, dist, nodeFlags, configEdits }: (typeof builds)[number]): Promise<Contender> {
+  const gateway = await startKeyGateway({
+    name: label,
+    dist,
+    nodeFlags,
+    configEdits,
+    work,
+    logs,
+    upstream: upstream.url,
+  });
   return {
     label,
     url: `${gateway.url}${CHAT_PATH}`,

@@ -11,6 +11,7 @@ import { sendApiError, writeApiError } from './http/errors.js';
 import { createFailureAnswer } from './http/failure.js';
 import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
+import { createAccessLog } from './http/access-log.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
 import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
@@ -151,12 +152,27 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       `Gatehouse has no ${request.method} ${request.url.split('?')[0]?.slice(0, 200)}.`,
     ),
   );
+  // Set first, so refusals, 404s and errors carry it too.
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-request-id', request.id);
+    done();
+  });
+  const logAccess = config.gateway.access_log ? createAccessLog(log) : undefined;
   // The callback form: an async hook costs a promise on every request.
   app.addHook('onResponse', (request, reply, done) => {
     metrics.requests.inc({
       route: routeClassOf(request.url),
       status: reply.statusCode,
       auth: request.identity?.method ?? 'none',
+    });
+    logAccess?.({
+      method: request.method,
+      url: request.url,
+      status: reply.statusCode,
+      durationMs: reply.elapsedTime,
+      requestId: request.id,
+      clientAddress: request.ip,
+      identity: request.identity,
     });
     done();
   });
@@ -182,6 +198,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
     answerFailure,
     log,
     isClosing: () => closing,
+    logAccess,
     onFinished: prometheus ? (status, auth) => prometheus.requests.inc({ route: 'platform', status, auth }) : undefined,
   };
   let signIn: SignIn | undefined;

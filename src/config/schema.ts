@@ -238,6 +238,7 @@ const gateway = z.strictObject({
   log_level: z
     .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'])
     .describe('one of trace, debug, info, warn, error, fatal'),
+  access_log: boolean(),
   metrics_port: optional(integer(0, 65535)).describe('an integer from 0 to 65535'),
   metrics_host: text().describe('a host name or address for the metrics listener'),
   metrics_models: list(text()).describe('a list of model names'),

@@ -2,6 +2,7 @@ import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http
 import { parseCookie } from 'cookie';
 import { AuthError, HttpError } from '../errors.js';
 import type { ClientAddressing } from '../http/client.js';
+import type { LogAccess } from '../http/access-log.js';
 import { writeApiError } from '../http/errors.js';
 import type { FailureAnswer } from '../http/failure.js';
 import { requestIdFor } from '../http/request-id.js';
@@ -9,6 +10,8 @@ import { challengeFor } from '../http/challenge.js';
 import type { CallerRequest, Identity } from '../identity/identify.js';
 import type { Logger } from '../log.js';
 import type { Decide } from '../policy/decide.js';
+import type { TokenUsage } from '../usage/extract.js';
+import type { ExchangePlan } from './exchange.js';
 import type { PlatformControls } from './platform-controls.js';
 import type { Forwarder, RequestContext } from './forward.js';
 
@@ -27,6 +30,8 @@ export interface PlatformHandlerOptions {
   isClosing: () => boolean;
   /** Sees each request once its response is over; only set when someone reads the figures. */
   onFinished?: (status: number, auth: string) => void;
+  /** Writes the access log line of each request; absent with `gateway.access_log: false`. */
+  logAccess?: LogAccess;
 }
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -35,6 +40,9 @@ const ALLOWED = [...METHODS].join(', ');
 /** One request for the platform, as identification, the audit and the error answer read it. */
 class PlatformRequest implements CallerRequest {
   identity?: Identity;
+  plan?: ExchangePlan;
+  readonly tokens: TokenUsage = { prompt_tokens: 0, completion_tokens: 0 };
+  readonly startedAt = performance.now();
   private parsedCookies?: Record<string, string | undefined>;
   private requestLog?: Logger;
 
@@ -74,7 +82,7 @@ class PlatformRequest implements CallerRequest {
  * everything else together. The body is left unread so it streams straight upstream.
  */
 export function createPlatformHandler(options: PlatformHandlerOptions): RequestListener {
-  const { forwarder, gate, client, answerFailure, log, isClosing, onFinished } = options;
+  const { forwarder, gate, client, answerFailure, log, isClosing, onFinished, logAccess } = options;
   const website = gate ? new URL(gate.website) : undefined;
   const publicProto = website?.protocol.slice(0, -1);
 
@@ -98,7 +106,7 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
     if (decision.outcome === 'deny') throw decision.error;
     const { identity } = decision;
     if (!identity) return forwarder(raw, response, context);
-    context.plan = await gate.controls(raw, response, identity, decision);
+    context.plan = request.plan = await gate.controls(raw, response, identity, decision, request.tokens);
     context.userId = identity.user.id;
     context.identity = decision.forwarded;
     return forwarder(raw, response, context);
@@ -123,7 +131,10 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
       return;
     }
     const request = new PlatformRequest(raw, requestIdFor(raw.headers), client.ip(raw), log);
+    // Every answer carries the id, refusals included, so a client can quote it when asking why.
+    response.setHeader('x-request-id', request.id);
     if (onFinished) response.once('close', () => onFinished(response.statusCode, request.identity?.method ?? 'none'));
+    if (logAccess) response.once('close', () => logPlatformAccess(logAccess, request, response));
     if (!METHODS.has(request.method)) {
       const refusal = new HttpError(405, 'method_not_allowed', `${request.method} is not supported; use ${ALLOWED}.`, {
         headers: { allow: ALLOWED },
@@ -142,4 +153,20 @@ function writeChallenge(request: PlatformRequest, response: ServerResponse): voi
     return;
   }
   response.writeHead(302, { location: challenge.signInAt, 'content-length': 0 }).end();
+}
+
+function logPlatformAccess(logAccess: LogAccess, request: PlatformRequest, response: ServerResponse): void {
+  const { tokens } = request;
+  logAccess({
+    method: request.method,
+    url: request.url,
+    // A client that left before the answer ended is logged as nginx does it.
+    status: response.writableFinished ? response.statusCode : 499,
+    durationMs: performance.now() - request.startedAt,
+    requestId: request.id,
+    clientAddress: request.ip,
+    identity: request.identity,
+    model: request.plan?.model,
+    tokens: tokens.prompt_tokens + tokens.completion_tokens > 0 ? tokens : undefined,
+  });
 }

@@ -25,10 +25,11 @@ export function createPlatformControls({ limiter, usage, bodyLimit }: PlatformCo
     response: ServerResponse,
     identity: Identity,
     { limits, headers, path }: Allow,
+    /** Filled in with the tokens the platform reports; the caller's access log reads it too. */
+    spent: TokenUsage = { prompt_tokens: 0, completion_tokens: 0 },
   ): Promise<ExchangePlan> {
     if (headers) for (const name in headers) response.setHeader(name, headers[name]!);
     const started = performance.now();
-    const spent: TokenUsage = { prompt_tokens: 0, completion_tokens: 0 };
     response.once('close', () => {
       usage.record({
         userId: identity.user.id,

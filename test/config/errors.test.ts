@@ -47,7 +47,7 @@ describe('loadConfig rejects', () => {
     expectRejected(editsYaml({ gateway: { upstream_apikey: 'k', timeout: 3 } }), [
       'gateway.upstream_apikey is not a known key (did you mean gateway.upstream_api_key?)',
       'gateway.timeout is not a known key (known keys in gateway: host, port, upstream, upstream_api_key, data_dir, ' +
-        'public_paths, admin_paths, trusted_proxies, log_level, metrics_port, metrics_host, metrics_models, ' +
+        'public_paths, admin_paths, trusted_proxies, log_level, access_log, metrics_port, metrics_host, metrics_models, ' +
         'shutdown_grace_seconds, upstream_headers_timeout_seconds, upstream_idle_timeout_seconds, ' +
         'forward_auth_skip_body_controls, max_checked_body_mb, strip_headers, upstream_cookies)',
     ]);

@@ -98,6 +98,7 @@ describe('Config', () => {
         admin_paths: string[];
         trusted_proxies: string[];
         log_level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+        access_log: boolean;
         metrics_port?: number;
         metrics_host: string;
         metrics_models: string[];

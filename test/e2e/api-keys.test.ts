@@ -1,5 +1,4 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,34 +10,15 @@ import { TEST_TOKEN_WARNING } from '../../src/server.js';
 import { Browserless } from '../support/browserless.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
+import { expectApiError, type ApiErrorBody } from '../support/api-error.js';
+import { createKey, listKeys, type CreatedKey, type ListedKey } from '../support/keys.js';
+import { rawStatus } from '../support/raw-http.js';
 
 /** Who the faulty provider signs in (its defaults). */
 const OWNER = { sub: 'test-user-1', email: 'ada@example.test' };
 const TEST_TOKEN = 'static-test-token-for-the-e2e-suite';
 const TEST_TOKEN_EMAIL = 'robot@example.test';
 const KEY_SHAPE = /^gth_[0-9A-Za-z]{36}$/;
-
-interface CreatedKey {
-  id: string;
-  key: string;
-  name: string;
-  created_at: string;
-  expires_at: string | null;
-}
-
-interface ListedKey {
-  id: string;
-  name: string;
-  stub: string;
-  created_at: string;
-  expires_at: string | null;
-  last_used_at: string | null;
-  revoked_at: string | null;
-}
-
-interface ApiErrorBody {
-  error: { message: string; type: string; code: string; param: null };
-}
 
 interface Echo {
   method: string;
@@ -84,18 +64,11 @@ function jsonPost(stack: KeyStack, body: unknown, headers: Record<string, string
   };
 }
 
-async function createKey(stack: KeyStack, browser: Browserless, body: Record<string, unknown> = { name: 'ci' }) {
-  const response = await browser.fetch(`${stack.url}/v1/auth/api-keys`, jsonPost(stack, body));
-  expect(response.status).toBe(201);
-  const created = (await response.json()) as CreatedKey;
+/** Creates a key and remembers its secret: every test checks that none appears where it must not. */
+async function issueKey(stack: KeyStack, browser: Browserless, body?: Record<string, unknown>): Promise<CreatedKey> {
+  const created = await createKey(stack, browser, body);
   issued.push(created.key);
   return created;
-}
-
-async function listKeys(stack: KeyStack, browser: Browserless): Promise<ListedKey[]> {
-  const response = await browser.fetch(`${stack.url}/v1/auth/api-keys`);
-  expect(response.status).toBe(200);
-  return ((await response.json()) as { data: ListedKey[] }).data;
 }
 
 /** A key with the "keys" scope, of a second user (signed in as such), for isolation tests. */
@@ -104,7 +77,7 @@ async function otherUsersKeysKey(stack: KeyStack): Promise<CreatedKey> {
   Object.assign(stack.provider, { subject: 'test-user-2', email: 'bob@example.test' });
   try {
     const other = await signedInBrowser(stack);
-    return await createKey(stack, other, { name: 'other manager', scopes: ['keys'] });
+    return await issueKey(stack, other, { name: 'other manager', scopes: ['keys'] });
   } finally {
     Object.assign(stack.provider, { subject, email });
   }
@@ -114,49 +87,9 @@ function withKey(stack: KeyStack, key: string, path = '/echo/check', init: Reque
   return fetch(`${stack.url}${path}`, { ...init, headers: { ...init.headers, authorization: `Bearer ${key}` } });
 }
 
-/** Expects an OpenAI-shaped error with this status and code, and returns its raw text. */
-async function expectApiError(response: Response, status: number, code?: string): Promise<string> {
-  const text = await response.text();
-  expect(response.status, text).toBe(status);
-  expect(response.headers.get('content-type')).toMatch(/^application\/json/);
-  const body = JSON.parse(text) as ApiErrorBody;
-  expect(body.error).toEqual({
-    message: expect.any(String),
-    type: expect.any(String),
-    code: expect.any(String),
-    param: null,
-  });
-  expect(body.error.message.length).toBeGreaterThan(10);
-  if (code) expect(body.error.code).toBe(code);
-  return text;
-}
-
 /** The random part and checksum: what must never show up anywhere but in the create response. */
 function secretPartOf(key: string): string {
   return key.slice(key.indexOf('_') + 1);
-}
-
-/**
- * Writes raw bytes to the gateway and returns the status of its answer; for header values fetch
- * refuses to send (non-Latin-1) or that exceed the server's header limit.
- */
-function rawStatus(url: string, head: Buffer): Promise<number> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    let received = '';
-    const socket = connect(Number(port), hostname, () => socket.end(head));
-    socket.on('data', (chunk) => {
-      received += chunk.toString('latin1');
-      const status = /^HTTP\/1\.1 (\d{3})/.exec(received);
-      if (status) {
-        socket.destroy();
-        resolve(Number(status[1]));
-      }
-    });
-    // The server may close while the oversized head is still being written; its answer came first.
-    socket.on('error', () => undefined);
-    socket.on('close', () => reject(new Error(`no HTTP answer; got ${JSON.stringify(received.slice(0, 200))}`)));
-  });
 }
 
 function rawGet(url: string, path: string, headerLines: Buffer[]): Promise<number> {
@@ -207,7 +140,7 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('lists the caller’s keys with a stub and never the secret', async () => {
-      const created = await createKey(stack, owner, { name: 'listed' });
+      const created = await issueKey(stack, owner, { name: 'listed' });
       const response = await owner.fetch(`${stack.url}/v1/auth/api-keys`);
       expect(response.status).toBe(200);
       expect(response.headers.get('cache-control')).toBe('no-store');
@@ -233,17 +166,17 @@ describe('API keys on a gateway with default settings', () => {
 
     it('sets expires_at from expires_in_days', async () => {
       const before = Date.now();
-      const created = await createKey(stack, owner, { name: 'week', expires_in_days: 7 });
+      const created = await issueKey(stack, owner, { name: 'week', expires_in_days: 7 });
       const expiresAt = Date.parse(created.expires_at!);
       expect(expiresAt).toBeGreaterThanOrEqual(before + 7 * 86_400_000);
       expect(expiresAt).toBeLessThanOrEqual(Date.now() + 7 * 86_400_000);
     });
 
     it('trims the name', async () => {
-      expect((await createKey(stack, owner, { name: '  padded  ' })).name).toBe('padded');
+      expect((await issueKey(stack, owner, { name: '  padded  ' })).name).toBe('padded');
     });
 
-    const badBodies: Array<[string, string]> = [
+    const badBodies: Array<[string, string, code?: string]> = [
       ['no name', JSON.stringify({})],
       ['an empty name', JSON.stringify({ name: '' })],
       ['a blank name', JSON.stringify({ name: '   ' })],
@@ -254,14 +187,13 @@ describe('API keys on a gateway with default settings', () => {
       ['days beyond a century', JSON.stringify({ name: 'x', expires_in_days: 36_501 })],
       ['null days', JSON.stringify({ name: 'x', expires_in_days: null })],
       ['a list instead of an object', JSON.stringify([{ name: 'x' }])],
-      ['invalid JSON', '{"name": "x",'],
-      ['an empty body', ''],
+      ['invalid JSON', '{"name": "x",', 'fst_err_ctp_invalid_json_body'],
+      ['an empty body', '', 'fst_err_ctp_empty_json_body'],
     ];
-    it.each(badBodies)('refuses a body with %s: 400 in OpenAI’s error shape', async (_label, body) => {
+    it.each(badBodies)('refuses a body with %s: 400 in OpenAI’s error shape', async (_label, body, code) => {
       const before = (await listKeys(stack, owner)).length;
       const response = await owner.fetch(`${stack.url}/v1/auth/api-keys`, jsonPost(stack, body));
-      const text = await expectApiError(response, 400);
-      expect((JSON.parse(text) as ApiErrorBody).error.type).toBe('invalid_request_error');
+      await expectApiError(response, 400, code ?? 'fst_err_validation');
       expect((await listKeys(stack, owner)).length).toBe(before);
     });
 
@@ -276,11 +208,11 @@ describe('API keys on a gateway with default settings', () => {
     it.each(looseBodies)('refuses a body with %s instead of coercing or ignoring it', async (_label, body) => {
       const response = await owner.fetch(`${stack.url}/v1/auth/api-keys`, jsonPost(stack, body));
       if (response.status === 201) issued.push(((await response.clone().json()) as CreatedKey).key);
-      await expectApiError(response, 400);
+      await expectApiError(response, 400, 'fst_err_validation');
     });
 
     it('revokes with DELETE: 204, listed as revoked, refused at once as revoked', async () => {
-      const created = await createKey(stack, owner, { name: 'to revoke' });
+      const created = await issueKey(stack, owner, { name: 'to revoke' });
       expect((await withKey(stack, created.key)).status).toBe(200);
       const deleted = await owner.fetch(`${stack.url}/v1/auth/api-keys/${created.id}`, {
         method: 'DELETE',
@@ -289,7 +221,7 @@ describe('API keys on a gateway with default settings', () => {
       expect(deleted.status).toBe(204);
       const listed = (await listKeys(stack, owner)).find((key) => key.id === created.id)!;
       expect(Date.parse(listed.revoked_at!)).toBeGreaterThan(Date.now() - 10_000);
-      const text = await expectApiError(await withKey(stack, created.key), 401, 'revoked_api_key');
+      const text = JSON.stringify(await expectApiError(await withKey(stack, created.key), 401, 'revoked_api_key'));
       expect(JSON.parse(text).error.message).toMatch(/revoked/i);
       expect(text).not.toContain(secretPartOf(created.key));
     });
@@ -303,7 +235,7 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('hides other people’s keys: not listed, 404 on DELETE, and the key keeps working', async () => {
-      const created = await createKey(stack, owner, { name: 'owner only' });
+      const created = await issueKey(stack, owner, { name: 'owner only' });
       const other = await otherUsersKeysKey(stack);
       const otherList = await withKey(stack, other.key, '/v1/auth/api-keys');
       expect(otherList.status).toBe(200);
@@ -320,8 +252,12 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('answers 401 in OpenAI’s shape to a caller with no credentials', async () => {
-      await expectApiError(await fetch(`${stack.url}/v1/auth/api-keys`), 401);
-      await expectApiError(await fetch(`${stack.url}/v1/auth/api-keys`, jsonPost(stack, { name: 'x' })), 401);
+      await expectApiError(await fetch(`${stack.url}/v1/auth/api-keys`), 401, 'missing_credentials');
+      await expectApiError(
+        await fetch(`${stack.url}/v1/auth/api-keys`, jsonPost(stack, { name: 'x' })),
+        401,
+        'missing_credentials',
+      );
     });
   });
 
@@ -340,14 +276,14 @@ describe('API keys on a gateway with default settings', () => {
         headers: { 'content-type': 'application/json', ...headers },
         body: JSON.stringify({ name: 'csrf' }),
       });
-      await expectApiError(response, 403);
+      await expectApiError(response, 403, 'cross_origin_request');
       expect((await listKeys(stack, owner)).some((key) => key.name === 'csrf')).toBe(false);
     });
 
     it.each(crossSite)('refuses to revoke a key with %s (403), and the key keeps working', async (_label, headers) => {
-      const created = await createKey(stack, owner, { name: 'kept' });
+      const created = await issueKey(stack, owner, { name: 'kept' });
       const response = await owner.fetch(`${stack.url}/v1/auth/api-keys/${created.id}`, { method: 'DELETE', headers });
-      await expectApiError(response, 403);
+      await expectApiError(response, 403, 'cross_origin_request');
       const formRevoke = await owner.fetch(`${stack.url}/v1/auth/account/keys/${created.id}/revoke`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
@@ -380,13 +316,13 @@ describe('API keys on a gateway with default settings', () => {
 
   describe('a request authenticated by an API key', () => {
     it('without the "keys" scope may not create keys, by JSON or by form, even with our Origin and a session cookie', async () => {
-      const created = await createKey(stack, owner, { name: 'no children' });
+      const created = await issueKey(stack, owner, { name: 'no children' });
       const before = (await listKeys(stack, owner)).length;
       const json = await owner.fetch(
         `${stack.url}/v1/auth/api-keys`,
         jsonPost(stack, { name: 'child' }, { authorization: `Bearer ${created.key}` }),
       );
-      const text = await expectApiError(json, 403, 'insufficient_scope');
+      const text = JSON.stringify(await expectApiError(json, 403, 'insufficient_scope'));
       expect((JSON.parse(text) as ApiErrorBody).error.message).toContain('"keys" scope');
       expect(text).not.toContain(secretPartOf(created.key));
       const form = await withKey(stack, created.key, '/v1/auth/account/keys', {
@@ -399,7 +335,7 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('without the "keys" scope may not list, rotate or delete its owner’s keys', async () => {
-      const created = await createKey(stack, owner, { name: 'platform only' });
+      const created = await issueKey(stack, owner, { name: 'platform only' });
       await expectApiError(await withKey(stack, created.key, '/v1/auth/api-keys'), 403, 'insufficient_scope');
       const rotate = await withKey(stack, created.key, `/v1/auth/api-keys/${created.id}/rotate`, jsonPost(stack, {}));
       await expectApiError(rotate, 403, 'insufficient_scope');
@@ -409,7 +345,7 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('with the "keys" scope may list its owner’s keys, without secrets', async () => {
-      const created = await createKey(stack, owner, { name: 'lister', scopes: ['keys'] });
+      const created = await issueKey(stack, owner, { name: 'lister', scopes: ['keys'] });
       const response = await withKey(stack, created.key, '/v1/auth/api-keys');
       expect(response.status).toBe(200);
       const text = await response.text();
@@ -420,7 +356,7 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('with the "keys" scope may create only keys no wider than itself', async () => {
-      const manager = await createKey(stack, owner, { name: 'manager', scopes: ['keys', 'inference'], models: ['m1'] });
+      const manager = await issueKey(stack, owner, { name: 'manager', scopes: ['keys', 'inference'], models: ['m1'] });
       const create = (body: Record<string, unknown>) =>
         withKey(stack, manager.key, '/v1/auth/api-keys', jsonPost(stack, { name: 'child', ...body }));
       await expectApiError(await create({ scopes: ['all'], models: ['m1'] }), 403, 'scope_not_held');
@@ -434,13 +370,13 @@ describe('API keys on a gateway with default settings', () => {
       expect(child.status).toBe(201);
       issued.push(((await child.json()) as CreatedKey).key);
       // Rotating shows a new secret with the rotated key's controls: a wider key cannot be rotated into view.
-      const wide = await createKey(stack, owner, { name: 'wide' });
+      const wide = await issueKey(stack, owner, { name: 'wide' });
       const rotate = await withKey(stack, manager.key, `/v1/auth/api-keys/${wide.id}/rotate`, jsonPost(stack, {}));
       await expectApiError(rotate, 403, 'scope_not_held');
     });
 
     it('is answered by /v1/auth/me as the key’s owner', async () => {
-      const created = await createKey(stack, owner, { name: 'whoami' });
+      const created = await issueKey(stack, owner, { name: 'whoami' });
       const response = await withKey(stack, created.key, '/v1/auth/me');
       expect(response.status).toBe(200);
       expect(await response.json()).toEqual({ sub: OWNER.sub, email: OWNER.email, name: expect.any(String) });
@@ -449,7 +385,7 @@ describe('API keys on a gateway with default settings', () => {
 
   describe('the account page', () => {
     it('lists the keys under a strict Content-Security-Policy without unsafe-inline', async () => {
-      const created = await createKey(stack, owner, { name: 'shown on the page' });
+      const created = await issueKey(stack, owner, { name: 'shown on the page' });
       const response = await owner.fetch(`${stack.url}/v1/auth/account`);
       expect(response.status).toBe(200);
       expect(response.headers.get('content-type')).toMatch(/^text\/html/);
@@ -519,7 +455,7 @@ describe('API keys on a gateway with default settings', () => {
 
     it('escapes a key name that contains markup', async () => {
       const name = '<img src=x onerror=alert(1)>"\'&';
-      await createKey(stack, owner, { name });
+      await issueKey(stack, owner, { name });
       const page = await (await owner.fetch(`${stack.url}/v1/auth/account`)).text();
       expect(page).not.toContain('<img src=x');
       expect(page).toContain('&lt;img src=x onerror=alert(1)&gt;&quot;&#39;&amp;');
@@ -545,7 +481,7 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('revokes from the form with a 303 back to the page, and the key stops working at once', async () => {
-      const created = await createKey(stack, owner, { name: 'form revoke' });
+      const created = await issueKey(stack, owner, { name: 'form revoke' });
       expect((await withKey(stack, created.key)).status).toBe(200);
       const response = await owner.fetch(`${stack.url}/v1/auth/account/keys/${created.id}/revoke`, {
         method: 'POST',
@@ -564,7 +500,7 @@ describe('API keys on a gateway with default settings', () => {
 
   describe('using a key', () => {
     it('forwards as the owner with the key id, and the platform never sees the key', async () => {
-      const created = await createKey(stack, owner, { name: 'forwarded' });
+      const created = await issueKey(stack, owner, { name: 'forwarded' });
       const response = await withKey(stack, created.key, '/echo/identity?x=1', {
         method: 'POST',
         headers: {
@@ -592,7 +528,7 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('works on every proxied path and method, without an Origin (keys are not ambient credentials)', async () => {
-      const created = await createKey(stack, owner, { name: 'paths' });
+      const created = await issueKey(stack, owner, { name: 'paths' });
       const models = await withKey(stack, created.key, '/v1/models');
       expect(models.status).toBe(200);
       expect(((await models.json()) as { object: string }).object).toBe('list');
@@ -610,13 +546,13 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('accepts the Bearer scheme in any case (RFC 9110 11.1)', async () => {
-      const created = await createKey(stack, owner, { name: 'case' });
+      const created = await issueKey(stack, owner, { name: 'case' });
       const response = await fetch(`${stack.url}/echo/case`, { headers: { authorization: `bearer ${created.key}` } });
       expect(response.status).toBe(200);
     });
 
     it('records last_used_at shortly after a use', async () => {
-      const created = await createKey(stack, owner, { name: 'used' });
+      const created = await issueKey(stack, owner, { name: 'used' });
       const before = Date.now();
       expect((await withKey(stack, created.key)).status).toBe(200);
       let listed: ListedKey | undefined;
@@ -631,13 +567,13 @@ describe('API keys on a gateway with default settings', () => {
 
   describe('refused keys', () => {
     it('refuses an unknown key that is well formed: 401 invalid_api_key, without echoing it', async () => {
-      const created = await createKey(stack, owner, { name: 'template' });
+      const created = await issueKey(stack, owner, { name: 'template' });
       const neverIssued = generateApiKey('gth_');
       const mistyped = created.key.slice(0, -1) + (created.key.endsWith('A') ? 'B' : 'A');
       for (const candidate of [neverIssued, mistyped]) {
         const response = await withKey(stack, candidate);
         expect(response.headers.get('www-authenticate')).toMatch(/^Bearer/);
-        const text = await expectApiError(response, 401, 'invalid_api_key');
+        const text = JSON.stringify(await expectApiError(response, 401, 'invalid_api_key'));
         expect(JSON.parse(text).error.type).toBe('authentication_error');
         expect(JSON.parse(text).error.message).toMatch(/incorrect|invalid/i);
         expect(text).not.toContain(secretPartOf(candidate));
@@ -645,7 +581,7 @@ describe('API keys on a gateway with default settings', () => {
     });
 
     it('accepts keys only in Authorization: Bearer, never in other headers or schemes', async () => {
-      const created = await createKey(stack, owner, { name: 'elsewhere' });
+      const created = await issueKey(stack, owner, { name: 'elsewhere' });
       const forwardedBefore = stack.platform.requests.length;
       const elsewhere: Array<Record<string, string>> = [
         { 'x-api-key': created.key },
@@ -662,35 +598,46 @@ describe('API keys on a gateway with default settings', () => {
       ];
       for (const headers of elsewhere) {
         const response = await fetch(`${stack.url}/echo/elsewhere`, { headers });
-        const text = await expectApiError(response, 401);
+        // A credential in Authorization that is not a Bearer key is malformed; anywhere else it is not seen.
+        const code = 'authorization' in headers ? 'invalid_authorization_header' : 'missing_credentials';
+        const text = JSON.stringify(await expectApiError(response, 401, code));
         expect(text, JSON.stringify(Object.keys(headers))).not.toContain(secretPartOf(created.key));
       }
       expect(stack.platform.requests.length).toBe(forwardedBefore);
     });
 
     it('never accepts a key from the query string', async () => {
-      const created = await createKey(stack, owner, { name: 'query' });
+      const created = await issueKey(stack, owner, { name: 'query' });
       const forwardedBefore = stack.platform.requests.length;
       for (const parameter of ['api_key', 'key', 'access_token', 'token']) {
         const response = await fetch(`${stack.url}/echo/query?${parameter}=${created.key}`);
-        const text = await expectApiError(response, 401);
+        const text = JSON.stringify(await expectApiError(response, 401, 'missing_credentials'));
         expect(text).not.toContain(secretPartOf(created.key));
-        await expectApiError(await fetch(`${stack.url}/v1/auth/me?${parameter}=${created.key}`), 401);
+        await expectApiError(
+          await fetch(`${stack.url}/v1/auth/me?${parameter}=${created.key}`),
+          401,
+          'missing_credentials',
+        );
       }
       expect(stack.platform.requests.length).toBe(forwardedBefore);
     });
 
     it('answers an 8 KB Authorization with 401, not 500', async () => {
       for (const value of [`Bearer ${'a'.repeat(8192)}`, `Bearer gth_${'A'.repeat(8192)}`, 'x'.repeat(8192)]) {
-        await expectApiError(await fetch(`${stack.url}/echo/long`, { headers: { authorization: value } }), 401);
+        await expectApiError(
+          await fetch(`${stack.url}/echo/long`, { headers: { authorization: value } }),
+          401,
+          value.startsWith('Bearer ') ? 'invalid_api_key' : 'invalid_authorization_header',
+        );
       }
     });
 
     it('answers non-ASCII Authorization values with 401, not 500', async () => {
-      const created = await createKey(stack, owner, { name: 'unicode' });
+      const created = await issueKey(stack, owner, { name: 'unicode' });
       await expectApiError(
         await fetch(`${stack.url}/echo/latin1`, { headers: { authorization: 'Bearer gth_é' } }),
         401,
+        'invalid_authorization_header',
       );
       const utf8Values = [
         `Bearer gth_ключ${created.key.slice(8)}`,
@@ -715,7 +662,7 @@ describe('API keys on a gateway with default settings', () => {
       for (let i = 0; i < 80; i++) {
         await expectApiError(await withKey(stack, `gth_${String(i).padStart(36, '0')}`), 401, 'invalid_api_key');
       }
-      const created = await createKey(stack, owner, { name: 'still works' });
+      const created = await issueKey(stack, owner, { name: 'still works' });
       expect((await withKey(stack, created.key)).status).toBe(200);
       expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
     });
@@ -772,7 +719,7 @@ describe('API keys on a gateway with api_key_max_days: 30 and api_key_prefix: co
   afterAll(() => stack.close());
 
   it('issues keys with the configured prefix', async () => {
-    const created = await createKey(stack, owner);
+    const created = await issueKey(stack, owner);
     expect(created.key).toMatch(/^corp_[0-9A-Za-z]{36}$/);
     expect((await listKeys(stack, owner)).find((key) => key.id === created.id)!.stub).toBe(
       `corp_…${created.key.slice(-4)}`,
@@ -781,23 +728,23 @@ describe('API keys on a gateway with api_key_max_days: 30 and api_key_prefix: co
   });
 
   it('refuses a key with the default prefix as invalid', async () => {
-    const created = await createKey(stack, owner);
+    const created = await issueKey(stack, owner);
     await expectApiError(await withKey(stack, `gth_${created.key.slice(5)}`), 401, 'invalid_api_key');
   });
 
   it('defaults the expiry to the maximum', async () => {
-    const created = await createKey(stack, owner, { name: 'default expiry' });
+    const created = await issueKey(stack, owner, { name: 'default expiry' });
     expect(Date.parse(created.expires_at!) - Date.parse(created.created_at)).toBe(30 * 86_400_000);
   });
 
   it('accepts the maximum and refuses one day more with 400 expiry_too_long', async () => {
-    const created = await createKey(stack, owner, { name: 'max', expires_in_days: 30 });
+    const created = await issueKey(stack, owner, { name: 'max', expires_in_days: 30 });
     expect(Date.parse(created.expires_at!) - Date.parse(created.created_at)).toBe(30 * 86_400_000);
     const response = await owner.fetch(
       `${stack.url}/v1/auth/api-keys`,
       jsonPost(stack, { name: 'long', expires_in_days: 31 }),
     );
-    const text = await expectApiError(response, 400, 'expiry_too_long');
+    const text = JSON.stringify(await expectApiError(response, 400, 'expiry_too_long'));
     expect(JSON.parse(text).error.message).toContain('30');
   });
 
@@ -818,14 +765,14 @@ describe('slowing down guessing: auth.failed_auth_per_minute', () => {
     const stack = await startKeyStack({ failed_auth_per_minute: 5 });
     try {
       const owner = await signedInBrowser(stack);
-      const created = await createKey(stack, owner);
+      const created = await issueKey(stack, owner);
       expect((await withKey(stack, created.key)).status).toBe(200);
       for (let i = 0; i < 5; i++) {
         await expectApiError(await withKey(stack, `gth_${String(i).padStart(36, '0')}`), 401, 'invalid_api_key');
       }
       for (const candidate of [created.key, `gth_${'9'.repeat(36)}`]) {
         const response = await withKey(stack, candidate);
-        const text = await expectApiError(response, 429, 'too_many_failed_attempts');
+        const text = JSON.stringify(await expectApiError(response, 429, 'too_many_failed_attempts'));
         expect(JSON.parse(text).error.type).toBe('rate_limit_error');
         const retryAfter = Number(response.headers.get('retry-after'));
         expect(Number.isInteger(retryAfter)).toBe(true);
@@ -842,9 +789,13 @@ describe('slowing down guessing: auth.failed_auth_per_minute', () => {
     const stack = await startKeyStack({ failed_auth_per_minute: 5 });
     try {
       for (let i = 0; i < 5; i++) {
-        await expectApiError(await fetch(`${stack.url}/echo/x`, { headers: { authorization: `Basic ${i}` } }), 401);
+        await expectApiError(
+          await fetch(`${stack.url}/echo/x`, { headers: { authorization: `Basic ${i}` } }),
+          401,
+          'invalid_authorization_header',
+        );
       }
-      await expectApiError(await withKey(stack, `gth_${'1'.repeat(36)}`), 429);
+      await expectApiError(await withKey(stack, `gth_${'1'.repeat(36)}`), 429, 'too_many_failed_attempts');
     } finally {
       await stack.close();
     }
@@ -878,7 +829,7 @@ describe('API keys in a file-backed SQLite database', () => {
   });
 
   it('refuses a key as expired within a second of its expiry passing in the database', async () => {
-    const created = await createKey(stack, owner, { name: 'expiring', expires_in_days: 1 });
+    const created = await issueKey(stack, owner, { name: 'expiring', expires_in_days: 1 });
     expect((await withKey(stack, created.key)).status).toBe(200);
     const expiredAt = Date.now() - 60_000;
     const database = new SqliteDatabase(databasePath);
@@ -891,7 +842,7 @@ describe('API keys in a file-backed SQLite database', () => {
       database.close();
     }
     await sleep(1_100);
-    const text = await expectApiError(await withKey(stack, created.key), 401, 'expired_api_key');
+    const text = JSON.stringify(await expectApiError(await withKey(stack, created.key), 401, 'expired_api_key'));
     const message = (JSON.parse(text) as ApiErrorBody).error.message;
     expect(message).toMatch(/expired/i);
     expect(message).toContain(new Date(expiredAt).toISOString());
@@ -899,7 +850,7 @@ describe('API keys in a file-backed SQLite database', () => {
   });
 
   it('stores only the HMAC and the stub: no key, nor its random part, is in the database files', async () => {
-    const created = await Promise.all(['one', 'two', 'three'].map((name) => createKey(stack, owner, { name })));
+    const created = await Promise.all(['one', 'two', 'three'].map((name) => issueKey(stack, owner, { name })));
     for (const { key } of created) expect((await withKey(stack, key)).status).toBe(200);
     await sleep(50); // let last_used_at be written before closing
     const secret = readFileSync(join(stack.dataDir, 'key_hash_secret'), 'utf8').trim();

@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browserless } from '../support/browserless.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
+import { expectApiError } from '../support/api-error.js';
+import { createKey } from '../support/keys.js';
 
 interface Received {
   method: string;
@@ -113,14 +115,6 @@ function postJson(body: unknown, headers: Record<string, string> = { 'content-ty
   };
 }
 
-/** Expects an OpenAI-shaped error with this status and code; returns its message. */
-function expectApiError(answer: Answer, status: number, code: string): string {
-  expect(answer.status, answer.text).toBe(status);
-  const body = JSON.parse(answer.text) as { error: { message: string; type: string; code: string; param: null } };
-  expect(body.error).toEqual({ message: expect.any(String), type: expect.any(String), code, param: null });
-  return body.error.message;
-}
-
 /** Limits count in fixed minutes: waits for the next one when less than `neededMs` of this one is left. */
 async function inOneMinuteWindow(neededMs = 10_000): Promise<void> {
   const left = 60_000 - (Date.now() % 60_000);
@@ -145,14 +139,8 @@ describe('what the gateway reads in a platform request', () => {
     await platform.close();
   });
 
-  async function createKey(controls: Record<string, unknown> = {}): Promise<string> {
-    const response = await owner.fetch(`${stack.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: stack.url },
-      body: JSON.stringify({ name: 'body facts', ...controls }),
-    });
-    expect(response.status, await response.clone().text()).toBe(201);
-    return ((await response.json()) as { key: string }).key;
+  async function newKey(controls: Record<string, unknown> = {}): Promise<string> {
+    return (await createKey(stack, owner, { name: 'body facts', ...controls })).key;
   }
 
   /** The platform's requests since `from`, as JSON bodies. */
@@ -168,7 +156,7 @@ describe('what the gateway reads in a platform request', () => {
     for (const [name, stream, headers] of spellings) {
       it(`adds the usage tap to ${name} and charges its tokens to the key's limit`, async () => {
         await inOneMinuteWindow();
-        const key = await createKey({ tokens_per_minute: TOKENS_PER_MINUTE });
+        const key = await newKey({ tokens_per_minute: TOKENS_PER_MINUTE });
         const from = platform.received.length;
         const first = await send(
           stack.url,
@@ -202,7 +190,7 @@ describe('what the gateway reads in a platform request', () => {
     }
 
     it('refuses a "stream" no platform reads as true or false with 400 invalid_stream, platform untouched', async () => {
-      const key = await createKey();
+      const key = await newKey();
       const from = platform.received.length;
       for (const stream of ['maybe', '', [], {}, [true]]) {
         const answer = await send(stack.url, key, '/v1/chat/completions', postJson({ stream, messages: [] }));
@@ -212,7 +200,7 @@ describe('what the gateway reads in a platform request', () => {
     });
 
     it('forwards a request that does not stream byte for byte: false, 0, "false", null', async () => {
-      const key = await createKey();
+      const key = await newKey();
       for (const stream of [false, 0, 'false', null]) {
         const from = platform.received.length;
         const body = `{ "stream" : ${JSON.stringify(stream)}, "messages": [] }`;
@@ -222,7 +210,7 @@ describe('what the gateway reads in a platform request', () => {
     });
 
     it('keeps the client’s other stream_options, and its usage chunk when it asked for one', async () => {
-      const key = await createKey();
+      const key = await newKey();
       let from = platform.received.length;
       const own = { stream: 1, stream_options: { continuous_usage_stats: true }, messages: [] };
       await send(stack.url, key, '/v1/chat/completions', postJson(own));
@@ -244,12 +232,13 @@ describe('what the gateway reads in a platform request', () => {
   describe('every field a platform reads as the model is checked (finding 6)', () => {
     let limited: string;
     beforeAll(async () => {
-      limited = await createKey({ models: ['allowed', 'org/allowed'] });
+      limited = await newKey({ models: ['allowed', 'org/allowed'] });
     });
 
     const refused = async (path: string, init: RequestInit = {}) => {
       const from = platform.received.length;
-      const message = expectApiError(await send(stack.url, limited, path, init), 403, 'model_not_allowed');
+      const message = expectApiError(await send(stack.url, limited, path, init), 403, 'model_not_allowed').error
+        .message;
       expect(forwardedSince(from), `${path} reached the platform`).toEqual([]);
       return message;
     };
@@ -319,7 +308,7 @@ describe('what the gateway reads in a platform request', () => {
     ];
 
     it('never lets the platform see a client’s identity header of any family, nor one the operator listed', async () => {
-      const key = await createKey();
+      const key = await newKey();
       const from = platform.received.length;
       const operators = ['X-Corp-User', 'X-Tenant-Id'];
       const headers = Object.fromEntries([...families, ...operators].map((name) => [name, 'mallory@evil.test']));

@@ -11,6 +11,7 @@ import { Browserless } from '../support/browserless.js';
 import { describeHealthzRun, measureHealthzUnderHostileBodies } from '../support/hostile-bodies.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
+import { expectApiError } from '../support/api-error.js';
 
 /** The platform body limit these tests configure, in MiB (gateway.max_checked_body_mb). */
 const CHECKED_BODY_MB = 1;
@@ -52,14 +53,6 @@ function post(url: string, path: string, body: Buffer, headers: Record<string, s
     // In 64 KB pieces, as a client's socket sends it.
     for (let at = 0; at < body.length; at += 65_536) outgoing.write(body.subarray(at, at + 65_536));
     outgoing.end();
-  });
-}
-
-function expectApiError(answer: Answer, status: number, code: string): void {
-  expect(answer.status, answer.text).toBe(status);
-  expect(answer.headers['content-type']).toMatch(/^application\/json/);
-  expect(JSON.parse(answer.text)).toEqual({
-    error: { message: expect.any(String), type: 'invalid_request_error', code, param: null },
   });
 }
 

@@ -36,6 +36,8 @@ import {
   type RunningGateway,
 } from '../support/stack.js';
 import { gatehouseArgs } from '../support/cli.js';
+import { expectApiError } from '../support/api-error.js';
+import { createKey, listKeys, type CreatedKey } from '../support/keys.js';
 
 const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
 
@@ -46,31 +48,9 @@ const CLI = gatehouseArgs();
 /** Tests that wait for a fresh minute or for usage to be written get this long. */
 const SLOW_TEST_MS = 60_000;
 
-interface CreatedKey {
-  id: string;
-  key: string;
-  name: string;
-  expires_at: string | null;
-  scopes: string[];
-  models: string[] | null;
-  requests_per_minute: number | null;
-  tokens_per_minute: number | null;
-}
-
 interface RotatedKey extends CreatedKey {
   replaces: string;
   grace_minutes: number;
-}
-
-interface ListedKey {
-  id: string;
-  name: string;
-  expires_at: string | null;
-  revoked_at: string | null;
-}
-
-interface ApiErrorBody {
-  error: { message: string; type: string; code: string; param: null };
 }
 
 interface AuditLine {
@@ -134,18 +114,6 @@ function jsonPost(origin: string, body: unknown): RequestInit {
   };
 }
 
-async function createKey(stack: { url: string }, browser: Browserless, body: Record<string, unknown>) {
-  const response = await browser.fetch(`${stack.url}/v1/auth/api-keys`, jsonPost(stack.url, body));
-  expect(response.status, await response.clone().text()).toBe(201);
-  return (await response.json()) as CreatedKey;
-}
-
-async function listKeys(stack: { url: string }, browser: Browserless): Promise<ListedKey[]> {
-  const response = await browser.fetch(`${stack.url}/v1/auth/api-keys`);
-  expect(response.status).toBe(200);
-  return ((await response.json()) as { data: ListedKey[] }).data;
-}
-
 async function read(response: Response): Promise<Answer> {
   return { status: response.status, headers: response.headers, text: await response.text() };
 }
@@ -202,15 +170,6 @@ function expectFullStream(streamed: Streamed, content: string): void {
   expect(streamed.headers.get('content-type')).toMatch(/^text\/event-stream/);
   expect(streamed.payloads.at(-1)).toBe('[DONE]');
   expect(contentOf(streamed)).toBe(`You said: ${content}`);
-}
-
-/** Expects an OpenAI-shaped error with this status and code; returns its message. */
-function expectApiError(answer: Answer, status: number, code: string): string {
-  expect(answer.status, answer.text).toBe(status);
-  expect(answer.headers.get('content-type')).toMatch(/^application\/json/);
-  const body = JSON.parse(answer.text) as ApiErrorBody;
-  expect(body.error).toEqual({ message: expect.any(String), type: expect.any(String), code, param: null });
-  return body.error.message;
 }
 
 function words(count: number): string {
@@ -302,7 +261,7 @@ function counterValue(metrics: string, series: string): number {
 
 /** Expects the 429 a limit answers with: OpenAI's code and headers, Retry-After in the minute. */
 function expectLimited(answer: Answer, code: 'rate_limit_exceeded' | 'tokens_limit_exceeded', limit: number) {
-  const message = expectApiError(answer, 429, code);
+  const message = expectApiError(answer, 429, code).error.message;
   expect(JSON.parse(answer.text).error.type).toBe('rate_limit_error');
   const retryAfter = Number(answer.headers.get('retry-after'));
   expect(Number.isInteger(retryAfter)).toBe(true);
@@ -360,7 +319,7 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
       const forwarded = stack.platform.requests.length;
       for (const path of ['/v1/train', '/v1/tune/jobs', '/v1/fine_tuning/jobs', '/v1/data/sets', '/v1/files']) {
         const answer = await withKey(stack.url, inference.key, path, postJson({ training_file: 'f' }));
-        const message = expectApiError(answer, 403, 'insufficient_scope');
+        const message = expectApiError(answer, 403, 'insufficient_scope').error.message;
         expect(JSON.parse(answer.text).error.type).toBe('permission_error');
         expect(message, path).toContain('"training"');
         expect(message, path).toContain(path);
@@ -371,11 +330,11 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
 
     it('refuses an inference key other paths: GET needs "read", anything else "all"', async () => {
       const inference = await key({ scopes: ['inference'] });
-      expect(expectApiError(await withKey(stack.url, inference.key, '/echo/x'), 403, 'insufficient_scope')).toContain(
-        '"read"',
-      );
+      expect(
+        expectApiError(await withKey(stack.url, inference.key, '/echo/x'), 403, 'insufficient_scope').error.message,
+      ).toContain('"read"');
       const post = await withKey(stack.url, inference.key, '/echo/x', postJson({}));
-      expect(expectApiError(post, 403, 'insufficient_scope')).toContain('"all"');
+      expect(expectApiError(post, 403, 'insufficient_scope').error.message).toContain('"all"');
       const otherCase = await withKey(stack.url, inference.key, '/V1/CHAT/COMPLETIONS', postJson(chatBody('x')));
       expectApiError(otherCase, 403, 'insufficient_scope');
     });
@@ -394,9 +353,9 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
         expect(requestsTo(stack.platform, path)).toBe(before + 1);
       }
       const chat = await streamChat(stack.url, training.key, chatBody('x'));
-      expect(expectApiError(chat, 403, 'insufficient_scope')).toContain('"inference"');
+      expect(expectApiError(chat, 403, 'insufficient_scope').error.message).toContain('"inference"');
       const models = await withKey(stack.url, training.key, '/v1/models');
-      expect(expectApiError(models, 403, 'insufficient_scope')).toContain('"inference"');
+      expect(expectApiError(models, 403, 'insufficient_scope').error.message).toContain('"inference"');
       // A repeated slash does not make a training path something else.
       expectApiError(await withKey(stack.url, training.key, '/v1//models'), 403, 'insufficient_scope');
     });
@@ -407,14 +366,14 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
       expect((await withKey(stack.url, reader.key, '/echo/x', { method: 'HEAD' })).status).toBe(200);
       expect((await withKey(stack.url, reader.key, '/v1/models')).status).toBe(200);
       expect(
-        expectApiError(await streamChat(stack.url, reader.key, chatBody('x')), 403, 'insufficient_scope'),
+        expectApiError(await streamChat(stack.url, reader.key, chatBody('x')), 403, 'insufficient_scope').error.message,
       ).toContain('"inference"');
       for (const method of ['POST', 'PUT', 'PATCH', 'DELETE']) {
         const answer = await withKey(stack.url, reader.key, '/echo/x', { method });
-        expect(expectApiError(answer, 403, 'insufficient_scope'), method).toContain('"all"');
+        expect(expectApiError(answer, 403, 'insufficient_scope').error.message, method).toContain('"all"');
       }
       const deleteFile = await withKey(stack.url, reader.key, '/v1/files/file-1', { method: 'DELETE' });
-      expect(expectApiError(deleteFile, 403, 'insufficient_scope')).toContain('"training"');
+      expect(expectApiError(deleteFile, 403, 'insufficient_scope').error.message).toContain('"training"');
     });
 
     it('gives a key with several scopes their union', async () => {
@@ -461,7 +420,7 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
       expectFullStream(await streamChat(stack.url, small.key, chatBody('allowed')), 'allowed');
       const forwarded = stack.platform.requests.length;
       const refused = await streamChat(stack.url, small.key, chatBody('refused', { model: 'demo-large' }));
-      const message = expectApiError(refused, 403, 'model_not_allowed');
+      const message = expectApiError(refused, 403, 'model_not_allowed').error.message;
       expect(message).toContain('demo-large');
       expect(message).toContain('demo-small');
       const completion = await withKey(
@@ -846,7 +805,7 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
       expect(first.status, first.text).toBe(201);
       const replacement = JSON.parse(first.text) as RotatedKey;
       const again = await rotate(old.id, { grace_minutes: 5 });
-      expect(expectApiError(again, 409, 'api_key_already_rotated')).toContain(replacement.id);
+      expect(expectApiError(again, 409, 'api_key_already_rotated').error.message).toContain(replacement.id);
       const listed = await listKeys(stack, owner);
       // The replacement keeps the old key's own expiry (none), not the grace the old key now lives by.
       expect(listed.find((listedKey) => listedKey.id === replacement.id)!.expires_at).toBeNull();
@@ -861,7 +820,7 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
       expect(answer.status, answer.text).toBe(201);
       const rotated = JSON.parse(answer.text) as RotatedKey;
       const refused = await streamChat(stack.url, old.key, chatBody('after'));
-      expect(expectApiError(refused, 401, 'expired_api_key')).not.toContain(old.key);
+      expect(expectApiError(refused, 401, 'expired_api_key').error.message).not.toContain(old.key);
       expectFullStream(await streamChat(stack.url, rotated.key, chatBody('after')), 'after');
     });
 
@@ -871,7 +830,7 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
         ...jsonPost(stack.url, { grace_minutes: 0 }),
         headers: { 'content-type': 'application/json', origin: stack.url, authorization: `Bearer ${target.key}` },
       });
-      expect(expectApiError(byKey, 403, 'insufficient_scope')).toContain('"keys"');
+      expect(expectApiError(byKey, 403, 'insufficient_scope').error.message).toContain('"keys"');
       const crossSite = await rotate(target.id, { grace_minutes: 0 }, owner, { origin: 'https://evil.example' });
       expect(crossSite.status).toBe(403);
       for (const grace of [-1, 10_081, 1.5, '5', null]) {
@@ -951,7 +910,8 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
       expect(answer.status).toBeLessThan(300);
       expect(answer.text).not.toContain(leaked.id);
       expect(
-        expectApiError(await streamChat(stack.url, leaked.key, chatBody('after')), 401, 'revoked_api_key'),
+        expectApiError(await streamChat(stack.url, leaked.key, chatBody('after')), 401, 'revoked_api_key').error
+          .message,
       ).toMatch(/revoked/);
       expect((await listKeys(stack, owner)).find((listed) => listed.id === leaked.id)!.revoked_at).not.toBeNull();
 
@@ -1024,7 +984,7 @@ describe('key limits with auth.key_requests_per_minute 3 and caps of 10 requests
       [{ tokens_per_minute: 1_001 }, 'tokens_per_minute_too_high'],
     ] as const) {
       const response = await owner.fetch(`${stack.url}/v1/auth/api-keys`, jsonPost(stack.url, { name: 'x', ...body }));
-      const message = expectApiError(await read(response), 400, code);
+      const message = expectApiError(await read(response), 400, code).error.message;
       expect(message).toContain(code.startsWith('requests') ? '10' : '1000');
     }
     const form = await owner.fetch(`${stack.url}/v1/auth/account/keys`, {
@@ -1125,17 +1085,17 @@ describe('a scope mapping configured in auth.scope_paths', () => {
     expectFullStream(await streamChat(stack.url, inference.key, chatBody('mapped')), 'mapped');
     expect((await withKey(stack.url, inference.key, '/echo/generate', postJson({ prompt: 'x' }))).status).toBe(200);
     const completions = await withKey(stack.url, inference.key, '/v1/completions', postJson({ prompt: 'x' }));
-    expect(expectApiError(completions, 403, 'insufficient_scope')).toContain('"all"');
-    expect(expectApiError(await withKey(stack.url, inference.key, '/v1/models'), 403, 'insufficient_scope')).toContain(
-      '"read"',
-    );
+    expect(expectApiError(completions, 403, 'insufficient_scope').error.message).toContain('"all"');
+    expect(
+      expectApiError(await withKey(stack.url, inference.key, '/v1/models'), 403, 'insufficient_scope').error.message,
+    ).toContain('"read"');
 
     const training = await createKey(stack, owner, { name: 'training', scopes: ['training'] });
     expect((await withKey(stack.url, training.key, '/echo/learn/run', postJson({}))).status).toBe(200);
     const shipped = await withKey(stack.url, training.key, '/v1/fine_tuning/jobs', postJson({}));
-    expect(expectApiError(shipped, 403, 'insufficient_scope')).toContain('"all"');
+    expect(expectApiError(shipped, 403, 'insufficient_scope').error.message).toContain('"all"');
     const generate = await withKey(stack.url, training.key, '/echo/generate', postJson({}));
-    expect(expectApiError(generate, 403, 'insufficient_scope')).toContain('"inference"');
+    expect(expectApiError(generate, 403, 'insufficient_scope').error.message).toContain('"inference"');
   });
 });
 
@@ -1197,7 +1157,7 @@ describe('gatehouse keys create with --scopes, --models and --requests-per-minut
       await inOneMinuteWindow();
 
       const training = await withKey(stack.url, cliKey, '/v1/fine_tuning/jobs', postJson({ model: 'demo-small' }));
-      expect(expectApiError(training, 403, 'insufficient_scope')).toContain('"training"');
+      expect(expectApiError(training, 403, 'insufficient_scope').error.message).toContain('"training"');
       const forwarded = stack.platform.requests.length;
       const statuses: number[] = [];
       for (let i = 0; i < 3; i++) {

@@ -9,14 +9,11 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Browserless } from '../support/browserless.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
+import { expectApiError } from '../support/api-error.js';
+import { createKey } from '../support/keys.js';
 
 const ADMIN = { sub: 'boss-1', email: 'boss@example.test' };
 const MEMBER = { sub: 'member-1', email: 'member@example.test' };
-
-interface CreatedKey {
-  id: string;
-  key: string;
-}
 
 interface Answer {
   status: number;
@@ -28,31 +25,11 @@ async function read(response: Response): Promise<Answer> {
   return { status: response.status, headers: response.headers, text: await response.text() };
 }
 
-/** Asserts an OpenAI-shaped error with this status and code; returns its message. */
-function expectApiError(answer: Answer, status: number, code: string): string {
-  expect(answer.status, answer.text).toBe(status);
-  const body = JSON.parse(answer.text) as { error: { message: string; type: string; code: string; param: null } };
-  expect(body.error).toEqual({ message: expect.any(String), type: expect.any(String), code, param: null });
-  return body.error.message;
-}
-
 async function signedInAs(stack: FaultyStack, who: { sub: string; email: string }): Promise<Browserless> {
   Object.assign(stack.provider, { subject: who.sub, email: who.email });
   const browser = new Browserless();
   await signInForSession(stack, browser);
   return browser;
-}
-
-async function createKey(stack: FaultyStack, browser: Browserless, body: Record<string, unknown>): Promise<CreatedKey> {
-  const answer = await read(
-    await browser.fetch(`${stack.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: stack.url },
-      body: JSON.stringify({ name: 'matrix', ...body }),
-    }),
-  );
-  expect(answer.status, answer.text).toBe(201);
-  return JSON.parse(answer.text) as CreatedKey;
 }
 
 function withKey(stack: FaultyStack, key: string, path: string, init: RequestInit = {}): Promise<Answer> {
@@ -98,7 +75,7 @@ describe('one gate: every surface asks the same decision', () => {
     it('proxy: refuses a read key a POST to a training path, platform untouched', async () => {
       const reader = await createKey(stack, admin, { scopes: ['read'] });
       const answer = await withKey(stack, reader.key, '/v1/fine_tuning/jobs', { method: 'POST', body: '{}' });
-      expect(expectApiError(answer, 403, 'insufficient_scope')).toContain('"training"');
+      expect(expectApiError(answer, 403, 'insufficient_scope').error.message).toContain('"training"');
       expect(platformSaw(stack, '/v1/fine_tuning/jobs')).toBe(false);
       await revokeAll(admin);
     });
@@ -106,7 +83,7 @@ describe('one gate: every surface asks the same decision', () => {
     it('finding 2: forward-auth refuses a read key for POST /v1/fine_tuning/jobs, allows its GETs', async () => {
       const reader = await createKey(stack, member, { scopes: ['read'] });
       const post = await check(stack, reader.key, 'POST', '/v1/fine_tuning/jobs');
-      expect(expectApiError(post, 403, 'insufficient_scope')).toContain('"training"');
+      expect(expectApiError(post, 403, 'insufficient_scope').error.message).toContain('"training"');
       expect((await check(stack, reader.key, 'GET', '/v1/fine_tuning/jobs')).status).toBe(200);
       // A proxy that names no method or path cannot have a scoped key judged: refused, not guessed.
       expectApiError(await check(stack, reader.key), 403, 'target_unknown');
@@ -117,7 +94,7 @@ describe('one gate: every surface asks the same decision', () => {
       for (const scopes of [['read'], ['all'], ['keys']]) {
         const key = await createKey(stack, admin, { scopes });
         const disable = await withKey(stack, key.key, `/v1/auth/admin/users/${memberId}/disable`, { method: 'POST' });
-        expect(expectApiError(disable, 403, 'insufficient_scope'), scopes.join()).toContain('"admin"');
+        expect(expectApiError(disable, 403, 'insufficient_scope').error.message, scopes.join()).toContain('"admin"');
         expectApiError(await withKey(stack, key.key, '/v1/auth/admin/users'), 403, 'insufficient_scope');
         expectApiError(await withKey(stack, key.key, '/v1/auth/admin/keys'), 403, 'insufficient_scope');
         expectApiError(await withKey(stack, key.key, '/v1/auth/admin/audit'), 403, 'insufficient_scope');
@@ -172,11 +149,11 @@ describe('one gate: every surface asks the same decision', () => {
       const modelLimited = await createKey(stack, member, { models: ['demo-small'], requests_per_minute: 1 });
       for (let attempt = 0; attempt < 3; attempt++) {
         const answer = await check(stack, modelLimited.key, 'POST', '/v1/chat/completions');
-        expect(expectApiError(answer, 403, 'body_controls_unenforceable')).toContain('model allow-list');
+        expect(expectApiError(answer, 403, 'body_controls_unenforceable').error.message).toContain('model allow-list');
       }
       const tokenLimited = await createKey(stack, member, { tokens_per_minute: 1_500 });
       const answer = await check(stack, tokenLimited.key, 'POST', '/v1/chat/completions');
-      expect(expectApiError(answer, 403, 'body_controls_unenforceable')).toContain('token limit');
+      expect(expectApiError(answer, 403, 'body_controls_unenforceable').error.message).toContain('token limit');
       // The gateway's own proxy sees the body, so the same key works there.
       const proxied = await withKey(stack, modelLimited.key, '/v1/chat/completions', {
         method: 'POST',
@@ -212,7 +189,7 @@ describe('one gate: every surface asks the same decision', () => {
           body: JSON.stringify({ name: 'one too many' }),
         }),
       );
-      expect(expectApiError(json, 409, 'too_many_api_keys')).toContain('revoke one');
+      expect(expectApiError(json, 409, 'too_many_api_keys').error.message).toContain('revoke one');
       const form = await read(
         await member.fetch(`${stack.url}/v1/auth/account/keys`, {
           method: 'POST',

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browserless } from '../support/browserless.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
+import { createKey } from '../support/keys.js';
 
 const VLLM_API_KEY = 'sk-vllm-recipe-7e1c0b5d';
 const PERSON = 'ada@example.test';
@@ -35,14 +36,8 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function createKey(body: Record<string, unknown>): Promise<string> {
-  const response = await browser.fetch(`${stack.url}/v1/auth/api-keys`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', origin: stack.url },
-    body: JSON.stringify({ name: 'recipe', ...body }),
-  });
-  expect(response.status, await response.clone().text()).toBe(201);
-  return ((await response.json()) as { key: string }).key;
+async function newKey(body: Record<string, unknown>): Promise<string> {
+  return (await createKey(stack, browser, { name: 'recipe', ...body })).key;
 }
 
 function post(key: string, path: string, body: unknown): Promise<Response> {
@@ -57,7 +52,7 @@ const lastRequestTo = (path: string) => stack.platform.requests.findLast((reques
 
 describe('vLLM (OpenAI-compatible, started with --api-key)', () => {
   it("streams a chat completion to a key holder, sending the platform its own key instead of the caller's", async () => {
-    const key = await createKey({ scopes: ['inference'] });
+    const key = await newKey({ scopes: ['inference'] });
     const response = await post(key, '/v1/chat/completions', {
       model: 'demo-small',
       stream: true,
@@ -72,7 +67,7 @@ describe('vLLM (OpenAI-compatible, started with --api-key)', () => {
 
 describe("Ollama's native API", () => {
   it('streams /api/chat as newline-delimited JSON to an inference key, as Ollama does by default', async () => {
-    const key = await createKey({ scopes: ['inference'] });
+    const key = await newKey({ scopes: ['inference'] });
     const response = await post(key, '/api/chat', {
       model: 'demo-small',
       messages: [{ role: 'user', content: 'hello ollama' }],
@@ -89,7 +84,7 @@ describe("Ollama's native API", () => {
   });
 
   it('lets an inference key use /api/generate, /api/embed and /api/tags', async () => {
-    const key = await createKey({ scopes: ['inference'] });
+    const key = await newKey({ scopes: ['inference'] });
     const generated = await post(key, '/api/generate', { model: 'demo-small', prompt: 'why', stream: false });
     expect(generated.status).toBe(200);
     expect(((await generated.json()) as { response: string }).response).toBe('Echo: why');
@@ -101,7 +96,7 @@ describe("Ollama's native API", () => {
   });
 
   it('refuses /api/chat to a key without the inference scope, before the platform sees it', async () => {
-    const key = await createKey({ scopes: ['training'] });
+    const key = await newKey({ scopes: ['training'] });
     const before = stack.platform.requests.length;
     const refused = await post(key, '/api/chat', { model: 'demo-small', messages: [] });
     expect(refused.status).toBe(403);
@@ -110,7 +105,7 @@ describe("Ollama's native API", () => {
   });
 
   it("checks /api/chat's model against a key's model allow-list", async () => {
-    const key = await createKey({ scopes: ['inference'], models: ['demo-small'] });
+    const key = await newKey({ scopes: ['inference'], models: ['demo-small'] });
     const refused = await post(key, '/api/chat', { model: 'demo-large', messages: [] });
     expect(refused.status).toBe(403);
     expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('model_not_allowed');

@@ -5,7 +5,6 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,16 +14,15 @@ import { SESSION_CACHE_MS } from '../../src/sessions/store.js';
 import { Browserless } from '../support/browserless.js';
 import { signIn } from '../support/sign-in.js';
 import { CLIENT_SECRET, startFaultyStack, type FaultyStack } from '../support/stack.js';
+import { expectApiError } from '../support/api-error.js';
+import { createKey, type CreatedKey } from '../support/keys.js';
+import { rawStatus } from '../support/raw-http.js';
 
 /** Who signs in: the provider's `sub` and `email`, and any claims to add or replace (`undefined` leaves one out). */
 interface Person {
   sub: string;
   email: string;
   claims?: Record<string, unknown>;
-}
-
-interface ApiErrorBody {
-  error: { message: string; type: string; code: string; param: null };
 }
 
 interface AdminUser {
@@ -128,16 +126,6 @@ function loggedAudits(stack: FaultyStack, event?: string): AuditLine[] {
     .filter((entry) => event === undefined || entry.event === event);
 }
 
-/** Expects an OpenAI-shaped JSON error with this status (and code), and returns its body. */
-async function expectApiError(response: Response, status: number, code?: string): Promise<ApiErrorBody> {
-  const text = await response.text();
-  expect(response.status, text).toBe(status);
-  expect(response.headers.get('content-type')).toMatch(/^application\/json/);
-  const body = JSON.parse(text) as ApiErrorBody;
-  if (code) expect(body.error.code).toBe(code);
-  return body;
-}
-
 /** A state-changing request as the gateway's own pages send it: with the gateway's Origin. */
 function sameOriginPost(stack: FaultyStack, body?: unknown): RequestInit {
   return {
@@ -162,10 +150,9 @@ async function findUser(stack: FaultyStack, admin: Browserless, person: Person):
   return user!;
 }
 
-async function createKey(stack: FaultyStack, owner: Browserless): Promise<{ id: string; key: string }> {
-  const response = await owner.fetch(`${stack.url}/v1/auth/api-keys`, sameOriginPost(stack, { name: 'policy' }));
-  expect(response.status).toBe(201);
-  const created = (await response.json()) as { id: string; key: string };
+/** Creates a key and remembers its secret, which no log line may hold. */
+async function issueKey(stack: FaultyStack, owner: Browserless): Promise<CreatedKey> {
+  const created = await createKey(stack, owner, { name: 'policy' });
   secrets.push(created.key);
   return created;
 }
@@ -197,25 +184,6 @@ function rawRequest(
     });
     outgoing.on('error', reject);
     outgoing.end();
-  });
-}
-
-/** Writes a raw request head to the gateway and returns the status line's code. */
-function rawStatus(url: string, head: string): Promise<number> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    let received = '';
-    const socket = connect(Number(port), hostname, () => socket.write(head));
-    socket.on('data', (chunk) => {
-      received += chunk.toString('latin1');
-      const status = /^HTTP\/1\.1 (\d{3})/.exec(received);
-      if (status) {
-        socket.destroy();
-        resolve(Number(status[1]));
-      }
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => reject(new Error(`no HTTP answer; got ${JSON.stringify(received.slice(0, 200))}`)));
   });
 }
 
@@ -515,7 +483,7 @@ describe('roles, path rules and the admin console', () => {
     });
 
     it('answers 401 to a program that is not signed in', async () => {
-      await expectApiError(await fetch(`${stack.url}/v1/auth/admin/users`), 401);
+      await expectApiError(await fetch(`${stack.url}/v1/auth/admin/users`), 401, 'missing_credentials');
     });
 
     it('recomputes the role at each sign-in: leaving the admin group ends admin rights, old sessions included', async () => {
@@ -542,7 +510,7 @@ describe('roles, path rules and the admin console', () => {
   describe('path rules', () => {
     let adaKey: { id: string; key: string };
     beforeAll(async () => {
-      adaKey = await createKey(stack, ada);
+      adaKey = await issueKey(stack, ada);
     });
 
     it('forwards a public path without sign-in', async () => {
@@ -555,16 +523,16 @@ describe('roles, path rules and the admin console', () => {
 
     it('matches public paths case-sensitively, so /PUBLIC/x still needs sign-in', async () => {
       const before = stack.platform.requests.length;
-      await expectApiError(await fetch(`${stack.url}/PUBLIC/x`), 401);
+      await expectApiError(await fetch(`${stack.url}/PUBLIC/x`), 401, 'missing_credentials');
       expect(forwardedSince(stack, before)).toEqual([]);
     });
 
     it('refuses an admin path to a plain user (session or key) with 403, and forwards it for an admin', async () => {
       const before = stack.platform.requests.length;
       await expectApiError(await ada.fetch(`${stack.url}/echo/admin/x`), 403, 'admin_required');
-      const adaKey = await createKey(stack, ada);
+      const adaKey = await issueKey(stack, ada);
       await expectApiError(await withKey(stack, adaKey.key, '/echo/admin/x'), 403, 'admin_required');
-      await expectApiError(await fetch(`${stack.url}/echo/admin/x`), 401);
+      await expectApiError(await fetch(`${stack.url}/echo/admin/x`), 401, 'missing_credentials');
       expect(forwardedSince(stack, before)).toEqual([]);
       const response = await boss.fetch(`${stack.url}/echo/admin/x`);
       expect(response.status).toBe(200);
@@ -646,7 +614,7 @@ describe('roles, path rules and the admin console', () => {
 
     it('cuts their open stream within a second, ends their sessions, refuses their key and sign-in; enabling restores them', async () => {
       const browser = await admit(stack, erin);
-      const { key } = await createKey(stack, browser);
+      const { key } = await issueKey(stack, browser);
       const userId = (await findUser(stack, boss, erin)).id;
       const abortedBefore = stack.platform.abortedStreams();
 
@@ -678,8 +646,8 @@ describe('roles, path rules and the admin console', () => {
       expect(received).not.toContain('[DONE]');
       expect(await waitUntil(() => stack.platform.abortedStreams() > abortedBefore, 1_000)).toBe(true);
 
-      await expectApiError(await browser.fetch(`${stack.url}/v1/auth/me`), 401);
-      await expectApiError(await browser.fetch(`${stack.url}/echo/after-disable`), 401);
+      await expectApiError(await browser.fetch(`${stack.url}/v1/auth/me`), 401, 'missing_credentials');
+      await expectApiError(await browser.fetch(`${stack.url}/echo/after-disable`), 401, 'missing_credentials');
       await expectApiError(await withKey(stack, key, '/echo/after-disable'), 403, 'account_disabled');
       const refused = await visit(stack, erin);
       expect(refused.callback.status).toBe(403);
@@ -695,7 +663,7 @@ describe('roles, path rules and the admin console', () => {
         true,
       );
       await admit(stack, erin);
-      await expectApiError(await browser.fetch(`${stack.url}/v1/auth/me`), 401);
+      await expectApiError(await browser.fetch(`${stack.url}/v1/auth/me`), 401, 'missing_credentials');
     });
   });
 
@@ -715,7 +683,7 @@ describe('roles, path rules and the admin console', () => {
 
   describe('admin actions', () => {
     it('revokes any user’s key', async () => {
-      const { id, key } = await createKey(stack, ada);
+      const { id, key } = await issueKey(stack, ada);
       expect((await withKey(stack, key, '/echo/before-revoke')).status).toBe(200);
       const response = await boss.fetch(`${stack.url}/v1/auth/admin/keys/${id}/revoke`, sameOriginPost(stack));
       expect(response.status).toBe(200);
@@ -739,7 +707,7 @@ describe('roles, path rules and the admin console', () => {
     });
 
     it('lets no plain user revoke another’s key or disable a user through the admin routes', async () => {
-      const { id, key } = await createKey(stack, boss);
+      const { id, key } = await issueKey(stack, boss);
       const revoke = await ada.fetch(`${stack.url}/v1/auth/admin/keys/${id}/revoke`, sameOriginPost(stack));
       await expectApiError(revoke, 403, 'admin_required');
       expect((await withKey(stack, key, '/echo/still-works')).status).toBe(200);
@@ -763,7 +731,7 @@ describe('roles, path rules and the admin console', () => {
       ['Sec-Fetch-Site: cross-site', { 'sec-fetch-site': 'cross-site' }],
     ])('refuses an admin POST carried by the session cookie with %s (403)', async (_label, headers) => {
       const adaId = (await findUser(stack, boss, ADA)).id;
-      const { id, key } = await createKey(stack, ada);
+      const { id, key } = await issueKey(stack, ada);
       const disable = await boss.fetch(`${stack.url}/v1/auth/admin/users/${adaId}/disable`, {
         method: 'POST',
         headers,
@@ -782,7 +750,7 @@ describe('roles, path rules and the admin console', () => {
     });
 
     it('answers the admin page’s form posts with a 303 back to the page', async () => {
-      const { id } = await createKey(stack, ada);
+      const { id } = await issueKey(stack, ada);
       const response = await boss.fetch(`${stack.url}/v1/auth/admin/keys/${id}/revoke`, {
         method: 'POST',
         headers: { origin: stack.url, 'content-type': 'application/x-www-form-urlencoded' },
@@ -875,7 +843,7 @@ describe('the audit log', () => {
     boss = await admit(stack, BOSS);
     await refuse(stack, { sub: 'eve-1', email: 'eve@evil.com' }, 'email_domain_not_allowed');
     ada = await admit(stack, ADA);
-    const created = await createKey(stack, ada);
+    const created = await issueKey(stack, ada);
     keyId = created.id;
     expect((await withKey(stack, created.key, '/echo/audited')).status).toBe(200);
     await expectApiError(await ada.fetch(`${stack.url}/echo/admin`), 403, 'admin_required');
@@ -967,7 +935,7 @@ describe('the audit log', () => {
   it('is for admins only', async () => {
     const plain = await admit(stack, { sub: 'frank-1', email: 'frank@example.com' });
     await expectApiError(await plain.fetch(`${stack.url}/v1/auth/admin/audit`), 403, 'admin_required');
-    await expectApiError(await fetch(`${stack.url}/v1/auth/admin/audit`), 401);
+    await expectApiError(await fetch(`${stack.url}/v1/auth/admin/audit`), 401, 'missing_credentials');
   });
 
   it('writes each entry to the log as "audit: <event>"', () => {
@@ -1022,7 +990,7 @@ describe('forward-auth at /v1/auth/check', () => {
     });
 
     it('answers 200 with the identity headers and the key id for an API key', async () => {
-      const { id, key } = await createKey(stack, plain);
+      const { id, key } = await issueKey(stack, plain);
       const response = await withKey(stack, key, '/v1/auth/check');
       expect(response.status).toBe(200);
       expect(response.headers.get('x-forwarded-user')).toBe(carol.sub);
@@ -1034,7 +1002,7 @@ describe('forward-auth at /v1/auth/check', () => {
     it('answers 401 with a Bearer challenge without credentials', async () => {
       const response = await fetch(`${stack.url}/v1/auth/check`, { headers: { accept: 'text/html' } });
       expect(response.headers.get('www-authenticate')).toMatch(/^Bearer/);
-      await expectApiError(response, 401);
+      await expectApiError(response, 401, 'missing_credentials');
     });
 
     it.each(['x-forwarded-uri', 'x-original-uri'])(
@@ -1109,7 +1077,7 @@ describe('forward-auth at /v1/auth/check', () => {
         const response = await fetch(`${stack.url}/v1/auth/check`, {
           headers: { [name]: '/public/x', 'x-forwarded-for': '127.0.0.1' },
         });
-        await expectApiError(response, 401);
+        await expectApiError(response, 401, 'missing_credentials');
       },
     );
 

@@ -20,10 +20,7 @@ import { startFaultyProvider, type FaultyProvider } from '../support/faulty-prov
 import { freePort } from '../support/ports.js';
 import { signIn, signInForSession } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET, deepMerge, startGateway, type RunningGateway } from '../support/stack.js';
-
-interface ApiErrorBody {
-  error: { message: string; type: string; code: string; param: null };
-}
+import { expectApiError } from '../support/api-error.js';
 
 interface LogLine {
   level: number;
@@ -40,16 +37,6 @@ function tempDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-faults-'));
   tempDirs.push(dir);
   return dir;
-}
-
-/** Expects an OpenAI-shaped JSON error with this status and code. */
-async function expectApiError(response: Response, status: number, code: string): Promise<ApiErrorBody> {
-  const text = await response.text();
-  expect(response.status, text).toBe(status);
-  expect(response.headers.get('content-type')).toMatch(/^application\/json/);
-  const body = JSON.parse(text) as ApiErrorBody;
-  expect(body.error.code).toBe(code);
-  return body;
 }
 
 /** Expects a server-rendered page with this status, and returns its text. */
