@@ -193,12 +193,15 @@ export function buildUpstreamHeaders(
   return headers;
 }
 
-/** The headers the client receives from the platform: all but the per-connection ones. */
+/**
+ * The headers the client receives from the platform: all but the per-connection ones, and the
+ * request id, which the gateway has already set to the one it logged and passed on.
+ */
 export function buildClientHeaders(upstream: IncomingHttpHeaders): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
   for (const name in upstream) {
     const value = upstream[name];
-    if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
+    if (value !== undefined && !HOP_BY_HOP.has(name) && name !== 'x-request-id') headers[name] = value;
   }
   return headers;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildUpstreamHeaders, compileHeaderRules } from '../../src/proxy/headers.js';
+import { buildClientHeaders, buildUpstreamHeaders, compileHeaderRules } from '../../src/proxy/headers.js';
 
 const context = { clientAddress: '127.0.0.1', publicProto: 'https', publicHost: 'llm.example.com', requestId: 'r1' };
 const rules = compileHeaderRules({ gatewayCookies: ['gatehouse_session'] });
@@ -115,5 +115,13 @@ describe('buildUpstreamHeaders', () => {
       expect(sent(['platform_pref', 'gatehouse_session'])).toBe('platform_pref=dark');
       expect(sent(['not_sent'])).toBeUndefined();
     });
+  });
+});
+
+describe('buildClientHeaders', () => {
+  it("keeps the platform's headers but its X-Request-Id, so the client sees the id the gateway logged", () => {
+    expect(
+      buildClientHeaders({ 'content-type': 'application/json', 'x-request-id': 'platform-id', connection: 'close' }),
+    ).toEqual({ 'content-type': 'application/json' });
   });
 });
