@@ -28,6 +28,7 @@ import { createTokenRefresher } from './oidc/refresh.js';
 import { registerAuthRoutes } from './oidc/routes.js';
 import { compileAccessRules } from './policy/access.js';
 import { registerForwardAuth } from './routes/forward-auth.js';
+import { registerMeRoute } from './routes/me.js';
 import { createForwarder } from './proxy/forward.js';
 import { createPlatformHandler, type PlatformHandlerOptions } from './proxy/handler.js';
 import { InFlightRequests } from './proxy/in-flight.js';
@@ -398,6 +399,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
   });
   registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, decide, audit, usage });
   registerForwardAuth(app, { decide, isTrustedPeer: client.isTrustedPeer });
+  registerMeRoute(app, decide);
 
   return {
     decide,

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
-import { LOGIN_PATH, sendChallenge } from '../http/challenge.js';
+import { LOGIN_PATH } from '../http/challenge.js';
 import { unavailableDependency } from '../http/dependency-errors.js';
 import type { Identifier } from '../identity/identify.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
@@ -21,7 +21,6 @@ import { safeReturnTo } from './return-to.js';
 
 export const CALLBACK_PATH = '/v1/auth/auth';
 export const LOGOUT_PATH = '/v1/auth/logout';
-export const ME_PATH = '/v1/auth/me';
 
 export interface AuthRoutesOptions {
   db: Db;
@@ -178,13 +177,6 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
   };
   app.get(LOGOUT_PATH, logout);
   app.post(LOGOUT_PATH, logout);
-
-  app.get(ME_PATH, async (request, reply) => {
-    const identity = await options.identifier.identify(request);
-    if (!identity) return sendChallenge(request, reply);
-    const { subject, email, name } = identity.user;
-    return reply.header('cache-control', 'no-store').send({ sub: subject, email, name });
-  });
 
   registerFrontchannelLogout(app, { provider, sessions, audit });
   // Its own context: it parses only form bodies and answers failures in the spec's shape.
