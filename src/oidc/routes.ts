@@ -1,7 +1,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
 import { AuthError, ProviderError } from '../errors.js';
-import { LOGIN_PATH, sendChallenge } from '../http/challenge.js';
+import {
+  LOGIN_PATH,
+  SIGNED_OUT_COOKIE,
+  SIGNED_OUT_PATH,
+  SIGNED_OUT_SECONDS,
+  sendChallenge,
+} from '../http/challenge.js';
 import type { Identifier } from '../identity/identify.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
 import { cookieOptions, type CookieNames } from '../sessions/cookies.js';
@@ -137,8 +143,9 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
       if (identity) audit.record(request, { event: 'sign_out', actor: identity.user });
     }
     reply.clearCookie(cookies.session, cookieOptions(secureCookies));
+    reply.setCookie(SIGNED_OUT_COOKIE, '1', cookieOptions(secureCookies, SIGNED_OUT_SECONDS));
     reply.header('cache-control', 'no-store');
-    if (!provider.endSessionEndpoint) return reply.redirect(website, 302);
+    if (!provider.endSessionEndpoint) return reply.redirect(SIGNED_OUT_PATH, 302);
     // RP-Initiated Logout 1.0 section 2: the hint lets the provider end its own session without asking.
     const parameters: Record<string, string> = { post_logout_redirect_uri: website };
     if (idToken) parameters.id_token_hint = idToken;
