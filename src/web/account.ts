@@ -107,14 +107,14 @@ function keyActions(key: ApiKeyInfo, formToken: string, now: number): SafeHtml {
 
 function keyRow(key: ApiKeyInfo, keys: ApiKeyInfo[], formToken: string, now: number): SafeHtml {
   return html`<tr data-key-id="${key.id}">
-    <td>${key.name}</td>
-    <td><code>${key.stub}</code></td>
-    <td>${controlsSummary(key)}</td>
-    <td class="nowrap">${day(key.created_at)}</td>
-    <td class="nowrap">${key.last_used_at === null ? 'never' : day(key.last_used_at)}</td>
-    <td class="nowrap">${day(key.expires_at)}</td>
-    <td>${keyState(key, keys, now)}</td>
-    <td class="nowrap">${keyActions(key, formToken, now)}</td>
+    <td data-label="Name" class="name">${key.name}</td>
+    <td data-label="Key"><code>${key.stub}</code></td>
+    <td data-label="Allows">${controlsSummary(key)}</td>
+    <td data-label="Created" class="nowrap">${day(key.created_at)}</td>
+    <td data-label="Last used" class="nowrap">${key.last_used_at === null ? 'never' : day(key.last_used_at)}</td>
+    <td data-label="Expires" class="nowrap">${day(key.expires_at)}</td>
+    <td data-label="State">${keyState(key, keys, now)}</td>
+    <td class="nowrap actions">${keyActions(key, formToken, now)}</td>
   </tr>`;
 }
 
@@ -236,7 +236,7 @@ export function renderAccountPage(model: AccountPageModel): SafeHtml {
     <h2>API keys</h2>
     ${
       keys.length
-        ? html`<div class="scroll"><table>
+        ? html`<div class="scroll"><table class="keys">
             <thead>
               <tr><th>Name</th><th>Key</th><th>Allows</th><th>Created</th><th>Last used</th><th>Expires</th><th>State</th><th></th></tr>
             </thead>

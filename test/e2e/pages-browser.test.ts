@@ -259,6 +259,8 @@ describe.skipIf(!available)('Gatehouse pages in a real browser', () => {
             await tab.setViewportSize(viewport);
             await tab.emulateMedia({ colorScheme });
             await tab.goto(`${stack.url}${target.path}`);
+            // Unfolded, so the snippets' long lines are measured too.
+            if (target.name === 'account') await tab.locator('details.howto summary').click();
             const { scrollWidth, innerWidth } = await tab.evaluate<{ scrollWidth: number; innerWidth: number }>(
               '({ scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth })',
             );
