@@ -8,7 +8,7 @@ import { createClientAddressing, trustedRanges, type ClientAddressing } from './
 import { registerBodyParsers } from './http/body-parsers.js';
 import { deferredSchemaCompilers } from './http/deferred-schemas.js';
 import { sendApiError, writeApiError } from './http/errors.js';
-import { isPageRequest } from './http/challenge.js';
+import { wantsPage } from './http/challenge.js';
 import { createFailureAnswer } from './http/failure.js';
 import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
@@ -141,17 +141,15 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   });
   app.setErrorHandler((error, request, reply) => {
     const answer = answerFailure(error, request);
-    if (isPageRequest(request)) return sendRefusalPage(reply.headers(answer.headers), answer.status, answer.message);
+    // People get a page they can read and leave; programs the OpenAI-shaped JSON they can parse.
+    if (wantsPage(request)) return sendRefusalPage(reply.headers(answer.headers), answer.status, answer.message);
     return sendApiError(reply, answer.status, answer.code, answer.message, answer.headers);
   });
-  app.setNotFoundHandler((request, reply) =>
-    sendApiError(
-      reply,
-      404,
-      'not_found',
-      `Gatehouse has no ${request.method} ${request.url.split('?')[0]?.slice(0, 200)}.`,
-    ),
-  );
+  app.setNotFoundHandler((request, reply) => {
+    const message = `Gatehouse has no ${request.method} ${request.url.split('?')[0]?.slice(0, 200)}.`;
+    if (wantsPage(request)) return sendRefusalPage(reply, 404, message);
+    return sendApiError(reply, 404, 'not_found', message);
+  });
   // The callback form: an async hook costs a promise on every request.
   app.addHook('onResponse', (request, reply, done) => {
     metrics.requests.inc({

@@ -13,13 +13,17 @@ export const SIGNED_OUT_PATH = '/v1/auth/signed-out';
 export const SIGNED_OUT_COOKIE = 'gatehouse_signed_out';
 export const SIGNED_OUT_SECONDS = 300;
 
+/** A person's browser (navigating or posting a form) rather than a program: it asks for HTML. */
+export function wantsPage(request: { headers: IncomingHttpHeaders }): boolean {
+  return String(request.headers.accept ?? '').includes('text/html');
+}
+
 /**
- * A person's browser navigating (GET or HEAD asking for HTML) rather than a program: it is shown
- * pages, while programs keep their OpenAI-shaped JSON.
+ * A browser navigating (GET or HEAD): only such a request can be sent to sign in and brought back;
+ * a form post would be lost on the way.
  */
 export function isPageRequest(request: { method: string; headers: IncomingHttpHeaders }): boolean {
-  const method = request.method;
-  return (method === 'GET' || method === 'HEAD') && String(request.headers.accept ?? '').includes('text/html');
+  return (request.method === 'GET' || request.method === 'HEAD') && wantsPage(request);
 }
 
 function justSignedOut(headers: IncomingHttpHeaders): boolean {

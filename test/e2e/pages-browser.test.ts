@@ -248,6 +248,15 @@ describe.skipIf(!available)('Gatehouse pages in a real browser', () => {
       const body = (await asProgram.json()) as { error: { type: string } };
       expect(body.error.type).toBe('permission_error');
     }
+    // A form posted from a browser, and a mistyped address, are pages too.
+    const posted = await fetch(`${stack.url}${ADMIN_PATH}/users/someone/disable`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ordinaryKey}`, accept: 'text/html', origin: stack.url },
+    });
+    expect([posted.status, posted.headers.get('content-type')]).toEqual([403, 'text/html; charset=utf-8']);
+    const missing = await fetch(`${stack.url}/v1/auth/acount`, { headers: { accept: 'text/html' } });
+    expect([missing.status, missing.headers.get('content-type')]).toEqual([404, 'text/html; charset=utf-8']);
+    await expect(missing.text()).resolves.toContain('<h1>Not found</h1>');
   });
 
   /** Every page a person can land on, and the context that reaches it. */
