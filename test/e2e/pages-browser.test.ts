@@ -180,6 +180,13 @@ describe.skipIf(!available)('Gatehouse pages in a real browser', () => {
       expect(state).not.toContain('day');
       await expect(old.getByRole('button', { name: 'Rotate' }).count()).resolves.toBe(0);
       await expect(replacement.getByRole('button', { name: 'Rotate' }).count()).resolves.toBe(1);
+      // The admin console tells them apart too.
+      await page.goto(`${stack.url}${ADMIN_PATH}`);
+      const adminRows = page.locator('tr[data-key-id]').filter({ hasText: 'to-rotate' });
+      await expect(adminRows.locator('.badge').allTextContents()).resolves.toEqual(
+        expect.arrayContaining(['replaced', 'active']),
+      );
+      await page.goto(`${stack.url}${ACCOUNT_PATH}`);
     },
     TEST_TIMEOUT_MS,
   );
