@@ -8,6 +8,7 @@ import { createClientAddressing, trustedRanges, type ClientAddressing } from './
 import { registerBodyParsers } from './http/body-parsers.js';
 import { deferredSchemaCompilers } from './http/deferred-schemas.js';
 import { sendApiError, writeApiError } from './http/errors.js';
+import { wantsPage } from './http/challenge.js';
 import { createFailureAnswer } from './http/failure.js';
 import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
@@ -45,7 +46,8 @@ import { createPlatformControls, type PlatformControls } from './proxy/platform-
 import { createDecide, type Decide } from './policy/decide.js';
 import { compilePathRules } from './policy/paths.js';
 import { UsageRecorder } from './usage/recorder.js';
-import { registerAssets } from './web/pages.js';
+import { registerAssets, sendRefusalPage } from './web/pages.js';
+import { registerSignedOutPage } from './web/signed-out.js';
 
 export interface Gateway {
   app: FastifyInstance;
@@ -143,16 +145,15 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   });
   app.setErrorHandler((error, request, reply) => {
     const answer = answerFailure(error, request);
+    // People get a page they can read and leave; programs the OpenAI-shaped JSON they can parse.
+    if (wantsPage(request)) return sendRefusalPage(reply.headers(answer.headers), answer.status, answer.message);
     return sendApiError(reply, answer.status, answer.code, answer.message, answer.headers);
   });
-  app.setNotFoundHandler((request, reply) =>
-    sendApiError(
-      reply,
-      404,
-      'not_found',
-      `Gatehouse has no ${request.method} ${request.url.split('?')[0]?.slice(0, 200)}.`,
-    ),
-  );
+  app.setNotFoundHandler((request, reply) => {
+    const message = `Gatehouse has no ${request.method} ${request.url.split('?')[0]?.slice(0, 200)}.`;
+    if (wantsPage(request)) return sendRefusalPage(reply, 404, message);
+    return sendApiError(reply, 404, 'not_found', message);
+  });
   // Set first, so refusals, 404s and errors carry it too.
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
@@ -396,8 +397,10 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     maxDays: config.auth.api_key_max_days,
     caps,
     maxKeysPerUser: config.auth.max_keys_per_user,
+    website: settings.website,
   });
   registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, decide, audit, usage });
+  registerSignedOutPage(app, settings.website.startsWith('https:'));
   registerForwardAuth(app, { decide, isTrustedPeer: client.isTrustedPeer });
   registerMeRoute(app, decide);
 

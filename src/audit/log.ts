@@ -11,6 +11,7 @@ export const AUDIT_EVENTS = [
   'sign_out',
   'key_created',
   'key_revoked',
+  'key_removed',
   'user_disabled',
   'user_enabled',
   'request_denied',

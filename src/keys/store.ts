@@ -16,6 +16,8 @@ export interface ApiKeyInfo extends KeyControls {
   expires_at: number | null;
   last_used_at: number | null;
   revoked_at: number | null;
+  /** Set once the key was rotated: the id of the key that replaces it (the old one lives out its grace). */
+  replaced_by: string | null;
 }
 
 export interface CreatedApiKey extends ApiKeyInfo {
@@ -46,6 +48,7 @@ const INFO_COLUMNS = [
   'api_keys.models',
   'api_keys.requests_per_minute',
   'api_keys.tokens_per_minute',
+  'api_keys.replaced_by',
 ] as const;
 
 interface StoredControls {
@@ -187,6 +190,7 @@ export class ApiKeyStore {
       expires_at: expiresAt,
       last_used_at: null,
       revoked_at: null,
+      replaced_by: null,
     };
     await db
       .insertInto('api_keys')
@@ -222,21 +226,20 @@ export class ApiKeyStore {
   async rotate(id: string, owner: User, graceMs: number, now = Date.now()): Promise<CreatedApiKey | undefined> {
     const old = await this.db
       .selectFrom('api_keys')
-      .select([...INFO_COLUMNS, 'api_keys.replaced_by'])
+      .select(INFO_COLUMNS)
       .where('id', '=', id)
       .where('user_id', '=', owner.id)
       .where('revoked_at', 'is', null)
       .executeTakeFirst();
     if (!old) return undefined;
-    const { replaced_by: replacedBy, ...info } = old;
-    if (replacedBy !== null) {
+    if (old.replaced_by !== null) {
       throw new HttpError(
         409,
         'api_key_already_rotated',
-        `This key was already rotated; its replacement is ${replacedBy}. Rotate that one instead.`,
+        `This key was already rotated; its replacement is ${old.replaced_by}. Rotate that one instead.`,
       );
     }
-    const current = normalise(info);
+    const current = normalise(old);
     if (current.expires_at !== null && current.expires_at <= now) return undefined;
     const graceEnds = current.expires_at === null ? now + graceMs : Math.min(current.expires_at, now + graceMs);
     const { scopes, models, requests_per_minute, tokens_per_minute } = current;
@@ -315,6 +318,20 @@ export class ApiKeyStore {
     let existing = this.db.selectFrom('api_keys').select('id').where('id', '=', id);
     if (userId !== undefined) existing = existing.where('user_id', '=', userId);
     return (await existing.executeTakeFirst()) !== undefined;
+  }
+
+  /**
+   * Takes a key its owner no longer needs to see off their list: only one that can never work again
+   * (revoked, or expired), so removing cannot be used to skip a revocation. The audit log keeps its record.
+   */
+  async removeDead(id: string, userId: string, now = Date.now()): Promise<boolean> {
+    const result = await this.db
+      .deleteFrom('api_keys')
+      .where('id', '=', id)
+      .where('user_id', '=', userId)
+      .where((eb) => eb.or([eb('revoked_at', 'is not', null), eb('expires_at', '<=', now)]))
+      .executeTakeFirst();
+    return result.numDeletedRows > 0n;
   }
 
   /**

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
-import { LOGIN_PATH } from '../http/challenge.js';
+import { LOGIN_PATH, SIGNED_OUT_COOKIE, SIGNED_OUT_PATH, SIGNED_OUT_SECONDS } from '../http/challenge.js';
 import { unavailableDependency } from '../http/dependency-errors.js';
 import type { Identifier } from '../identity/identify.js';
 import { assertSameOrigin } from '../policy/same-origin.js';
@@ -160,8 +160,9 @@ export function registerAuthRoutes(app: FastifyInstance, options: AuthRoutesOpti
       if (identity) audit.record(request, { event: 'sign_out', actor: identity.user });
     }
     reply.clearCookie(cookies.session, cookieOptions(secureCookies));
+    reply.setCookie(SIGNED_OUT_COOKIE, '1', cookieOptions(secureCookies, SIGNED_OUT_SECONDS));
     reply.header('cache-control', 'no-store');
-    if (!provider.endSessionEndpoint && !options.endSessionUrl) return reply.redirect(website, 302);
+    if (!provider.endSessionEndpoint && !options.endSessionUrl) return reply.redirect(SIGNED_OUT_PATH, 302);
     // RP-Initiated Logout 1.0 section 2: the hint lets the provider end its own session without
     // asking. `state` is optional there, but some providers (glewlwyd) return to the website only
     // with it. The return lands on the website, not on Gatehouse, so nothing is there to check it.

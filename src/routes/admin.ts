@@ -191,6 +191,10 @@ function registerRoutes(app: FastifyInstance, options: AdminRoutesOptions): void
       });
       return reply
         .header('cache-control', 'no-store')
+        .header(
+          'content-disposition',
+          `attachment; filename="gatehouse-audit-${new Date().toISOString().slice(0, 10)}.jsonl"`,
+        )
         .type('application/x-ndjson; charset=utf-8')
         .send(events.map((entry) => JSON.stringify(entry)).join('\n') + (events.length ? '\n' : ''));
     },

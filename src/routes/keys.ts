@@ -7,7 +7,7 @@ import type { Revocations } from '../storage/revocations.js';
 import { ForbiddenError, HttpError } from '../errors.js';
 import type { Identity } from '../identity/identify.js';
 import type { Decide } from '../policy/decide.js';
-import { renderAccountPage } from '../web/account.js';
+import { renderAccountPage, type AccountAction, type KeyForm } from '../web/account.js';
 import { sendPage } from '../web/pages.js';
 import type { UsageRecorder } from '../usage/recorder.js';
 import { assertNoWiderThan, parseControls, SCOPES, type ControlCaps, type KeyControls } from '../keys/controls.js';
@@ -28,6 +28,8 @@ export interface KeyRoutesOptions {
   caps: ControlCaps;
   /** `auth.max_keys_per_user`: live keys (rotation graces included) one user may hold. */
   maxKeysPerUser: number;
+  /** `powerml.website`: the base URL the account page's snippets show. */
+  website: string;
 }
 
 interface NewKeyRequest {
@@ -46,6 +48,8 @@ const MAX_LEAK_BATCH = 1_000;
 const MAX_GRACE_MINUTES = 7 * 24 * 60;
 
 const DAY_MS = 86_400_000;
+/** The schema's cap on `expires_in_days` (100 years), where the gateway sets none lower. */
+const MAX_EXPIRY_DAYS = 36500;
 
 const newKeySchema = {
   type: 'object',
@@ -53,7 +57,7 @@ const newKeySchema = {
   required: ['name'],
   properties: {
     name: { type: 'string', minLength: 1, maxLength: 100, pattern: '\\S' },
-    expires_in_days: { type: 'integer', minimum: 1, maximum: 36500 },
+    expires_in_days: { type: 'integer', minimum: 1, maximum: MAX_EXPIRY_DAYS },
     scopes: { type: 'array', minItems: 1, items: { type: 'string', enum: [...SCOPES] } },
     models: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', minLength: 1, maxLength: 200 } },
     requests_per_minute: { type: 'integer', minimum: 1 },
@@ -133,6 +137,20 @@ function describeCreated(created: CreatedApiKey) {
   };
 }
 
+/** The create form's fields as strings (a ticked checkbox may come as one string or several), bounded. */
+function typedForm(body: Record<string, unknown> | undefined): KeyForm {
+  const text = (value: unknown) => (typeof value === 'string' ? value.slice(0, 200) : undefined);
+  const scopes = body?.scopes === undefined ? undefined : ([] as unknown[]).concat(body.scopes);
+  return {
+    name: text(body?.name),
+    expires_in_days: text(body?.expires_in_days),
+    scopes: scopes?.filter((scope): scope is string => typeof scope === 'string').slice(0, SCOPES.length),
+    models: text(body?.models),
+    requests_per_minute: text(body?.requests_per_minute),
+    tokens_per_minute: text(body?.tokens_per_minute),
+  };
+}
+
 /** Strings from a leak report, whatever shape each entry has; anything else is ignored. */
 function leakedStrings(report: unknown): string[] {
   if (!Array.isArray(report))
@@ -153,7 +171,7 @@ const pageQuerySchema = { type: 'object', properties: PAGE_QUERY_PROPERTIES } as
  * (a session, or a key with that scope); reading one's own usage needs only to be signed in.
  */
 export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOptions): void {
-  const { store, revocations, decide, maxDays, audit, usage, caps, maxKeysPerUser } = options;
+  const { store, revocations, decide, maxDays, audit, usage, caps, maxKeysPerUser, website } = options;
 
   function expiryFor(days: number | undefined, now: number): number | null {
     if (days !== undefined && maxDays !== undefined && days > maxDays) {
@@ -197,6 +215,18 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       audit.record(request, { event: 'key_revoked', actor: identity.user, target: id });
     }
     return revoked;
+  }
+
+  /** Takes a revoked or expired key off its owner's list; the audit log keeps the record. */
+  async function removeKey(request: FastifyRequest, identity: Identity, id: string): Promise<void> {
+    if (!(await store.removeDead(id, identity.user.id))) {
+      throw new HttpError(
+        409,
+        'api_key_not_removable',
+        'Only a revoked or expired key of yours can be removed; revoke it first.',
+      );
+    }
+    audit.record(request, { event: 'key_removed', actor: identity.user, target: id });
   }
 
   async function rotateKey(request: FastifyRequest, identity: Identity, id: string, graceMinutes: number) {
@@ -285,6 +315,11 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       return reply.code(204).send();
     });
 
+    scope.post<{ Params: { id: string } }>(`${API_KEYS_PATH}/:id/remove`, async (request, reply) => {
+      await removeKey(request, callerOf(request), request.params.id);
+      return reply.code(204).send();
+    });
+
     registerAccountPage(scope);
   });
 
@@ -299,9 +334,16 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     const showAccount = async (
       identity: Identity,
       reply: FastifyReply,
-      options: { created?: CreatedApiKey; error?: string; status?: number; after?: string } = {},
+      options: {
+        created?: CreatedApiKey;
+        error?: string;
+        status?: number;
+        after?: string;
+        done?: AccountAction;
+        form?: KeyForm;
+      } = {},
     ) => {
-      const { created, error, status, after } = options;
+      const { created, error, status, after, done, form } = options;
       const [keys, usageRows] = await Promise.all([
         store.pageForUser(identity.user.id, pageRequestOf({ after })),
         usage.forUser(identity.user.id),
@@ -316,7 +358,10 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
           olderKeysAfter: keys.has_more ? keys.data.at(-1)?.id : undefined,
           created,
           error,
+          done,
+          form,
           maxDays,
+          website,
           usage: usageRows,
           formToken: randomToken(),
           now: Date.now(),
@@ -325,10 +370,18 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       );
     };
 
-    scope.get<{ Querystring: { after?: string } }>(
+    scope.get<{ Querystring: { after?: string; done?: AccountAction } }>(
       ACCOUNT_PATH,
-      { schema: { querystring: { type: 'object', properties: { after: PAGE_QUERY_PROPERTIES.after } } } },
-      async (request, reply) => showAccount(callerOf(request), reply, { after: request.query.after }),
+      {
+        schema: {
+          querystring: {
+            type: 'object',
+            properties: { after: PAGE_QUERY_PROPERTIES.after, done: { type: 'string', enum: ['revoked', 'removed'] } },
+          },
+        },
+      },
+      async (request, reply) =>
+        showAccount(callerOf(request), reply, { after: request.query.after, done: request.query.done }),
     );
 
     scope.post<{ Body: Record<string, string | undefined> }>(`${ACCOUNT_PATH}/keys`, async (request, reply) => {
@@ -341,13 +394,18 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
           error: `The key “${earlier}” was already created; its secret was shown once.`,
         });
       }
-      const name = String(request.body?.name ?? '').trim();
-      const daysText = String(request.body?.expires_in_days ?? '').trim();
+      const form = typedForm(request.body);
+      const name = (form.name ?? '').trim();
+      const daysText = (form.expires_in_days ?? '').trim();
       const days = daysText === '' ? undefined : Number(daysText);
+      const mostDays = maxDays ?? MAX_EXPIRY_DAYS;
       if (!name || name.length > 100)
-        return showAccount(identity, reply, { error: 'Give the key a name of 1 to 100 characters.' });
-      if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36500)) {
-        return showAccount(identity, reply, { error: 'Expiry must be a whole number of days, 1 or more.' });
+        return showAccount(identity, reply, { error: 'Give the key a name of 1 to 100 characters.', form });
+      if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > mostDays)) {
+        return showAccount(identity, reply, {
+          error: `Expiry must be a whole number of days, 1 to ${mostDays}; leave it empty for ${maxDays ? `${maxDays} days` : 'a key that does not expire'}.`,
+          form,
+        });
       }
       try {
         const created = await createKey(request, identity, {
@@ -358,7 +416,9 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
         usedFormTokens.set(formToken, created.name);
         return showAccount(identity, reply, { created });
       } catch (error) {
-        if (shownOnPage(error)) return showAccount(identity, reply, { error: error.message, status: error.status });
+        if (shownOnPage(error)) {
+          return showAccount(identity, reply, { error: error.message, status: error.status, form });
+        }
         throw error;
       }
     });
@@ -388,7 +448,18 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
 
     scope.post<{ Params: { id: string } }>(`${ACCOUNT_PATH}/keys/:id/revoke`, async (request, reply) => {
       await revokeKey(request, callerOf(request), request.params.id);
-      return reply.redirect(ACCOUNT_PATH, 303);
+      return reply.redirect(`${ACCOUNT_PATH}?done=revoked`, 303);
+    });
+
+    scope.post<{ Params: { id: string } }>(`${ACCOUNT_PATH}/keys/:id/remove`, async (request, reply) => {
+      const identity = callerOf(request);
+      try {
+        await removeKey(request, identity, request.params.id);
+      } catch (error) {
+        if (shownOnPage(error)) return showAccount(identity, reply, { error: error.message, status: error.status });
+        throw error;
+      }
+      return reply.redirect(`${ACCOUNT_PATH}?done=removed`, 303);
     });
   }
 }

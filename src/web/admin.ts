@@ -60,7 +60,7 @@ function keyRow(key: ApiKeyInfo, now: number): SafeHtml {
     <td>${when(key.created_at)}</td>
     <td>${key.last_used_at === null ? 'never' : when(key.last_used_at)}</td>
     <td>
-      ${revoked ? html`<span class="badge revoked">revoked</span>` : expired ? html`<span class="badge expired">expired</span>` : html`<span class="badge">active</span>`}
+      ${revoked ? html`<span class="badge revoked">revoked</span>` : expired ? html`<span class="badge expired">expired</span>` : key.replaced_by !== null ? html`<span class="badge expiring" title="rotated; works until ${when(key.expires_at)} UTC">replaced</span>` : html`<span class="badge">active</span>`}
     </td>
     <td>
       ${

@@ -79,6 +79,24 @@ export function sendErrorPage(
   );
 }
 
+const REFUSAL_TITLES: Record<number, string> = { 401: 'Not signed in', 403: 'Not allowed', 404: 'Not found' };
+
+/**
+ * The page a person's browser gets where a program gets an API error: what happened in plain words
+ * (the same message the program reads) and the way back to their account.
+ */
+export function sendRefusalPage(reply: FastifyReply, status: number, message: string): FastifyReply {
+  const title = REFUSAL_TITLES[status] ?? (status >= 500 ? 'Something went wrong' : 'Request refused');
+  return sendPage(
+    reply,
+    status,
+    title,
+    html`<h1>${title}</h1>
+      <p class="notice error" role="alert">${message}</p>
+      <p><a class="button" href="/v1/auth/account">Back to your account</a></p>`,
+  );
+}
+
 export function registerAssets(app: FastifyInstance): void {
   const asset = (path: string, type: string, body: string) =>
     app.get(path, (_request, reply) =>

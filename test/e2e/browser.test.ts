@@ -223,7 +223,7 @@ describe.skipIf(!available)('the gateway in a real browser', () => {
   );
 
   it(
-    'signs out from the account page, back to the website, and the session no longer works',
+    'signs out to a "You are signed out" page of its own, once, whose button signs in again on the provider form',
     async () => {
       const { context, page } = await freshPage();
       await openSignedIn(page, ACCOUNT_PATH);
@@ -233,13 +233,19 @@ describe.skipIf(!available)('the gateway in a real browser', () => {
 
       await page.getByRole('link', { name: 'Sign out' }).click();
       // The gateway redirects to the provider's end_session_endpoint, the provider ends its session
-      // and returns to the website root, which needs a session and so sends the browser to sign in
-      // again: the provider's form, not a silent re-sign-in. When the browser stops on the way
-      // (an error status, or a CSP form-action that forbids the redirect), `problems` says why.
-      const landed = () => isProviderLogin(page.url()) || page.url() === `${stack.url}/`;
+      // and returns to the website root, which needs a session: instead of the provider's form the
+      // person first sees that signing out worked. When the browser stops on the way (an error
+      // status, a CSP form-action that forbids the redirect), `problems` says why.
       await expect
-        .poll(() => ({ landed: landed(), url: page.url(), problems }), { timeout: 10_000 })
-        .toMatchObject({ landed: true, problems: [] });
+        .poll(() => ({ url: page.url().split('?')[0], problems }), { timeout: 10_000 })
+        .toEqual({ url: `${stack.url}/v1/auth/signed-out`, problems: [] });
+      await expect(page.locator('h1').textContent()).resolves.toBe('You are signed out');
+
+      await page.getByRole('link', { name: 'Sign in again' }).click();
+      await page.waitForURL((url) => isProviderLogin(url.href));
+      // Once: the marker is gone, so the next page that needs a session goes to sign in straight away.
+      await page.goto(`${stack.url}${ACCOUNT_PATH}`);
+      await page.waitForURL((url) => isProviderLogin(url.href));
 
       expect(await sessionCookie(context)).toBeUndefined();
       const me = await context.request.get(`${stack.url}/v1/auth/me`);

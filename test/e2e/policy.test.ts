@@ -849,6 +849,8 @@ describe('the audit log', () => {
     await expectApiError(await ada.fetch(`${stack.url}/echo/admin`), 403, 'admin_required');
     const revoke = await boss.fetch(`${stack.url}/v1/auth/admin/keys/${keyId}/revoke`, sameOriginPost(stack));
     expect(revoke.status).toBe(200);
+    const remove = await ada.fetch(`${stack.url}/v1/auth/api-keys/${keyId}/remove`, sameOriginPost(stack));
+    expect(remove.status).toBe(204);
     adaId = (await findUser(stack, boss, ADA)).id;
     for (const action of ['disable', 'enable']) {
       const response = await boss.fetch(`${stack.url}/v1/auth/admin/users/${adaId}/${action}`, sameOriginPost(stack));
@@ -916,7 +918,7 @@ describe('the audit log', () => {
     expect(lines.length).toBeGreaterThan(0);
     expect(lines.every((line) => line.actor_email === ADA.email)).toBe(true);
     expect(lines.map((line) => line.event).sort()).toEqual(
-      ['sign_in', 'key_created', 'request_denied', 'sign_in', 'sign_out'].sort(),
+      ['sign_in', 'key_created', 'request_denied', 'key_removed', 'sign_in', 'sign_out'].sort(),
     );
   });
 

@@ -6,11 +6,14 @@ for (const form of document.querySelectorAll('form[data-confirm]')) {
 }
 for (const button of document.querySelectorAll('button[data-copy-target]')) {
   button.addEventListener('click', async () => {
-    const input = document.getElementById(button.dataset.copyTarget);
-    input.select();
+    // The new key is in an input; the snippets are in <pre> blocks.
+    const source = document.getElementById(button.dataset.copyTarget);
+    const text = 'value' in source ? source.value : source.textContent;
+    if ('select' in source) source.select();
+    else window.getSelection().selectAllChildren(source);
     let copied = true;
     try {
-      await navigator.clipboard.writeText(input.value);
+      await navigator.clipboard.writeText(text);
     } catch {
       copied = document.execCommand('copy');
     }
