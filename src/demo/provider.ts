@@ -421,7 +421,7 @@ function failInteraction(res: ServerResponse, error: unknown): void {
 
 const PAGE_STYLE = `
 body{margin:0;min-height:100vh;display:grid;place-items:center;background:#f3f4f7;color:#1d2330;font:16px/1.5 system-ui,sans-serif}
-main{width:min(22rem,90vw);padding:2rem;background:#fff;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.12)}
+main{box-sizing:border-box;width:min(22rem,calc(100vw - 2rem));padding:2rem 1.5rem;background:#fff;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.12)}
 h1{margin:0 0 1rem;font-size:1.3rem}
 label{display:block;margin:.75rem 0 .25rem;font-weight:600}
 input{box-sizing:border-box;width:100%;padding:.5rem;border:1px solid #c3c8d3;border-radius:4px;font:inherit}

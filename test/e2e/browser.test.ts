@@ -113,6 +113,18 @@ describe.skipIf(!available)('the gateway in a real browser', () => {
   );
 
   it(
+    "fits the demo provider's sign-in form on a 390 px phone without sideways scrolling",
+    async () => {
+      const { page } = await freshPage();
+      await page.setViewportSize({ width: 390, height: 844 });
+      await page.goto(`${stack.url}/v1/auth/account`);
+      await page.waitForURL((url) => isProviderLogin(url.href));
+      expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  it(
     'shows the provider error for a wrong password and sets no gateway session',
     async () => {
       const { context, page } = await freshPage();
