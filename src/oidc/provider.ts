@@ -251,8 +251,7 @@ export function metadataLifetimeMs(headers: Headers | undefined, now = Date.now(
 }
 
 /** openid-client's refusals of an ID token whose `alg` the metadata does not list, or whose `kid` the JWKS lacks. */
-/** An ID token signed with an algorithm or key the metadata does not list: the provider may have changed it. */
-export function isUnexpectedSigningKey(error: unknown): boolean {
+function isUnexpectedSigningKey(error: unknown): boolean {
   for (let current = error; current instanceof Error; current = current.cause) {
     const { code, message } = current as Error & { code?: unknown };
     if (code === 'OAUTH_KEY_SELECTION_FAILED') return true;

@@ -5,7 +5,7 @@ import { decideSignIn, type SignInRules } from '../policy/sign-in.js';
 import type { RefreshOutcome, SessionTokens, TokenRefresher } from '../sessions/store.js';
 import type { Role, User } from '../users/store.js';
 import { assertIssuedInPast, fetchUserInfoClaims, sessionTokensOf } from './login.js';
-import { isUnexpectedSigningKey, type ProviderConnection } from './provider.js';
+import type { ProviderConnection } from './provider.js';
 
 /**
  * When a refresh response carries no ID token (Core 12.2 allows that), the grant is checked again
@@ -107,8 +107,10 @@ export function createTokenRefresher(
         const tokens = { ...sessionTokensOf(claims, response.refresh_token), idToken: response.id_token };
         return { result: 'refreshed', tokens: recheckBy(tokens, recheck.recheckMs, now) };
       } catch (error) {
-        // A key the metadata did not list was just read again: the next refresh can tell, this one cannot.
-        const refused = isRefusal(error) && !isUnexpectedSigningKey(error);
+        // An ID token signed otherwise than the metadata says is refused even when the provider has
+        // just changed its keys (the metadata is read again for the next sign-in): from here an
+        // `alg: none` forgery and a change of algorithm look the same.
+        const refused = isRefusal(error);
         // Only codes and the provider's error name: a refresh token must never reach the log.
         log.warn(
           {

@@ -119,7 +119,7 @@ describe.skipIf(!available)('the gateway in a real browser', () => {
       await page.setViewportSize({ width: 390, height: 844 });
       await page.goto(`${stack.url}/v1/auth/account`);
       await page.waitForURL((url) => isProviderLogin(url.href));
-      expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+      expect(await page.evaluate<number>('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
     },
     TEST_TIMEOUT_MS,
   );
