@@ -101,19 +101,22 @@ export interface SignInFailure {
 const MAX_CODE_LENGTH = 64;
 
 /** Codes of an authorization error response (Core 3.1.2.6, RFC 6749 4.1.2.1) a person can act on. */
-const CALLBACK_ERRORS: Record<string, SignInFailureReason> = {
-  access_denied: 'access_denied',
-  consent_required: 'consent_required',
-  login_required: 'login_required',
-  interaction_required: 'interaction_required',
-  account_selection_required: 'interaction_required',
-  temporarily_unavailable: 'provider_unavailable',
-  server_error: 'provider_unavailable',
-};
+const CALLBACK_ERRORS = new Map<string, SignInFailureReason>([
+  ['access_denied', 'access_denied'],
+  ['consent_required', 'consent_required'],
+  ['login_required', 'login_required'],
+  ['interaction_required', 'interaction_required'],
+  ['account_selection_required', 'interaction_required'],
+  ['temporarily_unavailable', 'provider_unavailable'],
+  ['server_error', 'provider_unavailable'],
+]);
 
-/** The `error` a provider sent back to the callback, mapped to the fixed set. */
+/**
+ * The `error` a provider sent back to the callback, mapped to the fixed set. A Map, not an object:
+ * the code comes from the query string, and `?error=toString` must not find Object.prototype.
+ */
 export function describeCallbackError(code: string): SignInFailure {
-  return { reason: CALLBACK_ERRORS[code] ?? 'other', providerCode: code.slice(0, MAX_CODE_LENGTH) };
+  return { reason: CALLBACK_ERRORS.get(code) ?? 'other', providerCode: code.slice(0, MAX_CODE_LENGTH) };
 }
 
 /** Token endpoint codes meaning "this code is no good": RFC 6749's, and glewlwyd's own `invalid_code`. */
