@@ -9,9 +9,14 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectConsoleProblems, launchChromium, reportCspViolations } from '../support/browser.js';
+import {
+  collectConsoleProblems,
+  launchChromium,
+  reportCspViolations,
+  openSignedInOnDemoForm,
+} from '../support/browser.js';
 import { hasChromium, requireResource } from '../support/requirements.js';
-import { DEMO_USER, startDemoStack, type DemoStack } from '../support/stack.js';
+import { startDemoStack, type DemoStack } from '../support/stack.js';
 import type { UsageRow } from '../../src/usage/recorder.js';
 
 const available = await requireResource('chromium', hasChromium(), 'apt-get install chromium');
@@ -88,12 +93,7 @@ describe.skipIf(!available)('API key controls on the account page in a real brow
     'creates a key with the inference scope, two models and 10 requests a minute from the form, shown in the table',
     async () => {
       const account = `${stack.url}${ACCOUNT_PATH}`;
-      await page.goto(account);
-      await page.waitForURL((url) => url.href.startsWith(`${stack.provider.issuer}/interaction/`));
-      await page.fill('input[name="email"]', DEMO_USER.email);
-      await page.fill('input[name="password"]', DEMO_USER.password);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      await page.waitForURL(account);
+      await openSignedInOnDemoForm(page, account, stack.provider.issuer);
 
       const form = page.locator('form.create');
       await form.locator('input[name="name"]').fill(KEY_NAME);

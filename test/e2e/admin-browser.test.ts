@@ -16,7 +16,12 @@ import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyCommand } from '../../src/commands/keys.js';
 import { loadConfigFromObject } from '../../src/config/index.js';
-import { collectConsoleProblems, launchChromium, reportCspViolations } from '../support/browser.js';
+import {
+  collectConsoleProblems,
+  launchChromium,
+  reportCspViolations,
+  openSignedInOnDemoForm,
+} from '../support/browser.js';
 import { hasChromium, requireResource } from '../support/requirements.js';
 import { CLIENT_ID, CLIENT_SECRET, DEMO_USER, startDemoStack, type DemoStack } from '../support/stack.js';
 
@@ -134,12 +139,7 @@ describe.skipIf(!available)('the admin console in a real browser', () => {
     'signs the administrator in on the provider form and lists every user, the admin marked as such and as "you"',
     async () => {
       const target = `${stack.url}${ADMIN_PATH}`;
-      await page.goto(target);
-      await page.waitForURL((url) => url.href.startsWith(`${stack.provider.issuer}/interaction/`));
-      await page.fill('input[name="email"]', DEMO_USER.email);
-      await page.fill('input[name="password"]', DEMO_USER.password);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      await page.waitForURL(target);
+      await openSignedInOnDemoForm(page, target, stack.provider.issuer);
 
       await expect(page.locator('h1').textContent()).resolves.toBe('Admin');
       const admin = userRow(DEMO_USER.email);

@@ -15,7 +15,12 @@ import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyCommand } from '../../src/commands/keys.js';
 import { loadConfigFromObject } from '../../src/config/index.js';
-import { collectConsoleProblems, launchChromium, reportCspViolations } from '../support/browser.js';
+import {
+  collectConsoleProblems,
+  launchChromium,
+  reportCspViolations,
+  openSignedInOnDemoForm,
+} from '../support/browser.js';
 import { hasChromium, requireResource } from '../support/requirements.js';
 import { CLIENT_ID, CLIENT_SECRET, DEMO_USER, startDemoStack, type DemoStack } from '../support/stack.js';
 
@@ -99,12 +104,7 @@ describe.skipIf(!available)('Gatehouse pages in a real browser', () => {
     'links the account page to the admin console for an administrator',
     async () => {
       const account = `${stack.url}${ACCOUNT_PATH}`;
-      await page.goto(account);
-      await page.waitForURL((url) => url.href.startsWith(`${stack.provider.issuer}/interaction/`));
-      await page.fill('input[name="email"]', DEMO_USER.email);
-      await page.fill('input[name="password"]', DEMO_USER.password);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      await page.waitForURL(account);
+      await openSignedInOnDemoForm(page, account, stack.provider.issuer);
       await page.getByRole('link', { name: 'Admin console' }).click();
       await page.waitForURL(`${stack.url}${ADMIN_PATH}`);
       await expect(page.locator('h1').textContent()).resolves.toBe('Admin');

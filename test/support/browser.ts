@@ -1,5 +1,6 @@
 /** Starts the system Chromium for browser tests; pair with `requireResource('chromium', ...)`. */
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { DEMO_USER } from '../../src/demo/provider.js';
 import { chromiumPath } from './requirements.js';
 
 /**
@@ -48,4 +49,14 @@ export async function reportCspViolations(page: Page): Promise<void> {
     content: `document.addEventListener('securitypolicyviolation', (event) =>
       console.error('CSP violation: ' + event.violatedDirective + ' blocked ' + event.blockedURI));`,
   });
+}
+
+/** Opens `target` on a gateway, signs in as the demo user on the demo provider's form, and waits to be back. */
+export async function openSignedInOnDemoForm(page: Page, target: string, providerIssuer: string): Promise<void> {
+  await page.goto(target);
+  await page.waitForURL((url) => url.href.startsWith(`${providerIssuer}/interaction/`));
+  await page.fill('input[name="email"]', DEMO_USER.email);
+  await page.fill('input[name="password"]', DEMO_USER.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(target);
 }
