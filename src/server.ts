@@ -24,8 +24,7 @@ import { ApiKeyVerifier, type StaticKey } from './keys/verify.js';
 import type { Logger } from './log.js';
 import { purgeUsedLogoutTokens } from './oidc/backchannel-logout.js';
 import { purgeExpiredLoginFlows } from './oidc/login.js';
-import { ProviderConnection } from './oidc/provider.js';
-import { createTokenRefresher } from './oidc/refresh.js';
+import { createProvidersRefresher, SignInProviders } from './oidc/providers.js';
 import { registerAuthRoutes } from './oidc/routes.js';
 import { compileAccessRules } from './policy/access.js';
 import { registerForwardAuth } from './routes/forward-auth.js';
@@ -279,38 +278,19 @@ interface SignIn {
  */
 async function buildSignIn(parts: SignInParts): Promise<SignIn> {
   const { config, settings, app, log, storage, shared, metrics, audit, usage, inFlight, client } = parts;
-  const { allow_insecure_http, scopes, groups_claim } = config.auth_provider;
   const { redis, revocations } = shared;
   const cookies = cookieNamesFor(settings.website.startsWith('https:'));
   const warnings: string[] = [];
-  const provider = new ProviderConnection(
-    {
-      metadataUrl: settings.metadataUrl,
-      clientId: settings.clientId,
-      clientSecret: settings.clientSecret,
-      allowHttp: settings.metadataUrl.startsWith('http:') || allow_insecure_http,
-      tokenEndpointAuthMethod: config.auth_provider.token_endpoint_auth_method,
-    },
-    log,
-    (ok) => metrics.providerRefreshes.inc({ result: ok ? 'success' : 'failure' }),
+  const providers = new SignInProviders(settings.providers, log, (ok) =>
+    metrics.providerRefreshes.inc({ result: ok ? 'success' : 'failure' }),
   );
-  const signInRules = {
-    allowedDomains: config.auth.allowed_email_domains,
-    allowUnverified: config.auth.allow_unverified_email,
-    workspaceDomain: config.auth.google_workspace_domain,
-    allowedGroups: config.auth.allowed_groups,
-    adminEmails: config.auth.admin_emails,
-    adminGroups: config.auth.admin_groups,
-    groupsClaim: groups_claim,
-  };
   const keyHashSecret = loadKeyHashSecret(config.auth.key_hash_secret, config.gateway.data_dir);
   const sessions = new SessionStore(
     storage.db,
     { idleMs: config.auth.session_idle_minutes * 60_000, maxMs: config.auth.session_max_hours * 3_600_000 },
     shared.cache,
     {
-      refresher: createTokenRefresher(provider, log, {
-        rules: signInRules,
+      refresher: createProvidersRefresher(providers, log, {
         recheckMs: config.auth.recheck_minutes * 60_000,
         onAccessChanged: async (user, access) => {
           await updateUserAccess(storage.db, user.id, access);
@@ -374,19 +354,14 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
 
   registerAuthRoutes(app, {
     db: storage.db,
-    provider,
+    providers,
     sessions,
     identifier,
     audit,
     cookies,
     secureCookies: settings.website.startsWith('https:'),
     website: settings.website,
-    scopes,
-    signInRules,
     recheckMs: config.auth.recheck_minutes * 60_000,
-    requireEmail: config.auth.require_email === true,
-    endSessionUrl: config.auth_provider.end_session_url,
-    clientId: settings.clientId,
   });
   registerKeyRoutes(app, {
     store: keyStore,
@@ -411,12 +386,12 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
       usage,
       bodyLimit: { bytes: config.gateway.max_checked_body_mb * 1024 * 1024, setting: 'gateway.max_checked_body_mb' },
     }),
-    checks: [{ name: 'provider', check: async () => provider.problem }],
+    checks: [{ name: 'provider', check: async () => providers.problem }],
     warnings,
-    providerAttempted: provider.whenAttempted(),
+    providerAttempted: providers.whenAttempted(),
     stop() {
       clearInterval(purgeTimer);
-      provider.close();
+      providers.close();
     },
     flush: () => verifier.flush(),
   };

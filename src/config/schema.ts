@@ -10,6 +10,9 @@ export const SECRET_KEYS = [
   'auth.test_token',
 ] as const;
 
+/** Keys of each `auth_providers` item holding secrets. */
+export const PROVIDER_SECRET_KEYS = ['client_secret'] as const;
+
 /** Key paths holding URLs whose password part is a secret. */
 export const URLS_WITH_PASSWORD = ['database.url', 'redis.url'] as const;
 
@@ -221,6 +224,60 @@ const authProvider = z.strictObject({
     .describe('a claim name or a dotted path to one (e.g. groups or realm_access.roles)'),
 });
 
+/** A provider id: it names the provider in URLs (`/v1/auth/auth/<id>`, `?provider=<id>`). */
+export const PROVIDER_ID = /^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$/;
+
+/**
+ * One item of `auth_providers`: the keys of `auth_provider` (whose defaults it starts from), an id
+ * and a display name, and the sign-in rules that may differ per provider; a rule left out is the
+ * `auth` section's.
+ */
+const listedProvider = authProvider.extend({
+  id: z
+    .string()
+    .regex(PROVIDER_ID)
+    .describe('a slug of 1 to 32 lowercase letters, digits and - (e.g. google), used in /v1/auth/auth/<id>'),
+  name: text().max(80).describe('a display name of at most 80 characters for the sign-in chooser (e.g. Google)'),
+  client_id: text().describe('a non-empty string'),
+  client_secret: text().describe('a non-empty string'),
+  server_metadata_url: httpUrl({ query: true }).describe(
+    'the http(s) URL of the discovery document (e.g. https://id.example.com/.well-known/openid-configuration)',
+  ),
+  allowed_email_domains: optional(z.array(emailDomain())).describe(
+    'a list of email domains (example.com, or .example.com for its subdomains)',
+  ),
+  allow_unverified_email: optional(boolean()),
+  require_email: optional(boolean()),
+  google_workspace_domain: optional(emailDomain()).describe(
+    'a Google Workspace domain such as example.com (Google’s hd claim must name it)',
+  ),
+  allowed_groups: optional(z.array(text())).describe('a list of non-empty group names'),
+  admin_emails: optional(z.array(z.email().transform(asciiLowercase))).describe('a list of email addresses'),
+  admin_groups: optional(z.array(text())).describe('a list of non-empty group names'),
+});
+
+export type ListedProvider = z.output<typeof listedProvider>;
+
+/** Ids name callback URLs, so two providers cannot share one. */
+const authProviders = z
+  .array(listedProvider)
+  .min(1)
+  .superRefine((providers, ctx) => {
+    const seen = new Map<string, number>();
+    providers.forEach((provider, index) => {
+      const first = seen.get(provider.id);
+      if (first === undefined) seen.set(provider.id, index);
+      else
+        ctx.addIssue({
+          code: 'custom',
+          path: [index, 'id'],
+          message: `is "${provider.id}", already the id of auth_providers[${first}]: each provider needs its own id (it names its callback URL)`,
+          params: { [ITEM_PROBLEM]: true },
+        });
+    });
+  })
+  .describe('a list of providers, each a mapping with id, name, client_id, client_secret and server_metadata_url');
+
 /** RFC 9110 5.1 field names; a trailing * makes it a prefix. */
 const HEADER_NAME_OR_PREFIX = /^[!#$%&'+.^_`|~0-9A-Za-z-]+\*?$/;
 /** RFC 6265 4.1.1 cookie names (tokens). */
@@ -281,6 +338,7 @@ export const configSchema = z.strictObject({
   auth,
   powerml,
   auth_provider: authProvider,
+  auth_providers: optional(authProviders),
   gateway,
   database,
   redis,
@@ -305,13 +363,30 @@ export interface Config extends z.output<typeof configSchema> {
   source: string;
 }
 
+/**
+ * One provider people sign in with, its sign-in rules resolved: its own where it sets them, else
+ * the `auth` section's.
+ */
+export interface SignInProvider extends ListedProvider {
+  /** The single `auth_provider` block, whose callback stays /v1/auth/auth. */
+  shorthand: boolean;
+  allowed_email_domains: string[];
+  allow_unverified_email: boolean;
+  require_email: boolean;
+  allowed_groups: string[];
+  admin_emails: string[];
+  admin_groups: string[];
+}
+
 /** What signing people in needs; present exactly when sign-in is on. */
 export interface SignInSettings {
   website: string;
-  clientId: string;
-  clientSecret: string;
-  metadataUrl: string;
+  /** One or more, in the order the chooser shows them. */
+  providers: SignInProvider[];
 }
+
+/** The id the single `auth_provider` block gets. */
+export const SHORTHAND_PROVIDER_ID = 'default';
 
 /**
  * Sign-in is on unless auth is disabled, and then the rules (rules.ts) have made sure the provider
@@ -319,15 +394,54 @@ export interface SignInSettings {
  */
 export function signInSettingsOf(config: Config): SignInSettings | undefined {
   const { website } = config.powerml;
-  const { client_id: clientId, client_secret: clientSecret, server_metadata_url: metadataUrl } = config.auth_provider;
-  if (config.auth.disable_auth || !website || !clientId || !clientSecret || !metadataUrl) return undefined;
-  return { website, clientId, clientSecret, metadataUrl };
+  if (config.auth.disable_auth || !website) return undefined;
+  const providers = config.auth_providers?.map((provider) => withRules(config, provider, false));
+  if (providers) return { website, providers };
+  const { client_id, client_secret, server_metadata_url } = config.auth_provider;
+  if (!client_id || !client_secret || !server_metadata_url) return undefined;
+  const single = {
+    ...config.auth_provider,
+    id: SHORTHAND_PROVIDER_ID,
+    name: new URL(server_metadata_url).host,
+    client_id,
+    client_secret,
+    server_metadata_url,
+  };
+  return { website, providers: [withRules(config, single, true)] };
 }
 
-/** The schema of one key ("gateway.port") or section ("gateway"), for messages and rules. */
-export function schemaAt(path: readonly string[]): z.ZodType | undefined {
-  const sections: Record<string, z.ZodObject<Record<string, z.ZodType>>> = configSchema.shape;
-  const [sectionName, key] = path;
+function withRules(config: Config, provider: ListedProvider, shorthand: boolean): SignInProvider {
+  const { auth } = config;
+  const ownEmailRules = provider.allowed_email_domains !== undefined || provider.admin_emails !== undefined;
+  const allowed = provider.allowed_email_domains ?? auth.allowed_email_domains;
+  const admins = provider.admin_emails ?? auth.admin_emails;
+  return {
+    ...provider,
+    shorthand,
+    allowed_email_domains: allowed,
+    allow_unverified_email: provider.allow_unverified_email ?? auth.allow_unverified_email,
+    // Unset, it follows the email rules that apply to this provider, as auth.require_email does.
+    require_email:
+      provider.require_email ?? (ownEmailRules ? allowed.length > 0 || admins.length > 0 : auth.require_email === true),
+    google_workspace_domain: provider.google_workspace_domain ?? auth.google_workspace_domain,
+    allowed_groups: provider.allowed_groups ?? auth.allowed_groups,
+    admin_emails: admins,
+    admin_groups: provider.admin_groups ?? auth.admin_groups,
+  };
+}
+
+/**
+ * The schema of one key ("gateway.port") or section ("gateway"), for messages and rules; in
+ * `auth_providers`, a position then a key (["auth_providers", 0, "client_id"]).
+ */
+export function schemaAt(path: readonly (string | number)[]): z.ZodType | undefined {
+  const { auth_providers: _listed, ...objects } = configSchema.shape;
+  const sections: Record<string, z.ZodObject<Record<string, z.ZodType>>> = objects;
+  const [sectionName, key, itemKey] = path.map(String);
+  if (sectionName === 'auth_providers') {
+    if (key === undefined) return authProviders;
+    return itemKey === undefined ? listedProvider : listedProvider.shape[itemKey as keyof ListedProvider];
+  }
   const section = sectionName === undefined ? undefined : sections[sectionName];
   return key === undefined ? section : section?.shape[key];
 }

@@ -135,6 +135,16 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('api_keys').addColumn('replaced_by', 'text').execute();
     },
   },
+  '008_login_flow_provider': {
+    async up(db: Kysely<unknown>) {
+      // Which provider a sign-in was started with: its callback must be that provider's. Flows
+      // pending during the upgrade were started with the single provider, whose id is `default`.
+      await db.schema
+        .alterTable('login_flows')
+        .addColumn('provider', 'text', (c) => c.notNull().defaultTo('default'))
+        .execute();
+    },
+  },
 };
 
 /**

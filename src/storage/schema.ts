@@ -49,6 +49,8 @@ export interface LoginFlowsTable {
   code_verifier: string;
   return_to: string;
   expires_at: number;
+  /** The id of the provider the sign-in was started with (`default` for the single auth_provider). */
+  provider: string;
 }
 
 /** An API key. Only its HMAC is stored; the key itself exists once, in the answer that created it. */

@@ -88,6 +88,25 @@ describe('Config', () => {
         end_session_url?: string;
         groups_claim: string;
       };
+      auth_providers?: Array<{
+        id: string;
+        name: string;
+        client_id: string;
+        client_secret: string;
+        server_metadata_url: string;
+        scopes: string[];
+        allow_insecure_http: boolean;
+        token_endpoint_auth_method?: 'client_secret_basic' | 'client_secret_post';
+        end_session_url?: string;
+        groups_claim: string;
+        allowed_email_domains?: string[];
+        allow_unverified_email?: boolean;
+        require_email?: boolean;
+        google_workspace_domain?: string;
+        allowed_groups?: string[];
+        admin_emails?: string[];
+        admin_groups?: string[];
+      }>;
       gateway: {
         host: string;
         port: number;

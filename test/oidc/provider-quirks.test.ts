@@ -359,13 +359,14 @@ describe('Entra ID’s common endpoint (fetch answered in-process)', () => {
 
   /** The gateway's own login and callback code, with Microsoft signing whatever `entra.next` says. */
   async function signInAt(connection: ProviderConnection, claims: Record<string, unknown> = {}) {
-    const started = await startLogin(storage.db, connection, redirectUri, ['openid', 'email', 'profile'], '/');
+    const provider = { id: 'default', connection, scopes: ['openid', 'email', 'profile'] };
+    const started = await startLogin(storage.db, provider, redirectUri, '/');
     const { searchParams } = started.authorizationUrl;
     entra.next = { nonce: searchParams.get('nonce'), ...claims };
     const callback = new URL(redirectUri);
     callback.searchParams.set('code', 'entra-code');
     callback.searchParams.set('state', searchParams.get('state')!);
-    return finishLogin(storage.db, connection, started.flowToken, callback);
+    return finishLogin(storage.db, provider, started.flowToken, callback);
   }
 
   it('is discovered, keeping the {tenantid} template as the issuer', async () => {
