@@ -374,7 +374,15 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     maxKeysPerUser: config.auth.max_keys_per_user,
     website: settings.website,
   });
-  registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, decide, audit, usage });
+  registerAdminRoutes(app, {
+    db: storage.db,
+    keys: keyStore,
+    revocations,
+    decide,
+    audit,
+    usage,
+    ...(providers.all.length > 1 ? { providerOf: (user) => providers.nameFor(user) } : {}),
+  });
   registerSignedOutPage(app, settings.website.startsWith('https:'));
   registerForwardAuth(app, { decide, isTrustedPeer: client.isTrustedPeer });
   registerMeRoute(app, decide);

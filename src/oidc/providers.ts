@@ -102,6 +102,14 @@ export class SignInProviders {
     });
   }
 
+  /**
+   * The display name of the provider `user` signs in with, for the admin console; the issuer where
+   * no configured provider names it (one removed from the configuration, the static test token).
+   */
+  nameFor(user: { issuer: string }): string {
+    return this.byIssuer(user.issuer)?.name ?? user.issuer;
+  }
+
   /** Why some provider is not ready, each named by id when there are several; for /readyz. */
   get problem(): string | undefined {
     const problems = this.all

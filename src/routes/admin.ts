@@ -6,7 +6,7 @@ import type { Decide } from '../policy/decide.js';
 import type { Db } from '../storage/database.js';
 import type { Revocations } from '../storage/revocations.js';
 import type { UsageRecorder } from '../usage/recorder.js';
-import { findUser, listUsers, setUserDisabled } from '../users/store.js';
+import { findUser, listUsers, setUserDisabled, type User } from '../users/store.js';
 import { renderAdminPage } from '../web/admin.js';
 import { sendPage } from '../web/pages.js';
 import { callerOf, registerGuarded } from './guard.js';
@@ -21,6 +21,8 @@ export interface AdminRoutesOptions {
   decide: Decide;
   audit: AuditLog;
   usage: UsageRecorder;
+  /** Names each user's sign-in provider on the admin page, where there are several. */
+  providerOf?: (user: User) => string;
 }
 
 interface AuditFilter {
@@ -117,6 +119,7 @@ function registerRoutes(app: FastifyInstance, options: AdminRoutesOptions): void
           filter,
           eventNames: AUDIT_EVENTS,
           now: Date.now(),
+          ...(options.providerOf ? { providerOf: options.providerOf } : {}),
         }),
         { wide: true },
       );
