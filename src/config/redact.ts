@@ -11,6 +11,8 @@ export function redactConfig(config: Config): unknown {
     const [section = '', key = ''] = path.split('.');
     if (copy[section]?.[key] !== undefined) copy[section][key] = '***';
   }
+  // With a list of providers, auth_provider holds only its defaults, which each item starts from.
+  if (copy.auth_providers !== undefined) delete copy.auth_provider;
   for (const provider of (copy.auth_providers ?? []) as unknown as Array<Record<string, unknown>>) {
     for (const key of PROVIDER_SECRET_KEYS) if (provider[key] !== undefined) provider[key] = '***';
   }

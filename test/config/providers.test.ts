@@ -154,5 +154,7 @@ describe('auth_providers', () => {
     };
     expect(redacted.auth_providers.map((provider) => provider.client_secret)).toEqual(['***', '***']);
     expect(JSON.stringify(redacted)).not.toContain(SECRETS.client);
+    // The unused shorthand, all defaults, would only confuse the reader.
+    expect(redacted).not.toHaveProperty('auth_provider');
   });
 });
