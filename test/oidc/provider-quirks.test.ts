@@ -24,7 +24,12 @@ import * as client from 'openid-client';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startSamplePlatform } from '../../src/demo/platform.js';
 import { createLogger } from '../../src/log.js';
+import Fastify from 'fastify';
+import type { AuditLog } from '../../src/audit/log.js';
+import { registerFrontchannelLogout } from '../../src/oidc/frontchannel-logout.js';
 import { finishLogin, startLogin } from '../../src/oidc/login.js';
+import { SignInProviders } from '../../src/oidc/providers.js';
+import type { SessionStore } from '../../src/sessions/store.js';
 import { issuerUrlOf, ProviderConnection, type ProviderSettings } from '../../src/oidc/provider.js';
 import { decideSignIn } from '../../src/policy/sign-in.js';
 import { openStorage, type Storage } from '../../src/storage/database.js';
@@ -388,6 +393,64 @@ describe('Entra ID’s common endpoint (fetch answered in-process)', () => {
     });
     // Two tenants are two issuers, so the same `sub` in each stays two users.
     expect(other.issuer).toBe(`https://login.microsoftonline.com/${OTHER_TENANT}/v2.0`);
+  });
+
+  it('takes a front-channel logout whose iss is a tenant’s issuer, ending that tenant’s sessions by sid', async () => {
+    const providers = new SignInProviders(
+      [
+        {
+          id: 'entra',
+          name: 'Microsoft',
+          shorthand: false,
+          client_id: CLIENT_ID,
+          client_secret: CLIENT_SECRET,
+          server_metadata_url: METADATA_URLS['entra-common'],
+          scopes: ['openid'],
+          allow_insecure_http: false,
+          groups_claim: 'groups',
+          allowed_email_domains: [],
+          allow_unverified_email: false,
+          require_email: false,
+          allowed_groups: [],
+          admin_emails: [],
+          admin_groups: [],
+        },
+      ],
+      createLogger('silent'),
+      () => undefined,
+    );
+    await providers.whenAttempted();
+    const endByProvider = vi.fn(async () => []);
+    const app = Fastify();
+    registerFrontchannelLogout(app, {
+      providers,
+      sessions: { endByProvider } as unknown as SessionStore,
+      audit: { record: vi.fn() } as unknown as AuditLog,
+    });
+    const logout = (iss: string) =>
+      app.inject({ url: `/v1/auth/frontchannel-logout?${new URLSearchParams({ iss, sid: 'entra-sid' })}` });
+    try {
+      const tenantIssuer = `https://login.microsoftonline.com/${ENTRA_TENANT}/v2.0`;
+      const accepted = await logout(tenantIssuer);
+      expect(accepted.statusCode).toBe(200);
+      expect(accepted.headers['content-security-policy']).toBe(
+        "default-src 'none'; frame-ancestors https://login.microsoftonline.com",
+      );
+      expect(endByProvider).toHaveBeenCalledExactlyOnceWith(tenantIssuer, { sid: 'entra-sid' });
+      // Only a tenant id fills the template: not the template itself, another path, or another host.
+      for (const iss of [
+        'https://login.microsoftonline.com/{tenantid}/v2.0',
+        'https://login.microsoftonline.com/common/v2.0',
+        `https://login.microsoftonline.com/${ENTRA_TENANT}/extra/v2.0`,
+        `https://login.microsoftonline.com.evil.example/${ENTRA_TENANT}/v2.0`,
+      ]) {
+        expect((await logout(iss)).statusCode, iss).toBe(400);
+      }
+      expect(endByProvider).toHaveBeenCalledTimes(1);
+    } finally {
+      providers.close();
+      await app.close();
+    }
   });
 
   it('refuses an ID token whose issuer names another tenant than its tid', async () => {
