@@ -394,7 +394,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
       usage,
       bodyLimit: { bytes: config.gateway.max_checked_body_mb * 1024 * 1024, setting: 'gateway.max_checked_body_mb' },
     }),
-    checks: [{ name: 'provider', check: async () => providers.problem }],
+    checks: providers.readinessChecks(),
     warnings,
     providerAttempted: providers.whenAttempted(),
     stop() {

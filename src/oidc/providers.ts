@@ -1,4 +1,5 @@
 import type { SignInProvider } from '../config/index.js';
+import type { ReadinessCheck } from '../http/health.js';
 import type { Logger } from '../log.js';
 import type { SignInRules } from '../policy/sign-in.js';
 import type { RefreshOutcome, TokenRefresher } from '../sessions/store.js';
@@ -118,6 +119,26 @@ export class SignInProviders {
         this.all.length > 1 ? `${provider.id}: ${provider.connection.problem}` : provider.connection.problem,
       );
     return problems.length > 0 ? problems.join('; ') : undefined;
+  }
+
+  /**
+   * `/readyz` checks: `provider` fails while no provider can sign anyone in; with several, each is
+   * also reported as `provider <id>`, optional: one provider down must not take the gateway out of
+   * service for everyone else, the other providers' users and every API key.
+   */
+  readinessChecks(): ReadinessCheck[] {
+    if (this.all.length === 1) return [{ name: 'provider', check: async () => this.problem }];
+    return [
+      {
+        name: 'provider',
+        check: async () => (this.all.some((provider) => provider.connection.ready) ? undefined : this.problem),
+      },
+      ...this.all.map((provider) => ({
+        name: `provider ${provider.id}`,
+        check: async () => provider.connection.problem,
+        optional: true,
+      })),
+    ];
   }
 
   get allReady(): boolean {

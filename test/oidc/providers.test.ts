@@ -1,12 +1,9 @@
 import { describe, expect, it, vi } from 'vitest';
+import type { SignInProvider } from '../../src/config/index.js';
+import { startDemoProvider } from '../../src/demo/provider.js';
 import { createLogger } from '../../src/log.js';
 import type { ProviderConnection } from '../../src/oidc/provider.js';
-import {
-  callbackPathOf,
-  createProvidersRefresher,
-  issuerMatches,
-  type SignInProviders,
-} from '../../src/oidc/providers.js';
+import { callbackPathOf, createProvidersRefresher, issuerMatches, SignInProviders } from '../../src/oidc/providers.js';
 import type { User } from '../../src/users/store.js';
 
 const TENANT = '3f1c5e9a-7b2d-4c8e-9a61-2d4b8f0e7c35';
@@ -103,5 +100,66 @@ describe('createProvidersRefresher', () => {
     const refresher = createProvidersRefresher(providers, createLogger('silent'), recheck);
     expect(await refresher.refresh('rt', userOf('https://corp.example'))).toEqual({ result: 'unavailable' });
     expect(asked).toEqual([]);
+  });
+});
+
+describe('readiness with several providers', () => {
+  const settingsFor = (id: string, metadataUrl: string): SignInProvider => ({
+    id,
+    name: id,
+    shorthand: false,
+    client_id: 'gatehouse',
+    client_secret: 'secret-long-enough-for-the-demo',
+    server_metadata_url: metadataUrl,
+    scopes: ['openid'],
+    allow_insecure_http: false,
+    groups_claim: 'groups',
+    allowed_email_domains: [],
+    allow_unverified_email: false,
+    require_email: false,
+    allowed_groups: [],
+    admin_emails: [],
+    admin_groups: [],
+  });
+  const DOWN = 'http://127.0.0.1:1/.well-known/openid-configuration';
+
+  async function readiness(metadataUrls: string[]) {
+    const providers = new SignInProviders(
+      metadataUrls.map((url, i) => settingsFor(`p${i}`, url)),
+      createLogger('silent'),
+      () => undefined,
+    );
+    try {
+      await providers.whenAttempted();
+      return await Promise.all(
+        providers
+          .readinessChecks()
+          .map(async ({ name, check, optional }) => ({ name, problem: await check(), optional: optional === true })),
+      );
+    } finally {
+      providers.close();
+    }
+  }
+
+  it('stays ready while one provider is down, reporting it by id', async () => {
+    const up = await startDemoProvider({ clients: [] });
+    try {
+      expect(await readiness([up.metadataUrl, DOWN])).toEqual([
+        { name: 'provider', problem: undefined, optional: false },
+        { name: 'provider p0', problem: undefined, optional: true },
+        { name: 'provider p1', problem: expect.stringContaining(`cannot load ${DOWN}`), optional: true },
+      ]);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('is not ready when no provider can sign anyone in', async () => {
+    const [overall] = await readiness([DOWN, DOWN]);
+    expect(overall).toMatchObject({
+      name: 'provider',
+      optional: false,
+      problem: expect.stringMatching(/^p0: .*; p1: /),
+    });
   });
 });
