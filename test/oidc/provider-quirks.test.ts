@@ -37,6 +37,7 @@ import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider, type FaultyProvider, type FaultyProviderOptions } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
 import { signIn } from '../support/sign-in.js';
+import { providerSettings } from '../support/sign-in-providers.js';
 import { CLIENT_ID, CLIENT_SECRET, signInThrough, startGateway } from '../support/stack.js';
 
 /** Credentials RFC 6749 2.3.1 form-encoding leaves as they are, so client_secret_basic stays the first choice. */
@@ -398,23 +399,10 @@ describe('Entra ID’s common endpoint (fetch answered in-process)', () => {
   it('takes a front-channel logout whose iss is a tenant’s issuer, ending that tenant’s sessions by sid', async () => {
     const providers = new SignInProviders(
       [
-        {
-          id: 'entra',
-          name: 'Microsoft',
-          shorthand: false,
+        providerSettings('entra', METADATA_URLS['entra-common'], {
           client_id: CLIENT_ID,
           client_secret: CLIENT_SECRET,
-          server_metadata_url: METADATA_URLS['entra-common'],
-          scopes: ['openid'],
-          allow_insecure_http: false,
-          groups_claim: 'groups',
-          allowed_email_domains: [],
-          allow_unverified_email: false,
-          require_email: false,
-          allowed_groups: [],
-          admin_emails: [],
-          admin_groups: [],
-        },
+        }),
       ],
       createLogger('silent'),
       () => undefined,

@@ -1,10 +1,10 @@
 import { describe, expect, it, vi } from 'vitest';
-import type { SignInProvider } from '../../src/config/index.js';
 import { startDemoProvider } from '../../src/demo/provider.js';
 import { createLogger } from '../../src/log.js';
 import type { ProviderConnection } from '../../src/oidc/provider.js';
 import { callbackPathOf, createProvidersRefresher, issuerMatches, SignInProviders } from '../../src/oidc/providers.js';
 import type { User } from '../../src/users/store.js';
+import { providerSettings } from '../support/sign-in-providers.js';
 
 const TENANT = '3f1c5e9a-7b2d-4c8e-9a61-2d4b8f0e7c35';
 const ENTRA = 'https://login.microsoftonline.com/{tenantid}/v2.0';
@@ -104,28 +104,11 @@ describe('createProvidersRefresher', () => {
 });
 
 describe('readiness with several providers', () => {
-  const settingsFor = (id: string, metadataUrl: string): SignInProvider => ({
-    id,
-    name: id,
-    shorthand: false,
-    client_id: 'gatehouse',
-    client_secret: 'secret-long-enough-for-the-demo',
-    server_metadata_url: metadataUrl,
-    scopes: ['openid'],
-    allow_insecure_http: false,
-    groups_claim: 'groups',
-    allowed_email_domains: [],
-    allow_unverified_email: false,
-    require_email: false,
-    allowed_groups: [],
-    admin_emails: [],
-    admin_groups: [],
-  });
   const DOWN = 'http://127.0.0.1:1/.well-known/openid-configuration';
 
   async function readiness(metadataUrls: string[]) {
     const providers = new SignInProviders(
-      metadataUrls.map((url, i) => settingsFor(`p${i}`, url)),
+      metadataUrls.map((url, i) => providerSettings(`p${i}`, url)),
       createLogger('silent'),
       () => undefined,
     );
