@@ -258,23 +258,34 @@ const listedProvider = authProvider.extend({
 
 export type ListedProvider = z.output<typeof listedProvider>;
 
-/** Ids name callback URLs, so two providers cannot share one. */
+/**
+ * Ids name callback URLs, so two providers cannot share one. Nor a discovery document: users are
+ * keyed by issuer and subject, so two clients at one provider would share users, and a session
+ * could not tell which client's credentials refresh it.
+ */
 const authProviders = z
   .array(listedProvider)
   .min(1)
   .superRefine((providers, ctx) => {
-    const seen = new Map<string, number>();
-    providers.forEach((provider, index) => {
-      const first = seen.get(provider.id);
-      if (first === undefined) seen.set(provider.id, index);
-      else
-        ctx.addIssue({
-          code: 'custom',
-          path: [index, 'id'],
-          message: `is "${provider.id}", already the id of auth_providers[${first}]: each provider needs its own id (it names its callback URL)`,
-          params: { [ITEM_PROBLEM]: true },
-        });
-    });
+    const unique = (key: 'id' | 'server_metadata_url', why: string) => {
+      const seen = new Map<string, number>();
+      providers.forEach((provider, index) => {
+        const first = seen.get(provider[key]);
+        if (first === undefined) seen.set(provider[key], index);
+        else
+          ctx.addIssue({
+            code: 'custom',
+            path: [index, key],
+            message: `is "${provider[key]}", already the ${key} of auth_providers[${first}]: ${why}`,
+            params: { [ITEM_PROBLEM]: true },
+          });
+      });
+    };
+    unique('id', 'each provider needs its own id (it names its callback URL)');
+    unique(
+      'server_metadata_url',
+      'users are keyed by issuer and subject, so two clients at one provider would share users; configure it once',
+    );
   })
   .describe('a list of providers, each a mapping with id, name, client_id, client_secret and server_metadata_url');
 

@@ -94,6 +94,14 @@ describe('auth_providers', () => {
     ]);
   });
 
+  it('refuses two providers with one discovery document, saying why', () => {
+    const url = 'https://sso.example.com/.well-known/openid-configuration';
+    expect(problemsOf(yamlWith(twoProviders({}, { server_metadata_url: url })))).toEqual([
+      `auth_providers[1].server_metadata_url is "${url}", already the server_metadata_url of auth_providers[0]: ` +
+        'users are keyed by issuer and subject, so two clients at one provider would share users; configure it once',
+    ]);
+  });
+
   it('refuses an id that cannot be a URL segment, and a missing name and secret, per item', () => {
     const problems = problemsOf(
       yamlWith(twoProviders({ id: 'Corp SSO' }, { name: null, client_secret: null, server_metadata_url: 'ftp://x' })),
