@@ -17,6 +17,7 @@ import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
 import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
 import { apiKeyLoader, sessionLoader } from './identity/loaders.js';
+import { jwtBearerLoader } from './identity/jwt-bearer.js';
 import { loadKeyHashSecret } from './keys/hash-secret.js';
 import { registerKeyRoutes } from './routes/keys.js';
 import { ApiKeyStore } from './keys/store.js';
@@ -346,8 +347,28 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     config.auth.failed_auth_per_minute,
     redis ? redisFailureCounter(redis, config.redis.key_prefix) : undefined,
   );
-  // API keys first: an Authorization header is always judged, never passed over for a cookie.
-  const identifier = createIdentifier([apiKeyLoader(verifier, failedAuth), sessionLoader(sessions, cookies.session)]);
+  // Bearers first: an Authorization header is always judged, never passed over for a cookie. A JWT
+  // from a trusted issuer is the JWT loader's; any other Authorization header is the API-key loader's.
+  const identifier = createIdentifier([
+    jwtBearerLoader({
+      issuers: config.auth.trusted_issuers,
+      apiKeyPrefix: config.auth.api_key_prefix,
+      limiter: failedAuth,
+      onSignIn: (request, identity, claims) =>
+        audit.record(request, {
+          event: 'machine_sign_in',
+          actor: { id: identity.user.id },
+          target: identity.service?.name,
+          detail: {
+            issuer: identity.service?.issuer ?? null,
+            subject: identity.service?.subject ?? null,
+            expires_at: claims.exp ?? null,
+          },
+        }),
+    }),
+    apiKeyLoader(verifier, failedAuth),
+    sessionLoader(sessions, cookies.session),
+  ]);
   const limiter = new RateLimiter(redis ? redisWindowCounter(redis, config.redis.key_prefix) : memoryWindowCounter());
   const caps = {
     maxRequestsPerMinute: config.auth.max_key_requests_per_minute,

@@ -1,8 +1,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { KeyControls } from '../keys/controls.js';
 import type { User } from '../users/store.js';
+import type { ServiceIdentity } from './jwt-bearer.js';
 
-export type AuthMethod = 'session' | 'api_key';
+export type AuthMethod = 'session' | 'api_key' | 'jwt_bearer';
 
 export interface Identity {
   user: User;
@@ -11,6 +12,8 @@ export interface Identity {
   key?: { id: string; controls: KeyControls; expires_at: number | null };
   /** ID token of the sign-in, for the provider's logout; only for sessions. */
   idToken?: string | null;
+  /** The trusted issuer and subject of a JWT bearer; only for `jwt_bearer`. */
+  service?: ServiceIdentity;
 }
 
 declare module 'fastify' {
