@@ -14,7 +14,7 @@ import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
 import { createAccessLog } from './http/access-log.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
-import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
+import { FailedAuthLimiter, memoryFailureCounter, redisFailureCounter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
 import { apiKeyLoader, sessionLoader } from './identity/loaders.js';
 import { jwtBearerLoader } from './identity/jwt-bearer.js';
@@ -31,6 +31,9 @@ import { registerAuthRoutes } from './oidc/routes.js';
 import { compileAccessRules } from './policy/access.js';
 import { registerForwardAuth } from './routes/forward-auth.js';
 import { registerMeRoute } from './routes/me.js';
+import { registerDeviceRoutes } from './routes/device.js';
+import { DeviceFlow } from './device/flow.js';
+import { DeviceStore } from './device/store.js';
 import { createForwarder } from './proxy/forward.js';
 import { createPlatformHandler, type PlatformHandlerOptions } from './proxy/handler.js';
 import { InFlightRequests } from './proxy/in-flight.js';
@@ -326,9 +329,15 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
   );
   // Each table's owner purges it.
   const purge = () =>
-    Promise.all([sessions.purgeExpired(), purgeExpiredLoginFlows(storage.db), purgeUsedLogoutTokens(storage.db)]);
+    Promise.all([
+      sessions.purgeExpired(),
+      purgeExpiredLoginFlows(storage.db),
+      purgeUsedLogoutTokens(storage.db),
+      deviceStore.purgeExpired(),
+    ]);
   const purgeTimer = setInterval(() => void purge().catch(() => undefined), PURGE_INTERVAL_MS).unref();
   const keyStore = new ApiKeyStore(storage.db, keyHashSecret, config.auth.api_key_prefix);
+  const deviceStore = new DeviceStore(storage.db, keyHashSecret, deriveSealingKey(keyHashSecret));
   const testToken = await loadTestToken(config, storage.db);
   if (testToken) {
     warnings.push(TEST_TOKEN_WARNING);
@@ -424,6 +433,29 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
   registerSignedOutPage(app, settings.website.startsWith('https:'));
   registerForwardAuth(app, { decide, isTrustedPeer: client.isTrustedPeer });
   registerMeRoute(app, decide);
+  const { device } = config.auth;
+  registerDeviceRoutes(app, {
+    flow: new DeviceFlow({
+      store: deviceStore,
+      keys: keyStore,
+      audit,
+      failedAuth,
+      codeRequests: redis
+        ? redisFailureCounter(redis, `${config.redis.key_prefix}device_codes:`)
+        : memoryFailureCounter(),
+      settings: {
+        codeSeconds: device.code_seconds,
+        pollIntervalSeconds: device.poll_interval_seconds,
+        keyDays: device.key_days,
+        maxKeyDays: config.auth.api_key_max_days,
+        codesPerMinute: device.codes_per_minute,
+        maxKeysPerUser: config.auth.max_keys_per_user,
+        caps,
+      },
+    }),
+    decide,
+    website: settings.website,
+  });
 
   return {
     decide,
