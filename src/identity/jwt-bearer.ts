@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import {
   createRemoteJWKSet,
   decodeJwt,
@@ -28,8 +27,9 @@ const LEEWAY_SECONDS = 60;
 const JWKS_REFETCH_COOLDOWN_MS = 30_000;
 const JWKS_MAX_AGE_MS = 10 * 60_000;
 const FETCH_TIMEOUT_MS = 5_000;
-/** Verified tokens remembered; each entry is a hash and a shared identity, well under 1 KiB. */
+/** Verified tokens remembered, and the most characters of token they may hold together (memory stays bounded). */
 const DEFAULT_CACHE_ENTRIES = 10_000;
+const CACHE_MAX_CHARACTERS = 16 * 1024 * 1024;
 /** What may appear in X-Forwarded-User: printable ASCII, bounded, so no header can be split or bloated. */
 const SUBJECT = /^[\x21-\x7e]{1,256}$/;
 
@@ -94,18 +94,21 @@ interface Issuer {
 export function jwtBearerLoader(options: JwtBearerOptions): CredentialLoader {
   const cooldown = options.refetchCooldownMs ?? JWKS_REFETCH_COOLDOWN_MS;
   const issuers = new Map(options.issuers.map((config) => [config.issuer, compileIssuer(config, cooldown)]));
-  const verified = new LRUCache<string, Identity>({ max: options.cacheEntries ?? DEFAULT_CACHE_ENTRIES });
+  // Keyed by the token itself: hashing it on every request cost more than the whole lookup.
+  const verified = new LRUCache<string, Identity>({
+    max: options.cacheEntries ?? DEFAULT_CACHE_ENTRIES,
+    maxSize: CACHE_MAX_CHARACTERS,
+    sizeCalculation: (_identity, token) => token.length,
+  });
   const { limiter, apiKeyPrefix } = options;
 
   async function verify(request: CallerRequest, token: string): Promise<Identity> {
     await limiter.assertAllowed(request.ip);
-    // The token itself is not kept: a hash bounds each entry's size whatever the token's.
-    const cacheKey = createHash('sha256').update(token).digest('base64url');
-    const cached = verified.get(cacheKey);
+    const cached = verified.get(token);
     if (cached) return (request.identity = cached);
     try {
       const { identity, claims, expiresAt } = await verifyToken(issuers, token);
-      verified.set(cacheKey, identity, { ttl: Math.max(1, expiresAt - Date.now()) });
+      verified.set(token, identity, { ttl: Math.max(1, expiresAt - Date.now()) });
       request.identity = identity;
       options.onSignIn?.(request, identity, claims);
       return identity;

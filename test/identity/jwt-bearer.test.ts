@@ -188,6 +188,16 @@ describe('auth.trusted_issuers in the configuration', () => {
     expect(message).toContain('auth.trusted_issuers[4] needs scopes (granted to every token) or scope_claim');
   });
 
+  it('fetches keys over https only, but for a loopback host', () => {
+    expect(problemsWith([{ ...valid, discovery: undefined, jwks_uri: 'http://keys.example.com/jwks' }])).toContain(
+      'auth.trusted_issuers[0].jwks_uri must use https',
+    );
+    expect(problemsWith([{ ...valid, issuer: 'http://id.example.com' }])).toContain(
+      'auth.trusted_issuers[0].issuer must use https',
+    );
+    expect(problemsWith([{ ...valid, discovery: undefined, jwks_uri: 'http://127.0.0.1:8080/jwks' }])).toBe('');
+  });
+
   it('needs exactly one source of keys', () => {
     expect(problemsWith([{ ...valid, jwks_uri: 'https://example.com/jwks' }])).toContain(
       'auth.trusted_issuers[0] needs exactly one source of keys',
