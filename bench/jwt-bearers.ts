@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { nowSeconds, startTestIssuer } from '../test/support/jwt-issuer.js';
 import { printRows, REPEATS, SECONDS, startKeyGateway } from './lib/gateway-rows.js';
 import { startJsonUpstream } from './lib/nginx.js';
-import { stopAll } from './lib/processes.js';
+import { cpuTimeOf, stopAll } from './lib/processes.js';
 import { CHAT_PATH, medianOf, runWrk, writeChatScript, type WrkRun } from './lib/wrk.js';
 
 const AUDIENCE = 'https://llm.example.com';
@@ -49,6 +49,12 @@ try {
     ['JWT bearer (trusted issuer)', jwt],
   ];
   const runs = new Map<string, WrkRun[]>(rows.map(([label]) => [label, []]));
+  /** CPU the gateway spent, and requests it served, per row: steadier than req/s on a shared machine. */
+  const cpu = new Map<string, { ms: number; requests: number }>(rows.map(([label]) => [label, { ms: 0, requests: 0 }]));
+  const cpuMs = () => {
+    const { userMs, systemMs } = cpuTimeOf(gateway.service.pid);
+    return userMs + systemMs;
+  };
   const options = (token: string) => ({
     url: `${gateway.url}${CHAT_PATH}`,
     connections: 32,
@@ -57,12 +63,21 @@ try {
   });
   for (const [, token] of rows) await runWrk({ ...options(token), seconds: 2 });
   for (let i = 0; i < REPEATS; i++) {
-    for (const [label, token] of rows) runs.get(label)!.push(await runWrk({ ...options(token), seconds: SECONDS }));
+    for (const [label, token] of rows) {
+      const before = cpuMs();
+      const run = await runWrk({ ...options(token), seconds: SECONDS });
+      runs.get(label)!.push(run);
+      const spent = cpu.get(label)!;
+      spent.ms += cpuMs() - before;
+      spent.requests += run.requests;
+    }
   }
   printRows(
     'JWT bearer against API key, one process',
     rows.map(([label]) => [label, medianOf(runs.get(label)!)]),
   );
+  console.log('\n| Row | gateway CPU per request (µs) |\n| --- | --- |');
+  for (const [label, { ms, requests }] of cpu) console.log(`| ${label} | ${Math.round((ms * 1000) / requests)} |`);
 } finally {
   await stopAll();
   await Promise.all([upstream.close(), issuer.close()]);

@@ -33,7 +33,7 @@ export interface CallerRequest {
 }
 
 /**
- * Reads one kind of credential (a session cookie, an API key; later a JWT bearer). Returns undefined
+ * Reads one kind of credential (a session cookie, an API key, a JWT bearer). Returns undefined
  * at once when the request does not carry this kind at all, so the next loader is asked. Otherwise
  * the loader decides: the identity (also set on `request.identity`), undefined for a credential
  * that names no one (an ended session), or an AuthError saying why a present credential is wrong.
