@@ -92,6 +92,7 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
   const host = options.host ?? '127.0.0.1';
   const users = options.users ?? [DEMO_USER];
   const Provider = await loadProviderClass();
+  const invalidTarget = options.resourceServers ? await loadInvalidTarget() : undefined;
   const store = createMemoryAdapter();
   // Signed cookies need keys; fresh ones per run are fine for a provider that forgets on exit.
   const cookieKeys = [randomBytes(32).toString('base64url')];
@@ -105,7 +106,10 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
   let forward: RequestListener;
   /** Builds a Provider around `signingKey`; the store and cookie keys are shared by all of them. */
   const install = (signingKey: JWK): void => {
-    provider = new Provider(issuer, buildConfiguration({ ...options, users, signingKey, adapter: store, cookieKeys }));
+    provider = new Provider(
+      issuer,
+      buildConfiguration({ ...options, users, signingKey, adapter: store, cookieKeys, invalidTarget }),
+    );
     provider.proxy = false;
     forward = provider.callback();
   };
@@ -207,11 +211,21 @@ async function loadProviderClass(): Promise<OidcProviderClass> {
   return module.default;
 }
 
+/** oidc-provider's `invalid_target` error (RFC 8707 2), answered as a 400 rather than a failure. */
+type InvalidTargetError = new () => Error;
+
+async function loadInvalidTarget(): Promise<InvalidTargetError> {
+  const specifier = 'oidc-provider';
+  const module = (await import(specifier)) as { errors: { InvalidTarget: InvalidTargetError } };
+  return module.errors.InvalidTarget;
+}
+
 interface ConfigurationInput {
   users: DemoUser[];
   clients: DemoClient[];
   idTokenTtlSeconds?: number;
   resourceServers?: DemoResourceServer[];
+  invalidTarget?: InvalidTargetError;
   signingKey: JWK;
   adapter: AdapterFactory;
   cookieKeys: string[];
@@ -276,7 +290,7 @@ function buildConfiguration(input: ConfigurationInput): object {
         logoutSource: redirectToAutoLogout,
         postLogoutSuccessSource: renderSignedOut,
       },
-      ...(input.resourceServers && resourceServerFeatures(input.resourceServers)),
+      ...(input.resourceServers && resourceServerFeatures(input.resourceServers, input.invalidTarget)),
     },
     clientBasedCORS: () => false,
     renderError,
@@ -288,7 +302,7 @@ function buildConfiguration(input: ConfigurationInput): object {
  * (RFC 9068); any other resource is `invalid_target`.
  * https://github.com/panva/node-oidc-provider/blob/main/docs/README.md#featuresresourceindicators
  */
-function resourceServerFeatures(servers: DemoResourceServer[]): object {
+function resourceServerFeatures(servers: DemoResourceServer[], InvalidTarget?: InvalidTargetError): object {
   return {
     clientCredentials: { enabled: true },
     resourceIndicators: {
@@ -297,7 +311,10 @@ function resourceServerFeatures(servers: DemoResourceServer[]): object {
       useGrantedResource: () => true,
       getResourceServerInfo: (_ctx: unknown, indicator: string) => {
         const server = servers.find((candidate) => candidate.resource === indicator);
-        if (!server) throw new GatehouseError('DEMO_UNKNOWN_RESOURCE', `no resource server ${indicator}`);
+        if (!server) {
+          if (InvalidTarget) throw new InvalidTarget();
+          throw new GatehouseError('DEMO_UNKNOWN_RESOURCE', `no resource server ${indicator}`);
+        }
         return {
           scope: server.scope,
           audience: server.resource,

@@ -116,6 +116,16 @@ describe('JWT bearers from trusted issuers', () => {
   const chat = (token: string, model = 'demo-small') =>
     call(token, '/v1/chat/completions', { model, messages: [{ role: 'user', content: 'hello there' }] });
   const lastPlatformRequest = () => platform.requests.at(-1)!;
+  /** The client credentials grant at the demo provider, as the batch job's own client. */
+  const askForToken = (fields: Record<string, string>) =>
+    fetch(`${provider.issuer}/token`, {
+      method: 'POST',
+      headers: {
+        authorization: `Basic ${Buffer.from(`${BATCH_CLIENT.id}:${BATCH_CLIENT.secret}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ grant_type: 'client_credentials', ...fields }),
+    });
 
   const k8sClaims = (overrides: JWTPayload = {}): JWTPayload => ({
     iss: K8S_ISSUER,
@@ -147,18 +157,7 @@ describe('JWT bearers from trusted issuers', () => {
 
   describe('the three shapes', () => {
     it("accepts the operator's provider's client-credentials access token, with the scopes it was granted", async () => {
-      const answer = await fetch(`${provider.issuer}/token`, {
-        method: 'POST',
-        headers: {
-          authorization: `Basic ${Buffer.from(`${BATCH_CLIENT.id}:${BATCH_CLIENT.secret}`).toString('base64')}`,
-          'content-type': 'application/x-www-form-urlencoded',
-        },
-        body: new URLSearchParams({
-          grant_type: 'client_credentials',
-          scope: 'inference training',
-          resource: AUDIENCE,
-        }),
-      });
+      const answer = await askForToken({ scope: 'inference training', resource: AUDIENCE });
       const grant = (await answer.json()) as { access_token: string; token_type: string };
       expect(answer.status, JSON.stringify(grant)).toBe(200);
       expect(grant.access_token.split('.')).toHaveLength(3);
@@ -172,6 +171,12 @@ describe('JWT bearers from trusted issuers', () => {
       expect(lastPlatformRequest().headers['x-forwarded-key-id']).toBeUndefined();
       // The token was granted training too, but the issuer's fixed scopes cap it at inference.
       await expectApiError(await call(grant.access_token, '/v1/fine_tuning/jobs', {}), 403, 'insufficient_scope');
+    });
+
+    it('has the provider refuse a client-credentials token for a resource it does not serve', async () => {
+      const answer = await askForToken({ resource: 'https://elsewhere.example.com' });
+      expect(answer.status).toBe(400);
+      expect(((await answer.json()) as { error: string }).error).toBe('invalid_target');
     });
 
     it('accepts a Kubernetes service-account token, applying its model allow-list and rate limit', async () => {
@@ -211,6 +216,20 @@ describe('JWT bearers from trusted issuers', () => {
         githubClaims({ ref: 'refs/heads/dev', sub: 'repo:acme/app:ref:refs/heads/dev' }),
       );
       await expectApiError(await call(otherBranch), 403, 'claim_not_allowed');
+    });
+
+    it('names the machine and its issuer to forward-auth callers too, and keeps its controls', async () => {
+      const check = async (token: string) =>
+        fetch(`${gateway.url}/v1/auth/check`, {
+          headers: { authorization: `Bearer ${token}`, 'x-forwarded-method': 'GET', 'x-forwarded-uri': '/v1/models' },
+        });
+      const answer = await check(await github.sign(githubClaims()));
+      expect(answer.status).toBe(200);
+      expect(answer.headers.get('x-forwarded-user')).toBe('service:ci/repo:acme/app:ref:refs/heads/main');
+      expect(answer.headers.get('x-forwarded-client')).toBe(GITHUB_ISSUER);
+      expect(answer.headers.get('x-forwarded-key-id')).toBeNull();
+      // A model allow-list cannot be enforced where the body is never seen, as for a key.
+      await expectApiError(await check(await k8s.sign(k8sClaims())), 403, 'body_controls_unenforceable');
     });
 
     it('verifies a token once and remembers it until it expires, auditing the sign-in once', async () => {
