@@ -96,6 +96,7 @@ describe.skipIf(!available)('gatehouse login with a browser approval', () => {
       await page.setViewportSize(VIEWPORTS[0]);
       await page.getByRole('button', { name: 'Approve' }).click();
       await page.getByRole('heading', { name: 'Device approved' }).waitFor();
+      await page.screenshot({ path: join(SCREENSHOTS_DIR, 'device-approved-1280.png') });
 
       const { code, stderr } = await login.done;
       expect(code, stderr).toBe(0);
@@ -136,6 +137,11 @@ describe.skipIf(!available)('gatehouse login with a browser approval', () => {
       expect(code).toBe(1);
       expect(stderr).toContain('access_denied');
       expect(stdout).toBe('');
+      // The page where a code is typed by hand, at phone width.
+      await page.setViewportSize(VIEWPORTS[1]);
+      await page.goto(`${stack.url}/v1/auth/device`);
+      await page.getByRole('button', { name: 'Continue' }).waitFor();
+      await page.screenshot({ path: join(SCREENSHOTS_DIR, 'device-entry-390.png') });
     },
     TEST_TIMEOUT_MS,
   );
