@@ -14,9 +14,10 @@ import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
 import { createAccessLog } from './http/access-log.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
-import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
+import { FailedAuthLimiter, memoryFailureCounter, redisFailureCounter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
 import { apiKeyLoader, sessionLoader } from './identity/loaders.js';
+import { jwtBearerLoader } from './identity/jwt-bearer.js';
 import { loadKeyHashSecret } from './keys/hash-secret.js';
 import { registerKeyRoutes } from './routes/keys.js';
 import { ApiKeyStore } from './keys/store.js';
@@ -29,6 +30,9 @@ import { registerAuthRoutes } from './oidc/routes.js';
 import { compileAccessRules } from './policy/access.js';
 import { registerForwardAuth } from './routes/forward-auth.js';
 import { registerMeRoute } from './routes/me.js';
+import { registerDeviceRoutes } from './routes/device.js';
+import { DeviceFlow } from './device/flow.js';
+import { DeviceStore } from './device/store.js';
 import { createForwarder } from './proxy/forward.js';
 import { createPlatformHandler, type PlatformHandlerOptions } from './proxy/handler.js';
 import { InFlightRequests } from './proxy/in-flight.js';
@@ -305,9 +309,15 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
   );
   // Each table's owner purges it.
   const purge = () =>
-    Promise.all([sessions.purgeExpired(), purgeExpiredLoginFlows(storage.db), purgeUsedLogoutTokens(storage.db)]);
+    Promise.all([
+      sessions.purgeExpired(),
+      purgeExpiredLoginFlows(storage.db),
+      purgeUsedLogoutTokens(storage.db),
+      deviceStore.purgeExpired(),
+    ]);
   const purgeTimer = setInterval(() => void purge().catch(() => undefined), PURGE_INTERVAL_MS).unref();
   const keyStore = new ApiKeyStore(storage.db, keyHashSecret, config.auth.api_key_prefix);
+  const deviceStore = new DeviceStore(storage.db, keyHashSecret, deriveSealingKey(keyHashSecret));
   const testToken = await loadTestToken(config, storage.db);
   if (testToken) {
     warnings.push(TEST_TOKEN_WARNING);
@@ -326,8 +336,28 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     config.auth.failed_auth_per_minute,
     redis ? redisFailureCounter(redis, config.redis.key_prefix) : undefined,
   );
-  // API keys first: an Authorization header is always judged, never passed over for a cookie.
-  const identifier = createIdentifier([apiKeyLoader(verifier, failedAuth), sessionLoader(sessions, cookies.session)]);
+  // Bearers first: an Authorization header is always judged, never passed over for a cookie. A JWT
+  // from a trusted issuer is the JWT loader's; any other Authorization header is the API-key loader's.
+  const identifier = createIdentifier([
+    jwtBearerLoader({
+      issuers: config.auth.trusted_issuers,
+      apiKeyPrefix: config.auth.api_key_prefix,
+      limiter: failedAuth,
+      onSignIn: (request, identity, claims) =>
+        audit.record(request, {
+          event: 'machine_sign_in',
+          actor: { id: identity.user.id },
+          target: identity.service?.name,
+          detail: {
+            issuer: identity.service?.issuer ?? null,
+            subject: identity.service?.subject ?? null,
+            expires_at: claims.exp ?? null,
+          },
+        }),
+    }),
+    apiKeyLoader(verifier, failedAuth),
+    sessionLoader(sessions, cookies.session),
+  ]);
   const limiter = new RateLimiter(redis ? redisWindowCounter(redis, config.redis.key_prefix) : memoryWindowCounter());
   const caps = {
     maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
@@ -386,6 +416,29 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
   registerSignedOutPage(app, settings.website.startsWith('https:'));
   registerForwardAuth(app, { decide, isTrustedPeer: client.isTrustedPeer });
   registerMeRoute(app, decide);
+  const { device } = config.auth;
+  registerDeviceRoutes(app, {
+    flow: new DeviceFlow({
+      store: deviceStore,
+      keys: keyStore,
+      audit,
+      failedAuth,
+      codeRequests: redis
+        ? redisFailureCounter(redis, `${config.redis.key_prefix}device_codes:`)
+        : memoryFailureCounter(),
+      settings: {
+        codeSeconds: device.code_seconds,
+        pollIntervalSeconds: device.poll_interval_seconds,
+        keyDays: device.key_days,
+        maxKeyDays: config.auth.api_key_max_days,
+        codesPerMinute: device.codes_per_minute,
+        maxKeysPerUser: config.auth.max_keys_per_user,
+        caps,
+      },
+    }),
+    decide,
+    website: settings.website,
+  });
 
   return {
     decide,

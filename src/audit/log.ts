@@ -16,7 +16,9 @@ export const AUDIT_EVENTS = [
   'user_enabled',
   'request_denied',
 ] as const;
-export type AuditEventName = (typeof AUDIT_EVENTS)[number];
+/** Programs signing in: a JWT bearer's first use (identity/jwt-bearer.ts), device approvals (device/). */
+export const MACHINE_AUDIT_EVENTS = ['machine_sign_in', 'device_approved', 'device_denied'] as const;
+export type AuditEventName = (typeof AUDIT_EVENTS)[number] | (typeof MACHINE_AUDIT_EVENTS)[number];
 
 export interface AuditActor {
   id?: string | null;

@@ -1,5 +1,5 @@
 import { describeValue } from './describe.js';
-import { parseUrl, schemaAt } from './schema.js';
+import { parseUrl, schemaAt, type TrustedIssuerConfig } from './schema.js';
 import { getAt } from './tree.js';
 
 /** Needed to sign anyone in; unused when auth is disabled. */
@@ -70,7 +70,21 @@ export function checkRules(tree: unknown): string[] {
         `${url.pathname}/v1/chat/completions; write ${url.origin}${url.pathname.slice(0, version.index)}`,
     );
   }
+  problems.push(...trustedIssuerProblems(tree, insecureAllowed));
   return problems;
+}
+
+/** Where a trusted issuer's keys are fetched from decides whose tokens are believed: https, as for the provider. */
+function trustedIssuerProblems(tree: unknown, insecureAllowed: boolean): string[] {
+  const issuers = readValid(tree, 'auth.trusted_issuers') as TrustedIssuerConfig[] | undefined;
+  return (issuers ?? []).flatMap((entry, index) => {
+    const [key, url] = entry.jwks_uri ? ['jwks_uri', entry.jwks_uri] : ['issuer', entry.issuer];
+    if (insecureAllowed || isSafeUrl(url)) return [];
+    return [
+      `auth.trusted_issuers[${index}].${key} must use https, got ${describeValue(url, false)}: its keys decide ` +
+        'which tokens are believed; plain http is allowed only for a loopback host or with auth_provider.allow_insecure_http: true',
+    ];
+  });
 }
 
 /** An API version ending the upstream's path (`/v1`, `/openai/v1`): the client's path brings its own. */

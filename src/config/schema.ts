@@ -142,6 +142,121 @@ function cidrProblem(value: string): string | undefined {
  */
 const CLAIM_PATH = /^[^.\s\p{Cc}]+(?:\.[^.\s\p{Cc}]+)*$/u;
 
+/** Algorithms a trusted issuer may sign with: asymmetric only, so no one holding the public key can sign (never `none`, never HMAC). */
+export const JWT_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+] as const;
+
+/** The scopes a machine may be granted: the platform ones; `keys` and `admin` belong to people. */
+const MACHINE_SCOPES = ['inference', 'training', 'read', 'all'] as const;
+
+/** A name shown in `service:<name>/<subject>`: no `/` or `:`, so the identity reads one way. */
+const ISSUER_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/** A claim value rule: one glob or a list of globs (see identity/jwt-bearer.ts for `*` and `**`). */
+const globs = z
+  .union([text(), z.array(text()).min(1)])
+  .transform((value) => (typeof value === 'string' ? [value] : value));
+
+const trustedIssuerFields = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(
+        ISSUER_NAME,
+        'must be lowercase letters, digits, ".", "_" or "-" (it is shown as service:<name>/<subject>)',
+      ),
+    issuer: text(),
+    discovery: optional(boolean()),
+    jwks_uri: optional(httpUrl({ query: true })),
+    audience: text(),
+    subject_claim: optional(z.string().regex(CLAIM_PATH)),
+    allowed_subjects: optional(globs),
+    allowed_claims: optional(z.record(z.string().regex(CLAIM_PATH), globs)),
+    scopes: optional(z.array(z.enum(MACHINE_SCOPES)).min(1)),
+    scope_claim: optional(z.string().regex(CLAIM_PATH)),
+    scope_map: optional(z.record(text(), z.enum(MACHINE_SCOPES))),
+    models: optional(z.array(text()).min(1).max(100)),
+    requests_per_minute: optional(integer(1)),
+    tokens_per_minute: optional(integer(1)),
+    algorithms: optional(z.array(z.enum(JWT_ALGORITHMS)).min(1)),
+  })
+  .superRefine((entry, ctx) => {
+    const problem = (message: string) => ctx.addIssue({ code: 'custom', message, params: { [ITEM_PROBLEM]: true } });
+    if ((entry.discovery === true) === (entry.jwks_uri !== undefined)) {
+      problem(
+        'needs exactly one source of keys: discovery: true (reads <issuer>/.well-known/openid-configuration) or jwks_uri',
+      );
+    }
+    if (!entry.scopes && !entry.scope_claim) {
+      problem('needs scopes (granted to every token) or scope_claim (the claim whose values are granted), or both');
+    }
+  });
+
+/** `auth.trusted_issuers[0].audience must be ...`: each field named, with what it expects. */
+const TRUSTED_ISSUER_FIELDS: Record<string, string> = {
+  name: 'a lowercase name (letters, digits, ".", "_", "-") shown as service:<name>/<subject>',
+  issuer: 'the exact iss of the tokens',
+  discovery: 'true or false',
+  jwks_uri: 'an http(s) URL of the JSON Web Key Set',
+  audience: 'the aud every token must contain',
+  subject_claim: 'a claim name (default sub)',
+  allowed_subjects: 'a glob or a list of globs',
+  allowed_claims: 'a mapping of claim names to a glob or a list of globs (e.g. repository: "org/*")',
+  scopes: `a list of ${MACHINE_SCOPES.join(', ')}`,
+  scope_claim: 'a claim name such as scope or scp',
+  scope_map: `a mapping of claim values to one of ${MACHINE_SCOPES.join(', ')}`,
+  models: 'a list of 1 to 100 model names',
+  requests_per_minute: 'an integer of at least 1',
+  tokens_per_minute: 'an integer of at least 1',
+  algorithms: `a list of ${JWT_ALGORITHMS.join(', ')}`,
+};
+
+/** One entry of auth.trusted_issuers; its problems are reported per field, not as "the list is wrong". */
+const trustedIssuer = z.unknown().transform((value, ctx) => {
+  const parsed = trustedIssuerFields.safeParse(value);
+  if (parsed.success) return parsed.data;
+  for (const issue of parsed.error.issues) {
+    const [field] = issue.path.map(String);
+    let message = issue.message;
+    if (issue.code === 'unrecognized_keys') {
+      message = `has unknown keys ${issue.keys.join(', ')} (known: ${Object.keys(TRUSTED_ISSUER_FIELDS).join(', ')})`;
+    } else if (field !== undefined && !(issue.code === 'custom' && issue.params?.[ITEM_PROBLEM])) {
+      const expected = TRUSTED_ISSUER_FIELDS[field] ?? 'a valid value';
+      const given = value && typeof value === 'object' ? (value as Record<string, unknown>)[field] : undefined;
+      message = given === undefined || given === null ? `is missing (expected ${expected})` : `must be ${expected}`;
+    }
+    ctx.addIssue({
+      code: 'custom',
+      message,
+      path: issue.code === 'unrecognized_keys' ? [] : issue.path.slice(0, 1),
+      params: { [ITEM_PROBLEM]: true },
+    });
+  }
+  return z.NEVER;
+});
+
+export type TrustedIssuerConfig = z.output<typeof trustedIssuerFields>;
+
+/** RFC 8628 device authorization, served by the gateway itself. */
+const deviceFlow = z
+  .strictObject({
+    code_seconds: integer(5, 3600).describe('an integer from 5 to 3600 (seconds)'),
+    poll_interval_seconds: integer(1, 60).describe('an integer from 1 to 60 (seconds)'),
+    key_days: integer(1, 3650).describe('an integer from 1 to 3650 (days)'),
+    codes_per_minute: integer(1, 10_000).describe('an integer from 1 to 10000'),
+  })
+  .describe('a mapping with code_seconds, poll_interval_seconds, key_days and codes_per_minute');
+
 const authKeys = z.strictObject({
   disable_auth: boolean(),
   session_idle_minutes: integer(1).describe('an integer of at least 1'),
@@ -183,6 +298,10 @@ const authKeys = z.strictObject({
   user_tokens_per_minute: integer(0).describe('an integer of at least 0 (0 means no limit)'),
   max_keys_per_user: integer(1, 100_000).describe('an integer from 1 to 100000'),
   recheck_minutes: integer(1, 10_080).describe('an integer from 1 to 10080 (minutes)'),
+  trusted_issuers: list(trustedIssuer).describe(
+    'a list of issuers, each with name, issuer, audience, discovery: true or jwks_uri, and scopes or scope_claim',
+  ),
+  device: deviceFlow,
 });
 
 /**

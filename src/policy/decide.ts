@@ -34,6 +34,8 @@ export interface ForwardedIdentity {
   user: string;
   email?: string;
   keyId?: string;
+  /** The trusted issuer of a machine's JWT (X-Forwarded-Client). */
+  client?: string;
   groups: readonly string[];
 }
 
@@ -180,12 +182,15 @@ function allow(
   headers: Record<string, string> | undefined,
   limits: Limits | undefined,
 ): Allow {
-  const { user, key } = identity;
+  const { user, key, service } = identity;
   return {
     outcome: 'allow',
     identity,
     path,
-    forwarded: { user: user.subject, email: user.email ?? undefined, keyId: key?.id, groups: user.groups },
+    // A machine is named by its service identity and issuer; it has no key id to pass on.
+    forwarded: service
+      ? { user: user.subject, client: service.issuer, groups: user.groups }
+      : { user: user.subject, email: user.email ?? undefined, keyId: key?.id, groups: user.groups },
     headers,
     limits,
   };

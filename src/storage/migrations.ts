@@ -145,6 +145,33 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '009_device_authorizations': {
+    async up(db: Kysely<unknown>) {
+      // RFC 8628 sign-ins in progress; src/device/store.ts owns the table. Codes are stored hashed.
+      await db.schema
+        .createTable('device_authorizations')
+        .addColumn('device_code_hash', 'text', (c) => c.primaryKey())
+        .addColumn('user_code_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('client_id', 'text', (c) => c.notNull())
+        .addColumn('device_name', 'text')
+        .addColumn('scopes', 'text', (c) => c.notNull())
+        .addColumn('client_address', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('interval_seconds', 'integer', (c) => c.notNull())
+        .addColumn('last_polled_at', 'bigint')
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('user_id', 'text')
+        .addColumn('key_id', 'text')
+        .addColumn('sealed_key', 'text')
+        .execute();
+      await db.schema
+        .createIndex('device_authorizations_expires_at')
+        .on('device_authorizations')
+        .column('expires_at')
+        .execute();
+    },
+  },
 };
 
 /**

@@ -105,6 +105,32 @@ export interface UsageDailyTable {
   latency_ms_total: number;
 }
 
+/** A device sign-in in progress (RFC 8628). Both codes are stored as SHA-256 only, so a database copy approves nothing. */
+export interface DeviceAuthorizationsTable {
+  device_code_hash: string;
+  user_code_hash: string;
+  /** The `client_id` the program sent, shown to the person who approves. */
+  client_id: string;
+  /** The host name the program sent, if any. */
+  device_name: string | null;
+  /** JSON list of the scopes asked for. */
+  scopes: string;
+  /** The address the code was asked from. */
+  client_address: string;
+  created_at: number;
+  expires_at: number;
+  /** Grows by 5 s at each slow_down (RFC 8628 3.5). */
+  interval_seconds: number;
+  last_polled_at: number | null;
+  /** pending, approved, denied or delivered. */
+  status: string;
+  /** Who approved or denied. */
+  user_id: string | null;
+  key_id: string | null;
+  /** The new key, sealed (sessions/sealing.ts) until the program collects it once. */
+  sealed_key: string | null;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
@@ -113,4 +139,5 @@ export interface Database {
   audit_events: AuditEventsTable;
   used_logout_tokens: UsedLogoutTokensTable;
   usage_daily: UsageDailyTable;
+  device_authorizations: DeviceAuthorizationsTable;
 }

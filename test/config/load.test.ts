@@ -45,6 +45,8 @@ describe('loadConfig with good files', () => {
       user_tokens_per_minute: 0,
       max_keys_per_user: 100,
       recheck_minutes: 60,
+      trusted_issuers: [],
+      device: { code_seconds: 600, poll_interval_seconds: 5, key_days: 30, codes_per_minute: 10 },
     });
     expect(config.auth.key_hash_secret).toBeUndefined();
     expect(config.auth_provider.scopes).toEqual(['openid', 'email', 'profile']);

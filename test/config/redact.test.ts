@@ -1,5 +1,6 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { loadConfigFromObject, redactConfig, type Config } from '../../src/config/index.js';
+import type { TrustedIssuerConfig } from '../../src/config/schema.js';
 import { MINIMAL, SECRETS } from './fixtures.js';
 
 describe('redactConfig', () => {
@@ -76,6 +77,8 @@ describe('Config', () => {
         user_tokens_per_minute: number;
         max_keys_per_user: number;
         recheck_minutes: number;
+        trusted_issuers: TrustedIssuerConfig[];
+        device: { code_seconds: number; poll_interval_seconds: number; key_days: number; codes_per_minute: number };
       };
       powerml: { website?: string };
       auth_provider: {
