@@ -15,6 +15,12 @@ export const AUDIT_EVENTS = [
   'user_disabled',
   'user_enabled',
   'request_denied',
+  'scim_user_created',
+  'scim_user_changed',
+  'scim_user_deleted',
+  'scim_group_created',
+  'scim_group_changed',
+  'scim_group_deleted',
 ] as const;
 export type AuditEventName = (typeof AUDIT_EVENTS)[number];
 

@@ -22,6 +22,21 @@ export interface ProviderIdentity {
   name?: string;
   role?: Role;
   groups?: string[];
+  /** Every claim of the sign-in (ID token and UserInfo), for sign-in hooks: `email_verified`. */
+  claims?: Record<string, unknown>;
+}
+
+/**
+ * Runs once a sign-in is recorded, with the user as stored; may change and return them (src/scim/link.ts
+ * links a user the provider pushed over SCIM, and applies its `active` and groups).
+ */
+export type SignInHook = (user: User, identity: ProviderIdentity) => Promise<User>;
+
+/** Per database, so gateways sharing a process (tests) keep their own. */
+const signInHooks = new WeakMap<Db, SignInHook>();
+
+export function setSignInHook(db: Db, hook: SignInHook): void {
+  signInHooks.set(db, hook);
 }
 
 export interface UserOverview extends User {
@@ -29,6 +44,8 @@ export interface UserOverview extends User {
   last_login_at: number;
   key_count: number;
   active_sessions: number;
+  /** When the provider last changed this user over SCIM; null when SCIM does not manage them. */
+  scim_updated_at: number | null;
 }
 
 /** The columns every User is read from; `disabled_at` becomes a boolean. */
@@ -88,7 +105,8 @@ export async function recordSignIn(db: Db, identity: ProviderIdentity, now = Dat
     )
     .returning(['id', 'issuer', 'subject', 'email', 'name', 'role', 'groups', 'disabled_at'])
     .executeTakeFirstOrThrow();
-  return toUser(row);
+  const hook = signInHooks.get(db);
+  return hook ? hook(toUser(row), identity) : toUser(row);
 }
 
 /** Users with this email, most recent sign-in first; emails compare without case (RFC 5321 says domains do). */
@@ -113,15 +131,23 @@ export async function findUser(db: Db, id: string): Promise<User | undefined> {
  * enabling the user again can never bring back a session that was meant to end.
  */
 export async function setUserDisabled(db: Db, id: string, disabled: boolean, now = Date.now()): Promise<boolean> {
-  return db.transaction().execute(async (trx) => {
-    const result = await trx
-      .updateTable('users')
-      .set({ disabled_at: disabled ? now : null })
-      .where('id', '=', id)
-      .executeTakeFirst();
-    if (disabled) await trx.deleteFrom('sessions').where('user_id', '=', id).execute();
-    return result.numUpdatedRows > 0n;
-  });
+  return db.transaction().execute((trx) => setUserDisabledWithin(trx, id, disabled, now));
+}
+
+/** `setUserDisabled` inside a transaction the caller holds, so a change elsewhere commits with it (SCIM). */
+export async function setUserDisabledWithin(
+  trx: Db,
+  id: string,
+  disabled: boolean,
+  now = Date.now(),
+): Promise<boolean> {
+  const result = await trx
+    .updateTable('users')
+    .set({ disabled_at: disabled ? now : null })
+    .where('id', '=', id)
+    .executeTakeFirst();
+  if (disabled) await trx.deleteFrom('sessions').where('user_id', '=', id).execute();
+  return result.numUpdatedRows > 0n;
 }
 
 /**
@@ -160,6 +186,11 @@ export async function listUsers(
         .whereRef('sessions.user_id', '=', 'users.id')
         .where('sessions.expires_at', '>', now)
         .as('active_sessions'),
+      eb
+        .selectFrom('scim_users')
+        .select('scim_users.updated_at')
+        .whereRef('scim_users.user_id', '=', 'users.id')
+        .as('scim_updated_at'),
     ])
     .orderBy('users.last_login_at', 'desc')
     .orderBy('users.id', 'desc')
@@ -171,6 +202,7 @@ export async function listUsers(
     last_login_at: Number(row.last_login_at),
     key_count: Number(row.key_count ?? 0),
     active_sessions: Number(row.active_sessions ?? 0),
+    scim_updated_at: row.scim_updated_at === null ? null : Number(row.scim_updated_at),
   }));
   return { data: users, has_more: rows.length > page.limit };
 }
