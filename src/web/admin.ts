@@ -37,7 +37,7 @@ function userAction(user: UserOverview, self: User): SafeHtml {
 
 function userRow(user: UserOverview, self: User, usage: UsageRow | undefined): SafeHtml {
   return html`<tr data-user-id="${user.id}">
-<td>${user.email ?? user.subject}<div class="muted small">${user.name ?? ''}</div></td>
+<td>${user.email ?? user.subject}<div class="muted small">${user.name ?? ''}</div>${scimNote(user)}</td>
 <td><span class="badge${user.role === 'admin' ? ' admin' : ''}">${user.role}</span></td>
 <td class="nowrap">${when(user.created_at)}</td>
 <td class="nowrap">${when(user.last_login_at)}</td>
@@ -101,6 +101,12 @@ function exportQuery(filter: AdminPageModel['filter']): string {
     ),
   ).toString();
   return query ? `?${query}` : '';
+}
+
+/** Users the provider manages over SCIM: their state follows it, so an admin sees where a change came from. */
+function scimNote(user: UserOverview): SafeHtml | string {
+  if (user.scim_updated_at === null) return '';
+  return html`<div class="small"><span class="badge" title="Provisioned over SCIM">SCIM</span> <span class="muted">changed ${when(user.scim_updated_at)}</span></div>`;
 }
 
 /** The admin console: users, keys and the audit log, server-rendered like the account page. */

@@ -326,6 +326,23 @@ describe('SCIM provisioning on two replicas', () => {
     });
   });
 
+  it('shows administrators which users SCIM manages, and audits every SCIM operation', async () => {
+    const who = { subject: 'okta-ines', email: 'ines@example.test' };
+    const created = await scim('POST', '/Users', { schemas: [USER_SCHEMA], userName: who.email });
+    await signInAs(who);
+    const admin = await signInAs(ADMIN);
+    const users = (await (await admin.fetch(`${a.url}/v1/auth/admin/users`)).json()) as {
+      data: Array<{ email: string; scim_updated_at: number | null }>;
+    };
+    expect(users.data.find((user) => user.email === who.email)?.scim_updated_at).toEqual(expect.any(Number));
+    expect(users.data.find((user) => user.email === ADMIN.email)?.scim_updated_at).toBeNull();
+    const page = await (await admin.fetch(`${a.url}/v1/auth/admin`)).text();
+    expect(page).toContain('Provisioned over SCIM');
+    const audit = await (await admin.fetch(`${a.url}/v1/auth/admin/audit?event=scim_user_created`)).text();
+    expect(audit).toContain(String(created.body.id));
+    expect(audit).toContain('"actor_email":"scim.token"');
+  });
+
   it('answers the discovery resources', async () => {
     const config = await scim('GET', '/ServiceProviderConfig');
     expect(config.status).toBe(200);
