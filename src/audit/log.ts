@@ -15,6 +15,9 @@ export const AUDIT_EVENTS = [
   'user_disabled',
   'user_enabled',
   'request_denied',
+] as const;
+/** Written only where `scim.enabled` (src/routes/scim.ts): one entry per SCIM operation. */
+export const SCIM_AUDIT_EVENTS = [
   'scim_user_created',
   'scim_user_changed',
   'scim_user_deleted',
@@ -22,7 +25,7 @@ export const AUDIT_EVENTS = [
   'scim_group_changed',
   'scim_group_deleted',
 ] as const;
-export type AuditEventName = (typeof AUDIT_EVENTS)[number];
+export type AuditEventName = (typeof AUDIT_EVENTS)[number] | (typeof SCIM_AUDIT_EVENTS)[number];
 
 export interface AuditActor {
   id?: string | null;
