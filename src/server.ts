@@ -41,6 +41,7 @@ import { openSharedState, type SharedState } from './storage/shared-state.js';
 import { recordSignIn, setSignInHook, updateUserAccess } from './users/store.js';
 import { registerScimRoutes } from './routes/scim.js';
 import { linkAtSignIn } from './scim/link.js';
+import { onProviderRefusal } from './users/provider-refusal.js';
 import { ScimStore } from './scim/store.js';
 import type { Metrics } from './metrics/metrics.js';
 import { noMetrics, type MetricsSink } from './metrics/sink.js';
@@ -317,6 +318,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
         allowUnverifiedEmail: config.auth.allow_unverified_email,
       })
     : undefined;
+  const disableRefused = onProviderRefusal(storage.db, revocations, audit, log);
   const sessions = new SessionStore(
     storage.db,
     { idleMs: config.auth.session_idle_minutes * 60_000, maxMs: config.auth.session_max_hours * 3_600_000 },
@@ -333,7 +335,10 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
         },
       }),
       sealingKey: deriveSealingKey(keyHashSecret),
-      onEnded: (user, reason) => audit.record(undefined, { event: 'sign_out', actor: user, detail: { reason } }),
+      onEnded: (user, reason) => {
+        audit.record(undefined, { event: 'sign_out', actor: user, detail: { reason } });
+        if (reason === 'refresh_failed') disableRefused(user);
+      },
     },
     revocations,
   );

@@ -168,6 +168,7 @@ const migrations: Record<string, Migration> = {
         .addPrimaryKeyConstraint('scim_members_pk', ['group_id', 'scim_user_id'])
         .execute();
       await db.schema.createIndex('scim_members_user').on('scim_members').column('scim_user_id').execute();
+      await db.schema.alterTable('users').addColumn('disabled_reason', 'text').execute();
     },
   },
 };

@@ -12,6 +12,8 @@ export interface UsersTable {
   /** JSON array of the groups the provider named at the last sign-in. */
   groups: string;
   disabled_at: number | null;
+  /** 'provider_refused' when a refresh was refused (a later sign-in enables the user again); else null. */
+  disabled_reason: string | null;
 }
 
 /** A signed-in browser. Only a SHA-256 of the cookie value is stored, so a database copy signs no one in. */

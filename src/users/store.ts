@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import type { Db } from '../storage/database.js';
 
 export type Role = 'admin' | 'user';
@@ -101,6 +102,13 @@ export async function recordSignIn(db: Db, identity: ProviderIdentity, now = Dat
         ...current,
         email: eb.fn.coalesce('excluded.email', 'users.email'),
         name: eb.fn.coalesce('excluded.name', 'users.name'),
+        // The provider letting them sign in again undoes a disable that only its refusal caused.
+        disabled_at: sql<
+          number | null
+        >`case when users.disabled_reason = ${PROVIDER_REFUSED} then null else users.disabled_at end`,
+        disabled_reason: sql<
+          string | null
+        >`case when users.disabled_reason = ${PROVIDER_REFUSED} then null else users.disabled_reason end`,
       })),
     )
     .returning(['id', 'issuer', 'subject', 'email', 'name', 'role', 'groups', 'disabled_at'])
@@ -143,11 +151,33 @@ export async function setUserDisabledWithin(
 ): Promise<boolean> {
   const result = await trx
     .updateTable('users')
-    .set({ disabled_at: disabled ? now : null })
+    .set({ disabled_at: disabled ? now : null, disabled_reason: null })
     .where('id', '=', id)
     .executeTakeFirst();
   if (disabled) await trx.deleteFrom('sessions').where('user_id', '=', id).execute();
   return result.numUpdatedRows > 0n;
+}
+
+const PROVIDER_REFUSED = 'provider_refused';
+
+/**
+ * Disables a user the provider no longer accepts (it refused their refresh: `invalid_grant`, the
+ * user removed there) and ends their sessions, so their keys stop too; unlike an administrator's
+ * disable, their next successful sign-in enables them again (`recordSignIn`). False when the user
+ * was disabled already.
+ */
+export async function disableRefusedUser(db: Db, id: string, now = Date.now()): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const result = await trx
+      .updateTable('users')
+      .set({ disabled_at: now, disabled_reason: PROVIDER_REFUSED })
+      .where('id', '=', id)
+      .where('disabled_at', 'is', null)
+      .executeTakeFirst();
+    if (result.numUpdatedRows === 0n) return false;
+    await trx.deleteFrom('sessions').where('user_id', '=', id).execute();
+    return true;
+  });
 }
 
 /**
