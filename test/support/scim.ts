@@ -33,6 +33,10 @@ export async function scimFetch(
       ...(body === undefined ? {} : { 'content-type': `${SCIM_JSON}; charset=utf-8` }),
     },
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    // A hung answer fails here, naming the request, rather than as the test's timeout.
+    signal: AbortSignal.timeout(10_000),
+  }).catch((error: unknown) => {
+    throw new Error(`${method} ${path} got no answer: ${String(error)}`);
   });
   const text = await response.text();
   return {
