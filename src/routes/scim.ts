@@ -44,6 +44,11 @@ const SCIM_JSON = 'application/scim+json; charset=utf-8';
 const USER_FILTERS: Record<string, string> = { username: 'userName', externalid: 'externalId', id: 'id' };
 const GROUP_FILTERS: Record<string, string> = { displayname: 'displayName', externalid: 'externalId', id: 'id' };
 
+interface Change<T> {
+  result: T;
+  effects: Effects;
+}
+
 interface ListQuery {
   filter?: string;
   startIndex?: string;
@@ -132,19 +137,32 @@ function registerRoutes(app: FastifyInstance, options: ScimRoutesOptions): void 
     request.scimActor = decision.identity?.user;
   });
 
-  const audited = (
+  /** After a change is stored: every replica told, then one audit entry, and one per account it switched. */
+  const settled = async (
     request: FastifyRequest,
     event: AuditEventName,
     target: string,
     detail: Record<string, string | number | boolean | null>,
     effects: Effects,
   ) => {
+    await announceEffects(revocations, effects);
     const actor = request.scimActor;
-    audit.record(request, { event, actor, target, detail });
+    audit.record(request, { event, actor, target, detail: { ...detail, method: request.method } });
     for (const userId of effects.disabled)
       audit.record(request, { event: 'user_disabled', actor, target, detail: { user_id: userId, reason: 'scim' } });
     for (const userId of effects.enabled)
       audit.record(request, { event: 'user_enabled', actor, target, detail: { user_id: userId, reason: 'scim' } });
+  };
+
+  const userSettled = async (request: FastifyRequest, event: AuditEventName, change: Change<ScimUser>) => {
+    const { result, effects } = change;
+    await settled(request, event, result.resource.userName, userDetail(result, effects), effects);
+    return result;
+  };
+  const groupSettled = async (request: FastifyRequest, event: AuditEventName, change: Change<ScimGroup>) => {
+    const { result, effects } = change;
+    await settled(request, event, result.displayName, groupDetail(result, effects), effects);
+    return result;
   };
 
   const userBody = (user: ScimUser) => {
@@ -218,42 +236,34 @@ function registerRoutes(app: FastifyInstance, options: ScimRoutesOptions): void 
     return send(reply, 200, listBody(page.items.map(userBody), startIndex, page.total));
   });
   app.post('/Users', async (request, reply) => {
-    const { result, effects } = await store.createUser(toUserResource(request.body));
-    await announceEffects(revocations, effects);
-    audited(request, 'scim_user_created', result.resource.userName, userDetail(result, effects), effects);
+    const result = await userSettled(
+      request,
+      'scim_user_created',
+      await store.createUser(toUserResource(request.body)),
+    );
     return send(reply, 201, userBody(result), { location: `${base}/Users/${result.id}` });
   });
   app.get<{ Params: { id: string } }>('/Users/:id', async (request, reply) =>
     send(reply, 200, userBody(found(await store.getUser(request.params.id), 'User', request.params.id))),
   );
   app.put<{ Params: { id: string } }>('/Users/:id', async (request, reply) => {
-    const { result, effects } = await store.replaceUser(request.params.id, toUserResource(request.body));
-    await announceEffects(revocations, effects);
-    audited(
+    const result = await userSettled(
       request,
       'scim_user_changed',
-      result.resource.userName,
-      { ...userDetail(result, effects), method: 'PUT' },
-      effects,
+      await store.replaceUser(request.params.id, toUserResource(request.body)),
     );
     return send(reply, 200, userBody(result));
   });
   app.patch<{ Params: { id: string } }>('/Users/:id', async (request, reply) => {
-    const { result, effects } = await store.patchUser(request.params.id, patchOperationsOf(request.body));
-    await announceEffects(revocations, effects);
-    audited(
+    const result = await userSettled(
       request,
       'scim_user_changed',
-      result.resource.userName,
-      { ...userDetail(result, effects), method: 'PATCH' },
-      effects,
+      await store.patchUser(request.params.id, patchOperationsOf(request.body)),
     );
     return send(reply, 200, userBody(result));
   });
   app.delete<{ Params: { id: string } }>('/Users/:id', async (request, reply) => {
-    const { result, effects } = await store.deleteUser(request.params.id);
-    await announceEffects(revocations, effects);
-    audited(request, 'scim_user_deleted', result.resource.userName, userDetail(result, effects), effects);
+    await userSettled(request, 'scim_user_deleted', await store.deleteUser(request.params.id));
     return reply.code(204).send();
   });
 
@@ -271,9 +281,11 @@ function registerRoutes(app: FastifyInstance, options: ScimRoutesOptions): void 
     );
   });
   app.post('/Groups', async (request, reply) => {
-    const { result, effects } = await store.createGroup(toGroupInput(request.body));
-    await announceEffects(revocations, effects);
-    audited(request, 'scim_group_created', result.displayName, groupDetail(result, effects), effects);
+    const result = await groupSettled(
+      request,
+      'scim_group_created',
+      await store.createGroup(toGroupInput(request.body)),
+    );
     return send(reply, 201, groupBody(result), { location: `${base}/Groups/${result.id}` });
   });
   app.get<{ Params: { id: string }; Querystring: ListQuery }>('/Groups/:id', async (request, reply) => {
@@ -281,33 +293,23 @@ function registerRoutes(app: FastifyInstance, options: ScimRoutesOptions): void 
     return send(reply, 200, groupBody(group, listParameters(request.query, GROUP_FILTERS).withMembers));
   });
   app.put<{ Params: { id: string } }>('/Groups/:id', async (request, reply) => {
-    const { result, effects } = await store.replaceGroup(request.params.id, toGroupInput(request.body));
-    await announceEffects(revocations, effects);
-    audited(
+    const result = await groupSettled(
       request,
       'scim_group_changed',
-      result.displayName,
-      { ...groupDetail(result, effects), method: 'PUT' },
-      effects,
+      await store.replaceGroup(request.params.id, toGroupInput(request.body)),
     );
     return send(reply, 200, groupBody(result));
   });
   app.patch<{ Params: { id: string } }>('/Groups/:id', async (request, reply) => {
-    const { result, effects } = await store.patchGroup(request.params.id, patchOperationsOf(request.body));
-    await announceEffects(revocations, effects);
-    audited(
+    const result = await groupSettled(
       request,
       'scim_group_changed',
-      result.displayName,
-      { ...groupDetail(result, effects), method: 'PATCH' },
-      effects,
+      await store.patchGroup(request.params.id, patchOperationsOf(request.body)),
     );
     return send(reply, 200, groupBody(result));
   });
   app.delete<{ Params: { id: string } }>('/Groups/:id', async (request, reply) => {
-    const { result, effects } = await store.deleteGroup(request.params.id);
-    await announceEffects(revocations, effects);
-    audited(request, 'scim_group_deleted', result.displayName, groupDetail(result, effects), effects);
+    await groupSettled(request, 'scim_group_deleted', await store.deleteGroup(request.params.id));
     return reply.code(204).send();
   });
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ScimError } from '../../src/scim/errors.js';
+import { scimTypeOf } from '../support/scim.js';
 import { applyGroupPatch, applyUserPatch, patchOperationsOf } from '../../src/scim/patch.js';
 import { ENTERPRISE_USER_SCHEMA, PATCH_SCHEMA, toUserResource, USER_SCHEMA } from '../../src/scim/resources.js';
 
@@ -13,16 +13,6 @@ const user = () =>
   });
 const patched = (...operations: unknown[]) =>
   toUserResource(applyUserPatch(user() as unknown as Record<string, unknown>, patchOf(...operations)));
-
-function scimTypeOf(run: () => unknown): string | undefined {
-  try {
-    run();
-  } catch (error) {
-    if (error instanceof ScimError) return error.scimType;
-    throw error;
-  }
-  return undefined;
-}
 
 describe('user PATCH', () => {
   it('Okta: replace without a path, value {active: false}', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ScimError } from '../../src/scim/errors.js';
+import { scimTypeOf } from '../support/scim.js';
 import {
   ENTERPRISE_USER_SCHEMA,
   ENTRA_GROUP_SCHEMA,
@@ -8,16 +8,6 @@ import {
   toUserResource,
   USER_SCHEMA,
 } from '../../src/scim/resources.js';
-
-function scimTypeOf(run: () => unknown): string | undefined {
-  try {
-    run();
-  } catch (error) {
-    if (error instanceof ScimError) return error.scimType;
-    throw error;
-  }
-  return undefined;
-}
 
 describe('toUserResource', () => {
   it('keeps what the provider sent but the password, id, meta and read-only groups', () => {

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { expect } from 'vitest';
+import { ScimError } from '../../src/scim/errors.js';
 
 export const SCIM_JSON = 'application/scim+json';
 
@@ -83,4 +84,15 @@ export async function replay(
     for (const [name, attribute] of Object.entries(step.capture ?? {})) vars[name] = String(answer.body[attribute]);
   }
   return vars;
+}
+
+/** The RFC 7644 `scimType` `run` is refused with; undefined when it is not refused. */
+export function scimTypeOf(run: () => unknown): string | undefined {
+  try {
+    run();
+  } catch (error) {
+    if (error instanceof ScimError) return error.scimType;
+    throw error;
+  }
+  return undefined;
 }
