@@ -85,7 +85,9 @@ function registerRoutes(app: FastifyInstance, options: ScimRoutesOptions): void 
 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(['application/scim+json', 'application/json'], (request, payload, done) => {
-    readBody(payload, { bytes: SCIM_BODY_LIMIT_BYTES }, (chunk) => new JsonScanner(NO_MEMBERS).write(chunk)).then(
+    // One scanner per body: nesting is counted across chunks, and refused while the body arrives.
+    const scanner = new JsonScanner(NO_MEMBERS);
+    readBody(payload, { bytes: SCIM_BODY_LIMIT_BYTES }, (chunk) => scanner.write(chunk)).then(
       (body) => {
         try {
           done(null, JSON.parse(body.toString('utf8')));

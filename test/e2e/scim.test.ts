@@ -251,6 +251,13 @@ describe('SCIM provisioning on two replicas', () => {
       expect(await userCount()).toBe(before);
     });
 
+    it('but takes a large body that fits, and refuses JSON nested deeper than any resource', async () => {
+      const body = { schemas: [USER_SCHEMA], userName: 'large@example.test', title: 'x'.repeat(900 * 1024) };
+      expect((await scim('POST', '/Users', body)).status).toBe(201);
+      const deep = `{"schemas":["${USER_SCHEMA}"],"userName":"deep@example.test","title":${'['.repeat(1000)}${']'.repeat(1000)}}`;
+      expect((await scim('POST', '/Users', deep)).status).toBe(400);
+    });
+
     it('a wrong token, a browser session, or a key without the scim scope or of a non-administrator', async () => {
       expectScimError(await scim('GET', '/Users', undefined, `${TOKEN}x`), 401);
       expectScimError(await scimFetch(base, '', 'GET', '/Users'), 401);
