@@ -106,7 +106,7 @@ function exportQuery(filter: AdminPageModel['filter']): string {
 /** Users the provider manages over SCIM: their state follows it, so an admin sees where a change came from. */
 function scimNote(user: UserOverview): SafeHtml | string {
   if (user.scim_updated_at === null) return '';
-  return html`<div class="small"><span class="badge" title="Provisioned over SCIM">SCIM</span> <span class="muted">changed ${when(user.scim_updated_at)}</span></div>`;
+  return html`<div class="small"><span class="badge" title="Provisioned over SCIM">SCIM</span> <span class="muted nowrap">changed ${when(user.scim_updated_at)}</span></div>`;
 }
 
 /** The admin console: users, keys and the audit log, server-rendered like the account page. */
