@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog } from '../../src/audit/log.js';
 import { createLogger } from '../../src/log.js';
-import { USER_SCHEMA, toUserResource } from '../../src/scim/resources.js';
+import { patchOperationsOf } from '../../src/scim/patch.js';
+import { PATCH_SCHEMA, USER_SCHEMA, toUserResource } from '../../src/scim/resources.js';
 import { linkAtSignIn } from '../../src/scim/link.js';
 import { ScimStore } from '../../src/scim/store.js';
 import type { Change } from '../../src/storage/changes.js';
@@ -82,5 +83,47 @@ describe('matching a provisioned user at sign-in', () => {
       claims: { email: 'kim@example.com' },
     });
     expect(user).toMatchObject({ role: 'admin', groups: ['admins'] });
+  });
+
+  it('ends the sessions of a user who leaves every allowed group, and refuses a member who is no user', async () => {
+    const strict = new ScimStore(storage.db, { ...RULES, allowedGroups: ['staff'] });
+    const { result } = await provision('noor@example.com', true);
+    const { result: group } = await strict.createGroup({
+      displayName: 'staff',
+      externalId: null,
+      members: [result.id],
+    });
+    const user = await signInWith('noor@example.com');
+    const now = Date.now();
+    await storage.db
+      .insertInto('sessions')
+      .values({
+        id_hash: 'h1',
+        user_id: user.id,
+        id_token: null,
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 60_000,
+        refresh_token: null,
+        refresh_token_version: 0,
+        refresh_claimed_at: null,
+        id_token_expires_at: null,
+        sid: null,
+      })
+      .execute();
+    const operations = patchOperationsOf({
+      schemas: [PATCH_SCHEMA],
+      Operations: [{ op: 'remove', path: `members[value eq "${result.id}"]` }],
+    });
+    const { effects } = await strict.patchGroup(group.id, operations);
+    expect(effects.excluded).toEqual([user.id]);
+    expect(await storage.db.selectFrom('sessions').selectAll().where('user_id', '=', user.id).execute()).toEqual([]);
+
+    const add = patchOperationsOf({
+      schemas: [PATCH_SCHEMA],
+      Operations: [{ op: 'add', path: 'members', value: [{ value: result.id }, { value: 'nobody' }] }],
+    });
+    await expect(strict.patchGroup(group.id, add)).rejects.toMatchObject({ scimType: 'invalidValue' });
+    expect((await strict.getGroup(group.id))?.members).toEqual([]);
   });
 });
