@@ -178,7 +178,6 @@ export function metaOf(meta: Meta): Record<string, unknown> {
 export function serviceProviderConfig(base: string): Record<string, unknown> {
   return {
     schemas: ['urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig'],
-    documentationUri: 'https://github.com/gatehouse/gatehouse#scim-provisioning',
     patch: { supported: true },
     bulk: { supported: false, maxOperations: 0, maxPayloadSize: 0 },
     filter: { supported: true, maxResults: MAX_LIST_COUNT },
