@@ -41,7 +41,11 @@ import { deriveSealingKey } from './sessions/sealing.js';
 import { countActiveSessions, SessionStore } from './sessions/store.js';
 import { openStorage, type Db, type Storage } from './storage/database.js';
 import { openSharedState, type SharedState } from './storage/shared-state.js';
-import { recordSignIn, updateUserAccess } from './users/store.js';
+import { recordSignIn, setSignInHook, updateUserAccess } from './users/store.js';
+import { registerScimRoutes } from './routes/scim.js';
+import { linkAtSignIn } from './scim/link.js';
+import { onProviderRefusal } from './users/provider-refusal.js';
+import { ScimStore } from './scim/store.js';
 import type { Metrics } from './metrics/metrics.js';
 import { noMetrics, type MetricsSink } from './metrics/sink.js';
 import { memoryWindowCounter, RateLimiter, redisWindowCounter } from './limits/rate-limiter.js';
@@ -107,7 +111,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   const { trusted_proxies: trustedProxies } = config.gateway;
 
   const answerFailure = createFailureAnswer(audit, metrics);
-  const isGatewayPath = gatewayPaths(signInSettings !== undefined);
+  const isGatewayPath = gatewayPaths(signInSettings !== undefined, config.scim.enabled);
   // Replaced below, once the parts it uses exist; nothing is served before the gateway is built.
   let servePlatform: RequestListener = (_request, response) =>
     writeApiError(response, 503, 'starting', 'This Gatehouse instance is starting; retry shortly.', {
@@ -224,6 +228,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       usage,
       inFlight,
       client,
+      answerFailure,
     });
     checks.push(...signIn.checks);
     warnings.push(...signIn.warnings);
@@ -262,6 +267,7 @@ interface SignInParts {
   usage: UsageRecorder;
   inFlight: InFlightRequests;
   client: ClientAddressing;
+  answerFailure: ReturnType<typeof createFailureAnswer>;
 }
 
 interface SignIn {
@@ -289,6 +295,15 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     metrics.providerRefreshes.inc({ result: ok ? 'success' : 'failure' }),
   );
   const keyHashSecret = loadKeyHashSecret(config.auth.key_hash_secret, config.gateway.data_dir);
+  const scimStore = config.scim.enabled
+    ? new ScimStore(storage.db, {
+        adminGroups: config.auth.admin_groups,
+        adminEmails: config.auth.admin_emails,
+        allowedGroups: config.auth.allowed_groups,
+        allowUnverifiedEmail: config.auth.allow_unverified_email,
+      })
+    : undefined;
+  const disableRefused = onProviderRefusal(storage.db, revocations, audit, log);
   const sessions = new SessionStore(
     storage.db,
     { idleMs: config.auth.session_idle_minutes * 60_000, maxMs: config.auth.session_max_hours * 3_600_000 },
@@ -297,13 +312,17 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
       refresher: createProvidersRefresher(providers, log, {
         recheckMs: config.auth.recheck_minutes * 60_000,
         onAccessChanged: async (user, access) => {
-          await updateUserAccess(storage.db, user.id, access);
+          // A user the provider provisions keeps the role and groups SCIM gave them.
+          await updateUserAccess(storage.db, user.id, (await scimStore?.provisionedAccess(user.id)) ?? access);
           // Cached keys carry their owner's role: an `admin` key must lose it with its owner.
           await revocations.keysChanged();
         },
       }),
       sealingKey: deriveSealingKey(keyHashSecret),
-      onEnded: (user, reason) => audit.record(undefined, { event: 'sign_out', actor: user, detail: { reason } }),
+      onEnded: (user, reason) => {
+        audit.record(undefined, { event: 'sign_out', actor: user, detail: { reason } });
+        if (reason === 'refresh_failed') disableRefused(user);
+      },
     },
     revocations,
   );
@@ -413,6 +432,18 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     usage,
     ...(providers.all.length > 1 ? { providerOf: (user) => providers.nameFor(user) } : {}),
   });
+  if (scimStore) {
+    setSignInHook(storage.db, linkAtSignIn(storage.db, scimStore, revocations, audit));
+    registerScimRoutes(app, {
+      store: scimStore,
+      decide,
+      revocations,
+      audit,
+      token: config.scim.token,
+      website: settings.website,
+      answerFailure: parts.answerFailure,
+    });
+  }
   registerSignedOutPage(app, settings.website.startsWith('https:'));
   registerForwardAuth(app, { decide, isTrustedPeer: client.isTrustedPeer });
   registerMeRoute(app, decide);

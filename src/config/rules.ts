@@ -30,6 +30,9 @@ export function checkRules(tree: unknown): string[] {
       }
     }
   }
+  if (readValid(tree, 'scim.enabled') === true && readValid(tree, 'auth.disable_auth') === true) {
+    problems.push('scim.enabled needs sign-in: SCIM provisions accounts, which auth.disable_auth: true turns off');
+  }
   if (!isUnset(tree, 'auth.test_token') && isUnset(tree, 'auth.test_token_email')) {
     problems.push('auth.test_token_email is missing (required when auth.test_token is set)');
   }

@@ -8,6 +8,7 @@ export const SECRET_KEYS = [
   'gateway.upstream_api_key',
   'auth.key_hash_secret',
   'auth.test_token',
+  'scim.token',
 ] as const;
 
 /** Keys of each `auth_providers` item holding secrets. */
@@ -463,6 +464,11 @@ const redis = z.strictObject({
     .describe('letters, digits, :, _ or -, at most 64 characters (e.g. "gatehouse:")'),
 });
 
+const scim = z.strictObject({
+  enabled: boolean(),
+  token: optional(text(32)).describe('a string of at least 32 characters (e.g. ${SCIM_TOKEN})'),
+});
+
 /** Shape and format of each key; rules between keys live in rules.ts. */
 export const configSchema = z.strictObject({
   auth,
@@ -472,6 +478,7 @@ export const configSchema = z.strictObject({
   gateway,
   database,
   redis,
+  scim,
 });
 
 /** What commands that only reach the database read: no provider or website, the platform optional. */

@@ -10,6 +10,7 @@ export const OWNED_SECTIONS = [
   'gateway',
   'database',
   'redis',
+  'scim',
 ] as const;
 
 /** True for a plain mapping (not a list, not null). */

@@ -7,9 +7,9 @@ import { assertSameOrigin } from './same-origin.js';
 
 /**
  * What a request asks for: the platform (judged on its path), any signed-in caller, its owner's
- * keys (`keys` grant), or the admin API (`admin` grant).
+ * keys (`keys` grant), the admin API (`admin` grant), or SCIM provisioning (`scim` grant, keys only).
  */
-export type Need = 'platform' | 'signed_in' | 'keys' | 'admin';
+export type Need = 'platform' | 'signed_in' | 'keys' | 'admin' | 'scim';
 
 /** What is known about a request before its body is read. */
 export interface RequestFacts {
@@ -121,6 +121,15 @@ export function createDecide(options: DecideOptions): Decide {
         if (user.role !== 'admin')
           throw new ForbiddenError('admin_required', 'Only administrators may use the admin API.');
         assertGrant(identity, 'admin');
+      }
+      if (need === 'scim') {
+        // Provisioning can disable every account: only an administrator's key made for it, never a browser.
+        if (!key || user.role !== 'admin' || !key.controls.scopes.includes('scim')) {
+          throw new ForbiddenError(
+            'scim_scope_required',
+            'SCIM takes scim.token, or an API key with the "scim" scope that belongs to an administrator.',
+          );
+        }
       }
       if (need !== 'platform') return allow(identity, path, undefined, undefined);
 

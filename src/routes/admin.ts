@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AUDIT_EVENTS, type AuditLog } from '../audit/log.js';
+import { AUDIT_EVENTS, SCIM_AUDIT_EVENTS, type AuditLog } from '../audit/log.js';
 import { HttpError } from '../errors.js';
 import type { ApiKeyStore } from '../keys/store.js';
 import type { Decide } from '../policy/decide.js';
@@ -117,7 +117,7 @@ function registerRoutes(app: FastifyInstance, options: AdminRoutesOptions): void
           },
           events,
           filter,
-          eventNames: AUDIT_EVENTS,
+          eventNames: [...AUDIT_EVENTS, ...SCIM_AUDIT_EVENTS],
           now: Date.now(),
           ...(options.providerOf ? { providerOf: options.providerOf } : {}),
         }),

@@ -172,6 +172,42 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '010_scim': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('scim_users')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        // Deleting a Gatehouse user (never done today) leaves the provider's record unlinked, not gone.
+        .addColumn('user_id', 'text', (c) => c.unique().references('users.id').onDelete('set null'))
+        .addColumn('user_name', 'text', (c) => c.notNull())
+        .addColumn('user_name_lower', 'text', (c) => c.notNull().unique())
+        .addColumn('external_id', 'text')
+        .addColumn('active', 'integer', (c) => c.notNull())
+        .addColumn('resource', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addColumn('version', 'integer', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('scim_users_external_id').on('scim_users').column('external_id').execute();
+      await db.schema
+        .createTable('scim_groups')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('display_name', 'text', (c) => c.notNull())
+        .addColumn('external_id', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addColumn('version', 'integer', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('scim_members')
+        .addColumn('group_id', 'text', (c) => c.notNull().references('scim_groups.id').onDelete('cascade'))
+        .addColumn('scim_user_id', 'text', (c) => c.notNull().references('scim_users.id').onDelete('cascade'))
+        .addPrimaryKeyConstraint('scim_members_pk', ['group_id', 'scim_user_id'])
+        .execute();
+      await db.schema.createIndex('scim_members_user').on('scim_members').column('scim_user_id').execute();
+      await db.schema.alterTable('users').addColumn('disabled_reason', 'text').execute();
+    },
+  },
 };
 
 /**

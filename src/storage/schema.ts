@@ -12,6 +12,8 @@ export interface UsersTable {
   /** JSON array of the groups the provider named at the last sign-in. */
   groups: string;
   disabled_at: number | null;
+  /** 'provider_refused' when a refresh was refused (a later sign-in enables the user again); else null. */
+  disabled_reason: string | null;
 }
 
 /** A signed-in browser. Only a SHA-256 of the cookie value is stored, so a database copy signs no one in. */
@@ -131,6 +133,41 @@ export interface DeviceAuthorizationsTable {
   sealed_key: string | null;
 }
 
+/**
+ * A user as the provider pushed it over SCIM (RFC 7643 section 4.1); `user_id` links it to the
+ * Gatehouse user it was matched to, at creation or at that person's first sign-in (src/scim/link.ts).
+ */
+export interface ScimUsersTable {
+  id: string;
+  user_id: string | null;
+  user_name: string;
+  /** userName is not case-exact (RFC 7643 4.1.1): uniqueness and filters use this. */
+  user_name_lower: string;
+  external_id: string | null;
+  /** 1 or 0. */
+  active: number;
+  /** JSON of every attribute as last written, but id and meta. */
+  resource: string;
+  created_at: number;
+  updated_at: number;
+  version: number;
+}
+
+/** A group as the provider pushed it over SCIM (RFC 7643 section 4.2). */
+export interface ScimGroupsTable {
+  id: string;
+  display_name: string;
+  external_id: string | null;
+  created_at: number;
+  updated_at: number;
+  version: number;
+}
+
+export interface ScimMembersTable {
+  group_id: string;
+  scim_user_id: string;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
@@ -140,4 +177,7 @@ export interface Database {
   used_logout_tokens: UsedLogoutTokensTable;
   usage_daily: UsageDailyTable;
   device_authorizations: DeviceAuthorizationsTable;
+  scim_users: ScimUsersTable;
+  scim_groups: ScimGroupsTable;
+  scim_members: ScimMembersTable;
 }

@@ -44,7 +44,7 @@ function userRow(
   providerOf: AdminPageModel['providerOf'],
 ): SafeHtml {
   return html`<tr data-user-id="${user.id}">
-<td>${user.email ?? user.subject}<div class="muted small">${user.name ?? ''}</div></td>
+<td>${user.email ?? user.subject}<div class="muted small">${user.name ?? ''}</div>${scimNote(user)}</td>
 ${providerOf ? html`<td class="provider">${providerOf(user)}</td>` : ''}
 <td><span class="badge${user.role === 'admin' ? ' admin' : ''}">${user.role}</span></td>
 <td class="nowrap">${when(user.created_at)}</td>
@@ -109,6 +109,12 @@ function exportQuery(filter: AdminPageModel['filter']): string {
     ),
   ).toString();
   return query ? `?${query}` : '';
+}
+
+/** Users the provider manages over SCIM: their state follows it, so an admin sees where a change came from. */
+function scimNote(user: UserOverview): SafeHtml | string {
+  if (user.scim_updated_at === null) return '';
+  return html`<div class="small"><span class="badge" title="Provisioned over SCIM">SCIM</span> <span class="muted nowrap">changed ${when(user.scim_updated_at)}</span></div>`;
 }
 
 /** The admin console: users, keys and the audit log, server-rendered like the account page. */

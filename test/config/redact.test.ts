@@ -15,6 +15,7 @@ describe('redactConfig', () => {
       gateway: { ...MINIMAL.gateway, upstream_api_key: SECRETS.upstream },
       database: { url: `postgres://gatehouse:${SECRETS.dbPassword}@db.internal:5432/gatehouse` },
       redis: { url: `rediss://:${SECRETS.redisPassword}@cache.internal:6380/0` },
+      scim: { enabled: true, token: SECRETS.scimToken },
     },
     'redact-test',
     {},
@@ -32,6 +33,7 @@ describe('redactConfig', () => {
       gateway: { upstream: 'http://127.0.0.1:8000', upstream_api_key: '***' },
       database: { url: 'postgres://gatehouse:***@db.internal:5432/gatehouse' },
       redis: { url: 'rediss://:***@cache.internal:6380/0' },
+      scim: { enabled: true, token: '***' },
     });
   });
 
@@ -140,6 +142,7 @@ describe('Config', () => {
         auto_migrate: boolean;
       };
       redis: { url?: string; key_prefix: string };
+      scim: { enabled: boolean; token?: string };
     }>();
   });
 });
