@@ -281,12 +281,18 @@ export async function pendingMigrations(db: Kysely<unknown>, schema?: string): P
 }
 
 /**
- * Brings the schema up to date; safe to call on every start. On PostgreSQL, Kysely holds an
- * advisory lock while migrating, so replicas starting together do not migrate twice.
+ * Brings the schema up to date, or only up to the migration named `upTo` (an upgrade test starts
+ * from an older schema); safe to call on every start. On PostgreSQL, Kysely holds an advisory lock
+ * while migrating, so replicas starting together do not migrate twice.
  */
-export async function migrateToLatest(db: Kysely<unknown>, kind: DatabaseKind, schema?: string): Promise<string[]> {
+export async function migrateToLatest(
+  db: Kysely<unknown>,
+  kind: DatabaseKind,
+  schema?: string,
+  upTo?: string,
+): Promise<string[]> {
   const migrator = migratorFor(db, kind, schema);
-  const { error, results } = await migrator.migrateToLatest();
+  const { error, results } = await (upTo ? migrator.migrateTo(upTo) : migrator.migrateToLatest());
   if (error) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
     throw new GatehouseError('MIGRATION_FAILED', `database migration ${failed} failed: ${String(error)}`, {

@@ -24,11 +24,10 @@ describe('migration 008: the provider of each sign-in flow', () => {
   beforeAll(async () => {
     const database = testDatabase();
     schema = database.schema as string | undefined;
-    storage = await openStorage(database as { url: string });
+    storage = await openStorage({ ...(database as { url: string }), auto_migrate: false });
     const db = storage.db as unknown as Kysely<unknown>;
     // The database as 007 left it, with a user and two sign-ins under way.
-    await sql`delete from gatehouse_migrations where name = '008_login_flow_provider'`.execute(db);
-    await sql`alter table login_flows drop column provider`.execute(db);
+    await migrateToLatest(db, storage.kind, schema, '007_api_key_replacement');
     for (const token of flowTokens) {
       await sql`insert into login_flows (id_hash, state, nonce, code_verifier, return_to, expires_at)
         values (${sha256(token)}, 'state', 'nonce', 'verifier', '/', ${Date.now() + 600_000})`.execute(db);
@@ -39,12 +38,13 @@ describe('migration 008: the provider of each sign-in flow', () => {
   });
 
   it('keeps existing users and gives pending flows the single provider’s id', async () => {
-    const before = await recordSignIn(storage.db, { issuer: ISSUER, subject: 'ada', email: 'ada@example.com' });
-    expect(await migrateToLatest(storage.db as unknown as Kysely<unknown>, storage.kind, schema)).toEqual([
-      '008_login_flow_provider',
-    ]);
+    const db = storage.db as unknown as Kysely<unknown>;
+    await sql`insert into users (id, issuer, subject, email, created_at, last_login_at)
+      values ('user-ada', ${ISSUER}, 'ada', 'ada@example.com', ${Date.now()}, ${Date.now()})`.execute(db);
+    const applied = await migrateToLatest(storage.db as unknown as Kysely<unknown>, storage.kind, schema);
+    expect(applied[0]).toBe('008_login_flow_provider');
     const after = await recordSignIn(storage.db, { issuer: ISSUER, subject: 'ada' });
-    expect(after).toMatchObject({ id: before.id, email: 'ada@example.com' });
+    expect(after).toMatchObject({ id: 'user-ada', email: 'ada@example.com' });
     const flows = await storage.db.selectFrom('login_flows').select('provider').execute();
     expect(flows.map((flow) => flow.provider)).toEqual(['default', 'default']);
   });
