@@ -2,6 +2,8 @@ import { describe, expect, expectTypeOf, it } from 'vitest';
 import { loadConfigFromObject, redactConfig, type Config } from '../../src/config/index.js';
 import { MINIMAL, SECRETS } from './fixtures.js';
 
+type Budget = { tokens?: number; spend?: number; period: 'day' | 'week' | 'month' };
+
 describe('redactConfig', () => {
   const config = loadConfigFromObject(
     {
@@ -118,6 +120,18 @@ describe('Config', () => {
         auto_migrate: boolean;
       };
       redis: { url?: string; key_prefix: string };
+      budgets: {
+        enabled?: boolean;
+        currency: string;
+        prices: Record<string, { input: number; output: number }>;
+        time_zone: string;
+        per_user?: Budget;
+        groups: Record<string, Budget>;
+        cut_streams: boolean;
+        reserve_tokens: number;
+        reserve_tokens_per_model: Record<string, number>;
+        reservation_seconds: number;
+      };
     }>();
   });
 });

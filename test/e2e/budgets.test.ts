@@ -1,0 +1,161 @@
+/**
+ * Budgets through the real gateway in front of the sample platform: refusal with 429
+ * budget_exceeded once a budget is used up, the remaining and warning headers, group budgets from
+ * the provider's claims, a key's budget capped by its owner's, cost recorded in usage, twenty
+ * concurrent streams against one budget, and a stream cut when its budget runs out.
+ *
+ * The sample platform answers "You said: <content>" one word per event and reports a token per
+ * word, so each request's cost is known in advance.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { BudgetStatus } from '../../src/budgets/budgets.js';
+import type { UsageRow } from '../../src/usage/recorder.js';
+import { expectApiError } from '../support/api-error.js';
+import { Browserless } from '../support/browserless.js';
+import { createKey } from '../support/keys.js';
+import { signInForSession } from '../support/sign-in.js';
+import { startFaultyStack, type FaultyStack } from '../support/stack.js';
+
+let stack: FaultyStack | undefined;
+afterEach(async () => {
+  await stack?.close();
+  stack = undefined;
+});
+
+async function startBudgetStack(budgets: Record<string, unknown>, groups: string[] = []): Promise<FaultyStack> {
+  stack = await startFaultyStack({ auth: { failed_auth_per_minute: 0 }, budgets });
+  stack.provider.extraClaims = { groups };
+  return stack;
+}
+
+async function signedIn(running: FaultyStack): Promise<Browserless> {
+  const browser = new Browserless();
+  await signInForSession(running, browser);
+  return browser;
+}
+
+function words(count: number): string {
+  return Array.from({ length: count }, (_, i) => `w${i}`).join(' ');
+}
+
+/** A chat request whose answer costs `count` prompt tokens and `count + 2` completion tokens. */
+function chat(key: string, count: number, extra: Record<string, unknown> = {}): Promise<Response> {
+  return fetch(`${stack!.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'demo-small', messages: [{ role: 'user', content: words(count) }], ...extra }),
+  });
+}
+
+async function budgetsOf(key: string): Promise<BudgetStatus[]> {
+  const answer = await fetch(`${stack!.url}/v1/auth/budgets`, { headers: { authorization: `Bearer ${key}` } });
+  expect(answer.status).toBe(200);
+  return ((await answer.json()) as { data: BudgetStatus[] }).data;
+}
+
+/** Settling runs after the answer ends: waits until the user's budget shows `used`. */
+async function settledTo(key: string, used: number, scope: BudgetStatus['scope'] = 'user'): Promise<void> {
+  await expect
+    .poll(async () => (await budgetsOf(key)).find((status) => status.scope === scope)?.used, { timeout: 5_000 })
+    .toBe(used);
+}
+
+describe('budgets', () => {
+  it('refuses with 429 budget_exceeded naming the budget and its reset once it is used up, warning at 80 %', async () => {
+    const running = await startBudgetStack({ per_user: { tokens: 100, period: 'day' } });
+    const { key } = await createKey(running, await signedIn(running));
+
+    const first = await chat(key, 20);
+    expect(first.status).toBe(200);
+    expect(first.headers.get('x-budget-remaining')).toBe('100 tokens');
+    expect(first.headers.get('x-warning')).toBeNull();
+    await first.text();
+    await settledTo(key, 42);
+
+    const second = await chat(key, 20);
+    expect(second.headers.get('x-budget-remaining')).toBe('58 tokens');
+    await second.text();
+    await settledTo(key, 84);
+
+    // Room is left (16 tokens), so the request is admitted and may overspend by itself.
+    const third = await chat(key, 20);
+    expect(third.status).toBe(200);
+    expect(third.headers.get('x-warning')).toMatch(/^84% of the daily user budget \(100 tokens\) is used\.$/);
+    await third.text();
+    await settledTo(key, 126);
+
+    const refused = await chat(key, 1);
+    const body = await expectApiError(refused, 429, 'budget_exceeded');
+    expect(body.error.message).toMatch(
+      /^Your daily budget of 100 tokens \(user budget\) is used up; it resets at \d{4}-\d\d-\d\dT00:00:00\.000Z/,
+    );
+    const retryAfter = Number(refused.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(retryAfter).toBeLessThanOrEqual(86_400);
+  });
+
+  it('gives a user in several groups the most generous group budget, and names the group when it runs out', async () => {
+    const running = await startBudgetStack(
+      {
+        per_user: { tokens: 10 },
+        groups: { 'llm-interns': { tokens: 50, period: 'month' }, research: { tokens: 60, period: 'month' } },
+      },
+      ['llm-interns', 'research', 'unbudgeted'],
+    );
+    const { key } = await createKey(running, await signedIn(running));
+    const [status] = await budgetsOf(key);
+    expect(status).toMatchObject({ scope: 'group', group: 'research', limit: 60, period: 'month', used: 0 });
+    (await chat(key, 30)).body?.cancel();
+    await settledTo(key, 62, 'group');
+    const body = await expectApiError(await chat(key, 1), 429, 'budget_exceeded');
+    expect(body.error.message).toContain('Your group "research"\'s monthly budget of 60 tokens (group budget)');
+  });
+
+  it('caps a key budget by its owner and enforces it on the key alone', async () => {
+    const running = await startBudgetStack({ per_user: { tokens: 1_000, period: 'week' } });
+    const browser = await signedIn(running);
+    const tooHigh = await browser.fetch(`${running.url}/v1/auth/api-keys`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: running.url },
+      body: JSON.stringify({ name: 'greedy', budget: { tokens: 200, period: 'day' } }),
+    });
+    const refusal = await expectApiError(tooHigh, 400, 'budget_too_high');
+    expect(refusal.error.message).toContain('1000 tokens per week');
+
+    const capped = await createKey(running, browser, { budget: { tokens: 50, period: 'day' } });
+    expect((capped as unknown as { budget: unknown }).budget).toEqual({ tokens: 50, spend: null, period: 'day' });
+    const other = await createKey(running, browser);
+    (await chat(capped.key, 30)).body?.cancel();
+    await settledTo(capped.key, 62, 'key');
+    const body = await expectApiError(await chat(capped.key, 1), 429, 'budget_exceeded');
+    expect(body.error.message).toMatch(/^This API key's daily budget of 50 tokens \(key budget\)/);
+    // The owner's other key still has room in the owner's budget.
+    expect((await chat(other.key, 1)).status).toBe(200);
+  });
+
+  it('records the cost of each request at the model price in usage, and refuses once the spend budget is used', async () => {
+    const running = await startBudgetStack({
+      currency: 'EUR',
+      prices: { 'demo-small': { input: 1_000, output: 2_000 } },
+      per_user: { spend: 0.1, period: 'month' },
+    });
+    const { key } = await createKey(running, await signedIn(running));
+    const answer = await chat(key, 10);
+    expect(answer.headers.get('x-budget-remaining')).toBe('0.10 EUR');
+    await answer.text();
+    // 10 prompt tokens at 1000 EUR per million and 12 completion tokens at 2000: 0.034 EUR.
+    await settledTo(key, 0.034);
+    await expect
+      .poll(
+        async () => {
+          const usage = await fetch(`${running.url}/v1/auth/usage`, { headers: { authorization: `Bearer ${key}` } });
+          return ((await usage.json()) as { data: UsageRow[] }).data[0]?.cost_micros;
+        },
+        { timeout: 5_000 },
+      )
+      .toBe(34_000);
+    (await chat(key, 40)).body?.cancel();
+    await settledTo(key, 0.034 + 0.124);
+    await expectApiError(await chat(key, 1), 429, 'budget_exceeded');
+  });
+});
