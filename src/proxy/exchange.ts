@@ -264,10 +264,15 @@ export async function applyPlan(
  * watchers per stream: with a thousand streams open that is megabytes.
  */
 function through(body: Readable, tap: Transform): Transform {
-  body.once('error', (error) => tap.destroy(error));
+  let cut = false;
+  body.once('error', (error) => {
+    if (!cut) tap.destroy(error);
+  });
   tap.once('close', () => body.destroy());
-  // A stream cut for its budget: the platform's answer is dropped and the client's ends after the final event.
+  // A stream cut for its budget: the platform's answer is dropped (undici then reports an abort,
+  // not a failure) and the client's ends after the final event.
   tap.once('cut', () => {
+    cut = true;
     body.unpipe(tap);
     body.destroy();
     tap.end();

@@ -159,3 +159,79 @@ describe('budgets', () => {
     await expectApiError(await chat(key, 1), 429, 'budget_exceeded');
   });
 });
+
+/** A streamed chat, read to the end: its status and the `data:` payloads of its events. */
+async function streamed(key: string, count: number, extra: Record<string, unknown> = {}) {
+  const answer = await chat(key, count, { stream: true, ...extra });
+  const text = await answer.text();
+  const payloads = text
+    .split(/\r?\n\r?\n/)
+    .filter((event) => event.trim() !== '')
+    .map((event) => event.replace(/^data: ?/, ''));
+  return { status: answer.status, payloads };
+}
+
+describe('budgets under concurrent streams', () => {
+  it('lets twenty concurrent streams of one user overspend by less than one request estimate', async () => {
+    const limit = 500;
+    const running = await startBudgetStack({ per_user: { tokens: limit, period: 'month' } });
+    const { key } = await createKey(running, await signedIn(running));
+    const maxTokens = 30;
+    const body = JSON.stringify({
+      model: 'demo-small',
+      messages: [{ role: 'user', content: words(20) }],
+      stream: true,
+      max_tokens: maxTokens,
+    });
+    // The reservation: a quarter token per body byte for the prompt, plus max_tokens.
+    const estimate = Math.ceil(Buffer.byteLength(body) / 4) + maxTokens;
+    let admitted = 0;
+    let waves = 0;
+    for (; waves < 10; waves++) {
+      const answers = await Promise.all(Array.from({ length: 20 }, () => streamed(key, 20, { max_tokens: maxTokens })));
+      const served = answers.filter((answer) => answer.status === 200);
+      expect(answers.every((answer) => answer.status === 200 || answer.status === 429)).toBe(true);
+      // Each served stream is whole: this budget does not cut streams.
+      for (const answer of served) expect(answer.payloads.at(-1)).toBe('[DONE]');
+      admitted += served.length;
+      await settledTo(key, admitted * 42);
+      if (served.length === 0) break;
+    }
+    const used = admitted * 42;
+    console.log(
+      `20 concurrent streams per wave, ${waves} waves: ${admitted} admitted, ${used} tokens used of ${limit} ` +
+        `(overspend ${Math.max(0, used - limit)}, bound ${estimate - 1} = one estimate - 1)`,
+    );
+    expect(used).toBeGreaterThanOrEqual(limit);
+    expect(used - limit).toBeLessThan(estimate);
+  });
+
+  it('cuts a stream with a final OpenAI-shaped error event when budgets.cut_streams is on', async () => {
+    const running = await startBudgetStack({
+      per_user: { tokens: 200, period: 'day' },
+      cut_streams: true,
+      reserve_tokens: 1,
+    });
+    const { key } = await createKey(running, await signedIn(running));
+    const cut = await streamed(key, 200);
+    expect(cut.status).toBe(200);
+    const last = JSON.parse(cut.payloads.at(-1)!) as { error: Record<string, unknown> };
+    expect(last.error).toMatchObject({ type: 'rate_limit_error', code: 'budget_exceeded', param: null });
+    expect(cut.payloads).not.toContain('[DONE]');
+    const chunks = cut.payloads.slice(0, -1);
+    expect(chunks.length).toBeGreaterThan(0);
+    expect(chunks.length).toBeLessThan(202);
+    // Charged what was counted (the prompt's estimate and the streamed words), so the next request is refused.
+    await expect.poll(async () => (await budgetsOf(key))[0]?.used, { timeout: 5_000 }).toBeGreaterThan(200);
+    await expectApiError(await chat(key, 1), 429, 'budget_exceeded');
+  });
+
+  it('lets a stream finish when budgets.cut_streams is off, and refuses the next request', async () => {
+    const running = await startBudgetStack({ per_user: { tokens: 50, period: 'day' }, reserve_tokens: 1 });
+    const { key } = await createKey(running, await signedIn(running));
+    const whole = await streamed(key, 100);
+    expect(whole.payloads.at(-1)).toBe('[DONE]');
+    await settledTo(key, 202);
+    await expectApiError(await chat(key, 1), 429, 'budget_exceeded');
+  });
+});
