@@ -403,7 +403,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     website: settings.website,
     budgets,
   });
-  registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, decide, audit, usage });
+  registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, decide, audit, usage, budgets });
   registerSignedOutPage(app, settings.website.startsWith('https:'));
   registerForwardAuth(app, { decide, isTrustedPeer: client.isTrustedPeer });
   registerMeRoute(app, decide);

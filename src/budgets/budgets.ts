@@ -5,7 +5,7 @@ import type { Identity } from '../identity/identify.js';
 import type { CounterSink } from '../metrics/sink.js';
 import type { TokenUsage } from '../usage/extract.js';
 import { type Amount, type CounterLine, type Ledger } from './ledger.js';
-import { describeWait, PeriodCalendar, type Period } from './period.js';
+import { describeWait, PERIODS, PeriodCalendar, type Period } from './period.js';
 import { costMicros, formatSpend, microsOf, PriceTable, type Price } from './prices.js';
 import type { BudgetLimit, BudgetStore } from './store.js';
 
@@ -223,6 +223,7 @@ export class Budgets {
       micros: total.micros - estimate.micros,
     }));
     return new Admission(this, this.ledger, charge, counters.lines, id, price, estimate, prompt, {
+      settled: this.everyWindowOf(charge.lines, counters.lines, now),
       headers: this.headersFor(charge.lines, counters.of, before),
       expiresAt,
       metrics: this.options.metrics,
@@ -243,6 +244,23 @@ export class Budgets {
       return index;
     });
     return { lines: counters, of };
+  }
+
+  /**
+   * The counters a request's use is added to: every period window (day, week, month) of each
+   * subject, not only the limited ones, so that a budget whose period changes (an override, a
+   * group's new setting) starts from what was really used in its new window.
+   */
+  private everyWindowOf(lines: readonly BudgetLine[], limited: readonly CounterLine[], now: number): CounterLine[] {
+    const counters = [...limited];
+    for (const subject of new Set(lines.map((line) => line.subject))) {
+      for (const period of PERIODS) {
+        const window = this.calendar.windowOf(period, now);
+        const id = `${subject}|${window.id}`;
+        if (!counters.some((counter) => counter.id === id)) counters.push({ id, endsAt: window.end });
+      }
+    }
+    return counters;
   }
 
   /** Used so far this period on each line, for the account page. */
@@ -332,6 +350,8 @@ export class Admission {
   private streamed: number;
   private held: Amount;
   private settled = false;
+  /** Every window's counter of the request's subjects: what it used is added to each. */
+  private readonly settledOn: CounterLine[];
   private readonly expiresAt: number;
   private readonly metrics?: BudgetMetrics;
 
@@ -345,8 +365,9 @@ export class Admission {
     readonly price: Price | undefined,
     estimate: Amount,
     private readonly promptEstimate: number,
-    extra: { headers: Record<string, string>; expiresAt: number; metrics?: BudgetMetrics },
+    extra: { settled: CounterLine[]; headers: Record<string, string>; expiresAt: number; metrics?: BudgetMetrics },
   ) {
+    this.settledOn = extra.settled;
     this.headers = extra.headers;
     this.held = estimate;
     this.streamed = promptEstimate;
@@ -388,7 +409,7 @@ export class Admission {
     const completion = failed ? 0 : reported ? reported.completion_tokens : this.streamed - this.promptEstimate;
     const micros = costMicros(this.price, prompt, completion);
     const used = { tokens: prompt + completion, micros };
-    void this.ledger.settle(this.counters, this.id, used).catch(() => undefined);
+    void this.ledger.settle(this.settledOn, this.id, used).catch(() => undefined);
     if (this.metrics) {
       this.metrics.tokens.inc({ group: this.charge.group }, used.tokens);
       if (micros) this.metrics.spend.inc({ group: this.charge.group }, micros / 1_000_000);

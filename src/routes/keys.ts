@@ -13,7 +13,14 @@ import type { UsageRecorder } from '../usage/recorder.js';
 import type { Budgets } from '../budgets/budgets.js';
 import { KEY_BUDGET_SCHEMA, parseKeyBudget, type KeyBudgetInput } from '../budgets/key-budget.js';
 import type { BudgetLimit } from '../budgets/store.js';
-import { assertNoWiderThan, parseControls, SCOPES, type ControlCaps, type KeyControls } from '../keys/controls.js';
+import {
+  assertNoWiderThan,
+  DEFAULT_CONTROLS,
+  parseControls,
+  SCOPES,
+  type ControlCaps,
+  type KeyControls,
+} from '../keys/controls.js';
 import type { ApiKeyInfo, ApiKeyStore, CreatedApiKey } from '../keys/store.js';
 import { callerOf, registerGuarded } from './guard.js';
 import { listAnswer, PAGE_QUERY_PROPERTIES, pageRequestOf, type PageQuery } from './paging.js';
@@ -173,6 +180,24 @@ function leakedStrings(report: unknown): string[] {
   return (report as LeakReport)
     .map((entry) => (typeof entry === 'string' ? entry : entry?.token))
     .filter((token): token is string => typeof token === 'string' && token.length <= 200);
+}
+
+/** The person's own budgets and each of their keys' budgets, for the account page. */
+async function budgetsOfAccount(budgets: Budgets, identity: Identity) {
+  const own = await budgets.statusOf({ user: identity.user, method: 'session' });
+  const keyBudgets = await budgets.store.keyBudgetsOf(identity.user.id);
+  const ofKeys = await Promise.all(
+    [...keyBudgets.keys()].map(async (id) =>
+      (
+        await budgets.statusOf({
+          user: identity.user,
+          method: 'api_key',
+          key: { id, controls: DEFAULT_CONTROLS, expires_at: null },
+        })
+      ).filter((status) => status.scope === 'key'),
+    ),
+  );
+  return [...own, ...ofKeys.flat()];
 }
 
 const pageQuerySchema = { type: 'object', properties: PAGE_QUERY_PROPERTIES } as const;
@@ -392,9 +417,10 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       } = {},
     ) => {
       const { created, error, status, after, done, form } = options;
-      const [keys, usageRows] = await Promise.all([
+      const [keys, usageRows, budgetStatuses] = await Promise.all([
         store.pageForUser(identity.user.id, pageRequestOf({ after })),
         usage.forUser(identity.user.id),
+        budgets ? budgetsOfAccount(budgets, identity) : undefined,
       ]);
       return sendPage(
         reply,
@@ -413,6 +439,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
           usage: usageRows,
           formToken: randomToken(),
           now: Date.now(),
+          budgets: budgets && { statuses: budgetStatuses ?? [], currency: budgets.settings.currency },
         }),
         { wide: true },
       );

@@ -17,6 +17,8 @@ export interface AdminPageModel {
   filter: { since?: string; event?: string; actor?: string };
   eventNames: readonly string[];
   now: number;
+  /** The budgets section (src/web/spend.ts), when budgets are on. */
+  spend?: SafeHtml;
 }
 
 function when(ms: number | null): string {
@@ -142,6 +144,7 @@ export function renderAdminPage(model: AdminPageModel): SafeHtml {
         : html`<p class="empty">No users yet.</p>`
     }
     ${more.users ? html`<p><a href="/v1/auth/admin?users_after=${encodeURIComponent(more.users)}">More users</a></p>` : ''}
+    ${model.spend ?? ''}
     <h2>API keys</h2>
     ${
       keys.length

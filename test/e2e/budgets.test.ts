@@ -22,8 +22,12 @@ afterEach(async () => {
   stack = undefined;
 });
 
-async function startBudgetStack(budgets: Record<string, unknown>, groups: string[] = []): Promise<FaultyStack> {
-  stack = await startFaultyStack({ auth: { failed_auth_per_minute: 0 }, budgets });
+async function startBudgetStack(
+  budgets: Record<string, unknown>,
+  groups: string[] = [],
+  extra: Record<string, unknown> = {},
+): Promise<FaultyStack> {
+  stack = await startFaultyStack({ auth: { failed_auth_per_minute: 0 }, budgets, ...extra });
   stack.provider.extraClaims = { groups };
   return stack;
 }
@@ -233,5 +237,80 @@ describe('budgets under concurrent streams', () => {
     expect(whole.payloads.at(-1)).toBe('[DONE]');
     await settledTo(key, 202);
     await expectApiError(await chat(key, 1), 429, 'budget_exceeded');
+  });
+});
+
+describe('seeing budgets', () => {
+  it('shows admins spend by user and group with injection-safe CSV, lets them override a budget, and counts per group', async () => {
+    const running = await startBudgetStack(
+      { prices: { 'demo-small': { input: 1_000, output: 1_000 } }, groups: { '=cmd|calc': { tokens: 1_000 } } },
+      ['=cmd|calc', 'research'],
+      { auth: { failed_auth_per_minute: 0, admin_emails: ['ada@example.test'] }, gateway: { metrics_port: 0 } },
+    );
+    const admin = await signedIn(running);
+    const { key } = await createKey(running, admin);
+    (await chat(key, 10)).body?.cancel();
+    await settledTo(key, 22, 'group');
+
+    // Usage rows are written every two seconds.
+    const report = async () =>
+      (await (await admin.fetch(`${running.url}/v1/auth/admin/spend`)).json()) as {
+        users: Array<{ email: string; tokens: number; cost_micros: number }>;
+        groups: Array<{ group: string; cost_micros: number }>;
+      };
+    await expect.poll(async () => (await report()).users[0]?.cost_micros, { timeout: 5_000 }).toBe(22_000);
+    expect((await report()).groups.map((group) => group.group).sort()).toEqual(['=cmd|calc', 'research']);
+
+    const csv = await admin.fetch(`${running.url}/v1/auth/admin/spend/groups.csv`);
+    expect(csv.headers.get('content-type')).toMatch(/^text\/csv/);
+    const rows = (await csv.text()).trimEnd().split('\r\n');
+    expect(rows[0]).toBe('group,users,requests,tokens,spend_USD');
+    expect(rows).toContain("'=cmd|calc,1,1,22,0.022000");
+    const users = await (await admin.fetch(`${running.url}/v1/auth/admin/spend/users.csv`)).text();
+    expect(users).toContain(',ada@example.test,');
+    expect(users).toContain(",'=cmd|calc research,");
+
+    const page = await (await admin.fetch(`${running.url}/v1/auth/admin`)).text();
+    expect(page).toContain('Spend, last 30 days');
+    expect(page).toContain('data-spend-group="=cmd|calc"');
+
+    const override = await admin.fetch(`${running.url}/v1/auth/admin/budgets`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: running.url },
+      body: JSON.stringify({ user: 'ada@example.test', spend: 0.01, period: 'week' }),
+    });
+    expect(override.status).toBe(200);
+    const [status] = await budgetsOf(key);
+    expect(status).toMatchObject({ scope: 'user', measure: 'spend', limit: 0.01, period: 'week', unit: 'USD' });
+    await expectApiError(await chat(key, 1), 429, 'budget_exceeded');
+
+    const metrics = await running.gateway.metrics!.registry.metrics();
+    expect(metrics).toContain('gatehouse_budget_tokens_total{group="=cmd|calc"} 22');
+    expect(metrics).toContain('gatehouse_budget_refusals_total{scope="user"} 1');
+  });
+
+  it('shows each budget with used, remaining and reset, and a cost column, on the account page', async () => {
+    const running = await startBudgetStack({
+      prices: { 'demo-small': { input: 1_000, output: 1_000 } },
+      per_user: { tokens: 1_000, period: 'week' },
+    });
+    const browser = await signedIn(running);
+    const { key } = await createKey(running, browser, { name: 'capped', budget: { spend: 1, period: 'day' } });
+    (await chat(key, 10)).body?.cancel();
+    await settledTo(key, 22);
+    await expect
+      .poll(
+        async () => (await (await browser.fetch(`${running.url}/v1/auth/account`)).text()).includes('<th>Cost</th>'),
+        {
+          timeout: 5_000,
+        },
+      )
+      .toBe(true);
+    const page = await (await browser.fetch(`${running.url}/v1/auth/account`)).text();
+    expect(page).toContain('<h2>Budgets</h2>');
+    expect(page).toMatch(/you: 1000 tokens<\/td>\s*<td>week<\/td>\s*<td>22 tokens \(2%\)<\/td>\s*<td>978 tokens<\/td>/);
+    expect(page).toMatch(/key capped: 1\.00 USD<\/td>\s*<td>day<\/td>\s*<td>0\.02 USD \(2%\)<\/td>/);
+    expect(page).toContain('<th>Cost</th>');
+    expect(page).toContain('name="budget_tokens"');
   });
 });
