@@ -423,7 +423,10 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
       clearInterval(purgeTimer);
       provider.close();
     },
-    flush: () => verifier.flush(),
+    flush: async () => {
+      await verifier.flush();
+      await budgets?.close();
+    },
   };
 }
 

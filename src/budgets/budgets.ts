@@ -186,6 +186,11 @@ export class Budgets {
     return lines.length > 0 ? { lines, group: resolved.group } : undefined;
   }
 
+  /** Writes counters the ledger holds back. */
+  async close(): Promise<void> {
+    await this.ledger.close?.();
+  }
+
   /** Forgets cached overrides and key budgets of this process (after an admin or owner changed one). */
   forget(): void {
     this.overrides.clear();

@@ -43,6 +43,8 @@ export interface Ledger {
   settle(lines: readonly CounterLine[], id: string, used: Amount): Promise<void>;
   /** Used so far (without reservations) on each counter, for the account page. */
   read(counters: readonly string[]): Promise<Amount[]>;
+  /** Writes what is held back, where the ledger holds anything back. */
+  close?(): Promise<void>;
 }
 
 /** True when every limited measure of the counter is below its limit. */
@@ -110,6 +112,84 @@ export function memoryLedger(): Ledger {
     },
     async read(ids) {
       return ids.map((id) => ({ ...(counters.get(id)?.used ?? { tokens: 0, micros: 0 }) }));
+    },
+  };
+}
+
+/** Where a process's counters are kept between restarts. */
+export interface CounterStore {
+  load(ids: readonly string[]): Promise<Amount[]>;
+  /** Adds each delta to its stored counter. */
+  add(deltas: ReadonlyArray<{ id: string; endsAt: number; amount: Amount }>): Promise<void>;
+}
+
+const FLUSH_INTERVAL_MS = 2_000;
+
+/**
+ * The counters of one process kept in memory, loaded from `store` the first time each is used and
+ * written back in batches every two seconds, off the request path (as usage rows are). For a
+ * single gateway on SQLite: reservations live only in this process, so they end with it.
+ */
+export function writeBehindLedger(store: CounterStore, onError: (error: unknown) => void): Ledger {
+  const memory = memoryLedger();
+  const loaded = new Set<string>();
+  const loading = new Map<string, Promise<void>>();
+  let pending = new Map<string, { id: string; endsAt: number; amount: Amount }>();
+  const ensureLoaded = async (lines: readonly CounterLine[]) => {
+    const missing = lines.filter((line) => !loaded.has(line.id));
+    if (missing.length === 0) return;
+    await Promise.all(
+      missing.map((line) => {
+        let load = loading.get(line.id);
+        if (!load) {
+          load = store.load([line.id]).then(async ([stored]) => {
+            // Seeded as an earlier settlement of its own, so nothing is written back for it.
+            if (stored && (stored.tokens || stored.micros)) await memory.settle([line], '', stored);
+            loaded.add(line.id);
+            loading.delete(line.id);
+          });
+          loading.set(line.id, load);
+        }
+        return load;
+      }),
+    );
+  };
+  const flush = async () => {
+    if (pending.size === 0) return;
+    const deltas = [...pending.values()];
+    pending = new Map();
+    try {
+      await store.add(deltas);
+    } catch (error) {
+      // Kept for the next flush rather than lost.
+      for (const delta of deltas) queue(delta.id, delta.endsAt, delta.amount);
+      onError(error);
+    }
+  };
+  const queue = (id: string, endsAt: number, amount: Amount) => {
+    const current = pending.get(id);
+    if (current) {
+      current.amount = { tokens: current.amount.tokens + amount.tokens, micros: current.amount.micros + amount.micros };
+    } else pending.set(id, { id, endsAt, amount: { ...amount } });
+  };
+  const timer = setInterval(() => void flush(), FLUSH_INTERVAL_MS).unref();
+  return {
+    async reserve(lines, id, amount, expiresAt, now) {
+      await ensureLoaded(lines);
+      return memory.reserve(lines, id, amount, expiresAt, now);
+    },
+    async settle(lines, id, used) {
+      await ensureLoaded(lines);
+      await memory.settle(lines, id, used);
+      for (const line of lines) queue(line.id, line.endsAt, used);
+    },
+    async read(ids) {
+      await ensureLoaded(ids.map((id) => ({ id, endsAt: 0 })));
+      return memory.read(ids);
+    },
+    async close() {
+      clearInterval(timer);
+      await flush();
     },
   };
 }

@@ -5,7 +5,8 @@ import type { MetricsSink } from '../metrics/sink.js';
 import type { Storage } from '../storage/database.js';
 import { Budgets } from './budgets.js';
 import { redisLedger } from './redis-ledger.js';
-import { sqlLedger } from './sql-ledger.js';
+import { writeBehindLedger } from './ledger.js';
+import { sqlCounterStore, sqlLedger } from './sql-ledger.js';
 import { BudgetStore } from './store.js';
 
 /**
@@ -23,7 +24,15 @@ export function createBudgets(
   const settings = config.budgets;
   const enabled = settings.enabled ?? (settings.per_user !== undefined || Object.keys(settings.groups).length > 0);
   if (!enabled) return undefined;
-  const ledger = redis ? redisLedger(redis, config.redis.key_prefix, log) : sqlLedger(storage.db, storage.kind);
+  // One gateway on SQLite keeps its counters in memory and writes them behind; replicas share them
+  // through Redis, else PostgreSQL, on every request.
+  const ledger = redis
+    ? redisLedger(redis, config.redis.key_prefix, log)
+    : storage.kind === 'postgres'
+      ? sqlLedger(storage.db, 'postgres')
+      : writeBehindLedger(sqlCounterStore(storage.db), (error) =>
+          log.warn({ err: error }, 'budget counters could not be written; will retry'),
+        );
   return new Budgets(settings, ledger, new BudgetStore(storage.db), {
     metrics: { spend: metrics.budgetSpend, tokens: metrics.budgetTokens, refusals: metrics.budgetRefusals },
   });

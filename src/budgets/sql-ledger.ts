@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../storage/database.js';
-import { hasRoom, type Amount, type Ledger } from './ledger.js';
+import { hasRoom, type Amount, type CounterStore, type Ledger } from './ledger.js';
 
 /**
  * Counters in the database, shared by every replica using it. A reservation locks the request's
@@ -74,18 +74,10 @@ export function sqlLedger(db: Db, kind: 'sqlite' | 'postgres'): Ledger {
       db.transaction().execute(async (trx) => {
         const ids = lines.map((line) => line.id);
         await trx.deleteFrom('budget_reservations').where('id', '=', id).where('counter', 'in', ids).execute();
-        await trx
-          .insertInto('budget_counters')
-          .values(
-            lines.map((line) => ({ counter: line.id, tokens: used.tokens, micros: used.micros, ends_at: line.endsAt })),
-          )
-          .onConflict((conflict) =>
-            conflict.column('counter').doUpdateSet((eb) => ({
-              tokens: eb('budget_counters.tokens', '+', eb.ref('excluded.tokens')),
-              micros: eb('budget_counters.micros', '+', eb.ref('excluded.micros')),
-            })),
-          )
-          .execute();
+        await addTo(
+          trx,
+          lines.map((line) => ({ id: line.id, endsAt: line.endsAt, amount: used })),
+        );
       }),
     async read(ids) {
       if (ids.length === 0) return [];
@@ -95,5 +87,35 @@ export function sqlLedger(db: Db, kind: 'sqlite' | 'postgres'): Ledger {
         return { tokens: Number(row?.tokens ?? 0), micros: Number(row?.micros ?? 0) };
       });
     },
+  };
+}
+
+/** Adds each delta to its counter row, creating it when missing. */
+async function addTo(trx: Db, deltas: ReadonlyArray<{ id: string; endsAt: number; amount: Amount }>): Promise<void> {
+  for (const delta of deltas) {
+    await trx
+      .insertInto('budget_counters')
+      .values({ counter: delta.id, tokens: delta.amount.tokens, micros: delta.amount.micros, ends_at: delta.endsAt })
+      .onConflict((conflict) =>
+        conflict.column('counter').doUpdateSet((eb) => ({
+          tokens: eb('budget_counters.tokens', '+', eb.ref('excluded.tokens')),
+          micros: eb('budget_counters.micros', '+', eb.ref('excluded.micros')),
+        })),
+      )
+      .execute();
+  }
+}
+
+/** budget_counters as the store of a write-behind ledger (a single gateway on SQLite). */
+export function sqlCounterStore(db: Db): CounterStore {
+  return {
+    async load(ids) {
+      const rows = await db.selectFrom('budget_counters').selectAll().where('counter', 'in', ids).execute();
+      return ids.map((id) => {
+        const row = rows.find((r) => r.counter === id);
+        return { tokens: Number(row?.tokens ?? 0), micros: Number(row?.micros ?? 0) };
+      });
+    },
+    add: (deltas) => db.transaction().execute((trx) => addTo(trx, deltas)),
   };
 }

@@ -7,9 +7,9 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { memoryLedger, type CounterLine, type Ledger } from '../../src/budgets/ledger.js';
+import { memoryLedger, writeBehindLedger, type CounterLine, type Ledger } from '../../src/budgets/ledger.js';
 import { redisLedger } from '../../src/budgets/redis-ledger.js';
-import { sqlLedger } from '../../src/budgets/sql-ledger.js';
+import { sqlCounterStore, sqlLedger } from '../../src/budgets/sql-ledger.js';
 import { createLogger } from '../../src/log.js';
 import { openStorage, type Storage } from '../../src/storage/database.js';
 import { hasTcp, requireResource } from '../support/requirements.js';
@@ -42,6 +42,21 @@ const backends: Array<{ name: string; available: boolean; replicas: Replicas }> 
       const storage = await openStorage('sqlite::memory:');
       cleanups.push(() => storage.close());
       const ledger = sqlLedger(storage.db, 'sqlite');
+      return [ledger, ledger];
+    },
+  },
+  {
+    name: 'SQLite, written behind (one replica)',
+    available: true,
+    replicas: async () => {
+      const storage = await openStorage('sqlite::memory:');
+      const ledger = writeBehindLedger(sqlCounterStore(storage.db), (error) => {
+        throw error;
+      });
+      cleanups.push(async () => {
+        await ledger.close?.();
+        await storage.close();
+      });
       return [ledger, ledger];
     },
   },
@@ -118,5 +133,29 @@ describe.each(backends)('$name ledger', ({ available, replicas }) => {
     expect(refused.refused).toBe(1);
     const again = await a.reserve([user], 'r2', { tokens: 10, micros: 1 }, NOW + 60_000, NOW);
     expect(again.totals).toEqual([{ tokens: 10, micros: 1 }]);
+  });
+});
+
+describe('the written-behind ledger', () => {
+  it('keeps what was used across a restart, and only that', async () => {
+    const storage = await openStorage('sqlite::memory:');
+    cleanups.push(() => storage.close());
+    const lines = [line(1_000)];
+    const before = writeBehindLedger(sqlCounterStore(storage.db), (error) => {
+      throw error;
+    });
+    await before.settle(lines, 'a', { tokens: 30, micros: 5 });
+    await before.reserve(lines, 'b', { tokens: 500, micros: 0 }, NOW + 60_000, NOW);
+    await before.close?.();
+    const after = writeBehindLedger(sqlCounterStore(storage.db), (error) => {
+      throw error;
+    });
+    cleanups.push(async () => after.close?.());
+    await after.settle(lines, 'c', { tokens: 1, micros: 0 });
+    // The reservation ended with its process; the settled use is back, and adds up.
+    expect(await after.read([lines[0]!.id])).toEqual([{ tokens: 31, micros: 5 }]);
+    await after.close?.();
+    const row = await storage.db.selectFrom('budget_counters').selectAll().executeTakeFirstOrThrow();
+    expect([Number(row.tokens), Number(row.micros)]).toEqual([31, 5]);
   });
 });

@@ -105,7 +105,7 @@ describe('loadConfig with good files', () => {
     });
     const config = load(text);
     expect(Object.keys(config).sort()).toEqual(
-      ['auth', 'auth_provider', 'database', 'gateway', 'powerml', 'redis', 'source'].sort(),
+      ['auth', 'auth_provider', 'budgets', 'database', 'gateway', 'powerml', 'redis', 'source'].sort(),
     );
     expect(config.powerml).toEqual({ website: 'https://llm.example.com' });
   });
