@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { HttpError } from '../errors.js';
 import type { Identity } from '../identity/identify.js';
@@ -85,6 +85,7 @@ const LOOKUP_TTL_MS = 10_000;
 /** A cut stream asks for room this many tokens at a time: its overspend past the budget is below one step. */
 export const STREAM_STEP_TOKENS = 256;
 const WARN_AT = 0.8;
+const PROCESS_ID = randomBytes(8).toString('hex');
 const NONE = false;
 
 /**
@@ -148,6 +149,7 @@ function dailyRate(line: Pick<BudgetLine, 'limit' | 'period'>): number {
 export class Budgets {
   readonly prices: PriceTable;
   readonly calendar: PeriodCalendar;
+  private admitted = 0;
   private readonly overrides = new LRUCache<string, BudgetLimit | false>({ max: 50_000, ttl: LOOKUP_TTL_MS });
   private readonly keyBudgets = new LRUCache<string, BudgetLimit | false>({ max: 50_000, ttl: LOOKUP_TTL_MS });
 
@@ -213,7 +215,8 @@ export class Budgets {
         : this.settings.reserve_tokens);
     const estimate = { tokens: prompt + completion, micros: costMicros(price, prompt, completion) };
     const counters = this.countersOf(charge.lines, now);
-    const id = randomUUID();
+    // Unique across replicas without a random draw per request.
+    const id = `${PROCESS_ID}${++this.admitted}`;
     const expiresAt = now + this.settings.reservation_seconds * 1000;
     const { refused, totals } = await this.ledger.reserve(counters.lines, id, estimate, expiresAt, now);
     if (refused !== undefined) {

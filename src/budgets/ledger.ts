@@ -63,17 +63,24 @@ interface MemoryCounter {
 
 /** Counters of one process: for a single gateway, and for tests. */
 export function memoryLedger(): Ledger {
-  const counters = new Map<string, MemoryCounter>();
-  const counterOf = (line: CounterLine) => {
-    let counter = counters.get(line.id);
+  return new MemoryCounters();
+}
+
+/** The memory ledger's work, synchronous, so the write-behind ledger adds no promise per call. */
+class MemoryCounters implements Ledger {
+  private readonly counters = new Map<string, MemoryCounter>();
+
+  private counterOf(line: CounterLine): MemoryCounter {
+    let counter = this.counters.get(line.id);
     if (!counter) {
       counter = { used: { tokens: 0, micros: 0 }, endsAt: line.endsAt, reservations: new Map() };
-      counters.set(line.id, counter);
+      this.counters.set(line.id, counter);
     }
     return counter;
-  };
-  const totalOf = (counter: MemoryCounter, now: number): Amount => {
-    const total = { ...counter.used };
+  }
+
+  private totalOf(counter: MemoryCounter, now: number): Amount {
+    const total = { tokens: counter.used.tokens, micros: counter.used.micros };
     for (const [id, held] of counter.reservations) {
       if (held.expiresAt <= now) counter.reservations.delete(id);
       else {
@@ -82,38 +89,53 @@ export function memoryLedger(): Ledger {
       }
     }
     return total;
-  };
-  return {
-    async reserve(lines, id, amount, expiresAt, now) {
-      const totals = lines.map((line) => totalOf(counterOf(line), now));
-      const refused = lines.findIndex((line, index) => !hasRoom(line, totals[index]!));
-      if (refused >= 0) return { refused, totals };
-      for (const [index, line] of lines.entries()) {
-        const counter = counterOf(line);
-        const held = counter.reservations.get(id)?.amount ?? { tokens: 0, micros: 0 };
-        counter.reservations.set(id, {
-          amount: { tokens: held.tokens + amount.tokens, micros: held.micros + amount.micros },
-          expiresAt,
-        });
-        totals[index] = {
-          tokens: totals[index]!.tokens + amount.tokens,
-          micros: totals[index]!.micros + amount.micros,
-        };
-      }
-      return { totals };
-    },
-    async settle(lines, id, used) {
-      for (const line of lines) {
-        const counter = counterOf(line);
-        counter.reservations.delete(id);
-        counter.used.tokens += used.tokens;
-        counter.used.micros += used.micros;
-      }
-    },
-    async read(ids) {
-      return ids.map((id) => ({ ...(counters.get(id)?.used ?? { tokens: 0, micros: 0 }) }));
-    },
-  };
+  }
+
+  reserveNow(lines: readonly CounterLine[], id: string, amount: Amount, expiresAt: number, now: number): Reservation {
+    const totals = lines.map((line) => this.totalOf(this.counterOf(line), now));
+    const refused = lines.findIndex((line, index) => !hasRoom(line, totals[index]!));
+    if (refused >= 0) return { refused, totals };
+    for (const [index, line] of lines.entries()) {
+      const reservations = this.counterOf(line).reservations;
+      const held = reservations.get(id);
+      if (held) {
+        held.amount.tokens += amount.tokens;
+        held.amount.micros += amount.micros;
+        held.expiresAt = expiresAt;
+      } else reservations.set(id, { amount: { tokens: amount.tokens, micros: amount.micros }, expiresAt });
+      totals[index]!.tokens += amount.tokens;
+      totals[index]!.micros += amount.micros;
+    }
+    return { totals };
+  }
+
+  settleNow(lines: readonly CounterLine[], id: string, used: Amount): void {
+    for (const line of lines) {
+      const counter = this.counterOf(line);
+      counter.reservations.delete(id);
+      counter.used.tokens += used.tokens;
+      counter.used.micros += used.micros;
+    }
+  }
+
+  readNow(ids: readonly string[]): Amount[] {
+    return ids.map((id) => {
+      const used = this.counters.get(id)?.used;
+      return { tokens: used?.tokens ?? 0, micros: used?.micros ?? 0 };
+    });
+  }
+
+  async reserve(lines: readonly CounterLine[], id: string, amount: Amount, expiresAt: number, now: number) {
+    return this.reserveNow(lines, id, amount, expiresAt, now);
+  }
+
+  async settle(lines: readonly CounterLine[], id: string, used: Amount) {
+    this.settleNow(lines, id, used);
+  }
+
+  async read(ids: readonly string[]) {
+    return this.readNow(ids);
+  }
 }
 
 /** Where a process's counters are kept between restarts. */
@@ -131,28 +153,34 @@ const FLUSH_INTERVAL_MS = 2_000;
  * single gateway on SQLite: reservations live only in this process, so they end with it.
  */
 export function writeBehindLedger(store: CounterStore, onError: (error: unknown) => void): Ledger {
-  const memory = memoryLedger();
+  const memory = new MemoryCounters();
   const loaded = new Set<string>();
   const loading = new Map<string, Promise<void>>();
   let pending = new Map<string, { id: string; endsAt: number; amount: Amount }>();
-  const ensureLoaded = async (lines: readonly CounterLine[]) => {
-    const missing = lines.filter((line) => !loaded.has(line.id));
-    if (missing.length === 0) return;
-    await Promise.all(
-      missing.map((line) => {
-        let load = loading.get(line.id);
-        if (!load) {
-          load = store.load([line.id]).then(async ([stored]) => {
-            // Seeded as an earlier settlement of its own, so nothing is written back for it.
-            if (stored && (stored.tokens || stored.micros)) await memory.settle([line], '', stored);
-            loaded.add(line.id);
-            loading.delete(line.id);
-          });
-          loading.set(line.id, load);
-        }
-        return load;
-      }),
-    );
+  const load = (line: CounterLine) => {
+    let loadingNow = loading.get(line.id);
+    if (!loadingNow) {
+      loadingNow = store.load([line.id]).then(([stored]) => {
+        // Seeded as an earlier settlement of its own, so nothing is written back for it.
+        if (stored && (stored.tokens || stored.micros)) memory.settleNow([line], '', stored);
+        loaded.add(line.id);
+        loading.delete(line.id);
+      });
+      loading.set(line.id, loadingNow);
+    }
+    return loadingNow;
+  };
+  /** Undefined once every counter is in memory: the usual case costs no promise. */
+  const loadMissing = (lines: readonly CounterLine[]): Promise<unknown> | undefined => {
+    if (lines.every((line) => loaded.has(line.id))) return undefined;
+    return Promise.all(lines.filter((line) => !loaded.has(line.id)).map(load));
+  };
+  const queue = (id: string, endsAt: number, amount: Amount) => {
+    const current = pending.get(id);
+    if (current) {
+      current.amount.tokens += amount.tokens;
+      current.amount.micros += amount.micros;
+    } else pending.set(id, { id, endsAt, amount: { tokens: amount.tokens, micros: amount.micros } });
   };
   const flush = async () => {
     if (pending.size === 0) return;
@@ -166,26 +194,28 @@ export function writeBehindLedger(store: CounterStore, onError: (error: unknown)
       onError(error);
     }
   };
-  const queue = (id: string, endsAt: number, amount: Amount) => {
-    const current = pending.get(id);
-    if (current) {
-      current.amount = { tokens: current.amount.tokens + amount.tokens, micros: current.amount.micros + amount.micros };
-    } else pending.set(id, { id, endsAt, amount: { ...amount } });
-  };
   const timer = setInterval(() => void flush(), FLUSH_INTERVAL_MS).unref();
+  const settleNow = (lines: readonly CounterLine[], id: string, used: Amount) => {
+    memory.settleNow(lines, id, used);
+    for (const line of lines) queue(line.id, line.endsAt, used);
+  };
   return {
-    async reserve(lines, id, amount, expiresAt, now) {
-      await ensureLoaded(lines);
-      return memory.reserve(lines, id, amount, expiresAt, now);
+    reserve(lines, id, amount, expiresAt, now) {
+      const loading = loadMissing(lines);
+      if (!loading) return Promise.resolve(memory.reserveNow(lines, id, amount, expiresAt, now));
+      return loading.then(() => memory.reserveNow(lines, id, amount, expiresAt, now));
     },
-    async settle(lines, id, used) {
-      await ensureLoaded(lines);
-      await memory.settle(lines, id, used);
-      for (const line of lines) queue(line.id, line.endsAt, used);
+    settle(lines, id, used) {
+      const loading = loadMissing(lines);
+      if (!loading) {
+        settleNow(lines, id, used);
+        return Promise.resolve();
+      }
+      return loading.then(() => settleNow(lines, id, used));
     },
     async read(ids) {
-      await ensureLoaded(ids.map((id) => ({ id, endsAt: 0 })));
-      return memory.read(ids);
+      await loadMissing(ids.map((id) => ({ id, endsAt: 0 })));
+      return memory.readNow(ids);
     },
     async close() {
       clearInterval(timer);
