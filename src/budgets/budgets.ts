@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { Config } from '../config/index.js';
 import { HttpError } from '../errors.js';
 import type { Identity } from '../identity/identify.js';
 import type { CounterSink } from '../metrics/sink.js';
@@ -9,25 +10,8 @@ import { describeWait, PERIODS, PeriodCalendar, type Period } from './period.js'
 import { costMicros, formatSpend, microsOf, PriceTable, type Price } from './prices.js';
 import type { BudgetLimit, BudgetStore } from './store.js';
 
-/** A budget as `budgets.per_user` and `budgets.groups` write it. */
-export interface ConfiguredBudget {
-  tokens?: number;
-  spend?: number;
-  period: Period;
-}
-
-/** The `budgets` section of the configuration, as the budgets read it. */
-export interface BudgetSettings {
-  currency: string;
-  prices: Record<string, Price>;
-  time_zone: string;
-  per_user?: ConfiguredBudget;
-  groups: Record<string, ConfiguredBudget>;
-  cut_streams: boolean;
-  reserve_tokens: number;
-  reserve_tokens_per_model: Record<string, number>;
-  reservation_seconds: number;
-}
+/** The `budgets` section of the configuration. */
+export type BudgetSettings = Config['budgets'];
 
 export type BudgetScope = 'user' | 'group' | 'key';
 
