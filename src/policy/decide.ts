@@ -171,7 +171,8 @@ export function createDecide(options: DecideOptions): Decide {
         };
       }
       const decided = allow(identity, path, headers, limited ? limits : undefined);
-      if (options.budgets) decided.budget = await options.budgets.chargeFor(identity);
+      // Forward-auth never sees the answer, so nothing there could be charged.
+      if (options.budgets && !facts.bodyUnseen) decided.budget = await options.budgets.chargeFor(identity);
       return decided;
     } catch (error) {
       // Refusals (a wrong key, a limit, a scope) are answers; anything else is a failure to decide.
