@@ -66,6 +66,13 @@ const KEPT_AFTER_MS = 31 * 86_400_000;
  */
 export function redisLedger(redis: Redis, prefix: string, log: Logger): Ledger {
   const local = memoryLedger();
+  // Defined commands are sent as EVALSHA, so Redis parses each script once, not on every request.
+  redis.defineCommand('gatehouseBudgetReserve', { lua: RESERVE });
+  redis.defineCommand('gatehouseBudgetSettle', { lua: SETTLE });
+  const scripts = redis as unknown as Record<
+    'gatehouseBudgetReserve' | 'gatehouseBudgetSettle',
+    (numberOfKeys: number, ...args: string[]) => Promise<unknown>
+  >;
   const keysOf = (lines: readonly CounterLine[]) =>
     lines.flatMap((line) => [`${prefix}budget:used:${line.id}`, `${prefix}budget:held:${line.id}`]);
   const ttlOf = (line: CounterLine, now: number) => String(Math.max(1, line.endsAt - now + KEPT_AFTER_MS));
@@ -75,10 +82,11 @@ export function redisLedger(redis: Redis, prefix: string, log: Logger): Ledger {
       const argv = [id, amount.tokens, amount.micros, expiresAt, now].map(String);
       for (const line of lines) argv.push(String(line.tokens ?? -1), String(line.micros ?? -1), ttlOf(line, now));
       try {
-        const [refused, totals] = (await redis.eval(RESERVE, lines.length * 2, ...keysOf(lines), ...argv)) as [
-          number,
-          string,
-        ];
+        const [refused, totals] = (await scripts.gatehouseBudgetReserve(
+          lines.length * 2,
+          ...keysOf(lines),
+          ...argv,
+        )) as [number, string];
         const parsed = (JSON.parse(totals) as Array<[number, number]>).map(([tokens, micros]): Amount => ({
           tokens,
           micros,
@@ -92,8 +100,7 @@ export function redisLedger(redis: Redis, prefix: string, log: Logger): Ledger {
     async settle(lines, id, used) {
       const now = Date.now();
       try {
-        await redis.eval(
-          SETTLE,
+        await scripts.gatehouseBudgetSettle(
           lines.length * 2,
           ...keysOf(lines),
           id,
