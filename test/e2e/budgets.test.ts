@@ -14,7 +14,11 @@ import { expectApiError } from '../support/api-error.js';
 import { Browserless } from '../support/browserless.js';
 import { createKey } from '../support/keys.js';
 import { signInForSession } from '../support/sign-in.js';
+import { hasTcp, requireResource } from '../support/requirements.js';
+import { deleteRedisKeys, REDIS_URL } from '../support/services.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
+
+const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
 
 let stack: FaultyStack | undefined;
 afterEach(async () => {
@@ -174,6 +178,31 @@ async function streamed(key: string, count: number, extra: Record<string, unknow
     .map((event) => event.replace(/^data: ?/, ''));
   return { status: answer.status, payloads };
 }
+
+describe('budgets shared through Redis', () => {
+  it.skipIf(!redisAvailable)('admits, settles and refuses with the counters in Redis', async () => {
+    const prefix = `test-budgets-e2e-${Date.now()}:`;
+    try {
+      const running = await startBudgetStack({ per_user: { tokens: 50, period: 'day' } }, [], {
+        redis: { url: REDIS_URL, key_prefix: prefix },
+      });
+      const { key } = await createKey(running, await signedIn(running));
+      const first = await chat(key, 20);
+      expect(first.headers.get('x-budget-remaining')).toBe('50 tokens');
+      await first.text();
+      await settledTo(key, 42);
+      (await chat(key, 1)).body?.cancel();
+      await settledTo(key, 46);
+      const second = await chat(key, 20);
+      expect(second.headers.get('x-warning')).toMatch(/^92% of the daily user budget/);
+      await second.text();
+      await settledTo(key, 88);
+      await expectApiError(await chat(key, 1), 429, 'budget_exceeded');
+    } finally {
+      await deleteRedisKeys(prefix);
+    }
+  });
+});
 
 describe('budgets under concurrent streams', () => {
   it('lets twenty concurrent streams of one user overspend by less than one request estimate', async () => {
