@@ -2,6 +2,7 @@ import { createServer, type RequestListener } from 'node:http';
 import fastifyCookie from '@fastify/cookie';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { registerAdminRoutes } from './routes/admin.js';
+import { createBudgets } from './budgets/setup.js';
 import { AuditLog } from './audit/log.js';
 import { signInSettingsOf, type Config, type SignInSettings } from './config/index.js';
 import { createClientAddressing, trustedRanges, type ClientAddressing } from './http/client.js';
@@ -378,6 +379,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     sessionLoader(sessions, cookies.session),
   ]);
   const limiter = new RateLimiter(redis ? redisWindowCounter(redis, config.redis.key_prefix) : memoryWindowCounter());
+  const budgets = createBudgets(config, storage, redis, metrics, log);
   const caps = {
     maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
     maxTokensPerMinute: config.auth.max_key_tokens_per_minute,
@@ -399,6 +401,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     },
     caps,
     skipUnseenBodyControls: config.gateway.forward_auth_skip_body_controls,
+    budgets,
   });
 
   registerAuthRoutes(app, {
@@ -422,6 +425,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     caps,
     maxKeysPerUser: config.auth.max_keys_per_user,
     website: settings.website,
+    budgets,
   });
   registerAdminRoutes(app, {
     db: storage.db,
@@ -430,6 +434,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     decide,
     audit,
     usage,
+    budgets,
     ...(providers.all.length > 1 ? { providerOf: (user) => providers.nameFor(user) } : {}),
   });
   if (scimStore) {
@@ -477,6 +482,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
       limiter,
       usage,
       bodyLimit: { bytes: config.gateway.max_checked_body_mb * 1024 * 1024, setting: 'gateway.max_checked_body_mb' },
+      budgets,
     }),
     checks: providers.readinessChecks(),
     warnings,
@@ -485,7 +491,10 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
       clearInterval(purgeTimer);
       providers.close();
     },
-    flush: () => verifier.flush(),
+    flush: async () => {
+      await verifier.flush();
+      await budgets?.close();
+    },
   };
 }
 

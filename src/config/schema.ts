@@ -469,6 +469,63 @@ const scim = z.strictObject({
   token: optional(text(32)).describe('a string of at least 32 characters (e.g. ${SCIM_TOKEN})'),
 });
 
+/** `${SPEND}` yields a string too, so "12.5" is accepted where a number is expected. */
+const toNumber = (value: unknown) => (typeof value === 'string' && /^\d+(\.\d+)?$/.test(value) ? Number(value) : value);
+
+const amount = () => z.preprocess(toNumber, z.number().min(0).finite());
+
+function timeZoneProblem(value: string): string | undefined {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: value });
+    return undefined;
+  } catch {
+    return `must be an IANA time zone such as UTC or Europe/Paris, got ${describeValue(value, false)}`;
+  }
+}
+
+/** One budget: tokens, spend (in budgets.currency) or both, over a calendar period. */
+const budget = z
+  .strictObject({
+    tokens: optional(integer(1)).describe('an integer of at least 1 (prompt + completion tokens)'),
+    spend: optional(amount()).describe('a number of at least 0 (in budgets.currency)'),
+    period: z.preprocess((value) => value ?? 'month', z.enum(['day', 'week', 'month'])).describe('day, week or month'),
+  })
+  .refine((value) => value.tokens !== undefined || value.spend !== undefined, {
+    message: 'needs tokens, spend or both',
+  })
+  .describe('a mapping with tokens and/or spend, and period (day, week or month)');
+
+const budgets = z.strictObject({
+  enabled: optional(boolean()),
+  currency: z
+    .string()
+    .regex(/^[A-Z]{3}$/)
+    .describe('a three-letter currency code such as USD'),
+  prices: z
+    .preprocess(
+      (value) => value ?? {},
+      z.record(
+        text(),
+        z.strictObject({
+          input: amount().describe('a number of at least 0 (per million input tokens)'),
+          output: amount().describe('a number of at least 0 (per million output tokens)'),
+        }),
+      ),
+    )
+    .describe('a mapping of model names to {input, output} prices per million tokens'),
+  time_zone: checkedString(timeZoneProblem).describe('an IANA time zone such as UTC or Europe/Paris'),
+  per_user: optional(budget),
+  groups: z
+    .preprocess((value) => value ?? {}, z.record(text(), budget))
+    .describe('a mapping of group names to budgets'),
+  cut_streams: boolean(),
+  reserve_tokens: integer(1).describe('an integer of at least 1 (tokens reserved when a request names no max_tokens)'),
+  reserve_tokens_per_model: z
+    .preprocess((value) => value ?? {}, z.record(text(), integer(1)))
+    .describe('a mapping of model names to token counts'),
+  reservation_seconds: integer(10, 86_400).describe('an integer from 10 to 86400 (seconds)'),
+});
+
 /** Shape and format of each key; rules between keys live in rules.ts. */
 export const configSchema = z.strictObject({
   auth,
@@ -479,6 +536,7 @@ export const configSchema = z.strictObject({
   database,
   redis,
   scim,
+  budgets,
 });
 
 /** What commands that only reach the database read: no provider or website, the platform optional. */

@@ -11,6 +11,7 @@ export const OWNED_SECTIONS = [
   'database',
   'redis',
   'scim',
+  'budgets',
 ] as const;
 
 /** True for a plain mapping (not a list, not null). */

@@ -77,6 +77,25 @@ export class Metrics implements MetricsSink {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
+  /** Labelled by the group whose budget applied, one of budgets.groups or "none": bounded by the configuration. */
+  readonly budgetSpend = new Counter({
+    name: 'gatehouse_budget_spend_total',
+    help: 'Spend charged to budgets, in budgets.currency, by budget group.',
+    labelNames: ['group'] as const,
+    registers: [this.registry],
+  });
+  readonly budgetTokens = new Counter({
+    name: 'gatehouse_budget_tokens_total',
+    help: 'Tokens charged to budgets, by budget group.',
+    labelNames: ['group'] as const,
+    registers: [this.registry],
+  });
+  readonly budgetRefusals = new Counter({
+    name: 'gatehouse_budget_refusals_total',
+    help: 'Requests refused with budget_exceeded, by the budget that ran out (user, group, key).',
+    labelNames: ['scope'] as const,
+    registers: [this.registry],
+  });
   readonly activeSessions: Gauge;
   private readonly models: ModelLabels;
 

@@ -29,6 +29,9 @@ export interface MetricsSink {
   dependencyErrors: CounterSink;
   usageRequests: CounterSink;
   usageTokens: CounterSink;
+  budgetSpend: CounterSink;
+  budgetTokens: CounterSink;
+  budgetRefusals: CounterSink;
 }
 
 const ignored = { inc: () => undefined };
@@ -43,4 +46,7 @@ export const noMetrics: MetricsSink = {
   dependencyErrors: ignored,
   usageRequests: ignored,
   usageTokens: ignored,
+  budgetSpend: ignored,
+  budgetTokens: ignored,
+  budgetRefusals: ignored,
 };

@@ -1,3 +1,4 @@
+import type { BudgetCharge } from '../budgets/budgets.js';
 import { ForbiddenError, HttpError } from '../errors.js';
 import type { CallerRequest, Identifier, Identity } from '../identity/identify.js';
 import { DEFAULT_CONTROLS, effectiveLimit, missingScope, type ControlCaps, type ScopeRules } from '../keys/controls.js';
@@ -50,6 +51,8 @@ export interface Allow {
   headers: Record<string, string> | undefined;
   /** What the exchange is charged to once the platform reports its tokens; undefined when nothing is limited. */
   limits: Limits | undefined;
+  /** The budgets the exchange is admitted against and charged to; undefined when none applies. */
+  budget?: BudgetCharge;
 }
 
 export type Decision =
@@ -74,6 +77,8 @@ export interface DecideOptions {
   caps: ControlCaps;
   /** `gateway.forward_auth_skip_body_controls`: let keys with body controls through where the body is unseen. */
   skipUnseenBodyControls: boolean;
+  /** Present when budgets are on: which of them a caller's platform requests are charged to. */
+  budgets?: { chargeFor(identity: Identity): Promise<BudgetCharge | undefined> };
 }
 
 export type Decide = (facts: RequestFacts) => Promise<Decision>;
@@ -176,7 +181,10 @@ export function createDecide(options: DecideOptions): Decide {
           'x-warning': `This API key expires on ${new Date(expiresAt).toISOString()}; create a new one at /v1/auth/account.`,
         };
       }
-      return allow(identity, path, headers, limited ? limits : undefined);
+      const decided = allow(identity, path, headers, limited ? limits : undefined);
+      // Forward-auth never sees the answer, so nothing there could be charged.
+      if (options.budgets && !facts.bodyUnseen) decided.budget = await options.budgets.chargeFor(identity);
+      return decided;
     } catch (error) {
       // Refusals (a wrong key, a limit, a scope) are answers; anything else is a failure to decide.
       if (error instanceof HttpError) return { outcome: 'deny', error };

@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import { ForbiddenError, HttpError } from '../errors.js';
 import { readBody, type BodyLimit } from '../http/body.js';
 import { JsonScanner, type JsonMember, type JsonOutline, type JsonShape } from '../http/json-scan.js';
-import { jsonUsage, sseUsageTap, watchJsonUsage, type TokenUsage } from '../usage/extract.js';
+import { jsonUsage, sseUsageTap, watchJsonUsage, type StreamMeter, type TokenUsage } from '../usage/extract.js';
 
 /**
  * What the gateway does to one exchange with the platform beyond passing it through: a rewritten
@@ -19,6 +19,11 @@ export interface ExchangePlan {
   onUsage?: (usage: TokenUsage) => void;
   /** The body's `model`, when the body was read: a label of the duration metrics. */
   model?: string;
+  /** With `costFacts`: the body's `max_tokens` (or `max_completion_tokens`) and its size, for a budget's estimate. */
+  maxTokens?: number;
+  bodyBytes?: number;
+  /** Counts a streamed answer for budgets, and may cut it. */
+  meter?: StreamMeter;
 }
 
 /** Paths whose streaming answers report usage when asked with `stream_options.include_usage`. */
@@ -35,6 +40,7 @@ const MAX_MODELS_LIST_BYTES = 4 * 1024 * 1024;
 const MODEL_FIELDS = ['model', 'model_name'];
 const OLLAMA_MODEL_FIELDS = [...MODEL_FIELDS, 'name', 'source', 'destination'];
 const STREAM_FIELDS = ['stream', 'stream_options'];
+const MAX_TOKENS_FIELDS = ['max_tokens', 'max_completion_tokens'];
 /** `GET /v1/models/{id}` (and OpenAI's `DELETE`): the id is the rest of the path, slashes included. */
 const MODEL_IN_PATH = /^\/v1\/models\/(.+)$/;
 const MODEL_LIST = /^\/v1\/models\/?$/;
@@ -56,6 +62,8 @@ export interface PlanInput {
   onUsage?: (usage: TokenUsage) => void;
   /** The largest body the gateway reads to check it; larger ones are refused with 413. */
   bodyLimit: BodyLimit;
+  /** Read the model and `max_tokens` of answers that report usage: a budget charges them. */
+  costFacts?: boolean;
 }
 
 function isJson(contentType: unknown): boolean {
@@ -86,14 +94,18 @@ export async function planExchange(request: IncomingMessage, input: PlanInput): 
     if (inPath !== undefined) assertAllowed(decodedModelId(inPath), models);
   }
   const countsTokens = onUsage !== undefined && USAGE_ON_REQUEST.has(path);
+  const costFacts = onUsage !== undefined && input.costFacts === true;
   // A key limited to some models has every body checked, whatever its label or method, so a
   // request cannot reach another model by calling itself text/plain.
-  if (!hasBody(request) || (!models && !countsTokens)) return plan;
+  if (!hasBody(request) || (!models && !countsTokens && !costFacts)) return plan;
   const modelFields = models ? (path.startsWith('/api/') ? OLLAMA_MODEL_FIELDS : MODEL_FIELDS) : [];
   // `model` is always located: the duration metrics are labelled with it.
-  const scanner = new JsonScanner(new Set(['model', ...modelFields, ...(countsTokens ? STREAM_FIELDS : [])]));
+  const scanner = new JsonScanner(
+    new Set(['model', ...modelFields, ...(countsTokens ? STREAM_FIELDS : []), ...(costFacts ? MAX_TOKENS_FIELDS : [])]),
+  );
   const raw = await readBody(request, input.bodyLimit, (chunk) => scanner.write(chunk));
   plan.body = raw;
+  if (costFacts) plan.bodyBytes = raw.length;
   // An empty body names no model and asks for no stream: the platform decides what it means.
   if (raw.length === 0) return plan;
   const shape = scanner.end();
@@ -101,9 +113,17 @@ export async function planExchange(request: IncomingMessage, input: PlanInput): 
   const named = shape.kind === 'object' ? shape.members.findLast((member) => member.name === 'model') : undefined;
   const model = named && valueOf(raw, named);
   if (typeof model === 'string') plan.model = model;
+  if (costFacts && shape.kind === 'object') plan.maxTokens = maxTokensOf(raw, shape);
   // Anything that is not one JSON object is the platform's to refuse.
   if (countsTokens && shape.kind === 'object') plan.body = withUsageTap(raw, shape, plan);
   return plan;
+}
+
+/** The answer's token cap as the platform reads it (the last member of either name), when it is one. */
+function maxTokensOf(raw: Buffer, outline: JsonOutline): number | undefined {
+  const member = outline.members.findLast((candidate) => MAX_TOKENS_FIELDS.includes(candidate.name));
+  const value = member && valueOf(raw, member);
+  return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined;
 }
 
 function decodedModelId(segment: string): string {
@@ -231,7 +251,7 @@ export async function applyPlan(
   }
   if (typeof contentType === 'string' && contentType.startsWith('text/event-stream')) {
     delete headers['content-length'];
-    return through(body, sseUsageTap(plan.stripUsageChunk, plan.onUsage));
+    return through(body, sseUsageTap(plan.stripUsageChunk, plan.onUsage, plan.meter));
   }
   if (isJson(contentType)) watchJsonUsage(body, plan.onUsage);
   return body;
@@ -244,8 +264,19 @@ export async function applyPlan(
  * watchers per stream: with a thousand streams open that is megabytes.
  */
 function through(body: Readable, tap: Transform): Transform {
-  body.once('error', (error) => tap.destroy(error));
+  let cut = false;
+  body.once('error', (error) => {
+    if (!cut) tap.destroy(error);
+  });
   tap.once('close', () => body.destroy());
+  // A stream cut for its budget: the platform's answer is dropped (undici then reports an abort,
+  // not a failure) and the client's ends after the final event.
+  tap.once('cut', () => {
+    cut = true;
+    body.unpipe(tap);
+    body.destroy();
+    tap.end();
+  });
   return body.pipe(tap);
 }
 

@@ -1,9 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Admission, Budgets } from '../budgets/budgets.js';
 import type { BodyLimit } from '../http/body.js';
 import type { Identity } from '../identity/identify.js';
 import type { RateLimiter } from '../limits/rate-limiter.js';
 import type { Allow } from '../policy/decide.js';
-import type { TokenUsage } from '../usage/extract.js';
+import type { StreamMeter, TokenUsage } from '../usage/extract.js';
 import type { UsageRecorder } from '../usage/recorder.js';
 import { planExchange, type ExchangePlan } from './exchange.js';
 
@@ -12,45 +13,83 @@ export interface PlatformControlsOptions {
   usage: UsageRecorder;
   /** The largest request body read to check its model or stream. */
   bodyLimit: BodyLimit;
+  /** Present when budgets are on. */
+  budgets?: Budgets;
 }
 
 /**
  * Carries out what the decision allowed on one exchange with the platform: the answer's limit
- * headers, the usage every request is counted in, the tokens charged once reported, and the plan
- * the forwarder follows (the model allow-list, the usage tap).
+ * headers, the usage every request is counted in, the tokens charged once reported, the budget
+ * reservation and its settlement, and the plan the forwarder follows (the model allow-list, the
+ * usage tap).
  */
-export function createPlatformControls({ limiter, usage, bodyLimit }: PlatformControlsOptions) {
-  return function applyControls(
+export function createPlatformControls({ limiter, usage, bodyLimit, budgets }: PlatformControlsOptions) {
+  return async function applyControls(
     request: IncomingMessage,
     response: ServerResponse,
     identity: Identity,
-    { limits, headers, path }: Allow,
+    { limits, headers, path, budget }: Allow,
     /** Filled in with the tokens the platform reports; the caller's access log reads it too. */
     spent: TokenUsage = { prompt_tokens: 0, completion_tokens: 0 },
   ): Promise<ExchangePlan> {
     if (headers) for (const name in headers) response.setHeader(name, headers[name]!);
     const started = performance.now();
+    let reported = false;
+    let admission: Admission | undefined;
     response.once('close', () => {
+      const status = response.writableFinished ? response.statusCode : 499;
+      // A client that left mid-answer (499) is charged what it was sent; a refusal or failure nothing.
+      const costMicros = admission?.settle(reported ? spent : undefined, response.statusCode >= 400);
       usage.record({
         userId: identity.user.id,
         keyId: identity.key?.id,
-        status: response.writableFinished ? response.statusCode : 499,
+        status,
         latencyMs: performance.now() - started,
         promptTokens: spent.prompt_tokens,
         completionTokens: spent.completion_tokens,
+        costMicros,
       });
       if (limits) void limiter.spend(limits, spent.prompt_tokens + spent.completion_tokens).catch(() => undefined);
     });
     // Usage and the model list are recognised on the decoded path, however the client spelt it.
-    return planExchange(request, {
+    const plan = await planExchange(request, {
       path,
       models: identity.key?.controls.models ?? undefined,
       bodyLimit,
-      onUsage: (reported) => {
-        spent.prompt_tokens = reported.prompt_tokens;
-        spent.completion_tokens = reported.completion_tokens;
+      costFacts: budget !== undefined,
+      onUsage: (usage) => {
+        reported = true;
+        spent.prompt_tokens = usage.prompt_tokens;
+        spent.completion_tokens = usage.completion_tokens;
       },
     });
+    // Only answers that report usage are charged: anything else costs the platform no tokens.
+    if (budgets && budget && plan.onUsage) {
+      admission = await budgets.admit(budget, {
+        model: plan.model,
+        maxTokens: plan.maxTokens,
+        bodyBytes: plan.bodyBytes ?? 0,
+      });
+      for (const name in admission.headers) appendHeader(response, name, admission.headers[name]!);
+      plan.meter = meterOf(admission, budgets.settings.cut_streams);
+    }
+    return plan;
+  };
+}
+
+/** A second warning joins the first (a key's expiry) rather than replacing it. */
+function appendHeader(response: ServerResponse, name: string, value: string): void {
+  const current = response.getHeader(name);
+  response.setHeader(name, typeof current === 'string' ? `${current} ${value}` : value);
+}
+
+function meterOf(admission: Admission, cutStreams: boolean): StreamMeter {
+  return {
+    count: (tokens) => admission.meter(tokens, cutStreams),
+    finalEvent: () =>
+      `data: ${JSON.stringify({
+        error: { message: admission.cutMessage(), type: 'rate_limit_error', param: null, code: 'budget_exceeded' },
+      })}\n\n`,
   };
 }
 

@@ -6,8 +6,12 @@ import type { Decide } from '../policy/decide.js';
 import type { Db } from '../storage/database.js';
 import type { Revocations } from '../storage/revocations.js';
 import type { UsageRecorder } from '../usage/recorder.js';
-import { findUser, listUsers, setUserDisabled, type User } from '../users/store.js';
+import { findUser, findUsersByEmail, listUsers, setUserDisabled, type User } from '../users/store.js';
 import { renderAdminPage } from '../web/admin.js';
+import type { Budgets } from '../budgets/budgets.js';
+import { parseKeyBudget } from '../budgets/key-budget.js';
+import { spendCsv, spendReport } from '../budgets/spend.js';
+import { renderSpendSection } from '../web/spend.js';
 import { sendPage } from '../web/pages.js';
 import { callerOf, registerGuarded } from './guard.js';
 import { listAnswer, PAGE_QUERY_PROPERTIES, pageRequestOf, type PageQuery } from './paging.js';
@@ -23,6 +27,8 @@ export interface AdminRoutesOptions {
   usage: UsageRecorder;
   /** Names each user's sign-in provider on the admin page, where there are several. */
   providerOf?: (user: User) => string;
+  /** Present when budgets are on: spend reports and users' budget overrides. */
+  budgets?: Budgets;
 }
 
 interface AuditFilter {
@@ -102,6 +108,10 @@ function registerRoutes(app: FastifyInstance, options: AdminRoutesOptions): void
         }),
         options.usage.totalsByUser(),
       ]);
+      const { budgets } = options;
+      const spend = budgets
+        ? renderSpendSection(await spendReport(db, options.usage), budgets.settings.currency)
+        : undefined;
       return sendPage(
         reply,
         200,
@@ -120,6 +130,7 @@ function registerRoutes(app: FastifyInstance, options: AdminRoutesOptions): void
           eventNames: [...AUDIT_EVENTS, ...SCIM_AUDIT_EVENTS],
           now: Date.now(),
           ...(options.providerOf ? { providerOf: options.providerOf } : {}),
+          spend,
         }),
         { wide: true },
       );
@@ -180,6 +191,8 @@ function registerRoutes(app: FastifyInstance, options: AdminRoutesOptions): void
     return done(request, reply, { id: request.params.id, revoked: true });
   });
 
+  if (options.budgets) registerBudgetRoutes(app, options, options.budgets);
+
   app.get<{ Querystring: AuditFilter }>(
     `${ADMIN_PATH}/audit`,
     { schema: { querystring: auditFilterSchema } },
@@ -202,4 +215,60 @@ function registerRoutes(app: FastifyInstance, options: AdminRoutesOptions): void
         .send(events.map((entry) => JSON.stringify(entry)).join('\n') + (events.length ? '\n' : ''));
     },
   );
+}
+
+/** Spend by user and group (JSON and CSV), and setting or clearing one user's budget override. */
+function registerBudgetRoutes(app: FastifyInstance, options: AdminRoutesOptions, budgets: Budgets): void {
+  const { db, usage } = options;
+  const { currency } = budgets.settings;
+
+  app.get(`${ADMIN_PATH}/spend`, async (_request, reply) =>
+    reply.header('cache-control', 'no-store').send({ currency, ...(await spendReport(db, usage)) }),
+  );
+
+  app.get<{ Params: { of: string } }>(`${ADMIN_PATH}/spend/:of`, async (_request, reply) => {
+    const of =
+      _request.params.of === 'users.csv' ? 'users' : _request.params.of === 'groups.csv' ? 'groups' : undefined;
+    if (!of) throw new HttpError(404, 'not_found', 'Use /spend/users.csv or /spend/groups.csv.');
+    return reply
+      .header('cache-control', 'no-store')
+      .header(
+        'content-disposition',
+        `attachment; filename="gatehouse-spend-${of}-${new Date().toISOString().slice(0, 10)}.csv"`,
+      )
+      .type('text/csv; charset=utf-8')
+      .send(spendCsv(await spendReport(db, usage), of, currency));
+  });
+
+  app.post<{ Body: Record<string, unknown> | undefined }>(`${ADMIN_PATH}/budgets`, async (request, reply) => {
+    const identity = callerOf(request);
+    const body = request.body ?? {};
+    const who = typeof body.user === 'string' ? body.user.trim() : '';
+    const target = who.includes('@') ? (await findUsersByEmail(db, who))[0] : await findUser(db, who);
+    if (!target)
+      throw new HttpError(404, 'user_not_found', `No user with the email or id ${JSON.stringify(who.slice(0, 320))}.`);
+    // Form fields arrive as strings, and an empty one means "not set".
+    const number = (value: unknown) =>
+      value === undefined || value === '' ? undefined : typeof value === 'string' ? Number(value) : value;
+    const limit = parseKeyBudget(
+      { tokens: number(body.tokens), spend: number(body.spend), period: body.period === '' ? undefined : body.period },
+      undefined,
+      currency,
+    );
+    await budgets.store.setOverride(target.id, limit, identity.user.id);
+    budgets.forget();
+    // Not yet an audit event: the audit log's event list is shared with tests that expect each one.
+    request.log.info(
+      {
+        admin: identity.user.id,
+        user: target.id,
+        tokens: limit?.tokens,
+        spend_micros: limit?.micros,
+        period: limit?.period,
+      },
+      'budget override set',
+    );
+    if (isFormPost(request)) return reply.redirect(ADMIN_PATH, 303);
+    return reply.send({ user_id: target.id, budget: limit ?? null });
+  });
 }

@@ -10,7 +10,17 @@ import type { Decide } from '../policy/decide.js';
 import { renderAccountPage, type AccountAction, type KeyForm } from '../web/account.js';
 import { sendPage } from '../web/pages.js';
 import type { UsageRecorder } from '../usage/recorder.js';
-import { assertNoWiderThan, parseControls, SCOPES, type ControlCaps, type KeyControls } from '../keys/controls.js';
+import type { Budgets } from '../budgets/budgets.js';
+import { KEY_BUDGET_SCHEMA, parseKeyBudget, type KeyBudgetInput } from '../budgets/key-budget.js';
+import type { BudgetLimit } from '../budgets/store.js';
+import {
+  assertNoWiderThan,
+  DEFAULT_CONTROLS,
+  parseControls,
+  SCOPES,
+  type ControlCaps,
+  type KeyControls,
+} from '../keys/controls.js';
 import type { ApiKeyInfo, ApiKeyStore, CreatedApiKey } from '../keys/store.js';
 import { callerOf, registerGuarded } from './guard.js';
 import { listAnswer, PAGE_QUERY_PROPERTIES, pageRequestOf, type PageQuery } from './paging.js';
@@ -30,6 +40,8 @@ export interface KeyRoutesOptions {
   maxKeysPerUser: number;
   /** `powerml.website`: the base URL the account page's snippets show. */
   website: string;
+  /** Present when budgets are on: keys may then be given budgets of their own. */
+  budgets?: Budgets;
 }
 
 interface NewKeyRequest {
@@ -39,6 +51,7 @@ interface NewKeyRequest {
   models?: string[];
   requests_per_minute?: number;
   tokens_per_minute?: number;
+  budget?: KeyBudgetInput;
 }
 
 /** GitHub's secret scanning partner format, or plain strings. */
@@ -62,6 +75,7 @@ const newKeySchema = {
     models: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', minLength: 1, maxLength: 200 } },
     requests_per_minute: { type: 'integer', minimum: 1 },
     tokens_per_minute: { type: 'integer', minimum: 1 },
+    budget: KEY_BUDGET_SCHEMA,
   },
 } as const;
 
@@ -84,6 +98,11 @@ function formControls(body: Record<string, unknown> | undefined): Partial<NewKey
     models: models.length ? models : undefined,
     requests_per_minute: number(body?.requests_per_minute),
     tokens_per_minute: number(body?.tokens_per_minute),
+    budget: {
+      tokens: number(body?.budget_tokens),
+      spend: number(body?.budget_spend),
+      period: body?.budget_period === '' ? undefined : body?.budget_period,
+    },
   };
 }
 
@@ -163,6 +182,24 @@ function leakedStrings(report: unknown): string[] {
     .filter((token): token is string => typeof token === 'string' && token.length <= 200);
 }
 
+/** The person's own budgets and each of their keys' budgets, for the account page. */
+async function budgetsOfAccount(budgets: Budgets, identity: Identity) {
+  const own = await budgets.statusOf({ user: identity.user, method: 'session' });
+  const keyBudgets = await budgets.store.keyBudgetsOf(identity.user.id);
+  const ofKeys = await Promise.all(
+    [...keyBudgets.keys()].map(async (id) =>
+      (
+        await budgets.statusOf({
+          user: identity.user,
+          method: 'api_key',
+          key: { id, controls: DEFAULT_CONTROLS, expires_at: null },
+        })
+      ).filter((status) => status.scope === 'key'),
+    ),
+  );
+  return [...own, ...ofKeys.flat()];
+}
+
 const pageQuerySchema = { type: 'object', properties: PAGE_QUERY_PROPERTIES } as const;
 
 /**
@@ -171,7 +208,21 @@ const pageQuerySchema = { type: 'object', properties: PAGE_QUERY_PROPERTIES } as
  * (a session, or a key with that scope); reading one's own usage needs only to be signed in.
  */
 export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOptions): void {
-  const { store, revocations, decide, maxDays, audit, usage, caps, maxKeysPerUser, website } = options;
+  const { store, revocations, decide, maxDays, audit, usage, caps, maxKeysPerUser, website, budgets } = options;
+
+  /** A key's own budget, capped by its owner's; refused when budgets are off, rather than silently dropped. */
+  async function keyBudgetOf(identity: Identity, input: KeyBudgetInput | undefined): Promise<BudgetLimit | undefined> {
+    if (!input || (input.tokens === undefined && input.spend === undefined)) return undefined;
+    if (!budgets) {
+      throw new HttpError(
+        400,
+        'budgets_off',
+        'Budgets are off on this gateway (budgets in its configuration), so a key cannot have one.',
+      );
+    }
+    const owner = await budgets.chargeFor({ user: identity.user, method: 'session' });
+    return parseKeyBudget(input, owner, budgets.settings.currency);
+  }
 
   function expiryFor(days: number | undefined, now: number): number | null {
     if (days !== undefined && maxDays !== undefined && days > maxDays) {
@@ -192,20 +243,26 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     );
   }
 
-  async function createKey(request: FastifyRequest, identity: Identity, body: NewKeyRequest): Promise<CreatedApiKey> {
+  async function createKey(
+    request: FastifyRequest,
+    identity: Identity,
+    body: NewKeyRequest,
+  ): Promise<CreatedApiKey & { budget?: BudgetLimit }> {
     const now = Date.now();
     const controls = parseControls(body, caps);
     assertMayGrant(identity, controls);
     const expiresAt = expiryFor(body.expires_in_days, now);
+    const budget = await keyBudgetOf(identity, body.budget);
     // Keys per user are bounded, so one account cannot grow its pages and the admin lists without end.
     const created = await store.createWithin(maxKeysPerUser, identity.user, body.name.trim(), expiresAt, now, controls);
+    if (budget) await budgets?.store.setKeyBudget(created.id, identity.user.id, budget);
     audit.record(request, {
       event: 'key_created',
       actor: identity.user,
       target: created.id,
       detail: { name: created.name },
     });
-    return created;
+    return budget ? { ...created, budget } : created;
   }
 
   async function revokeKey(request: FastifyRequest, identity: Identity, id: string): Promise<boolean> {
@@ -238,6 +295,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
     await assertRoomForKey(identity, graceMinutes === 0 ? 1 : 0);
     const created = await store.rotate(id, identity.user, graceMinutes * 60_000);
     if (!created) throw notFound();
+    await budgets?.store.copyKeyBudget(id, created.id);
     await revocations.keysChanged();
     audit.record(request, {
       event: 'key_created',
@@ -276,6 +334,13 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       const rows = await usage.forUser(identity.user.id, days);
       return reply.header('cache-control', 'no-store').send({ object: 'list', days, data: rows });
     });
+    // The caller's budgets this period: a key sees its own and its owner's.
+    scope.get('/v1/auth/budgets', async (request, reply) => {
+      const data = budgets ? await budgets.statusOf(callerOf(request)) : [];
+      return reply
+        .header('cache-control', 'no-store')
+        .send({ object: 'list', currency: budgets?.settings.currency ?? null, data });
+    });
   });
 
   registerGuarded(app, decide, 'keys', (scope) => {
@@ -292,7 +357,15 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
 
     scope.post<{ Body: NewKeyRequest }>(API_KEYS_PATH, { schema: { body: newKeySchema } }, async (request, reply) => {
       const created = await createKey(request, callerOf(request), request.body);
-      return reply.code(201).header('cache-control', 'no-store').send(describeCreated(created));
+      const budget = created.budget && {
+        tokens: created.budget.tokens ?? null,
+        spend: created.budget.micros === undefined ? null : created.budget.micros / 1_000_000,
+        period: created.budget.period,
+      };
+      return reply
+        .code(201)
+        .header('cache-control', 'no-store')
+        .send({ ...describeCreated(created), ...(budget ? { budget } : {}) });
     });
 
     scope.post<{ Params: { id: string }; Body: { grace_minutes?: number } | undefined }>(
@@ -344,9 +417,10 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
       } = {},
     ) => {
       const { created, error, status, after, done, form } = options;
-      const [keys, usageRows] = await Promise.all([
+      const [keys, usageRows, budgetStatuses] = await Promise.all([
         store.pageForUser(identity.user.id, pageRequestOf({ after })),
         usage.forUser(identity.user.id),
+        budgets ? budgetsOfAccount(budgets, identity) : undefined,
       ]);
       return sendPage(
         reply,
@@ -365,6 +439,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRoutesOption
           usage: usageRows,
           formToken: randomToken(),
           now: Date.now(),
+          budgets: budgets && { statuses: budgetStatuses ?? [], currency: budgets.settings.currency },
         }),
         { wide: true },
       );

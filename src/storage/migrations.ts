@@ -208,6 +208,47 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('users').addColumn('disabled_reason', 'text').execute();
     },
   },
+  '011_budgets': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .alterTable('usage_daily')
+        .addColumn('cost_micros', 'bigint', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema
+        .createTable('budget_overrides')
+        .addColumn('user_id', 'text', (c) => c.primaryKey().references('users.id').onDelete('cascade'))
+        .addColumn('tokens', 'bigint')
+        .addColumn('spend_micros', 'bigint')
+        .addColumn('period', 'text', (c) => c.notNull())
+        .addColumn('set_by', 'text')
+        .addColumn('set_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('key_budgets')
+        .addColumn('key_id', 'text', (c) => c.primaryKey().references('api_keys.id').onDelete('cascade'))
+        .addColumn('user_id', 'text', (c) => c.notNull())
+        .addColumn('tokens', 'bigint')
+        .addColumn('spend_micros', 'bigint')
+        .addColumn('period', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('budget_counters')
+        .addColumn('counter', 'text', (c) => c.primaryKey())
+        .addColumn('tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('micros', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('ends_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('budget_reservations')
+        .addColumn('id', 'text', (c) => c.notNull())
+        .addColumn('counter', 'text', (c) => c.notNull())
+        .addColumn('tokens', 'bigint', (c) => c.notNull())
+        .addColumn('micros', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('budget_reservations_pk', ['counter', 'id'])
+        .execute();
+    },
+  },
 };
 
 /**

@@ -105,6 +105,46 @@ export interface UsageDailyTable {
   status_4xx: number;
   status_5xx: number;
   latency_ms_total: number;
+  /** Millionths of budgets.currency, at the price in force when each request ran. */
+  cost_micros: number;
+}
+
+/** An administrator's budget for one user, replacing the configured ones (src/budgets/store.ts). */
+export interface BudgetOverridesTable {
+  user_id: string;
+  tokens: number | null;
+  /** Millionths of budgets.currency. */
+  spend_micros: number | null;
+  period: string;
+  set_by: string | null;
+  set_at: number;
+}
+
+/** A key's own budget, set at creation and capped by its owner's (src/budgets/store.ts). */
+export interface KeyBudgetsTable {
+  key_id: string;
+  user_id: string;
+  tokens: number | null;
+  spend_micros: number | null;
+  period: string;
+}
+
+/** What one budget subject ("user:ID", "key:ID") used in one period window ("2026-12"). */
+export interface BudgetCountersTable {
+  counter: string;
+  tokens: number;
+  micros: number;
+  /** The window's end: past it the row is history, kept for the account page's totals only. */
+  ends_at: number;
+}
+
+/** An admitted request's estimate, held until it settles or, when its replica died, until it expires. */
+export interface BudgetReservationsTable {
+  id: string;
+  counter: string;
+  tokens: number;
+  micros: number;
+  expires_at: number;
 }
 
 /** A device sign-in in progress (RFC 8628). Both codes are stored as SHA-256 only, so a database copy approves nothing. */
@@ -180,4 +220,8 @@ export interface Database {
   scim_users: ScimUsersTable;
   scim_groups: ScimGroupsTable;
   scim_members: ScimMembersTable;
+  budget_overrides: BudgetOverridesTable;
+  key_budgets: KeyBudgetsTable;
+  budget_counters: BudgetCountersTable;
+  budget_reservations: BudgetReservationsTable;
 }

@@ -18,30 +18,94 @@ function usageOf(value: unknown): TokenUsage | undefined {
 const EVENT_END = /\r?\n\r?\n/;
 
 /**
+ * Counts a streamed answer as it passes (for budgets). `count` answers false, or a promise of
+ * false, when the answer must stop: the tap then sends `finalEvent` and emits `cut`.
+ */
+export interface StreamMeter {
+  count(tokens: number): boolean | Promise<boolean>;
+  finalEvent(): string;
+}
+
+/**
+ * The tokens of one streamed chunk, estimated from its text (a quarter token per character, at
+ * least one per chunk with text): the platform reports the real figure only at the end.
+ */
+export function chunkTokens(event: string): number {
+  const data = event
+    .split(/\r?\n/)
+    .filter((line) => line.startsWith('data:'))
+    .map((line) => line.slice(5).trimStart())
+    .join('\n');
+  if (data === '' || data === '[DONE]') return 0;
+  try {
+    const chunk = JSON.parse(data) as { choices?: Array<{ delta?: { content?: unknown }; text?: unknown }> };
+    let characters = 0;
+    for (const choice of Array.isArray(chunk.choices) ? chunk.choices : []) {
+      const text = choice?.delta?.content ?? choice?.text;
+      if (typeof text === 'string') characters += text.length;
+    }
+    return characters > 0 ? Math.ceil(characters / 4) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
  * Passes a server-sent event stream through event by event, reading OpenAI-style `usage` from the
  * final chunk. With `stripUsageChunk` the usage-only chunk (empty `choices`), which the gateway asked
  * for on the client's behalf, is dropped so the client sees what it asked for. Only an unfinished
  * event is held back, so chunks still reach the client as the platform writes them.
  */
-export function sseUsageTap(stripUsageChunk: boolean, onUsage: (usage: TokenUsage) => void): Transform {
+export function sseUsageTap(
+  stripUsageChunk: boolean,
+  onUsage: (usage: TokenUsage) => void,
+  meter?: StreamMeter,
+): Transform {
   let pending = '';
+  let cut = false;
   // A multi-byte character may be split between two chunks; the decoder holds its first bytes back.
   const decoder = new StringDecoder('utf8');
+  const events = (chunk: Buffer): string[] => {
+    pending += decoder.write(chunk);
+    const found: string[] = [];
+    let match: RegExpExecArray | null;
+    while ((match = EVENT_END.exec(pending))) {
+      const end = match.index + match[0].length;
+      found.push(pending.slice(0, end));
+      pending = pending.slice(end);
+    }
+    return found;
+  };
+  /** Metered: each event is counted before it is passed on, waiting for the ledger when it must. */
+  async function metered(tap: Transform, found: string[], done: TransformCallback): Promise<void> {
+    let out = '';
+    for (const event of found) {
+      const verdict = meter!.count(chunkTokens(event));
+      if (!(verdict === true || (verdict !== false && (await verdict)))) {
+        cut = true;
+        done(null, out + meter!.finalEvent());
+        tap.emit('cut');
+        return;
+      }
+      const kept = keepEvent(event, stripUsageChunk, onUsage);
+      if (kept !== undefined) out += kept;
+    }
+    done(null, out || undefined);
+  }
   return new Transform({
     transform(chunk: Buffer, _encoding, done: TransformCallback) {
-      pending += decoder.write(chunk);
-      let match: RegExpExecArray | null;
+      if (cut) return done();
+      const found = events(chunk);
+      if (meter) return void metered(this, found, done).catch(done);
       let out = '';
-      while ((match = EVENT_END.exec(pending))) {
-        const end = match.index + match[0].length;
-        const event = pending.slice(0, end);
-        pending = pending.slice(end);
+      for (const event of found) {
         const kept = keepEvent(event, stripUsageChunk, onUsage);
         if (kept !== undefined) out += kept;
       }
       done(null, out || undefined);
     },
     flush(done: TransformCallback) {
+      if (cut) return done();
       pending += decoder.end();
       done(null, pending || undefined);
     },

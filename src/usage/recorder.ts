@@ -13,6 +13,8 @@ export interface UsageEvent {
   latencyMs: number;
   promptTokens: number;
   completionTokens: number;
+  /** Millionths of budgets.currency at the price in force when the request ran; 0 without a price. */
+  costMicros?: number;
 }
 
 /** One row of usage_daily: a day, a user and a key (or "session"). */
@@ -38,6 +40,7 @@ const NUMERIC = [
   'status_4xx',
   'status_5xx',
   'latency_ms_total',
+  'cost_micros',
 ] as const;
 
 /**
@@ -77,6 +80,7 @@ export class UsageRecorder {
         status_4xx: 0,
         status_5xx: 0,
         latency_ms_total: 0,
+        cost_micros: 0,
       };
       this.pending.set(id, row);
     }
@@ -86,6 +90,7 @@ export class UsageRecorder {
     row.prompt_tokens += event.promptTokens;
     row.completion_tokens += event.completionTokens;
     row.latency_ms_total += Math.round(event.latencyMs);
+    if (event.costMicros) row.cost_micros += event.costMicros;
     this.counters?.requests.inc({ status_class: statusClass.slice(7) });
     if (event.promptTokens) this.counters?.tokens.inc({ kind: 'prompt' }, event.promptTokens);
     if (event.completionTokens) this.counters?.tokens.inc({ kind: 'completion' }, event.completionTokens);

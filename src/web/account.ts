@@ -1,3 +1,4 @@
+import type { BudgetStatus } from '../budgets/budgets.js';
 import type { ApiKeyInfo, CreatedApiKey } from '../keys/store.js';
 import type { UsageRow } from '../usage/recorder.js';
 import type { User } from '../users/store.js';
@@ -25,6 +26,8 @@ export interface AccountPageModel {
   /** One-time value that makes a resubmitted form (a reload) create nothing. */
   formToken: string;
   now: number;
+  /** Present when budgets are on: each of the person's budgets this period, in `currency`. */
+  budgets?: { statuses: BudgetStatus[]; currency: string };
 }
 
 export type AccountAction = 'revoked' | 'removed';
@@ -178,7 +181,39 @@ function usageChart(usage: UsageRow[], now: number): SafeHtml {
   return html`<svg class="chart" viewBox="0 0 360 64" width="360" height="64" role="img" aria-label="Requests per day, last 30 days">${bars}</svg>`;
 }
 
-function usageSection(keys: ApiKeyInfo[], usage: UsageRow[], now: number): SafeHtml {
+function amount(status: BudgetStatus, value: number): string {
+  return status.measure === 'tokens' ? `${Math.round(value)} tokens` : `${value.toFixed(2)} ${status.unit}`;
+}
+
+/** Each budget with what is used and left this period and when it resets. */
+function budgetsSection(statuses: BudgetStatus[], keys: ApiKeyInfo[]): SafeHtml {
+  if (statuses.length === 0) return html`<p class="empty">No budget limits your use.</p>`;
+  const names = new Map(keys.map((key) => [key.id, key.name]));
+  const whose = (status: BudgetStatus) =>
+    status.scope === 'group'
+      ? `group ${status.group}`
+      : status.scope === 'key'
+        ? `key ${names.get(status.key_id ?? '') ?? status.key_id}`
+        : 'you';
+  return html`<div class="scroll"><table class="budgets">
+      <thead>
+        <tr><th>Budget</th><th>Per</th><th>Used</th><th>Remaining</th><th>Resets</th></tr>
+      </thead>
+      <tbody>
+        ${statuses.map(
+          (status) => html`<tr data-budget-scope="${status.scope}">
+            <td>${whose(status)}: ${amount(status, status.limit)}</td>
+            <td>${status.period}</td>
+            <td>${amount(status, status.used)} (${Math.min(100, Math.floor((100 * status.used) / status.limit))}%)</td>
+            <td>${amount(status, status.remaining)}</td>
+            <td>${status.resets_at.slice(0, 16).replace('T', ' ')} UTC</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table></div>`;
+}
+
+function usageSection(keys: ApiKeyInfo[], usage: UsageRow[], now: number, currency?: string): SafeHtml {
   if (usage.length === 0) return html`<p class="empty">No usage in the last 30 days.</p>`;
   const names = new Map(keys.map((key) => [key.id, key.name]));
   const totals = new Map<string, UsageRow>();
@@ -191,12 +226,13 @@ function usageSection(keys: ApiKeyInfo[], usage: UsageRow[], now: number): SafeH
       total.completion_tokens += row.completion_tokens;
       total.status_4xx += row.status_4xx;
       total.status_5xx += row.status_5xx;
+      total.cost_micros += row.cost_micros;
     }
   }
   return html`${usageChart(usage, now)}
     <table>
       <thead>
-        <tr><th>Key</th><th>Requests</th><th>Prompt tokens</th><th>Completion tokens</th><th>Errors</th></tr>
+        <tr><th>Key</th><th>Requests</th><th>Prompt tokens</th><th>Completion tokens</th><th>Errors</th>${currency ? html`<th>Cost</th>` : ''}</tr>
       </thead>
       <tbody>
         ${[...totals.values()].map(
@@ -206,10 +242,19 @@ function usageSection(keys: ApiKeyInfo[], usage: UsageRow[], now: number): SafeH
             <td>${row.prompt_tokens}</td>
             <td>${row.completion_tokens}</td>
             <td>${row.status_4xx + row.status_5xx}</td>
+            ${currency ? html`<td>${(row.cost_micros / 1_000_000).toFixed(2)} ${currency}</td>` : ''}
           </tr>`,
         )}
       </tbody>
     </table>`;
+}
+
+/** A key's own budget, capped by the owner's (checked when the key is created). */
+function keyBudgetFields(currency: string): SafeHtml {
+  return html`<label>Budget tokens <input type="number" name="budget_tokens" min="1" placeholder="none" /></label>
+    <label>Budget ${currency} <input type="number" name="budget_spend" min="0.01" step="0.01" placeholder="none" /></label>
+    <label>Budget per
+      <select name="budget_period"><option value="month">month</option><option value="week">week</option><option value="day">day</option></select></label>`;
 }
 
 /** The account page: who is signed in, their keys and usage, a form to create a key, and sign-out. */
@@ -248,8 +293,9 @@ export function renderAccountPage(model: AccountPageModel): SafeHtml {
     }
     ${created ? '' : howToUse(website, undefined, false)}
     ${olderKeysAfter ? html`<p><a href="/v1/auth/account?after=${encodeURIComponent(olderKeysAfter)}">Older keys</a></p>` : ''}
+    ${model.budgets ? html`<h2>Budgets</h2>${budgetsSection(model.budgets.statuses, keys)}` : ''}
     <h2>Usage, last 30 days</h2>
-    ${usageSection(keys, usage, now)}
+    ${usageSection(keys, usage, now, model.budgets?.currency)}
     <h2>Create a key</h2>
     <form class="create" method="post" action="/v1/auth/account/keys">
       <input type="hidden" name="form_token" value="${formToken}" />
@@ -267,6 +313,7 @@ export function renderAccountPage(model: AccountPageModel): SafeHtml {
       <label>Models <input type="text" name="models" placeholder="any (or a,b,c)" value="${form.models ?? ''}" /></label>
       <label>Requests/min <input type="number" name="requests_per_minute" min="1" placeholder="default" value="${form.requests_per_minute ?? ''}" /></label>
       <label>Tokens/min <input type="number" name="tokens_per_minute" min="1" placeholder="default" value="${form.tokens_per_minute ?? ''}" /></label>
+      ${model.budgets ? keyBudgetFields(model.budgets.currency) : ''}
       <button type="submit">Create key</button>
     </form>
     <script src="${ACCOUNT_SCRIPT_PATH}"></script>`;

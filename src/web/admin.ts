@@ -19,6 +19,8 @@ export interface AdminPageModel {
   now: number;
   /** The name of the provider a user signs in with; set when there are several, adding a column. */
   providerOf?: (user: User) => string;
+  /** The budgets section (src/web/spend.ts), when budgets are on. */
+  spend?: SafeHtml;
 }
 
 function when(ms: number | null): string {
@@ -157,6 +159,7 @@ export function renderAdminPage(model: AdminPageModel): SafeHtml {
         : html`<p class="empty">No users yet.</p>`
     }
     ${more.users ? html`<p><a href="/v1/auth/admin?users_after=${encodeURIComponent(more.users)}">More users</a></p>` : ''}
+    ${model.spend ?? ''}
     <h2>API keys</h2>
     ${
       keys.length

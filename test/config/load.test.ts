@@ -107,7 +107,18 @@ describe('loadConfig with good files', () => {
     });
     const config = load(text);
     expect(Object.keys(config).sort()).toEqual(
-      ['auth', 'auth_provider', 'auth_providers', 'database', 'gateway', 'powerml', 'redis', 'scim', 'source'].sort(),
+      [
+        'auth',
+        'auth_provider',
+        'auth_providers',
+        'budgets',
+        'database',
+        'gateway',
+        'powerml',
+        'redis',
+        'scim',
+        'source',
+      ].sort(),
     );
     expect(config.powerml).toEqual({ website: 'https://llm.example.com' });
   });

@@ -3,6 +3,8 @@ import { loadConfigFromObject, redactConfig, type Config } from '../../src/confi
 import type { TrustedIssuerConfig } from '../../src/config/schema.js';
 import { MINIMAL, SECRETS } from './fixtures.js';
 
+type Budget = { tokens?: number; spend?: number; period: 'day' | 'week' | 'month' };
+
 describe('redactConfig', () => {
   const config = loadConfigFromObject(
     {
@@ -143,6 +145,18 @@ describe('Config', () => {
       };
       redis: { url?: string; key_prefix: string };
       scim: { enabled: boolean; token?: string };
+      budgets: {
+        enabled?: boolean;
+        currency: string;
+        prices: Record<string, { input: number; output: number }>;
+        time_zone: string;
+        per_user?: Budget;
+        groups: Record<string, Budget>;
+        cut_streams: boolean;
+        reserve_tokens: number;
+        reserve_tokens_per_model: Record<string, number>;
+        reservation_seconds: number;
+      };
     }>();
   });
 });

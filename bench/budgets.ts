@@ -1,0 +1,95 @@
+/**
+ * What budgets cost on the API-key path: the same request through the same build without budgets
+ * and with a per-user budget and a price for the model (never reached, so every request is
+ * admitted, reserved and settled), in interleaved rounds so a slow spell of the shared machine hits
+ * both alike. Reports requests/s and the CPU the gateway spent per request (from /proc), each as a
+ * ratio to the run without budgets. Target: within 10 %.
+ *
+ *   npm run build && node --import tsx bench/budgets.ts
+ *
+ * BENCH_SECONDS (default 5) per run, BENCH_REPEATS (default 5) rounds; BENCH_REDIS=redis://… also
+ * measures the budget counters shared through Redis.
+ */
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startKeyGateway, type KeyGateway } from './lib/gateway-rows.js';
+import { startJsonUpstream } from './lib/nginx.js';
+import { cpuTimeOf, stopAll } from './lib/processes.js';
+import { median } from './lib/stats.js';
+import { CHAT_PATH, runWrk, writeChatScript } from './lib/wrk.js';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
+const CONNECTIONS = 32;
+
+const budgets = {
+  prices: { 'demo-small': { input: 0.15, output: 0.6 } },
+  per_user: { tokens: 1_000_000_000_000, period: 'month' },
+};
+const rows: Array<{ label: string; config: Record<string, unknown> }> = [
+  { label: 'no budgets', config: {} },
+  { label: 'budgets (SQLite, in memory)', config: { budgets } },
+];
+if (process.env.BENCH_REDIS) {
+  rows.push({ label: 'budgets (Redis)', config: { budgets, redis: { url: process.env.BENCH_REDIS } } });
+}
+
+const work = mkdtempSync(join(tmpdir(), 'gatehouse-budgets-'));
+const logs = join(work, 'logs');
+mkdirSync(logs);
+const script = writeChatScript(work);
+const upstream = await startJsonUpstream();
+try {
+  const gateways: Array<{ label: string; gateway: KeyGateway; rps: number[]; cpu: number[] }> = [];
+  for (const [index, row] of rows.entries()) {
+    const gateway = await startKeyGateway({
+      name: `row-${index}`,
+      dist: 'dist',
+      work,
+      logs,
+      upstream: upstream.url,
+      configEdits: {
+        ...row.config,
+        auth: { failed_auth_per_minute: 0 },
+        gateway: { log_level: 'warn', access_log: false },
+      },
+    });
+    gateways.push({ label: row.label, gateway, rps: [], cpu: [] });
+  }
+  const load = (gateway: (typeof gateways)[number], seconds: number) =>
+    runWrk({
+      url: `${gateway.gateway.url}${CHAT_PATH}`,
+      connections: CONNECTIONS,
+      seconds,
+      script,
+      headers: { authorization: `Bearer ${gateway.gateway.key}` },
+    });
+  for (const gateway of gateways) await load(gateway, Math.min(2, SECONDS));
+  for (let round = 0; round < REPEATS; round++) {
+    for (const gateway of gateways) {
+      const before = cpuTimeOf(gateway.gateway.service.pid);
+      const run = await load(gateway, SECONDS);
+      if (run.non2xx + run.socketErrors > 0) throw new Error(`${gateway.label}: ${run.non2xx} non-2xx answers`);
+      const after = cpuTimeOf(gateway.gateway.service.pid);
+      gateway.rps.push(run.rps);
+      gateway.cpu.push(((after.userMs + after.systemMs - before.userMs - before.systemMs) * 1000) / run.requests);
+    }
+  }
+  const base = gateways[0]!;
+  console.log(
+    `\nBudgets on the API-key path: POST ${CHAT_PATH}, wrk -t2 -c${CONNECTIONS}, ${SECONDS} s × ${REPEATS} interleaved, medians\n`,
+  );
+  console.log('| Row | req/s | × no budgets | CPU µs/request | × no budgets |');
+  console.log('| --- | --- | --- | --- | --- |');
+  for (const row of gateways) {
+    const rps = median(row.rps);
+    const cpu = median(row.cpu);
+    console.log(
+      `| ${row.label} | ${Math.round(rps).toLocaleString('en-US')} | ${(rps / median(base.rps)).toFixed(3)}× | ${cpu.toFixed(0)} | ${(cpu / median(base.cpu)).toFixed(3)}× |`,
+    );
+  }
+} finally {
+  await stopAll();
+  await upstream.close();
+}

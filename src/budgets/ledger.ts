@@ -1,0 +1,225 @@
+/** Tokens and millionths of budgets.currency. */
+export interface Amount {
+  tokens: number;
+  micros: number;
+}
+
+/** One counter a request is charged to ("user:ID|2026-12"), with the limits that apply to it. */
+export interface CounterLine {
+  id: string;
+  /** The end of its period window: counters are kept a while past it, then may be dropped. */
+  endsAt: number;
+  /** Undefined where that measure is not limited on this counter. */
+  tokens?: number;
+  micros?: number;
+}
+
+export interface Reservation {
+  /** The index of the first counter without room left; undefined when the reservation was made. */
+  refused?: number;
+  /** Per counter, used plus everyone's unexpired reservations (this one included when made). */
+  totals: Amount[];
+}
+
+/**
+ * Where budget counters live: in this process, in the database, or in Redis. Every operation on a
+ * request's counters is atomic across them, so concurrent requests of one user see each other's
+ * reservations.
+ */
+export interface Ledger {
+  /**
+   * Reserves `amount` on every counter under `id` (adding to a reservation `id` already holds),
+   * but only while each counter has room: used + reserved below each of its limits. Otherwise
+   * nothing changes. Reservations not settled by `expiresAt` stop counting.
+   */
+  reserve(
+    lines: readonly CounterLine[],
+    id: string,
+    amount: Amount,
+    expiresAt: number,
+    now: number,
+  ): Promise<Reservation>;
+  /** Drops the reservation `id` and adds what the request actually used. */
+  settle(lines: readonly CounterLine[], id: string, used: Amount): Promise<void>;
+  /** Used so far (without reservations) on each counter, for the account page. */
+  read(counters: readonly string[]): Promise<Amount[]>;
+  /** Writes what is held back, where the ledger holds anything back. */
+  close?(): Promise<void>;
+}
+
+/** True when every limited measure of the counter is below its limit. */
+export function hasRoom(line: CounterLine, total: Amount): boolean {
+  return (
+    (line.tokens === undefined || total.tokens < line.tokens) &&
+    (line.micros === undefined || total.micros < line.micros)
+  );
+}
+
+interface MemoryCounter {
+  used: Amount;
+  endsAt: number;
+  reservations: Map<string, { amount: Amount; expiresAt: number }>;
+}
+
+/** Counters of one process: for a single gateway, and for tests. */
+export function memoryLedger(): Ledger {
+  return new MemoryCounters();
+}
+
+/** The memory ledger's work, synchronous, so the write-behind ledger adds no promise per call. */
+class MemoryCounters implements Ledger {
+  private readonly counters = new Map<string, MemoryCounter>();
+
+  private counterOf(line: CounterLine): MemoryCounter {
+    let counter = this.counters.get(line.id);
+    if (!counter) {
+      counter = { used: { tokens: 0, micros: 0 }, endsAt: line.endsAt, reservations: new Map() };
+      this.counters.set(line.id, counter);
+    }
+    return counter;
+  }
+
+  private totalOf(counter: MemoryCounter, now: number): Amount {
+    const total = { tokens: counter.used.tokens, micros: counter.used.micros };
+    for (const [id, held] of counter.reservations) {
+      if (held.expiresAt <= now) counter.reservations.delete(id);
+      else {
+        total.tokens += held.amount.tokens;
+        total.micros += held.amount.micros;
+      }
+    }
+    return total;
+  }
+
+  reserveNow(lines: readonly CounterLine[], id: string, amount: Amount, expiresAt: number, now: number): Reservation {
+    const totals = lines.map((line) => this.totalOf(this.counterOf(line), now));
+    const refused = lines.findIndex((line, index) => !hasRoom(line, totals[index]!));
+    if (refused >= 0) return { refused, totals };
+    for (const [index, line] of lines.entries()) {
+      const reservations = this.counterOf(line).reservations;
+      const held = reservations.get(id);
+      if (held) {
+        held.amount.tokens += amount.tokens;
+        held.amount.micros += amount.micros;
+        held.expiresAt = expiresAt;
+      } else reservations.set(id, { amount: { tokens: amount.tokens, micros: amount.micros }, expiresAt });
+      totals[index]!.tokens += amount.tokens;
+      totals[index]!.micros += amount.micros;
+    }
+    return { totals };
+  }
+
+  settleNow(lines: readonly CounterLine[], id: string, used: Amount): void {
+    for (const line of lines) {
+      const counter = this.counterOf(line);
+      counter.reservations.delete(id);
+      counter.used.tokens += used.tokens;
+      counter.used.micros += used.micros;
+    }
+  }
+
+  readNow(ids: readonly string[]): Amount[] {
+    return ids.map((id) => {
+      const used = this.counters.get(id)?.used;
+      return { tokens: used?.tokens ?? 0, micros: used?.micros ?? 0 };
+    });
+  }
+
+  async reserve(lines: readonly CounterLine[], id: string, amount: Amount, expiresAt: number, now: number) {
+    return this.reserveNow(lines, id, amount, expiresAt, now);
+  }
+
+  async settle(lines: readonly CounterLine[], id: string, used: Amount) {
+    this.settleNow(lines, id, used);
+  }
+
+  async read(ids: readonly string[]) {
+    return this.readNow(ids);
+  }
+}
+
+/** Where a process's counters are kept between restarts. */
+export interface CounterStore {
+  load(ids: readonly string[]): Promise<Amount[]>;
+  /** Adds each delta to its stored counter. */
+  add(deltas: ReadonlyArray<{ id: string; endsAt: number; amount: Amount }>): Promise<void>;
+}
+
+const FLUSH_INTERVAL_MS = 2_000;
+
+/**
+ * The counters of one process kept in memory, loaded from `store` the first time each is used and
+ * written back in batches every two seconds, off the request path (as usage rows are). For a
+ * single gateway on SQLite: reservations live only in this process, so they end with it.
+ */
+export function writeBehindLedger(store: CounterStore, onError: (error: unknown) => void): Ledger {
+  const memory = new MemoryCounters();
+  const loaded = new Set<string>();
+  const loading = new Map<string, Promise<void>>();
+  let pending = new Map<string, { id: string; endsAt: number; amount: Amount }>();
+  const load = (line: CounterLine) => {
+    let loadingNow = loading.get(line.id);
+    if (!loadingNow) {
+      loadingNow = store.load([line.id]).then(([stored]) => {
+        // Seeded as an earlier settlement of its own, so nothing is written back for it.
+        if (stored && (stored.tokens || stored.micros)) memory.settleNow([line], '', stored);
+        loaded.add(line.id);
+        loading.delete(line.id);
+      });
+      loading.set(line.id, loadingNow);
+    }
+    return loadingNow;
+  };
+  /** Undefined once every counter is in memory: the usual case costs no promise. */
+  const loadMissing = (lines: readonly CounterLine[]): Promise<unknown> | undefined => {
+    if (lines.every((line) => loaded.has(line.id))) return undefined;
+    return Promise.all(lines.filter((line) => !loaded.has(line.id)).map(load));
+  };
+  const queue = (id: string, endsAt: number, amount: Amount) => {
+    const current = pending.get(id);
+    if (current) {
+      current.amount.tokens += amount.tokens;
+      current.amount.micros += amount.micros;
+    } else pending.set(id, { id, endsAt, amount: { tokens: amount.tokens, micros: amount.micros } });
+  };
+  const flush = async () => {
+    if (pending.size === 0) return;
+    const deltas = [...pending.values()];
+    pending = new Map();
+    try {
+      await store.add(deltas);
+    } catch (error) {
+      // Kept for the next flush rather than lost.
+      for (const delta of deltas) queue(delta.id, delta.endsAt, delta.amount);
+      onError(error);
+    }
+  };
+  const timer = setInterval(() => void flush(), FLUSH_INTERVAL_MS).unref();
+  const settleNow = (lines: readonly CounterLine[], id: string, used: Amount) => {
+    memory.settleNow(lines, id, used);
+    for (const line of lines) queue(line.id, line.endsAt, used);
+  };
+  return {
+    reserve(lines, id, amount, expiresAt, now) {
+      const loading = loadMissing(lines);
+      if (!loading) return Promise.resolve(memory.reserveNow(lines, id, amount, expiresAt, now));
+      return loading.then(() => memory.reserveNow(lines, id, amount, expiresAt, now));
+    },
+    settle(lines, id, used) {
+      const loading = loadMissing(lines);
+      if (!loading) {
+        settleNow(lines, id, used);
+        return Promise.resolve();
+      }
+      return loading.then(() => settleNow(lines, id, used));
+    },
+    async read(ids) {
+      await loadMissing(ids.map((id) => ({ id, endsAt: 0 })));
+      return memory.readNow(ids);
+    },
+    async close() {
+      clearInterval(timer);
+      await flush();
+    },
+  };
+}

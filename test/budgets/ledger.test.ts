@@ -1,0 +1,161 @@
+/**
+ * The budget ledgers (this process, SQLite, PostgreSQL, Redis): reservations are atomic under
+ * concurrency, and a reservation whose replica died is released when it expires, so another
+ * replica sharing the counters admits again. Two ledgers over one database or one Redis stand
+ * for two replicas; the dead one simply never settles.
+ */
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { memoryLedger, writeBehindLedger, type CounterLine, type Ledger } from '../../src/budgets/ledger.js';
+import { redisLedger } from '../../src/budgets/redis-ledger.js';
+import { sqlCounterStore, sqlLedger } from '../../src/budgets/sql-ledger.js';
+import { createLogger } from '../../src/log.js';
+import { openStorage, type Storage } from '../../src/storage/database.js';
+import { hasTcp, requireResource } from '../support/requirements.js';
+import { deleteRedisKeys, dropSchema, POSTGRES_URL, REDIS_URL, uniqueSchema } from '../support/services.js';
+
+const postgres = await requireResource('postgres', hasTcp(5432), 'apt-get install postgresql');
+const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterAll(async () => {
+  for (const cleanup of cleanups) await cleanup();
+});
+
+/** Two replicas' ledgers over the same counters. */
+type Replicas = () => Promise<[Ledger, Ledger]>;
+
+const backends: Array<{ name: string; available: boolean; replicas: Replicas }> = [
+  {
+    name: 'memory (one replica)',
+    available: true,
+    replicas: async () => {
+      const ledger = memoryLedger();
+      return [ledger, ledger];
+    },
+  },
+  {
+    name: 'SQLite',
+    available: true,
+    replicas: async () => {
+      const storage = await openStorage('sqlite::memory:');
+      cleanups.push(() => storage.close());
+      const ledger = sqlLedger(storage.db, 'sqlite');
+      return [ledger, ledger];
+    },
+  },
+  {
+    name: 'SQLite, written behind (one replica)',
+    available: true,
+    replicas: async () => {
+      const storage = await openStorage('sqlite::memory:');
+      const ledger = writeBehindLedger(sqlCounterStore(storage.db), (error) => {
+        throw error;
+      });
+      cleanups.push(async () => {
+        await ledger.close?.();
+        await storage.close();
+      });
+      return [ledger, ledger];
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    available: postgres,
+    replicas: async () => {
+      const schema = uniqueSchema();
+      const open = (): Promise<Storage> => openStorage({ url: POSTGRES_URL, schema });
+      const first = await open();
+      const second = await open();
+      cleanups.push(async () => {
+        await first.close();
+        await second.close();
+        await dropSchema(schema);
+      });
+      return [sqlLedger(first.db, 'postgres'), sqlLedger(second.db, 'postgres')];
+    },
+  },
+  {
+    name: 'Redis',
+    available: redisAvailable,
+    replicas: async () => {
+      const prefix = `test-budgets-${randomBytes(4).toString('hex')}:`;
+      const log = createLogger('error');
+      const clients = [new Redis(REDIS_URL), new Redis(REDIS_URL)];
+      cleanups.push(async () => {
+        for (const client of clients) client.disconnect();
+        await deleteRedisKeys(prefix);
+      });
+      return [redisLedger(clients[0]!, prefix, log), redisLedger(clients[1]!, prefix, log)];
+    },
+  },
+];
+
+const NOW = Date.UTC(2026, 11, 2, 12);
+const line = (limit: number): CounterLine => ({ id: `user:u1|2026-12`, endsAt: Date.UTC(2027, 0, 1), tokens: limit });
+
+describe.each(backends)('$name ledger', ({ available, replicas }) => {
+  it.skipIf(!available)('admits twenty concurrent reservations only while the counter has room', async () => {
+    const [a, b] = await replicas();
+    const lines = [line(1_000)];
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        (i % 2 ? a : b).reserve(lines, `r${i}`, { tokens: 100, micros: 0 }, NOW + 60_000, NOW),
+      ),
+    );
+    const admitted = results.filter((result) => result.refused === undefined).length;
+    // 10 x 100 fill the 1000 exactly; every later one finds no room.
+    expect(admitted).toBe(10);
+    await a.settle(lines, 'r0', { tokens: 40, micros: 7 });
+    expect(await b.read([lines[0]!.id])).toEqual([{ tokens: 40, micros: 7 }]);
+  });
+
+  it.skipIf(!available)('releases the reservation of a replica that died mid-stream once it expires', async () => {
+    const [dying, surviving] = await replicas();
+    const lines = [line(500)];
+    const expiresAt = NOW + 900_000;
+    expect((await dying.reserve(lines, 'dead', { tokens: 500, micros: 0 }, expiresAt, NOW)).refused).toBeUndefined();
+    // The dying replica never settles. Until the reservation expires, the other replica finds no room...
+    const blocked = await surviving.reserve(lines, 'next', { tokens: 10, micros: 0 }, NOW + 60_000, expiresAt - 1);
+    expect(blocked).toEqual({ refused: 0, totals: [{ tokens: 500, micros: 0 }] });
+    // ...and afterwards the room is back.
+    const admitted = await surviving.reserve(lines, 'next', { tokens: 10, micros: 0 }, expiresAt + 60_000, expiresAt);
+    expect(admitted).toEqual({ totals: [{ tokens: 10, micros: 0 }] });
+  });
+
+  it.skipIf(!available)('checks every counter of a request, and changes none when one is full', async () => {
+    const [a] = await replicas();
+    const user = { id: 'user:u2|2026-12', endsAt: Date.UTC(2027, 0, 1), tokens: 1_000 };
+    const key = { id: 'key:k2|2026-12-02', endsAt: Date.UTC(2026, 11, 3), micros: 50 };
+    await a.settle([key], 'earlier', { tokens: 0, micros: 50 });
+    const refused = await a.reserve([user, key], 'r', { tokens: 10, micros: 1 }, NOW + 60_000, NOW);
+    expect(refused.refused).toBe(1);
+    const again = await a.reserve([user], 'r2', { tokens: 10, micros: 1 }, NOW + 60_000, NOW);
+    expect(again.totals).toEqual([{ tokens: 10, micros: 1 }]);
+  });
+});
+
+describe('the written-behind ledger', () => {
+  it('keeps what was used across a restart, and only that', async () => {
+    const storage = await openStorage('sqlite::memory:');
+    cleanups.push(() => storage.close());
+    const lines = [line(1_000)];
+    const before = writeBehindLedger(sqlCounterStore(storage.db), (error) => {
+      throw error;
+    });
+    await before.settle(lines, 'a', { tokens: 30, micros: 5 });
+    await before.reserve(lines, 'b', { tokens: 500, micros: 0 }, NOW + 60_000, NOW);
+    await before.close?.();
+    const after = writeBehindLedger(sqlCounterStore(storage.db), (error) => {
+      throw error;
+    });
+    cleanups.push(async () => after.close?.());
+    await after.settle(lines, 'c', { tokens: 1, micros: 0 });
+    // The reservation ended with its process; the settled use is back, and adds up.
+    expect(await after.read([lines[0]!.id])).toEqual([{ tokens: 31, micros: 5 }]);
+    await after.close?.();
+    const row = await storage.db.selectFrom('budget_counters').selectAll().executeTakeFirstOrThrow();
+    expect([Number(row.tokens), Number(row.micros)]).toEqual([31, 5]);
+  });
+});
