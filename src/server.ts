@@ -14,7 +14,7 @@ import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
 import { createAccessLog } from './http/access-log.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
-import { FailedAuthLimiter, redisFailureCounter } from './identity/failure-limiter.js';
+import { FailedAuthLimiter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
 import { apiKeyLoader, sessionLoader } from './identity/loaders.js';
 import { loadKeyHashSecret } from './keys/hash-secret.js';
@@ -41,7 +41,7 @@ import { openSharedState, type SharedState } from './storage/shared-state.js';
 import { recordSignIn, updateUserAccess } from './users/store.js';
 import type { Metrics } from './metrics/metrics.js';
 import { noMetrics, type MetricsSink } from './metrics/sink.js';
-import { memoryWindowCounter, RateLimiter, redisWindowCounter } from './limits/rate-limiter.js';
+import { RateLimiter } from './limits/rate-limiter.js';
 import { createPlatformControls, type PlatformControls } from './proxy/platform-controls.js';
 import { createDecide, type Decide } from './policy/decide.js';
 import { compilePathRules } from './policy/paths.js';
@@ -182,7 +182,10 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   await registerBodyParsers(app);
   registerAssets(app);
 
-  const checks: ReadinessCheck[] = [{ name: 'database', check: () => storage.ping().then(() => undefined) }];
+  const checks: ReadinessCheck[] = [
+    { name: 'database', check: () => storage.ping().then(() => undefined) },
+    ...shared.checks,
+  ];
   const { redis } = shared;
   if (redis)
     checks.push({
@@ -280,7 +283,7 @@ interface SignIn {
 async function buildSignIn(parts: SignInParts): Promise<SignIn> {
   const { config, settings, app, log, storage, shared, metrics, audit, usage, inFlight, client } = parts;
   const { allow_insecure_http, scopes, groups_claim } = config.auth_provider;
-  const { redis, revocations } = shared;
+  const { revocations } = shared;
   const cookies = cookieNamesFor(settings.website.startsWith('https:'));
   const warnings: string[] = [];
   const provider = new ProviderConnection(
@@ -342,13 +345,10 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     sessions.forgetAll();
     if (change.kind === 'user_disabled') inFlight.abortUser(change.userId);
   });
-  const failedAuth = new FailedAuthLimiter(
-    config.auth.failed_auth_per_minute,
-    redis ? redisFailureCounter(redis, config.redis.key_prefix) : undefined,
-  );
+  const failedAuth = new FailedAuthLimiter(config.auth.failed_auth_per_minute, shared.failureCounter);
   // API keys first: an Authorization header is always judged, never passed over for a cookie.
   const identifier = createIdentifier([apiKeyLoader(verifier, failedAuth), sessionLoader(sessions, cookies.session)]);
-  const limiter = new RateLimiter(redis ? redisWindowCounter(redis, config.redis.key_prefix) : memoryWindowCounter());
+  const limiter = new RateLimiter(shared.windowCounter);
   const caps = {
     maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
     maxTokensPerMinute: config.auth.max_key_tokens_per_minute,
