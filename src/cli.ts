@@ -90,10 +90,10 @@ async function serve(config: Config): Promise<void> {
     log.info('stopped');
     process.exit(0);
   };
-  // A worker may hear a signal twice (Ctrl-C reaches the whole process group, and the primary
-  // passes it on): the second must not kill it mid-drain.
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
+  // A worker hears Ctrl-C's SIGINT (it reaches the whole process group) and the primary's SIGTERM:
+  // the second starts nothing new. A signal repeated kills at once, as before.
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
   // A worker whose primary died would serve on unsupervised, with counters no one else sees.
   if (link) process.once('disconnect', () => void stop('primary exited'));
 }

@@ -104,7 +104,7 @@ export async function runPrimary(config: Config, log: Logger, count: number): Pr
           worker.once('exit', (code) => resolve(code ?? 1));
           // Each worker drains as a lone gateway does: it stops accepting, lets requests and streams
           // finish within gateway.shutdown_grace_seconds, then exits.
-          worker.process.kill(signal);
+          worker.process.kill('SIGTERM');
         }),
     );
     const killer = setTimeout(
