@@ -197,6 +197,23 @@ program
     if (results.some((result) => !result.ok)) process.exitCode = 1;
   });
 
+program
+  .command('login')
+  .description("sign this machine in through a gateway's browser approval (device flow) and keep the API key it gets")
+  .requiredOption('--url <url>', 'the gateway, e.g. https://llm.example.com')
+  .option('--scopes <list>', 'inference, training, read or all, comma-separated (default inference)')
+  .option(
+    '--write-env <file>',
+    'write OPENAI_API_KEY= and OPENAI_BASE_URL= to this file (mode 0600) instead of printing an export line',
+  )
+  .action(async (options: { url: string; scopes?: string; writeEnv?: string }) => {
+    const { loginCommand } = await import('./commands/login.js');
+    await loginCommand(options, {
+      tell: (line) => process.stderr.write(`${line}\n`),
+      print: (line) => process.stdout.write(`${line}\n`),
+    });
+  });
+
 function parseList(value: string): string[] {
   return value
     .split(',')

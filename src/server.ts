@@ -14,9 +14,10 @@ import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
 import { createAccessLog } from './http/access-log.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
-import { FailedAuthLimiter } from './identity/failure-limiter.js';
+import { FailedAuthLimiter, memoryFailureCounter, redisFailureCounter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
 import { apiKeyLoader, sessionLoader } from './identity/loaders.js';
+import { jwtBearerLoader } from './identity/jwt-bearer.js';
 import { loadKeyHashSecret } from './keys/hash-secret.js';
 import { registerKeyRoutes } from './routes/keys.js';
 import { ApiKeyStore } from './keys/store.js';
@@ -24,12 +25,14 @@ import { ApiKeyVerifier, type StaticKey } from './keys/verify.js';
 import type { Logger } from './log.js';
 import { purgeUsedLogoutTokens } from './oidc/backchannel-logout.js';
 import { purgeExpiredLoginFlows } from './oidc/login.js';
-import { ProviderConnection } from './oidc/provider.js';
-import { createTokenRefresher } from './oidc/refresh.js';
+import { createProvidersRefresher, SignInProviders } from './oidc/providers.js';
 import { registerAuthRoutes } from './oidc/routes.js';
 import { compileAccessRules } from './policy/access.js';
 import { registerForwardAuth } from './routes/forward-auth.js';
 import { registerMeRoute } from './routes/me.js';
+import { registerDeviceRoutes } from './routes/device.js';
+import { DeviceFlow } from './device/flow.js';
+import { DeviceStore } from './device/store.js';
 import { createForwarder } from './proxy/forward.js';
 import { createPlatformHandler, type PlatformHandlerOptions } from './proxy/handler.js';
 import { InFlightRequests } from './proxy/in-flight.js';
@@ -38,7 +41,11 @@ import { deriveSealingKey } from './sessions/sealing.js';
 import { countActiveSessions, SessionStore } from './sessions/store.js';
 import { openStorage, type Db, type Storage } from './storage/database.js';
 import { openSharedState, type SharedState } from './storage/shared-state.js';
-import { recordSignIn, updateUserAccess } from './users/store.js';
+import { recordSignIn, setSignInHook, updateUserAccess } from './users/store.js';
+import { registerScimRoutes } from './routes/scim.js';
+import { linkAtSignIn } from './scim/link.js';
+import { onProviderRefusal } from './users/provider-refusal.js';
+import { ScimStore } from './scim/store.js';
 import type { Metrics } from './metrics/metrics.js';
 import { noMetrics, type MetricsSink } from './metrics/sink.js';
 import { RateLimiter } from './limits/rate-limiter.js';
@@ -104,7 +111,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   const { trusted_proxies: trustedProxies } = config.gateway;
 
   const answerFailure = createFailureAnswer(audit, metrics);
-  const isGatewayPath = gatewayPaths(signInSettings !== undefined);
+  const isGatewayPath = gatewayPaths(signInSettings !== undefined, config.scim.enabled);
   // Replaced below, once the parts it uses exist; nothing is served before the gateway is built.
   let servePlatform: RequestListener = (_request, response) =>
     writeApiError(response, 503, 'starting', 'This Gatehouse instance is starting; retry shortly.', {
@@ -224,6 +231,7 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
       usage,
       inFlight,
       client,
+      answerFailure,
     });
     checks.push(...signIn.checks);
     warnings.push(...signIn.warnings);
@@ -262,6 +270,7 @@ interface SignInParts {
   usage: UsageRecorder;
   inFlight: InFlightRequests;
   client: ClientAddressing;
+  answerFailure: ReturnType<typeof createFailureAnswer>;
 }
 
 interface SignIn {
@@ -282,55 +291,55 @@ interface SignIn {
  */
 async function buildSignIn(parts: SignInParts): Promise<SignIn> {
   const { config, settings, app, log, storage, shared, metrics, audit, usage, inFlight, client } = parts;
-  const { allow_insecure_http, scopes, groups_claim } = config.auth_provider;
-  const { revocations } = shared;
+  const { redis, revocations } = shared;
   const cookies = cookieNamesFor(settings.website.startsWith('https:'));
   const warnings: string[] = [];
-  const provider = new ProviderConnection(
-    {
-      metadataUrl: settings.metadataUrl,
-      clientId: settings.clientId,
-      clientSecret: settings.clientSecret,
-      allowHttp: settings.metadataUrl.startsWith('http:') || allow_insecure_http,
-      tokenEndpointAuthMethod: config.auth_provider.token_endpoint_auth_method,
-    },
-    log,
-    (ok) => metrics.providerRefreshes.inc({ result: ok ? 'success' : 'failure' }),
+  const providers = new SignInProviders(settings.providers, log, (ok) =>
+    metrics.providerRefreshes.inc({ result: ok ? 'success' : 'failure' }),
   );
-  const signInRules = {
-    allowedDomains: config.auth.allowed_email_domains,
-    allowUnverified: config.auth.allow_unverified_email,
-    workspaceDomain: config.auth.google_workspace_domain,
-    allowedGroups: config.auth.allowed_groups,
-    adminEmails: config.auth.admin_emails,
-    adminGroups: config.auth.admin_groups,
-    groupsClaim: groups_claim,
-  };
   const keyHashSecret = loadKeyHashSecret(config.auth.key_hash_secret, config.gateway.data_dir);
+  const scimStore = config.scim.enabled
+    ? new ScimStore(storage.db, {
+        adminGroups: config.auth.admin_groups,
+        adminEmails: config.auth.admin_emails,
+        allowedGroups: config.auth.allowed_groups,
+        allowUnverifiedEmail: config.auth.allow_unverified_email,
+      })
+    : undefined;
+  const disableRefused = onProviderRefusal(storage.db, revocations, audit, log);
   const sessions = new SessionStore(
     storage.db,
     { idleMs: config.auth.session_idle_minutes * 60_000, maxMs: config.auth.session_max_hours * 3_600_000 },
     shared.cache,
     {
-      refresher: createTokenRefresher(provider, log, {
-        rules: signInRules,
+      refresher: createProvidersRefresher(providers, log, {
         recheckMs: config.auth.recheck_minutes * 60_000,
         onAccessChanged: async (user, access) => {
-          await updateUserAccess(storage.db, user.id, access);
+          // A user the provider provisions keeps the role and groups SCIM gave them.
+          await updateUserAccess(storage.db, user.id, (await scimStore?.provisionedAccess(user.id)) ?? access);
           // Cached keys carry their owner's role: an `admin` key must lose it with its owner.
           await revocations.keysChanged();
         },
       }),
       sealingKey: deriveSealingKey(keyHashSecret),
-      onEnded: (user, reason) => audit.record(undefined, { event: 'sign_out', actor: user, detail: { reason } }),
+      onEnded: (user, reason) => {
+        audit.record(undefined, { event: 'sign_out', actor: user, detail: { reason } });
+        if (reason === 'refresh_failed') disableRefused(user);
+      },
     },
     revocations,
   );
   // Each table's owner purges it.
   const purge = () =>
-    Promise.all([sessions.purgeExpired(), purgeExpiredLoginFlows(storage.db), purgeUsedLogoutTokens(storage.db)]);
+    Promise.all([
+      sessions.purgeExpired(),
+      purgeExpiredLoginFlows(storage.db),
+      purgeUsedLogoutTokens(storage.db),
+      deviceStore.purgeExpired(),
+    ]);
   const purgeTimer = setInterval(() => void purge().catch(() => undefined), PURGE_INTERVAL_MS).unref();
   const keyStore = new ApiKeyStore(storage.db, keyHashSecret, config.auth.api_key_prefix);
+  const deviceStore = new DeviceStore(storage.db, keyHashSecret, deriveSealingKey(keyHashSecret));
   const testToken = await loadTestToken(config, storage.db);
   if (testToken) {
     warnings.push(TEST_TOKEN_WARNING);
@@ -346,8 +355,28 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     if (change.kind === 'user_disabled') inFlight.abortUser(change.userId);
   });
   const failedAuth = new FailedAuthLimiter(config.auth.failed_auth_per_minute, shared.failureCounter);
-  // API keys first: an Authorization header is always judged, never passed over for a cookie.
-  const identifier = createIdentifier([apiKeyLoader(verifier, failedAuth), sessionLoader(sessions, cookies.session)]);
+  // Bearers first: an Authorization header is always judged, never passed over for a cookie. A JWT
+  // from a trusted issuer is the JWT loader's; any other Authorization header is the API-key loader's.
+  const identifier = createIdentifier([
+    jwtBearerLoader({
+      issuers: config.auth.trusted_issuers,
+      apiKeyPrefix: config.auth.api_key_prefix,
+      limiter: failedAuth,
+      onSignIn: (request, identity, claims) =>
+        audit.record(request, {
+          event: 'machine_sign_in',
+          actor: { id: identity.user.id },
+          target: identity.service?.name,
+          detail: {
+            issuer: identity.service?.issuer ?? null,
+            subject: identity.service?.subject ?? null,
+            expires_at: claims.exp ?? null,
+          },
+        }),
+    }),
+    apiKeyLoader(verifier, failedAuth),
+    sessionLoader(sessions, cookies.session),
+  ]);
   const limiter = new RateLimiter(shared.windowCounter);
   const caps = {
     maxRequestsPerMinute: config.auth.max_key_requests_per_minute,
@@ -374,19 +403,14 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
 
   registerAuthRoutes(app, {
     db: storage.db,
-    provider,
+    providers,
     sessions,
     identifier,
     audit,
     cookies,
     secureCookies: settings.website.startsWith('https:'),
     website: settings.website,
-    scopes,
-    signInRules,
     recheckMs: config.auth.recheck_minutes * 60_000,
-    requireEmail: config.auth.require_email === true,
-    endSessionUrl: config.auth_provider.end_session_url,
-    clientId: settings.clientId,
   });
   registerKeyRoutes(app, {
     store: keyStore,
@@ -399,10 +423,53 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     maxKeysPerUser: config.auth.max_keys_per_user,
     website: settings.website,
   });
-  registerAdminRoutes(app, { db: storage.db, keys: keyStore, revocations, decide, audit, usage });
+  registerAdminRoutes(app, {
+    db: storage.db,
+    keys: keyStore,
+    revocations,
+    decide,
+    audit,
+    usage,
+    ...(providers.all.length > 1 ? { providerOf: (user) => providers.nameFor(user) } : {}),
+  });
+  if (scimStore) {
+    setSignInHook(storage.db, linkAtSignIn(storage.db, scimStore, revocations, audit));
+    registerScimRoutes(app, {
+      store: scimStore,
+      decide,
+      revocations,
+      audit,
+      token: config.scim.token,
+      website: settings.website,
+      answerFailure: parts.answerFailure,
+    });
+  }
   registerSignedOutPage(app, settings.website.startsWith('https:'));
   registerForwardAuth(app, { decide, isTrustedPeer: client.isTrustedPeer });
   registerMeRoute(app, decide);
+  const { device } = config.auth;
+  registerDeviceRoutes(app, {
+    flow: new DeviceFlow({
+      store: deviceStore,
+      keys: keyStore,
+      audit,
+      failedAuth,
+      codeRequests: redis
+        ? redisFailureCounter(redis, `${config.redis.key_prefix}device_codes:`)
+        : memoryFailureCounter(),
+      settings: {
+        codeSeconds: device.code_seconds,
+        pollIntervalSeconds: device.poll_interval_seconds,
+        keyDays: device.key_days,
+        maxKeyDays: config.auth.api_key_max_days,
+        codesPerMinute: device.codes_per_minute,
+        maxKeysPerUser: config.auth.max_keys_per_user,
+        caps,
+      },
+    }),
+    decide,
+    website: settings.website,
+  });
 
   return {
     decide,
@@ -411,12 +478,12 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
       usage,
       bodyLimit: { bytes: config.gateway.max_checked_body_mb * 1024 * 1024, setting: 'gateway.max_checked_body_mb' },
     }),
-    checks: [{ name: 'provider', check: async () => provider.problem }],
+    checks: providers.readinessChecks(),
     warnings,
-    providerAttempted: provider.whenAttempted(),
+    providerAttempted: providers.whenAttempted(),
     stop() {
       clearInterval(purgeTimer);
-      provider.close();
+      providers.close();
     },
     flush: () => verifier.flush(),
   };

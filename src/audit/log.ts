@@ -16,7 +16,19 @@ export const AUDIT_EVENTS = [
   'user_enabled',
   'request_denied',
 ] as const;
-export type AuditEventName = (typeof AUDIT_EVENTS)[number];
+/** Programs signing in: a JWT bearer's first use (identity/jwt-bearer.ts), device approvals (device/). */
+export const MACHINE_AUDIT_EVENTS = ['machine_sign_in', 'device_approved', 'device_denied'] as const;
+/** Written only where `scim.enabled` (src/routes/scim.ts): one entry per SCIM operation. */
+export const SCIM_AUDIT_EVENTS = [
+  'scim_user_created',
+  'scim_user_changed',
+  'scim_user_deleted',
+  'scim_group_created',
+  'scim_group_changed',
+  'scim_group_deleted',
+] as const;
+export type AuditEventName =
+  (typeof AUDIT_EVENTS)[number] | (typeof SCIM_AUDIT_EVENTS)[number] | (typeof MACHINE_AUDIT_EVENTS)[number];
 
 export interface AuditActor {
   id?: string | null;

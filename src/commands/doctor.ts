@@ -11,11 +11,11 @@ import { Redis } from 'ioredis';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import * as client from 'openid-client';
 import { Agent, request } from 'undici';
-import type { Config } from '../config/index.js';
+import { signInSettingsOf, type Config, type SignInProvider } from '../config/index.js';
 import { isLoopbackHost } from '../config/rules.js';
 import { createLogger } from '../log.js';
 import { ProviderConnection, issuerUrlOf } from '../oidc/provider.js';
-import { CALLBACK_PATH } from '../oidc/routes.js';
+import { callbackPathOf } from '../oidc/providers.js';
 import { pendingMigrations } from '../storage/migrations.js';
 import { addressOf, describeReachFailure } from './reach.js';
 
@@ -39,15 +39,34 @@ const MAX_DESCRIPTION = 120;
 const fail = (detail: string, fix: string): Verdict => ({ ok: false, detail, fix });
 const pass = (detail: string): Verdict => ({ ok: true, detail });
 
-/** Checks each dependency an operator must get right, each with a pass/fail line and a fix. */
+/** One provider as doctor probes it: its settings, where they are in the file, and the website. */
+interface ProbedProvider {
+  settings: SignInProvider;
+  /** `auth_provider`, or `auth_providers[1]`: where fixes point. */
+  key: string;
+  website: string;
+}
+
+/**
+ * Checks each dependency an operator must get right, each with a pass/fail line and a fix; each
+ * provider's lines carry its id when there are several.
+ */
 export async function runDoctor(config: Config): Promise<CheckResult[]> {
   const checks: Array<[string, Promise<Verdict>]> = [];
-  if (!config.auth.disable_auth) {
-    const discovered = discover(config);
+  const signIn = signInSettingsOf(config);
+  const providers = signIn?.providers ?? [];
+  for (const [index, settings] of providers.entries()) {
+    const probed: ProbedProvider = {
+      settings,
+      key: settings.shorthand ? 'auth_provider' : `auth_providers[${index}]`,
+      website: signIn!.website,
+    };
+    const label = (name: string) => (providers.length > 1 ? `${name} ${settings.id}` : name);
+    const discovered = discover(probed);
     checks.push(
-      ['provider', discovered.then((found) => found.verdict)],
-      ['client secret', discovered.then((found) => (found.metadata ? credentialsCheck(config) : skipped()))],
-      ['redirect URI', discovered.then((found) => redirectCheck(config, found.metadata))],
+      [label('provider'), discovered.then((found) => found.verdict)],
+      [label('client secret'), discovered.then((found) => (found.metadata ? credentialsCheck(probed) : skipped()))],
+      [label('redirect URI'), discovered.then((found) => redirectCheck(probed, found.metadata))],
     );
   }
   checks.push(['platform', upstreamCheck(config)], ['database', databaseCheck(config)]);
@@ -57,9 +76,13 @@ export async function runDoctor(config: Config): Promise<CheckResult[]> {
 }
 
 export function formatDoctor(results: CheckResult[]): string {
+  // Names grow with a provider's id ("client secret partners"); the details stay in one column.
+  const width = Math.max(13, ...results.map((r) => r.name.length));
   return (
     results
-      .map((r) => `${r.ok ? 'PASS' : 'FAIL'}  ${r.name.padEnd(13)} ${r.detail}${r.fix ? `\n      fix: ${r.fix}` : ''}`)
+      .map(
+        (r) => `${r.ok ? 'PASS' : 'FAIL'}  ${r.name.padEnd(width)} ${r.detail}${r.fix ? `\n      fix: ${r.fix}` : ''}`,
+      )
       .join('\n') + '\n'
   );
 }
@@ -75,21 +98,21 @@ interface Discovery {
   metadata?: client.ServerMetadata;
 }
 
-async function discover(config: Config): Promise<Discovery> {
-  const { server_metadata_url: url, client_id, client_secret } = config.auth_provider;
+async function discover(provider: ProbedProvider): Promise<Discovery> {
+  const { server_metadata_url: url, client_id, client_secret } = provider.settings;
   let metadata: client.ServerMetadata;
   try {
-    const discovered = await client.discovery(issuerUrlOf(url!), client_id!, client_secret, undefined, {
-      execute: allowsHttp(config) ? [client.allowInsecureRequests] : [],
+    const discovered = await client.discovery(issuerUrlOf(url), client_id, client_secret, undefined, {
+      execute: allowsHttp(provider.settings) ? [client.allowInsecureRequests] : [],
       timeout: TIMEOUT_MS / 1000,
     });
     metadata = discovered.serverMetadata();
   } catch (error) {
-    const reached = describeReachFailure(error, addressOf(url!));
+    const reached = describeReachFailure(error, addressOf(url));
     return {
       verdict: fail(
         `cannot load ${url}: ${reached.cause}`,
-        `${reached.fix}; auth_provider.server_metadata_url must be JSON whose "issuer" is the URL without /.well-known/openid-configuration`,
+        `${reached.fix}; ${provider.key}.server_metadata_url must be JSON whose "issuer" is the URL without /.well-known/openid-configuration`,
       ),
     };
   }
@@ -119,8 +142,8 @@ async function discover(config: Config): Promise<Discovery> {
   };
 }
 
-function allowsHttp(config: Config): boolean {
-  return config.auth_provider.server_metadata_url!.startsWith('http:') || config.auth_provider.allow_insecure_http;
+function allowsHttp(settings: SignInProvider): boolean {
+  return settings.server_metadata_url.startsWith('http:') || settings.allow_insecure_http;
 }
 
 /**
@@ -128,15 +151,16 @@ function allowsHttp(config: Config): boolean {
  * client before the code (RFC 6749 5.2), so `invalid_grant` means the credentials were accepted and
  * `invalid_client` or `unauthorized_client` that they were not.
  */
-async function credentialsCheck(config: Config): Promise<Verdict> {
-  const { client_id, client_secret, server_metadata_url, token_endpoint_auth_method } = config.auth_provider;
+async function credentialsCheck(provider: ProbedProvider): Promise<Verdict> {
+  const { client_id, client_secret, server_metadata_url, token_endpoint_auth_method } = provider.settings;
   const connection = new ProviderConnection(
     {
-      metadataUrl: server_metadata_url!,
-      clientId: client_id!,
-      clientSecret: client_secret!,
-      allowHttp: allowsHttp(config),
+      metadataUrl: server_metadata_url,
+      clientId: client_id,
+      clientSecret: client_secret,
+      allowHttp: allowsHttp(provider.settings),
       tokenEndpointAuthMethod: token_endpoint_auth_method,
+      configKey: provider.key,
     },
     createLogger('silent'),
   );
@@ -149,7 +173,7 @@ async function credentialsCheck(config: Config): Promise<Verdict> {
       await connection.tokenRequest((configuration) =>
         client.genericGrantRequest(configuration, 'authorization_code', {
           code: `gatehouse-doctor-${randomBytes(16).toString('hex')}`,
-          redirect_uri: `${config.powerml.website}${CALLBACK_PATH}`,
+          redirect_uri: `${provider.website}${callbackPathOf(provider.settings)}`,
           code_verifier: randomBytes(32).toString('base64url'),
         }),
       );
@@ -175,9 +199,9 @@ async function credentialsCheck(config: Config): Promise<Verdict> {
           token_endpoint_auth_method === 'client_secret_post' ? 'client_secret_basic' : 'client_secret_post';
         return fail(
           `client ${client_id} rejected by ${endpoint}: ${answer.error}${answer.description}`,
-          'check auth_provider.client_id and auth_provider.client_secret against the client registered at the ' +
+          `check ${provider.key}.client_id and ${provider.key}.client_secret against the client registered at the ` +
             'provider; if they are right, the provider may expect them sent the other way: set ' +
-            `auth_provider.token_endpoint_auth_method: ${other}`,
+            `${provider.key}.token_endpoint_auth_method: ${other}`,
         );
       }
       return pass(
@@ -215,22 +239,23 @@ function describeDescription(description: unknown): string {
  * shows an error page (400) for a redirect URI it does not know (RFC 6749 4.1.2.1) rather than
  * sending the browser there, and otherwise answers with its sign-in page or a redirect to it.
  */
-async function redirectCheck(config: Config, metadata: client.ServerMetadata | undefined): Promise<Verdict> {
-  const redirect = `${config.powerml.website}${CALLBACK_PATH}`;
+async function redirectCheck(provider: ProbedProvider, metadata: client.ServerMetadata | undefined): Promise<Verdict> {
+  const { client_id, scopes } = provider.settings;
+  const redirect = `${provider.website}${callbackPathOf(provider.settings)}`;
   const url = new URL(redirect);
   if (url.protocol !== 'https:' && !isLoopbackHost(url.hostname)) {
     return fail(redirect, 'providers refuse http redirect URIs outside localhost: make powerml.website https');
   }
-  const register = `register ${redirect} as a redirect URI of client ${config.auth_provider.client_id} at the provider`;
+  const register = `register ${redirect} as a redirect URI of client ${client_id} at the provider`;
   if (!metadata?.authorization_endpoint) {
     return fail(`${redirect}: not checked, the provider could not be discovered`, 'fix the provider line first');
   }
   const authorize = new URL(metadata.authorization_endpoint);
   authorize.search = new URLSearchParams({
     response_type: 'code',
-    client_id: config.auth_provider.client_id!,
+    client_id,
     redirect_uri: redirect,
-    scope: config.auth_provider.scopes.join(' '),
+    scope: scopes.join(' '),
     state: randomBytes(16).toString('base64url'),
     nonce: randomBytes(16).toString('base64url'),
     code_challenge: randomBytes(32).toString('base64url'),
@@ -248,20 +273,20 @@ async function redirectCheck(config: Config, metadata: client.ServerMetadata | u
     if (error && location!.startsWith(redirect)) {
       return fail(
         `${redirect}: accepted, but the provider sent the sign-in back with error=${error}`,
-        `allow the authorization code flow and the scopes ${config.auth_provider.scopes.join(' ')} for client ${config.auth_provider.client_id}`,
+        `allow the authorization code flow and the scopes ${scopes.join(' ')} for client ${client_id}`,
       );
     }
     // Some providers (Auth0) redirect to an error page of their own rather than answering 400.
     if (status >= 400 || error) {
       return fail(
         `${redirect}: the provider's authorization endpoint answered ${status}${error ? ` (error=${error})` : ''} to a sign-in request with it, ` +
-          `so it is not registered for client ${config.auth_provider.client_id} (or the client is unknown)`,
+          `so it is not registered for client ${client_id} (or the client is unknown)`,
         register,
       );
     }
     return pass(
       `${redirect} accepted by the provider's authorization endpoint (${status}); ` +
-        `register ${config.powerml.website} as the post-logout URI`,
+        `register ${provider.website} as the post-logout URI`,
     );
   } catch (error) {
     const reached = describeReachFailure(error, addressOf(authorize));

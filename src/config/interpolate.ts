@@ -10,6 +10,15 @@ export interface Interpolated {
 const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
 /**
+ * The key a value belongs to: `section.key`, or in `auth_providers` the position and the key
+ * (["auth_providers", 0, "client_secret"]); deeper steps are list items or nested mappings of it.
+ */
+export function keyOf(path: readonly PropertyKey[]): PropertyKey[] {
+  if (path[0] === 'auth_providers') return path.slice(0, typeof path[1] === 'number' ? 3 : 1);
+  return path.slice(0, 2);
+}
+
+/**
  * Replaces `${NAME}` in every string with the environment variable NAME, so secrets can stay
  * out of the file. An unset variable is a problem rather than an empty string: an empty client
  * secret or API key would otherwise fail far from its cause. Messages name the variable, never
@@ -24,7 +33,7 @@ export function interpolateEnv(tree: unknown, env: NodeJS.ProcessEnv): Interpola
         if (value !== undefined) return value;
         const where = path.map((step) => (typeof step === 'number' ? `[${step}]` : `.${step}`)).join('');
         problems.push({
-          key: path.slice(0, 2).join('.'),
+          key: keyOf(path).join('.'),
           message: `${where.slice(1)} uses \${${name}}, but the environment variable ${name} is not set`,
         });
         return reference;

@@ -65,11 +65,14 @@ function validate<T>(
       `the top level must be a mapping of sections (${OWNED_SECTIONS.join(', ')}), got ${got}`,
     ]);
   }
-  const merged = mergeEdits(defaults, pickOwnedSections(edits ?? {})) as Mapping;
+  const owned = pickOwnedSections(edits ?? {});
+  const merged = mergeEdits(defaults, owned) as Mapping;
   const used = Object.fromEntries(sections.map((section) => [section, merged[section]]));
+  if (sections.includes('auth_providers')) used.auth_providers = withProviderDefaults(merged);
   const { value: tree, problems: unset } = interpolateEnv(used, env);
   const parsed = schema.safeParse(tree);
   const problems = [
+    ...(sections.includes('auth_providers') ? describeProviderForms(owned) : []),
     ...describeMisspeltSections(edits ?? {}),
     ...unset.map((problem) => problem.message),
     ...(parsed.success ? [] : describeIssues(parsed.error.issues, tree, new Set(unset.map((p) => p.key)))),
@@ -77,6 +80,23 @@ function validate<T>(
   ];
   if (!parsed.success || problems.length > 0) throw invalid(sourceName, problems);
   return parsed.data;
+}
+
+/** Each `auth_providers` item starts from the defaults of `auth_provider` (scopes, groups claim, ...). */
+function withProviderDefaults(merged: Mapping): unknown {
+  const { auth_providers: providers, auth_provider: defaults } = merged;
+  if (!Array.isArray(providers)) return providers;
+  return providers.map((provider) => (isMapping(provider) ? mergeEdits(defaults, provider) : provider));
+}
+
+/** One provider is written as `auth_provider`, several as `auth_providers`; both at once is ambiguous. */
+function describeProviderForms(owned: Mapping): string[] {
+  if (owned.auth_provider == null || owned.auth_providers == null) return [];
+  return [
+    'auth_provider and auth_providers are both set: write one provider as auth_provider, or several as ' +
+      'auth_providers; move the keys of auth_provider into an item of auth_providers (with an id and a name) ' +
+      'and delete auth_provider',
+  ];
 }
 
 function invalid(source: string, problems: string[]): ConfigError {

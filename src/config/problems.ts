@@ -1,7 +1,8 @@
 import { closest, distance } from 'fastest-levenshtein';
 import type { z } from 'zod';
 import { describeValue } from './describe.js';
-import { ITEM_PROBLEM, SECRET_KEYS, schemaAt } from './schema.js';
+import { keyOf } from './interpolate.js';
+import { ITEM_PROBLEM, PROVIDER_SECRET_KEYS, SECRET_KEYS, schemaAt } from './schema.js';
 import { OWNED_SECTIONS, getAt, type Mapping } from './tree.js';
 
 /**
@@ -19,13 +20,13 @@ export function describeIssues(
   const lines = new Map<string, string>();
   for (const issue of issues) {
     if (issue.code === 'unrecognized_keys') {
-      const section = issue.path.map(String);
+      const section = issue.path.map((step) => (typeof step === 'number' ? step : String(step)));
       for (const key of issue.keys) {
-        lines.set([...section, key].join('.'), describeUnknownKey(section, key));
+        lines.set(labelOf([...section, key]), describeUnknownKey(section, key));
       }
       continue;
     }
-    const at = issue.path.slice(0, 2).map(String);
+    const at = keyOf(issue.path).map((step) => (typeof step === 'number' ? step : String(step)));
     const path = at.join('.');
     if (issue.code === 'custom' && issue.params?.[ITEM_PROBLEM] === true) {
       if (!skipKeys.has(path)) {
@@ -59,24 +60,37 @@ function itemPath(path: readonly PropertyKey[], tree: unknown): string {
   return out;
 }
 
-function describeWrongValue(at: string[], value: unknown): string {
-  const path = at.join('.');
-  const expected = at.length === 1 ? 'a mapping of keys' : (schemaAt(at)?.description ?? 'a valid value');
+/** `gateway.port`, `auth_providers[1].client_id`: keys joined by dots, list positions in brackets. */
+function labelOf(path: readonly (string | number)[]): string {
+  return path.map((step, i) => (typeof step === 'number' ? `[${step}]` : `${i ? '.' : ''}${step}`)).join('');
+}
+
+function describeWrongValue(at: (string | number)[], value: unknown): string {
+  const path = labelOf(at);
+  const item = at[0] === 'auth_providers' && at.length === 2;
+  const expected =
+    at.length === 1 && at[0] !== 'auth_providers'
+      ? 'a mapping of keys'
+      : item
+        ? 'a mapping with id, name, client_id, client_secret and server_metadata_url'
+        : (schemaAt(at)?.description ?? 'a valid value');
   if (value === null || value === undefined) return `${path} is missing (expected ${expected})`;
-  const secret = (SECRET_KEYS as readonly string[]).includes(path);
+  const secret =
+    (SECRET_KEYS as readonly string[]).includes(path) ||
+    (at[0] === 'auth_providers' && (PROVIDER_SECRET_KEYS as readonly unknown[]).includes(at[2]));
   return `${path} must be ${expected}, got ${describeValue(value, secret)}`;
 }
 
 /** A typo in a key would otherwise be ignored and leave its default silently in force. */
-function describeUnknownKey(section: string[], key: string): string {
+function describeUnknownKey(section: (string | number)[], key: string): string {
   const schema = schemaAt(section);
   const known = schema && 'shape' in schema ? Object.keys(schema.shape as object) : [];
-  const path = [...section, key].join('.');
+  const path = labelOf([...section, key]);
   const guess = known.length > 0 ? closest(key, known) : undefined;
   if (guess !== undefined && distance(key, guess) <= Math.max(2, Math.floor(key.length / 3))) {
-    return `${path} is not a known key (did you mean ${[...section, guess].join('.')}?)`;
+    return `${path} is not a known key (did you mean ${labelOf([...section, guess])}?)`;
   }
-  return `${path} is not a known key (known keys in ${section.join('.')}: ${known.join(', ')})`;
+  return `${path} is not a known key (known keys in ${labelOf(section)}: ${known.join(', ')})`;
 }
 
 /**

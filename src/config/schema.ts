@@ -8,7 +8,11 @@ export const SECRET_KEYS = [
   'gateway.upstream_api_key',
   'auth.key_hash_secret',
   'auth.test_token',
+  'scim.token',
 ] as const;
+
+/** Keys of each `auth_providers` item holding secrets. */
+export const PROVIDER_SECRET_KEYS = ['client_secret'] as const;
 
 /** Key paths holding URLs whose password part is a secret. */
 export const URLS_WITH_PASSWORD = ['database.url', 'redis.url'] as const;
@@ -139,6 +143,121 @@ function cidrProblem(value: string): string | undefined {
  */
 const CLAIM_PATH = /^[^.\s\p{Cc}]+(?:\.[^.\s\p{Cc}]+)*$/u;
 
+/** Algorithms a trusted issuer may sign with: asymmetric only, so no one holding the public key can sign (never `none`, never HMAC). */
+export const JWT_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+] as const;
+
+/** The scopes a machine may be granted: the platform ones; `keys` and `admin` belong to people. */
+const MACHINE_SCOPES = ['inference', 'training', 'read', 'all'] as const;
+
+/** A name shown in `service:<name>/<subject>`: no `/` or `:`, so the identity reads one way. */
+const ISSUER_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/** A claim value rule: one glob or a list of globs (see identity/jwt-bearer.ts for `*` and `**`). */
+const globs = z
+  .union([text(), z.array(text()).min(1)])
+  .transform((value) => (typeof value === 'string' ? [value] : value));
+
+const trustedIssuerFields = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(
+        ISSUER_NAME,
+        'must be lowercase letters, digits, ".", "_" or "-" (it is shown as service:<name>/<subject>)',
+      ),
+    issuer: text(),
+    discovery: optional(boolean()),
+    jwks_uri: optional(httpUrl({ query: true })),
+    audience: text(),
+    subject_claim: optional(z.string().regex(CLAIM_PATH)),
+    allowed_subjects: optional(globs),
+    allowed_claims: optional(z.record(z.string().regex(CLAIM_PATH), globs)),
+    scopes: optional(z.array(z.enum(MACHINE_SCOPES)).min(1)),
+    scope_claim: optional(z.string().regex(CLAIM_PATH)),
+    scope_map: optional(z.record(text(), z.enum(MACHINE_SCOPES))),
+    models: optional(z.array(text()).min(1).max(100)),
+    requests_per_minute: optional(integer(1)),
+    tokens_per_minute: optional(integer(1)),
+    algorithms: optional(z.array(z.enum(JWT_ALGORITHMS)).min(1)),
+  })
+  .superRefine((entry, ctx) => {
+    const problem = (message: string) => ctx.addIssue({ code: 'custom', message, params: { [ITEM_PROBLEM]: true } });
+    if ((entry.discovery === true) === (entry.jwks_uri !== undefined)) {
+      problem(
+        'needs exactly one source of keys: discovery: true (reads <issuer>/.well-known/openid-configuration) or jwks_uri',
+      );
+    }
+    if (!entry.scopes && !entry.scope_claim) {
+      problem('needs scopes (granted to every token) or scope_claim (the claim whose values are granted), or both');
+    }
+  });
+
+/** `auth.trusted_issuers[0].audience must be ...`: each field named, with what it expects. */
+const TRUSTED_ISSUER_FIELDS: Record<string, string> = {
+  name: 'a lowercase name (letters, digits, ".", "_", "-") shown as service:<name>/<subject>',
+  issuer: 'the exact iss of the tokens',
+  discovery: 'true or false',
+  jwks_uri: 'an http(s) URL of the JSON Web Key Set',
+  audience: 'the aud every token must contain',
+  subject_claim: 'a claim name (default sub)',
+  allowed_subjects: 'a glob or a list of globs',
+  allowed_claims: 'a mapping of claim names to a glob or a list of globs (e.g. repository: "org/*")',
+  scopes: `a list of ${MACHINE_SCOPES.join(', ')}`,
+  scope_claim: 'a claim name such as scope or scp',
+  scope_map: `a mapping of claim values to one of ${MACHINE_SCOPES.join(', ')}`,
+  models: 'a list of 1 to 100 model names',
+  requests_per_minute: 'an integer of at least 1',
+  tokens_per_minute: 'an integer of at least 1',
+  algorithms: `a list of ${JWT_ALGORITHMS.join(', ')}`,
+};
+
+/** One entry of auth.trusted_issuers; its problems are reported per field, not as "the list is wrong". */
+const trustedIssuer = z.unknown().transform((value, ctx) => {
+  const parsed = trustedIssuerFields.safeParse(value);
+  if (parsed.success) return parsed.data;
+  for (const issue of parsed.error.issues) {
+    const [field] = issue.path.map(String);
+    let message = issue.message;
+    if (issue.code === 'unrecognized_keys') {
+      message = `has unknown keys ${issue.keys.join(', ')} (known: ${Object.keys(TRUSTED_ISSUER_FIELDS).join(', ')})`;
+    } else if (field !== undefined && !(issue.code === 'custom' && issue.params?.[ITEM_PROBLEM])) {
+      const expected = TRUSTED_ISSUER_FIELDS[field] ?? 'a valid value';
+      const given = value && typeof value === 'object' ? (value as Record<string, unknown>)[field] : undefined;
+      message = given === undefined || given === null ? `is missing (expected ${expected})` : `must be ${expected}`;
+    }
+    ctx.addIssue({
+      code: 'custom',
+      message,
+      path: issue.code === 'unrecognized_keys' ? [] : issue.path.slice(0, 1),
+      params: { [ITEM_PROBLEM]: true },
+    });
+  }
+  return z.NEVER;
+});
+
+export type TrustedIssuerConfig = z.output<typeof trustedIssuerFields>;
+
+/** RFC 8628 device authorization, served by the gateway itself. */
+const deviceFlow = z
+  .strictObject({
+    code_seconds: integer(5, 3600).describe('an integer from 5 to 3600 (seconds)'),
+    poll_interval_seconds: integer(1, 60).describe('an integer from 1 to 60 (seconds)'),
+    key_days: integer(1, 3650).describe('an integer from 1 to 3650 (days)'),
+    codes_per_minute: integer(1, 10_000).describe('an integer from 1 to 10000'),
+  })
+  .describe('a mapping with code_seconds, poll_interval_seconds, key_days and codes_per_minute');
+
 const authKeys = z.strictObject({
   disable_auth: boolean(),
   session_idle_minutes: integer(1).describe('an integer of at least 1'),
@@ -180,6 +299,10 @@ const authKeys = z.strictObject({
   user_tokens_per_minute: integer(0).describe('an integer of at least 0 (0 means no limit)'),
   max_keys_per_user: integer(1, 100_000).describe('an integer from 1 to 100000'),
   recheck_minutes: integer(1, 10_080).describe('an integer from 1 to 10080 (minutes)'),
+  trusted_issuers: list(trustedIssuer).describe(
+    'a list of issuers, each with name, issuer, audience, discovery: true or jwks_uri, and scopes or scope_claim',
+  ),
+  device: deviceFlow,
 });
 
 /**
@@ -220,6 +343,71 @@ const authProvider = z.strictObject({
     .regex(CLAIM_PATH)
     .describe('a claim name or a dotted path to one (e.g. groups or realm_access.roles)'),
 });
+
+/** A provider id: it names the provider in URLs (`/v1/auth/auth/<id>`, `?provider=<id>`). */
+export const PROVIDER_ID = /^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$/;
+
+/**
+ * One item of `auth_providers`: the keys of `auth_provider` (whose defaults it starts from), an id
+ * and a display name, and the sign-in rules that may differ per provider; a rule left out is the
+ * `auth` section's.
+ */
+const listedProvider = authProvider.extend({
+  id: z
+    .string()
+    .regex(PROVIDER_ID)
+    .describe('a slug of 1 to 32 lowercase letters, digits and - (e.g. google), used in /v1/auth/auth/<id>'),
+  name: text().max(80).describe('a display name of at most 80 characters for the sign-in chooser (e.g. Google)'),
+  client_id: text().describe('a non-empty string'),
+  client_secret: text().describe('a non-empty string'),
+  server_metadata_url: httpUrl({ query: true }).describe(
+    'the http(s) URL of the discovery document (e.g. https://id.example.com/.well-known/openid-configuration)',
+  ),
+  allowed_email_domains: optional(z.array(emailDomain())).describe(
+    'a list of email domains (example.com, or .example.com for its subdomains)',
+  ),
+  allow_unverified_email: optional(boolean()),
+  require_email: optional(boolean()),
+  google_workspace_domain: optional(emailDomain()).describe(
+    'a Google Workspace domain such as example.com (Google’s hd claim must name it)',
+  ),
+  allowed_groups: optional(z.array(text())).describe('a list of non-empty group names'),
+  admin_emails: optional(z.array(z.email().transform(asciiLowercase))).describe('a list of email addresses'),
+  admin_groups: optional(z.array(text())).describe('a list of non-empty group names'),
+});
+
+export type ListedProvider = z.output<typeof listedProvider>;
+
+/**
+ * Ids name callback URLs, so two providers cannot share one. Nor a discovery document: users are
+ * keyed by issuer and subject, so two clients at one provider would share users, and a session
+ * could not tell which client's credentials refresh it.
+ */
+const authProviders = z
+  .array(listedProvider)
+  .min(1)
+  .superRefine((providers, ctx) => {
+    const unique = (key: 'id' | 'server_metadata_url', why: string) => {
+      const seen = new Map<string, number>();
+      providers.forEach((provider, index) => {
+        const first = seen.get(provider[key]);
+        if (first === undefined) seen.set(provider[key], index);
+        else
+          ctx.addIssue({
+            code: 'custom',
+            path: [index, key],
+            message: `is "${provider[key]}", already the ${key} of auth_providers[${first}]: ${why}`,
+            params: { [ITEM_PROBLEM]: true },
+          });
+      });
+    };
+    unique('id', 'each provider needs its own id (it names its callback URL)');
+    unique(
+      'server_metadata_url',
+      'users are keyed by issuer and subject, so two clients at one provider would share users; configure it once',
+    );
+  })
+  .describe('a list of providers, each a mapping with id, name, client_id, client_secret and server_metadata_url');
 
 /** RFC 9110 5.1 field names; a trailing * makes it a prefix. */
 const HEADER_NAME_OR_PREFIX = /^[!#$%&'+.^_`|~0-9A-Za-z-]+\*?$/;
@@ -279,14 +467,21 @@ const redis = z.strictObject({
     .describe('letters, digits, :, _ or -, at most 64 characters (e.g. "gatehouse:")'),
 });
 
+const scim = z.strictObject({
+  enabled: boolean(),
+  token: optional(text(32)).describe('a string of at least 32 characters (e.g. ${SCIM_TOKEN})'),
+});
+
 /** Shape and format of each key; rules between keys live in rules.ts. */
 export const configSchema = z.strictObject({
   auth,
   powerml,
   auth_provider: authProvider,
+  auth_providers: optional(authProviders),
   gateway,
   database,
   redis,
+  scim,
 });
 
 /** What commands that only reach the database read: no provider or website, the platform optional. */
@@ -308,13 +503,30 @@ export interface Config extends z.output<typeof configSchema> {
   source: string;
 }
 
+/**
+ * One provider people sign in with, its sign-in rules resolved: its own where it sets them, else
+ * the `auth` section's.
+ */
+export interface SignInProvider extends ListedProvider {
+  /** The single `auth_provider` block, whose callback stays /v1/auth/auth. */
+  shorthand: boolean;
+  allowed_email_domains: string[];
+  allow_unverified_email: boolean;
+  require_email: boolean;
+  allowed_groups: string[];
+  admin_emails: string[];
+  admin_groups: string[];
+}
+
 /** What signing people in needs; present exactly when sign-in is on. */
 export interface SignInSettings {
   website: string;
-  clientId: string;
-  clientSecret: string;
-  metadataUrl: string;
+  /** One or more, in the order the chooser shows them. */
+  providers: SignInProvider[];
 }
+
+/** The id the single `auth_provider` block gets. */
+export const SHORTHAND_PROVIDER_ID = 'default';
 
 /**
  * Sign-in is on unless auth is disabled, and then the rules (rules.ts) have made sure the provider
@@ -322,15 +534,54 @@ export interface SignInSettings {
  */
 export function signInSettingsOf(config: Config): SignInSettings | undefined {
   const { website } = config.powerml;
-  const { client_id: clientId, client_secret: clientSecret, server_metadata_url: metadataUrl } = config.auth_provider;
-  if (config.auth.disable_auth || !website || !clientId || !clientSecret || !metadataUrl) return undefined;
-  return { website, clientId, clientSecret, metadataUrl };
+  if (config.auth.disable_auth || !website) return undefined;
+  const providers = config.auth_providers?.map((provider) => withRules(config, provider, false));
+  if (providers) return { website, providers };
+  const { client_id, client_secret, server_metadata_url } = config.auth_provider;
+  if (!client_id || !client_secret || !server_metadata_url) return undefined;
+  const single = {
+    ...config.auth_provider,
+    id: SHORTHAND_PROVIDER_ID,
+    name: new URL(server_metadata_url).host,
+    client_id,
+    client_secret,
+    server_metadata_url,
+  };
+  return { website, providers: [withRules(config, single, true)] };
 }
 
-/** The schema of one key ("gateway.port") or section ("gateway"), for messages and rules. */
-export function schemaAt(path: readonly string[]): z.ZodType | undefined {
-  const sections: Record<string, z.ZodObject<Record<string, z.ZodType>>> = configSchema.shape;
-  const [sectionName, key] = path;
+function withRules(config: Config, provider: ListedProvider, shorthand: boolean): SignInProvider {
+  const { auth } = config;
+  const ownEmailRules = provider.allowed_email_domains !== undefined || provider.admin_emails !== undefined;
+  const allowed = provider.allowed_email_domains ?? auth.allowed_email_domains;
+  const admins = provider.admin_emails ?? auth.admin_emails;
+  return {
+    ...provider,
+    shorthand,
+    allowed_email_domains: allowed,
+    allow_unverified_email: provider.allow_unverified_email ?? auth.allow_unverified_email,
+    // Unset, it follows the email rules that apply to this provider, as auth.require_email does.
+    require_email:
+      provider.require_email ?? (ownEmailRules ? allowed.length > 0 || admins.length > 0 : auth.require_email === true),
+    google_workspace_domain: provider.google_workspace_domain ?? auth.google_workspace_domain,
+    allowed_groups: provider.allowed_groups ?? auth.allowed_groups,
+    admin_emails: admins,
+    admin_groups: provider.admin_groups ?? auth.admin_groups,
+  };
+}
+
+/**
+ * The schema of one key ("gateway.port") or section ("gateway"), for messages and rules; in
+ * `auth_providers`, a position then a key (["auth_providers", 0, "client_id"]).
+ */
+export function schemaAt(path: readonly (string | number)[]): z.ZodType | undefined {
+  const { auth_providers: _listed, ...objects } = configSchema.shape;
+  const sections: Record<string, z.ZodObject<Record<string, z.ZodType>>> = objects;
+  const [sectionName, key, itemKey] = path.map(String);
+  if (sectionName === 'auth_providers') {
+    if (key === undefined) return authProviders;
+    return itemKey === undefined ? listedProvider : listedProvider.shape[itemKey as keyof ListedProvider];
+  }
   const section = sectionName === undefined ? undefined : sections[sectionName];
   return key === undefined ? section : section?.shape[key];
 }

@@ -2,7 +2,16 @@
 export type Mapping = Record<string, unknown>;
 
 /** The top-level sections Gatehouse reads; every other section belongs to the platform. */
-export const OWNED_SECTIONS = ['auth', 'powerml', 'auth_provider', 'gateway', 'database', 'redis'] as const;
+export const OWNED_SECTIONS = [
+  'auth',
+  'powerml',
+  'auth_provider',
+  'auth_providers',
+  'gateway',
+  'database',
+  'redis',
+  'scim',
+] as const;
 
 /** True for a plain mapping (not a list, not null). */
 export function isMapping(value: unknown): value is Mapping {

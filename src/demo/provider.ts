@@ -26,6 +26,18 @@ export interface DemoClient {
   client_secret: string;
   redirect_uris: string[];
   post_logout_redirect_uris: string[];
+  /** Default `['authorization_code', 'refresh_token']`; `['client_credentials']` makes a program's client. */
+  grant_types?: string[];
+}
+
+/** An API that programs get JWT access tokens for, by naming it as `resource` (RFC 8707). */
+export interface DemoResourceServer {
+  /** The resource indicator, which becomes the token's `aud`. */
+  resource: string;
+  /** Space-separated scopes a client may ask for. */
+  scope: string;
+  /** Default 300 s. */
+  accessTokenTtlSeconds?: number;
 }
 
 export interface DemoProviderOptions {
@@ -38,6 +50,11 @@ export interface DemoProviderOptions {
   clients: DemoClient[];
   /** Lifetime of issued ID tokens; default 3600 s. */
   idTokenTtlSeconds?: number;
+  /**
+   * Turns on the client credentials grant with resource indicators: a client whose `grant_types`
+   * include `client_credentials` gets RFC 9068 JWT access tokens for these resources.
+   */
+  resourceServers?: DemoResourceServer[];
 }
 
 export interface DemoProvider {
@@ -75,6 +92,7 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
   const host = options.host ?? '127.0.0.1';
   const users = options.users ?? [DEMO_USER];
   const Provider = await loadProviderClass();
+  const invalidTarget = options.resourceServers ? await loadInvalidTarget() : undefined;
   const store = createMemoryAdapter();
   // Signed cookies need keys; fresh ones per run are fine for a provider that forgets on exit.
   const cookieKeys = [randomBytes(32).toString('base64url')];
@@ -88,7 +106,10 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
   let forward: RequestListener;
   /** Builds a Provider around `signingKey`; the store and cookie keys are shared by all of them. */
   const install = (signingKey: JWK): void => {
-    provider = new Provider(issuer, buildConfiguration({ ...options, users, signingKey, adapter: store, cookieKeys }));
+    provider = new Provider(
+      issuer,
+      buildConfiguration({ ...options, users, signingKey, adapter: store, cookieKeys, invalidTarget }),
+    );
     provider.proxy = false;
     forward = provider.callback();
   };
@@ -190,10 +211,21 @@ async function loadProviderClass(): Promise<OidcProviderClass> {
   return module.default;
 }
 
+/** oidc-provider's `invalid_target` error (RFC 8707 2), answered as a 400 rather than a failure. */
+type InvalidTargetError = new () => Error;
+
+async function loadInvalidTarget(): Promise<InvalidTargetError> {
+  const specifier = 'oidc-provider';
+  const module = (await import(specifier)) as { errors: { InvalidTarget: InvalidTargetError } };
+  return module.errors.InvalidTarget;
+}
+
 interface ConfigurationInput {
   users: DemoUser[];
   clients: DemoClient[];
   idTokenTtlSeconds?: number;
+  resourceServers?: DemoResourceServer[];
+  invalidTarget?: InvalidTargetError;
   signingKey: JWK;
   adapter: AdapterFactory;
   cookieKeys: string[];
@@ -208,10 +240,10 @@ function buildConfiguration(input: ConfigurationInput): object {
   return {
     adapter: input.adapter,
     jwks: { keys: [input.signingKey] },
-    clients: input.clients.map((client) => ({
+    clients: input.clients.map(({ grant_types = ['authorization_code', 'refresh_token'], ...client }) => ({
       ...client,
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
+      grant_types,
+      response_types: grant_types.includes('authorization_code') ? ['code'] : [],
       // Either secret method is accepted whatever is registered; basic is the spec's default.
       token_endpoint_auth_method: 'client_secret_basic',
     })),
@@ -233,6 +265,7 @@ function buildConfiguration(input: ConfigurationInput): object {
       client.grantTypeAllowed('refresh_token'),
     ttl: {
       AccessToken: 3600,
+      ClientCredentials: 300,
       AuthorizationCode: 60,
       IdToken: input.idTokenTtlSeconds ?? 3600,
       RefreshToken: 14 * DAY_SECONDS,
@@ -257,9 +290,40 @@ function buildConfiguration(input: ConfigurationInput): object {
         logoutSource: redirectToAutoLogout,
         postLogoutSuccessSource: renderSignedOut,
       },
+      ...(input.resourceServers && resourceServerFeatures(input.resourceServers, input.invalidTarget)),
     },
     clientBasedCORS: () => false,
     renderError,
+  };
+}
+
+/**
+ * Client credentials for the listed resources only, each token a JWT whose `aud` is the resource
+ * (RFC 9068); any other resource is `invalid_target`.
+ * https://github.com/panva/node-oidc-provider/blob/main/docs/README.md#featuresresourceindicators
+ */
+function resourceServerFeatures(servers: DemoResourceServer[], InvalidTarget?: InvalidTargetError): object {
+  return {
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: (_ctx: unknown, _client: unknown, oneOf?: string[]) => oneOf ?? undefined,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (_ctx: unknown, indicator: string) => {
+        const server = servers.find((candidate) => candidate.resource === indicator);
+        if (!server) {
+          if (InvalidTarget) throw new InvalidTarget();
+          throw new GatehouseError('DEMO_UNKNOWN_RESOURCE', `no resource server ${indicator}`);
+        }
+        return {
+          scope: server.scope,
+          audience: server.resource,
+          accessTokenFormat: 'jwt',
+          accessTokenTTL: server.accessTokenTtlSeconds ?? 300,
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
   };
 }
 

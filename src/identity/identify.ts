@@ -1,8 +1,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { KeyControls } from '../keys/controls.js';
 import type { User } from '../users/store.js';
+import type { ServiceIdentity } from './jwt-bearer.js';
 
-export type AuthMethod = 'session' | 'api_key';
+export type AuthMethod = 'session' | 'api_key' | 'jwt_bearer';
 
 export interface Identity {
   user: User;
@@ -11,6 +12,8 @@ export interface Identity {
   key?: { id: string; controls: KeyControls; expires_at: number | null };
   /** ID token of the sign-in, for the provider's logout; only for sessions. */
   idToken?: string | null;
+  /** The trusted issuer and subject of a JWT bearer; only for `jwt_bearer`. */
+  service?: ServiceIdentity;
 }
 
 declare module 'fastify' {
@@ -30,7 +33,7 @@ export interface CallerRequest {
 }
 
 /**
- * Reads one kind of credential (a session cookie, an API key; later a JWT bearer). Returns undefined
+ * Reads one kind of credential (a session cookie, an API key, a JWT bearer). Returns undefined
  * at once when the request does not carry this kind at all, so the next loader is asked. Otherwise
  * the loader decides: the identity (also set on `request.identity`), undefined for a credential
  * that names no one (an ended session), or an AuthError saying why a present credential is wrong.

@@ -3,9 +3,10 @@ import { ForbiddenError, HttpError } from '../errors.js';
 /**
  * `inference`, `training`, `read` and `all` open the platform; `keys` (its owner's keys) and `admin`
  * (the admin API, while its owner is an administrator) open the gateway's own API, and `all` does
- * not include them, so a key made for a program cannot manage keys or administer.
+ * not include them, so a key made for a program cannot manage keys or administer. `scim` lets an
+ * administrator's key provision users at /scim/v2 (src/routes/scim.ts).
  */
-export const SCOPES = ['inference', 'training', 'read', 'all', 'keys', 'admin'] as const;
+export const SCOPES = ['inference', 'training', 'read', 'all', 'keys', 'admin', 'scim'] as const;
 export type Scope = (typeof SCOPES)[number];
 const PLATFORM_SCOPES: readonly Scope[] = ['inference', 'training', 'read', 'all'];
 

@@ -1,11 +1,11 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
-import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose';
 import type { AuditLog } from '../audit/log.js';
 import { sha256 } from '../crypto/tokens.js';
 import { HttpError } from '../errors.js';
 import type { SessionStore } from '../sessions/store.js';
 import type { Db } from '../storage/database.js';
-import type { ProviderConnection } from './provider.js';
+import type { SignInProviders } from './providers.js';
 
 /** The RP's Back-Channel Logout URI, registered at the provider by the operator. */
 export const BACKCHANNEL_LOGOUT_PATH = '/v1/auth/backchannel-logout';
@@ -43,20 +43,33 @@ export interface LogoutTokenVerifier {
  * `sub` or `sid`, no `nonce` (so an ID token cannot pass for one), and a `jti` seen only once.
  * `exp` is not demanded: drafts before 1.0 final did not require it, and the age bound on `iat`
  * limits a token's life anyway. openid-client 6 has no helper for logout tokens, so jose does the
- * JWT part.
+ * JWT part. The token's `iss`, read before the signature is checked, only picks which provider's
+ * keys, issuer and client id it is then checked against: a token naming provider A must be signed
+ * by A's keys and addressed to the client registered at A.
  */
-export function createLogoutTokenVerifier(provider: ProviderConnection, db: Db): LogoutTokenVerifier {
-  let jwks: { uri: string; keys: ReturnType<typeof createRemoteJWKSet> } | undefined;
+export function createLogoutTokenVerifier(providers: SignInProviders, db: Db): LogoutTokenVerifier {
+  const keySets = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
   const keysAt = (uri: string) => {
-    if (jwks?.uri !== uri) jwks = { uri, keys: createRemoteJWKSet(new URL(uri)) };
-    return jwks.keys;
+    let keys = keySets.get(uri);
+    if (!keys) keySets.set(uri, (keys = createRemoteJWKSet(new URL(uri))));
+    return keys;
   };
 
   return {
     async verify(logoutToken, now = Date.now()) {
+      let claimed: unknown;
+      try {
+        claimed = decodeJwt(logoutToken).iss;
+      } catch (error) {
+        throw new LogoutTokenError(`the logout token is not a JWT: ${(error as Error).message}`, { cause: error });
+      }
+      const provider = typeof claimed === 'string' ? providers.byIssuer(claimed) : undefined;
+      if (!provider || typeof claimed !== 'string') {
+        throw new LogoutTokenError('the logout token’s iss is not one of this gateway’s sign-in providers');
+      }
       let config;
       try {
-        config = provider.configuration();
+        config = provider.connection.configuration();
       } catch (error) {
         throw new LogoutTokenError('the sign-in provider metadata is not loaded yet', { cause: error });
       }
@@ -68,7 +81,8 @@ export function createLogoutTokenVerifier(provider: ProviderConnection, db: Db):
       let payload: JWTPayload;
       try {
         ({ payload } = await jwtVerify(logoutToken, keysAt(metadata.jwks_uri), {
-          issuer: metadata.issuer,
+          // byIssuer matched it to the metadata's issuer (Entra's with the tenant id in place).
+          issuer: claimed,
           audience: config.clientMetadata().client_id,
           algorithms,
           clockTolerance: CLOCK_TOLERANCE_SECONDS,
@@ -92,10 +106,10 @@ export function createLogoutTokenVerifier(provider: ProviderConnection, db: Db):
       const jti = nonEmptyString(payload.jti);
       if (jti === undefined) throw new LogoutTokenError('the logout token has no jti');
       const usableUntil = (payload.iat! + MAX_TOKEN_AGE_SECONDS + CLOCK_TOLERANCE_SECONDS) * 1000;
-      if (!(await firstUse(db, metadata.issuer, jti, usableUntil))) {
+      if (!(await firstUse(db, claimed, jti, usableUntil))) {
         throw new LogoutTokenError('this logout token was already used');
       }
-      return { issuer: metadata.issuer, ...(subject ? { subject } : {}), ...(sid ? { sid } : {}) };
+      return { issuer: claimed, ...(subject ? { subject } : {}), ...(sid ? { sid } : {}) };
     },
   };
 }

@@ -82,6 +82,12 @@ export const SIGN_IN_FAILURES = {
     message:
       'The sign-in provider did not answer the request for your profile, so your email address could not be checked. Please try again in a minute.',
   },
+  provider_mismatch: {
+    status: 400,
+    title: 'Sign-in was not completed',
+    message:
+      'This sign-in came back from another provider than the one it was started with, so it was refused. Sign in again and choose your provider.',
+  },
   other: {
     status: 403,
     title: 'Sign-in was not completed',
@@ -128,6 +134,7 @@ export function describeSignInError(error: unknown): SignInFailure {
     if (error.code === 'LOGIN_FLOW_MISSING') return { reason: 'flow_missing' };
     if (error.code === 'LOGIN_FLOW_UNKNOWN') return { reason: 'flow_unknown' };
     if (error.code === 'USERINFO_UNAVAILABLE') return { reason: 'userinfo_unavailable' };
+    if (error.code === 'LOGIN_FLOW_PROVIDER_MISMATCH') return { reason: 'provider_mismatch' };
     return { reason: 'token_invalid' };
   }
   if (error instanceof ProviderError) return { reason: 'provider_unavailable' };

@@ -5,7 +5,7 @@ import { growingCapacity } from '../storage/capacity.js';
 import { randomToken, sha256 } from '../crypto/tokens.js';
 import type { SessionTokens } from '../sessions/store.js';
 import type { Db } from '../storage/database.js';
-import type { ProviderConnection } from './provider.js';
+import type { ConnectedProvider } from './providers.js';
 
 /** Long enough to type a password and pass a second factor; short enough that a stolen flow cookie expires. */
 const LOGIN_FLOW_TTL_MS = 10 * 60_000;
@@ -46,13 +46,12 @@ export interface SignedIn {
  */
 export async function startLogin(
   db: Db,
-  provider: ProviderConnection,
+  provider: Pick<ConnectedProvider, 'id' | 'connection' | 'scopes'>,
   redirectUri: string,
-  scopes: string[],
   returnTo: string,
   now = Date.now(),
 ): Promise<LoginStart> {
-  const config = provider.configuration();
+  const config = provider.connection.configuration();
   const state = client.randomState();
   const nonce = client.randomNonce();
   const codeVerifier = client.randomPKCECodeVerifier();
@@ -66,11 +65,12 @@ export async function startLogin(
       code_verifier: codeVerifier,
       return_to: returnTo,
       expires_at: now + LOGIN_FLOW_TTL_MS,
+      provider: provider.id,
     })
     .execute();
   const authorizationUrl = client.buildAuthorizationUrl(config, {
     redirect_uri: redirectUri,
-    scope: scopes.join(' '),
+    scope: provider.scopes.join(' '),
     state,
     nonce,
     code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
@@ -110,11 +110,14 @@ export class LoginFlowCap {
 
 /**
  * Finishes the flow. The flow row is deleted before the code is redeemed, so a replayed callback
- * finds nothing; every ID token check of OpenID Connect Core 3.1.3.7 is openid-client's.
+ * finds nothing; every ID token check of OpenID Connect Core 3.1.3.7 is openid-client's. A flow
+ * started with another provider than the callback's is refused before any token request: a code
+ * from one provider must never be sent, with this client's credentials, to another (the mix-up
+ * attack, RFC 9700 4.4).
  */
 export async function finishLogin(
   db: Db,
-  provider: ProviderConnection,
+  provider: Pick<ConnectedProvider, 'id' | 'connection'>,
   flowToken: string | undefined,
   callbackUrl: URL,
   now = Date.now(),
@@ -130,8 +133,14 @@ export async function finishLogin(
   if (!flow || Number(flow.expires_at) <= now) {
     throw new AuthError('LOGIN_FLOW_UNKNOWN', 'this sign-in has expired or was already completed');
   }
+  if (flow.provider !== provider.id) {
+    throw new AuthError(
+      'LOGIN_FLOW_PROVIDER_MISMATCH',
+      `this sign-in was started with provider ${flow.provider}, but came back to the callback of ${provider.id}`,
+    );
+  }
   // The configuration the code was redeemed with also fetches UserInfo.
-  const { config, tokens } = await provider.tokenRequest(async (config) => ({
+  const { config, tokens } = await provider.connection.tokenRequest(async (config) => ({
     config,
     tokens: await client.authorizationCodeGrant(config, callbackUrl, {
       expectedState: flow.state,

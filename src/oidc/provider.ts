@@ -12,6 +12,8 @@ export interface ProviderSettings {
   tokenEndpointAuthMethod?: ClientAuthMethod;
   /** http is refused by openid-client unless allowed; config validation decides when it may be. */
   allowHttp: boolean;
+  /** Where these settings are in the configuration, for messages: `auth_provider` unless said. */
+  configKey?: string;
 }
 
 const WELL_KNOWN = '/.well-known/openid-configuration';
@@ -68,6 +70,11 @@ export class ProviderConnection {
   get problem(): string | undefined {
     if (this.metadata) return undefined;
     return this.lastError?.message ?? 'provider metadata not loaded yet';
+  }
+
+  /** The discovered issuer (Entra's multi-tenant one with `{tenantid}` in it); undefined until discovered. */
+  get issuer(): string | undefined {
+    return this.metadata?.issuer;
   }
 
   get endSessionEndpoint(): string | undefined {
@@ -137,7 +144,7 @@ export class ProviderConnection {
       this.rememberJwks(retried);
       this.log.info(
         { method: other },
-        `the sign-in provider accepts ${other}, not ${tried}; set auth_provider.token_endpoint_auth_method: ${other} to use it from the start`,
+        `the sign-in provider accepts ${other}, not ${tried}; set ${this.settings.configKey ?? 'auth_provider'}.token_endpoint_auth_method: ${other} to use it from the start`,
       );
       return result;
     }

@@ -7,9 +7,9 @@ import { assertSameOrigin } from './same-origin.js';
 
 /**
  * What a request asks for: the platform (judged on its path), any signed-in caller, its owner's
- * keys (`keys` grant), or the admin API (`admin` grant).
+ * keys (`keys` grant), the admin API (`admin` grant), or SCIM provisioning (`scim` grant, keys only).
  */
-export type Need = 'platform' | 'signed_in' | 'keys' | 'admin';
+export type Need = 'platform' | 'signed_in' | 'keys' | 'admin' | 'scim';
 
 /** What is known about a request before its body is read. */
 export interface RequestFacts {
@@ -34,6 +34,8 @@ export interface ForwardedIdentity {
   user: string;
   email?: string;
   keyId?: string;
+  /** The trusted issuer of a machine's JWT (X-Forwarded-Client). */
+  client?: string;
   groups: readonly string[];
 }
 
@@ -120,6 +122,15 @@ export function createDecide(options: DecideOptions): Decide {
           throw new ForbiddenError('admin_required', 'Only administrators may use the admin API.');
         assertGrant(identity, 'admin');
       }
+      if (need === 'scim') {
+        // Provisioning can disable every account: only an administrator's key made for it, never a browser.
+        if (!key || user.role !== 'admin' || !key.controls.scopes.includes('scim')) {
+          throw new ForbiddenError(
+            'scim_scope_required',
+            'SCIM takes scim.token, or an API key with the "scim" scope that belongs to an administrator.',
+          );
+        }
+      }
       if (need !== 'platform') return allow(identity, path, undefined, undefined);
 
       if (adminPath && user.role !== 'admin') {
@@ -180,12 +191,15 @@ function allow(
   headers: Record<string, string> | undefined,
   limits: Limits | undefined,
 ): Allow {
-  const { user, key } = identity;
+  const { user, key, service } = identity;
   return {
     outcome: 'allow',
     identity,
     path,
-    forwarded: { user: user.subject, email: user.email ?? undefined, keyId: key?.id, groups: user.groups },
+    // A machine is named by its service identity and issuer; it has no key id to pass on.
+    forwarded: service
+      ? { user: user.subject, client: service.issuer, groups: user.groups }
+      : { user: user.subject, email: user.email ?? undefined, keyId: key?.id, groups: user.groups },
     headers,
     limits,
   };

@@ -141,6 +141,7 @@ export interface ForwardedIdentity {
   user: string;
   email?: string;
   keyId?: string;
+  client?: string;
   groups?: readonly string[];
 }
 
@@ -187,6 +188,7 @@ export function buildUpstreamHeaders(
     headers['x-forwarded-user'] = context.identity.user;
     if (context.identity.email) headers['x-forwarded-email'] = context.identity.email;
     if (context.identity.keyId) headers['x-forwarded-key-id'] = context.identity.keyId;
+    if (context.identity.client) headers['x-forwarded-client'] = context.identity.client;
     if (context.identity.groups?.length) headers['x-forwarded-groups'] = context.identity.groups.join(',');
   }
   if (policy.upstreamApiKey) headers.authorization = `Bearer ${policy.upstreamApiKey}`;

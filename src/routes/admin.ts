@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AUDIT_EVENTS, type AuditLog } from '../audit/log.js';
+import { AUDIT_EVENTS, SCIM_AUDIT_EVENTS, type AuditLog } from '../audit/log.js';
 import { HttpError } from '../errors.js';
 import type { ApiKeyStore } from '../keys/store.js';
 import type { Decide } from '../policy/decide.js';
 import type { Db } from '../storage/database.js';
 import type { Revocations } from '../storage/revocations.js';
 import type { UsageRecorder } from '../usage/recorder.js';
-import { findUser, listUsers, setUserDisabled } from '../users/store.js';
+import { findUser, listUsers, setUserDisabled, type User } from '../users/store.js';
 import { renderAdminPage } from '../web/admin.js';
 import { sendPage } from '../web/pages.js';
 import { callerOf, registerGuarded } from './guard.js';
@@ -21,6 +21,8 @@ export interface AdminRoutesOptions {
   decide: Decide;
   audit: AuditLog;
   usage: UsageRecorder;
+  /** Names each user's sign-in provider on the admin page, where there are several. */
+  providerOf?: (user: User) => string;
 }
 
 interface AuditFilter {
@@ -115,8 +117,9 @@ function registerRoutes(app: FastifyInstance, options: AdminRoutesOptions): void
           },
           events,
           filter,
-          eventNames: AUDIT_EVENTS,
+          eventNames: [...AUDIT_EVENTS, ...SCIM_AUDIT_EVENTS],
           now: Date.now(),
+          ...(options.providerOf ? { providerOf: options.providerOf } : {}),
         }),
         { wide: true },
       );

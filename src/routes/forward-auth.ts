@@ -45,6 +45,7 @@ export function registerForwardAuth(app: FastifyInstance, options: ForwardAuthOp
       reply.header('x-forwarded-user', forwarded.user);
       if (forwarded.email) reply.header('x-forwarded-email', forwarded.email);
       if (forwarded.keyId) reply.header('x-forwarded-key-id', forwarded.keyId);
+      if (forwarded.client) reply.header('x-forwarded-client', forwarded.client);
       if (forwarded.groups.length) reply.header('x-forwarded-groups', forwarded.groups.join(','));
     }
     return reply.code(200).send();

@@ -135,6 +135,79 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('api_keys').addColumn('replaced_by', 'text').execute();
     },
   },
+  '008_login_flow_provider': {
+    async up(db: Kysely<unknown>) {
+      // Which provider a sign-in was started with: its callback must be that provider's. Flows
+      // pending during the upgrade were started with the single provider, whose id is `default`.
+      await db.schema
+        .alterTable('login_flows')
+        .addColumn('provider', 'text', (c) => c.notNull().defaultTo('default'))
+        .execute();
+    },
+  },
+  '009_device_authorizations': {
+    async up(db: Kysely<unknown>) {
+      // RFC 8628 sign-ins in progress; src/device/store.ts owns the table. Codes are stored hashed.
+      await db.schema
+        .createTable('device_authorizations')
+        .addColumn('device_code_hash', 'text', (c) => c.primaryKey())
+        .addColumn('user_code_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('client_id', 'text', (c) => c.notNull())
+        .addColumn('device_name', 'text')
+        .addColumn('scopes', 'text', (c) => c.notNull())
+        .addColumn('client_address', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('interval_seconds', 'integer', (c) => c.notNull())
+        .addColumn('last_polled_at', 'bigint')
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('user_id', 'text')
+        .addColumn('key_id', 'text')
+        .addColumn('sealed_key', 'text')
+        .execute();
+      await db.schema
+        .createIndex('device_authorizations_expires_at')
+        .on('device_authorizations')
+        .column('expires_at')
+        .execute();
+    },
+  },
+  '010_scim': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('scim_users')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        // Deleting a Gatehouse user (never done today) leaves the provider's record unlinked, not gone.
+        .addColumn('user_id', 'text', (c) => c.unique().references('users.id').onDelete('set null'))
+        .addColumn('user_name', 'text', (c) => c.notNull())
+        .addColumn('user_name_lower', 'text', (c) => c.notNull().unique())
+        .addColumn('external_id', 'text')
+        .addColumn('active', 'integer', (c) => c.notNull())
+        .addColumn('resource', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addColumn('version', 'integer', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('scim_users_external_id').on('scim_users').column('external_id').execute();
+      await db.schema
+        .createTable('scim_groups')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('display_name', 'text', (c) => c.notNull())
+        .addColumn('external_id', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addColumn('version', 'integer', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('scim_members')
+        .addColumn('group_id', 'text', (c) => c.notNull().references('scim_groups.id').onDelete('cascade'))
+        .addColumn('scim_user_id', 'text', (c) => c.notNull().references('scim_users.id').onDelete('cascade'))
+        .addPrimaryKeyConstraint('scim_members_pk', ['group_id', 'scim_user_id'])
+        .execute();
+      await db.schema.createIndex('scim_members_user').on('scim_members').column('scim_user_id').execute();
+      await db.schema.alterTable('users').addColumn('disabled_reason', 'text').execute();
+    },
+  },
 };
 
 /**

@@ -12,6 +12,8 @@ export interface UsersTable {
   /** JSON array of the groups the provider named at the last sign-in. */
   groups: string;
   disabled_at: number | null;
+  /** 'provider_refused' when a refresh was refused (a later sign-in enables the user again); else null. */
+  disabled_reason: string | null;
 }
 
 /** A signed-in browser. Only a SHA-256 of the cookie value is stored, so a database copy signs no one in. */
@@ -49,6 +51,8 @@ export interface LoginFlowsTable {
   code_verifier: string;
   return_to: string;
   expires_at: number;
+  /** The id of the provider the sign-in was started with (`default` for the single auth_provider). */
+  provider: string;
 }
 
 /** An API key. Only its HMAC is stored; the key itself exists once, in the answer that created it. */
@@ -103,6 +107,67 @@ export interface UsageDailyTable {
   latency_ms_total: number;
 }
 
+/** A device sign-in in progress (RFC 8628). Both codes are stored as SHA-256 only, so a database copy approves nothing. */
+export interface DeviceAuthorizationsTable {
+  device_code_hash: string;
+  user_code_hash: string;
+  /** The `client_id` the program sent, shown to the person who approves. */
+  client_id: string;
+  /** The host name the program sent, if any. */
+  device_name: string | null;
+  /** JSON list of the scopes asked for. */
+  scopes: string;
+  /** The address the code was asked from. */
+  client_address: string;
+  created_at: number;
+  expires_at: number;
+  /** Grows by 5 s at each slow_down (RFC 8628 3.5). */
+  interval_seconds: number;
+  last_polled_at: number | null;
+  /** pending, approved, denied or delivered. */
+  status: string;
+  /** Who approved or denied. */
+  user_id: string | null;
+  key_id: string | null;
+  /** The new key, sealed (sessions/sealing.ts) until the program collects it once. */
+  sealed_key: string | null;
+}
+
+/**
+ * A user as the provider pushed it over SCIM (RFC 7643 section 4.1); `user_id` links it to the
+ * Gatehouse user it was matched to, at creation or at that person's first sign-in (src/scim/link.ts).
+ */
+export interface ScimUsersTable {
+  id: string;
+  user_id: string | null;
+  user_name: string;
+  /** userName is not case-exact (RFC 7643 4.1.1): uniqueness and filters use this. */
+  user_name_lower: string;
+  external_id: string | null;
+  /** 1 or 0. */
+  active: number;
+  /** JSON of every attribute as last written, but id and meta. */
+  resource: string;
+  created_at: number;
+  updated_at: number;
+  version: number;
+}
+
+/** A group as the provider pushed it over SCIM (RFC 7643 section 4.2). */
+export interface ScimGroupsTable {
+  id: string;
+  display_name: string;
+  external_id: string | null;
+  created_at: number;
+  updated_at: number;
+  version: number;
+}
+
+export interface ScimMembersTable {
+  group_id: string;
+  scim_user_id: string;
+}
+
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
@@ -111,4 +176,8 @@ export interface Database {
   audit_events: AuditEventsTable;
   used_logout_tokens: UsedLogoutTokensTable;
   usage_daily: UsageDailyTable;
+  device_authorizations: DeviceAuthorizationsTable;
+  scim_users: ScimUsersTable;
+  scim_groups: ScimGroupsTable;
+  scim_members: ScimMembersTable;
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import type { Db } from '../storage/database.js';
 
 export type Role = 'admin' | 'user';
@@ -22,6 +23,21 @@ export interface ProviderIdentity {
   name?: string;
   role?: Role;
   groups?: string[];
+  /** Every claim of the sign-in (ID token and UserInfo), for sign-in hooks: `email_verified`. */
+  claims?: Record<string, unknown>;
+}
+
+/**
+ * Runs once a sign-in is recorded, with the user as stored; may change and return them (src/scim/link.ts
+ * links a user the provider pushed over SCIM, and applies its `active` and groups).
+ */
+export type SignInHook = (user: User, identity: ProviderIdentity) => Promise<User>;
+
+/** Per database, so gateways sharing a process (tests) keep their own. */
+const signInHooks = new WeakMap<Db, SignInHook>();
+
+export function setSignInHook(db: Db, hook: SignInHook): void {
+  signInHooks.set(db, hook);
 }
 
 export interface UserOverview extends User {
@@ -29,6 +45,8 @@ export interface UserOverview extends User {
   last_login_at: number;
   key_count: number;
   active_sessions: number;
+  /** When the provider last changed this user over SCIM; null when SCIM does not manage them. */
+  scim_updated_at: number | null;
 }
 
 /** The columns every User is read from; `disabled_at` becomes a boolean. */
@@ -84,11 +102,19 @@ export async function recordSignIn(db: Db, identity: ProviderIdentity, now = Dat
         ...current,
         email: eb.fn.coalesce('excluded.email', 'users.email'),
         name: eb.fn.coalesce('excluded.name', 'users.name'),
+        // The provider letting them sign in again undoes a disable that only its refusal caused.
+        disabled_at: sql<
+          number | null
+        >`case when users.disabled_reason = ${PROVIDER_REFUSED} then null else users.disabled_at end`,
+        disabled_reason: sql<
+          string | null
+        >`case when users.disabled_reason = ${PROVIDER_REFUSED} then null else users.disabled_reason end`,
       })),
     )
     .returning(['id', 'issuer', 'subject', 'email', 'name', 'role', 'groups', 'disabled_at'])
     .executeTakeFirstOrThrow();
-  return toUser(row);
+  const hook = signInHooks.get(db);
+  return hook ? hook(toUser(row), identity) : toUser(row);
 }
 
 /** Users with this email, most recent sign-in first; emails compare without case (RFC 5321 says domains do). */
@@ -113,14 +139,44 @@ export async function findUser(db: Db, id: string): Promise<User | undefined> {
  * enabling the user again can never bring back a session that was meant to end.
  */
 export async function setUserDisabled(db: Db, id: string, disabled: boolean, now = Date.now()): Promise<boolean> {
+  return db.transaction().execute((trx) => setUserDisabledWithin(trx, id, disabled, now));
+}
+
+/** `setUserDisabled` inside a transaction the caller holds, so a change elsewhere commits with it (SCIM). */
+export async function setUserDisabledWithin(
+  trx: Db,
+  id: string,
+  disabled: boolean,
+  now = Date.now(),
+): Promise<boolean> {
+  const result = await trx
+    .updateTable('users')
+    .set({ disabled_at: disabled ? now : null, disabled_reason: null })
+    .where('id', '=', id)
+    .executeTakeFirst();
+  if (disabled) await trx.deleteFrom('sessions').where('user_id', '=', id).execute();
+  return result.numUpdatedRows > 0n;
+}
+
+const PROVIDER_REFUSED = 'provider_refused';
+
+/**
+ * Disables a user the provider no longer accepts (it refused their refresh: `invalid_grant`, the
+ * user removed there) and ends their sessions, so their keys stop too; unlike an administrator's
+ * disable, their next successful sign-in enables them again (`recordSignIn`). False when the user
+ * was disabled already.
+ */
+export async function disableRefusedUser(db: Db, id: string, now = Date.now()): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
     const result = await trx
       .updateTable('users')
-      .set({ disabled_at: disabled ? now : null })
+      .set({ disabled_at: now, disabled_reason: PROVIDER_REFUSED })
       .where('id', '=', id)
+      .where('disabled_at', 'is', null)
       .executeTakeFirst();
-    if (disabled) await trx.deleteFrom('sessions').where('user_id', '=', id).execute();
-    return result.numUpdatedRows > 0n;
+    if (result.numUpdatedRows === 0n) return false;
+    await trx.deleteFrom('sessions').where('user_id', '=', id).execute();
+    return true;
   });
 }
 
@@ -160,6 +216,11 @@ export async function listUsers(
         .whereRef('sessions.user_id', '=', 'users.id')
         .where('sessions.expires_at', '>', now)
         .as('active_sessions'),
+      eb
+        .selectFrom('scim_users')
+        .select('scim_users.updated_at')
+        .whereRef('scim_users.user_id', '=', 'users.id')
+        .as('scim_updated_at'),
     ])
     .orderBy('users.last_login_at', 'desc')
     .orderBy('users.id', 'desc')
@@ -171,6 +232,7 @@ export async function listUsers(
     last_login_at: Number(row.last_login_at),
     key_count: Number(row.key_count ?? 0),
     active_sessions: Number(row.active_sessions ?? 0),
+    scim_updated_at: row.scim_updated_at === null ? null : Number(row.scim_updated_at),
   }));
   return { data: users, has_more: rows.length > page.limit };
 }

@@ -17,6 +17,8 @@ export interface AdminPageModel {
   filter: { since?: string; event?: string; actor?: string };
   eventNames: readonly string[];
   now: number;
+  /** The name of the provider a user signs in with; set when there are several, adding a column. */
+  providerOf?: (user: User) => string;
 }
 
 function when(ms: number | null): string {
@@ -35,9 +37,15 @@ function userAction(user: UserOverview, self: User): SafeHtml {
   return html`<form class="inline" method="post" action="/v1/auth/admin/users/${encodeURIComponent(user.id)}/${action}"${confirm}><button type="submit" class="${action === 'disable' ? 'danger' : 'secondary'}">${label}</button></form>`;
 }
 
-function userRow(user: UserOverview, self: User, usage: UsageRow | undefined): SafeHtml {
+function userRow(
+  user: UserOverview,
+  self: User,
+  usage: UsageRow | undefined,
+  providerOf: AdminPageModel['providerOf'],
+): SafeHtml {
   return html`<tr data-user-id="${user.id}">
-<td>${user.email ?? user.subject}<div class="muted small">${user.name ?? ''}</div></td>
+<td>${user.email ?? user.subject}<div class="muted small">${user.name ?? ''}</div>${scimNote(user)}</td>
+${providerOf ? html`<td class="provider">${providerOf(user)}</td>` : ''}
 <td><span class="badge${user.role === 'admin' ? ' admin' : ''}">${user.role}</span></td>
 <td class="nowrap">${when(user.created_at)}</td>
 <td class="nowrap">${when(user.last_login_at)}</td>
@@ -103,9 +111,15 @@ function exportQuery(filter: AdminPageModel['filter']): string {
   return query ? `?${query}` : '';
 }
 
+/** Users the provider manages over SCIM: their state follows it, so an admin sees where a change came from. */
+function scimNote(user: UserOverview): SafeHtml | string {
+  if (user.scim_updated_at === null) return '';
+  return html`<div class="small"><span class="badge" title="Provisioned over SCIM">SCIM</span> <span class="muted nowrap">changed ${when(user.scim_updated_at)}</span></div>`;
+}
+
 /** The admin console: users, keys and the audit log, server-rendered like the account page. */
 export function renderAdminPage(model: AdminPageModel): SafeHtml {
-  const { admin, users, usage, keys, more, events, filter, eventNames, now } = model;
+  const { admin, users, usage, keys, more, events, filter, eventNames, now, providerOf } = model;
   return html`<header class="top">
       <div>
         <h1>Admin</h1>
@@ -123,6 +137,7 @@ export function renderAdminPage(model: AdminPageModel): SafeHtml {
               <thead>
                 <tr>
                   <th>User</th>
+                  ${providerOf ? html`<th>Provider</th>` : ''}
                   <th>Role</th>
                   <th>First sign-in</th>
                   <th>Last sign-in</th>
@@ -135,7 +150,7 @@ export function renderAdminPage(model: AdminPageModel): SafeHtml {
                 </tr>
               </thead>
               <tbody>
-                ${users.map((user) => userRow(user, admin, usage.get(user.id)))}
+                ${users.map((user) => userRow(user, admin, usage.get(user.id), providerOf))}
               </tbody>
             </table>
           </div>`

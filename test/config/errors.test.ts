@@ -186,7 +186,7 @@ describe('loadConfig rejects', () => {
     const { path, message } = loadError('- auth\n- gateway\n');
     expect(message).toBe(
       `${path}: invalid configuration\n  - the top level must be a mapping of sections ` +
-        '(auth, powerml, auth_provider, gateway, database, redis), got a list',
+        '(auth, powerml, auth_provider, auth_providers, gateway, database, redis, scim), got a list',
     );
   });
 

@@ -13,6 +13,7 @@ export const SECRETS = {
   token: 'test-token-5a7c9e1b3d',
   dbPassword: 'db-pass-e3b0c442',
   redisPassword: 'redis-pass-98fc1c14',
+  scimToken: 'scim-token-2f6b8d0e4a1c7e9b3d5f8a2c6e0b4d7f',
 };
 
 /** The smallest edits that pass validation with auth enabled. */

@@ -1,5 +1,6 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { loadConfigFromObject, redactConfig, type Config } from '../../src/config/index.js';
+import type { TrustedIssuerConfig } from '../../src/config/schema.js';
 import { MINIMAL, SECRETS } from './fixtures.js';
 
 describe('redactConfig', () => {
@@ -14,6 +15,7 @@ describe('redactConfig', () => {
       gateway: { ...MINIMAL.gateway, upstream_api_key: SECRETS.upstream },
       database: { url: `postgres://gatehouse:${SECRETS.dbPassword}@db.internal:5432/gatehouse` },
       redis: { url: `rediss://:${SECRETS.redisPassword}@cache.internal:6380/0` },
+      scim: { enabled: true, token: SECRETS.scimToken },
     },
     'redact-test',
     {},
@@ -31,6 +33,7 @@ describe('redactConfig', () => {
       gateway: { upstream: 'http://127.0.0.1:8000', upstream_api_key: '***' },
       database: { url: 'postgres://gatehouse:***@db.internal:5432/gatehouse' },
       redis: { url: 'rediss://:***@cache.internal:6380/0' },
+      scim: { enabled: true, token: '***' },
     });
   });
 
@@ -76,6 +79,8 @@ describe('Config', () => {
         user_tokens_per_minute: number;
         max_keys_per_user: number;
         recheck_minutes: number;
+        trusted_issuers: TrustedIssuerConfig[];
+        device: { code_seconds: number; poll_interval_seconds: number; key_days: number; codes_per_minute: number };
       };
       powerml: { website?: string };
       auth_provider: {
@@ -88,6 +93,25 @@ describe('Config', () => {
         end_session_url?: string;
         groups_claim: string;
       };
+      auth_providers?: Array<{
+        id: string;
+        name: string;
+        client_id: string;
+        client_secret: string;
+        server_metadata_url: string;
+        scopes: string[];
+        allow_insecure_http: boolean;
+        token_endpoint_auth_method?: 'client_secret_basic' | 'client_secret_post';
+        end_session_url?: string;
+        groups_claim: string;
+        allowed_email_domains?: string[];
+        allow_unverified_email?: boolean;
+        require_email?: boolean;
+        google_workspace_domain?: string;
+        allowed_groups?: string[];
+        admin_emails?: string[];
+        admin_groups?: string[];
+      }>;
       gateway: {
         host: string;
         port: number;
@@ -119,6 +143,7 @@ describe('Config', () => {
         auto_migrate: boolean;
       };
       redis: { url?: string; key_prefix: string };
+      scim: { enabled: boolean; token?: string };
     }>();
   });
 });

@@ -24,7 +24,12 @@ import * as client from 'openid-client';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startSamplePlatform } from '../../src/demo/platform.js';
 import { createLogger } from '../../src/log.js';
+import Fastify from 'fastify';
+import type { AuditLog } from '../../src/audit/log.js';
+import { registerFrontchannelLogout } from '../../src/oidc/frontchannel-logout.js';
 import { finishLogin, startLogin } from '../../src/oidc/login.js';
+import { SignInProviders } from '../../src/oidc/providers.js';
+import type { SessionStore } from '../../src/sessions/store.js';
 import { issuerUrlOf, ProviderConnection, type ProviderSettings } from '../../src/oidc/provider.js';
 import { decideSignIn } from '../../src/policy/sign-in.js';
 import { openStorage, type Storage } from '../../src/storage/database.js';
@@ -32,6 +37,7 @@ import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider, type FaultyProvider, type FaultyProviderOptions } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
 import { signIn } from '../support/sign-in.js';
+import { providerSettings } from '../support/sign-in-providers.js';
 import { CLIENT_ID, CLIENT_SECRET, signInThrough, startGateway } from '../support/stack.js';
 
 /** Credentials RFC 6749 2.3.1 form-encoding leaves as they are, so client_secret_basic stays the first choice. */
@@ -359,13 +365,14 @@ describe('Entra ID’s common endpoint (fetch answered in-process)', () => {
 
   /** The gateway's own login and callback code, with Microsoft signing whatever `entra.next` says. */
   async function signInAt(connection: ProviderConnection, claims: Record<string, unknown> = {}) {
-    const started = await startLogin(storage.db, connection, redirectUri, ['openid', 'email', 'profile'], '/');
+    const provider = { id: 'default', connection, scopes: ['openid', 'email', 'profile'] };
+    const started = await startLogin(storage.db, provider, redirectUri, '/');
     const { searchParams } = started.authorizationUrl;
     entra.next = { nonce: searchParams.get('nonce'), ...claims };
     const callback = new URL(redirectUri);
     callback.searchParams.set('code', 'entra-code');
     callback.searchParams.set('state', searchParams.get('state')!);
-    return finishLogin(storage.db, connection, started.flowToken, callback);
+    return finishLogin(storage.db, provider, started.flowToken, callback);
   }
 
   it('is discovered, keeping the {tenantid} template as the issuer', async () => {
@@ -387,6 +394,51 @@ describe('Entra ID’s common endpoint (fetch answered in-process)', () => {
     });
     // Two tenants are two issuers, so the same `sub` in each stays two users.
     expect(other.issuer).toBe(`https://login.microsoftonline.com/${OTHER_TENANT}/v2.0`);
+  });
+
+  it('takes a front-channel logout whose iss is a tenant’s issuer, ending that tenant’s sessions by sid', async () => {
+    const providers = new SignInProviders(
+      [
+        providerSettings('entra', METADATA_URLS['entra-common'], {
+          client_id: CLIENT_ID,
+          client_secret: CLIENT_SECRET,
+        }),
+      ],
+      createLogger('silent'),
+      () => undefined,
+    );
+    await providers.whenAttempted();
+    const endByProvider = vi.fn(async () => []);
+    const app = Fastify();
+    registerFrontchannelLogout(app, {
+      providers,
+      sessions: { endByProvider } as unknown as SessionStore,
+      audit: { record: vi.fn() } as unknown as AuditLog,
+    });
+    const logout = (iss: string) =>
+      app.inject({ url: `/v1/auth/frontchannel-logout?${new URLSearchParams({ iss, sid: 'entra-sid' })}` });
+    try {
+      const tenantIssuer = `https://login.microsoftonline.com/${ENTRA_TENANT}/v2.0`;
+      const accepted = await logout(tenantIssuer);
+      expect(accepted.statusCode).toBe(200);
+      expect(accepted.headers['content-security-policy']).toBe(
+        "default-src 'none'; frame-ancestors https://login.microsoftonline.com",
+      );
+      expect(endByProvider).toHaveBeenCalledExactlyOnceWith(tenantIssuer, { sid: 'entra-sid' });
+      // Only a tenant id fills the template: not the template itself, another path, or another host.
+      for (const iss of [
+        'https://login.microsoftonline.com/{tenantid}/v2.0',
+        'https://login.microsoftonline.com/common/v2.0',
+        `https://login.microsoftonline.com/${ENTRA_TENANT}/extra/v2.0`,
+        `https://login.microsoftonline.com.evil.example/${ENTRA_TENANT}/v2.0`,
+      ]) {
+        expect((await logout(iss)).statusCode, iss).toBe(400);
+      }
+      expect(endByProvider).toHaveBeenCalledTimes(1);
+    } finally {
+      providers.close();
+      await app.close();
+    }
   });
 
   it('refuses an ID token whose issuer names another tenant than its tid', async () => {
