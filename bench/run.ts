@@ -59,6 +59,7 @@ import {
   type ThroughputRow,
   type VerificationRates,
 } from './lib/report.js';
+import { measureCpuPerRequest, measureStreamScale, type StreamScale } from './lib/scaling.js';
 import { chunkDelays, disconnectDelays, holdStreams, type StreamTarget } from './lib/sse.js';
 import { median } from './lib/stats.js';
 import { CHAT_BODY, CHAT_PATH, medianOf, runWrk, writeChatScript, type WrkRun } from './lib/wrk.js';
@@ -73,6 +74,10 @@ const STREAMS = { streams: 20, rounds: 3, chunks: 20, delayMs: 10, disconnectSam
 /** 20 chunks 500 ms apart: all 1,000 streams are open at once for several seconds. */
 const HELD = { count: 1_000, chunks: 20, delayMs: 500, openingAtOnce: 100 };
 const RESULTS_DIR = join(ROOT, 'bench', 'results');
+/** 10,000 streams take 10,000 sockets in the client and the upstream and 20,000 in the gateway. */
+const OPEN_FILES = 65_536;
+/** BENCH_SCALE=0 skips the CPU-per-request rounds and the 10,000 streams. */
+const SCALE = process.env.BENCH_SCALE !== '0';
 /** Above this share of the cores busy before the run, the results carry a warning. */
 const BUSY_WARNING_PERCENT = 10;
 
@@ -308,7 +313,27 @@ async function machineBusyPercent(): Promise<number> {
   return 100 * (1 - (after.idle - before.idle) / Math.max(1, after.total - before.total));
 }
 
+/**
+ * The bench's processes (this one, the upstreams, Gatehouse) need more open files than a shell
+ * usually allows: the bench starts itself again under `ulimit -n` raised as far as the hard limit
+ * lets it, so the product never raises it. Returns the limit its processes run with.
+ */
+function withOpenFiles(): number {
+  const limit = (flag: string) =>
+    Number(spawnSync('bash', ['-c', `ulimit ${flag}`], { encoding: 'utf8' }).stdout.trim()) || 1024;
+  const [soft, hard] = [limit('-Sn'), limit('-Hn')];
+  const wanted = Math.min(OPEN_FILES, hard);
+  if (!SCALE || soft >= wanted || process.env.BENCH_OPEN_FILES_RAISED) return soft;
+  const command = [process.execPath, ...process.execArgv, ...process.argv.slice(1)].map((arg) => `'${arg}'`).join(' ');
+  const again = spawnSync('bash', ['-c', `ulimit -n ${wanted} && exec ${command}`], {
+    stdio: 'inherit',
+    env: { ...process.env, BENCH_OPEN_FILES_RAISED: '1' },
+  });
+  process.exit(again.status ?? 1);
+}
+
 async function main(): Promise<void> {
+  const openFiles = withOpenFiles();
   await checkTools();
   const busyBeforePercent = await machineBusyPercent();
   if (busyBeforePercent > BUSY_WARNING_PERCENT) {
@@ -370,6 +395,10 @@ async function main(): Promise<void> {
     const throughputRows: ThroughputRow[] = [];
     for (const [id, start] of scenarios) throughputRows.push(...(await throughput(id, start, script)));
 
+    const cpuRows = SCALE
+      ? await measureCpuPerRequest({ dirs, upstream, script, seconds: SECONDS, rounds: REPEATS, say })
+      : undefined;
+
     say('measuring streams');
     const streamingRows: StreamingRow[] = [];
     streamingRows.push(await streaming('direct', direct(sseUpstream), sseUpstream));
@@ -386,6 +415,13 @@ async function main(): Promise<void> {
     }
     const gatehouseFigures = await gatehouseProcess(bench, sseUpstream);
     streamingRows.push(gatehouseFigures.row);
+    let streamScale: StreamScale | undefined;
+    if (SCALE) {
+      say(
+        `holding up to 10,000 streams open (open files: ${openFiles}), straight to the upstream and then through one Gatehouse worker`,
+      );
+      streamScale = await measureStreamScale({ dirs, sseUpstream, say, openFiles });
+    }
     await sseService.stop();
 
     say('measuring key verification in-process');
@@ -409,6 +445,7 @@ async function main(): Promise<void> {
       process: gatehouseFigures.process,
       verification,
       profile,
+      scaling: cpuRows && { seconds: SECONDS, rounds: REPEATS, cpu: cpuRows, streams: streamScale },
     };
     await writeResults(results);
   } catch (error) {

@@ -3,7 +3,9 @@
 // is capped at 2 × 8 MB instead of 2 × 16 MB, which lowered the peak under load by 12–40 MiB with CPU
 // per request within noise. The Dockerfile, `npm start`, the bench and the tests run with the same flag.
 import './runtime.js';
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import type { Kysely } from 'kysely';
@@ -15,6 +17,7 @@ import { createLogger } from './log.js';
 import { buildGateway } from './server.js';
 import { openStorage } from './storage/database.js';
 import { migrateToLatest } from './storage/migrations.js';
+import { workerLink } from './workers/link.js';
 
 const program = new Command()
   .name('gatehouse')
@@ -36,22 +39,41 @@ function readDatabaseConfig(flag: string | undefined) {
   return loadDatabaseConfig(resolveConfigPath(flag));
 }
 
-/** Starts a gateway and keeps it until SIGTERM/SIGINT. */
+/** Starts a gateway, or with gateway.workers > 1 a primary and its workers, and keeps it until SIGTERM/SIGINT. */
 async function serve(config: Config): Promise<void> {
-  const log = createLogger(process.env.LOG_LEVEL ?? config.gateway.log_level);
+  const count = workerCount(config.gateway.workers);
+  if (count > 1 && cluster.isPrimary) {
+    const { runPrimary } = await import('./workers/primary.js');
+    return runPrimary(config, createLogger(process.env.LOG_LEVEL ?? config.gateway.log_level), count);
+  }
+  const link = workerLink();
+  const rootLog = createLogger(process.env.LOG_LEVEL ?? config.gateway.log_level);
+  // Which worker wrote a line (the access log's included) tells their shares of the traffic apart.
+  const log = link ? rootLog.child({ worker: link.slot, pid: process.pid }) : rootLog;
   const gateway = await buildGateway(config, log);
-  const address = await gateway.app.listen({ host: config.gateway.host, port: config.gateway.port });
+  const address = await gateway.app.listen({
+    host: config.gateway.host,
+    ...(link
+      ? // Each worker's own socket on the shared port: the kernel spreads connections among them.
+        { port: link.port, reusePort: true, exclusive: true }
+      : { port: config.gateway.port }),
+  });
   const { metrics_port: metricsPort, metrics_host: metricsHost } = config.gateway;
+  // One listener per port: with several workers the first serves the metrics, of its own process.
   const metricsServer =
-    gateway.metrics && metricsPort !== undefined
+    gateway.metrics && metricsPort !== undefined && (link?.slot ?? 1) === 1
       ? await (await import('./metrics/metrics.js')).serveMetrics(gateway.metrics, metricsHost, metricsPort)
       : undefined;
   log.info(
     { address, upstream: config.gateway.upstream, metrics: metricsServer && `${metricsHost}:${metricsPort}` },
     'gatehouse is listening',
   );
+  link?.listening();
   // Stop accepting, let requests and open streams finish for the grace period, then cut what is left.
+  let stopping = false;
   const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
     log.info({ signal, graceSeconds: config.gateway.shutdown_grace_seconds }, 'shutting down');
     const deadline = setTimeout(
       () => gateway.app.server.closeAllConnections(),
@@ -68,8 +90,16 @@ async function serve(config: Config): Promise<void> {
     log.info('stopped');
     process.exit(0);
   };
+  // A worker hears Ctrl-C's SIGINT (it reaches the whole process group) and the primary's SIGTERM:
+  // the second starts nothing new. A signal repeated kills at once, as before.
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
+  // A worker whose primary died would serve on unsupervised, with counters no one else sees.
+  if (link) process.once('disconnect', () => void stop('primary exited'));
+}
+
+function workerCount(setting: number | 'auto'): number {
+  return setting === 'auto' ? availableParallelism() : setting;
 }
 
 program

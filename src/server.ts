@@ -49,7 +49,7 @@ import { onProviderRefusal } from './users/provider-refusal.js';
 import { ScimStore } from './scim/store.js';
 import type { Metrics } from './metrics/metrics.js';
 import { noMetrics, type MetricsSink } from './metrics/sink.js';
-import { memoryWindowCounter, RateLimiter, redisWindowCounter } from './limits/rate-limiter.js';
+import { RateLimiter } from './limits/rate-limiter.js';
 import { createPlatformControls, type PlatformControls } from './proxy/platform-controls.js';
 import { createDecide, type Decide } from './policy/decide.js';
 import { compilePathRules } from './policy/paths.js';
@@ -190,7 +190,10 @@ export async function buildGateway(config: Config, log: Logger): Promise<Gateway
   await registerBodyParsers(app);
   registerAssets(app);
 
-  const checks: ReadinessCheck[] = [{ name: 'database', check: () => storage.ping().then(() => undefined) }];
+  const checks: ReadinessCheck[] = [
+    { name: 'database', check: () => storage.ping().then(() => undefined) },
+    ...shared.checks,
+  ];
   const { redis } = shared;
   if (redis)
     checks.push({
@@ -352,10 +355,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     sessions.forgetAll();
     if (change.kind === 'user_disabled') inFlight.abortUser(change.userId);
   });
-  const failedAuth = new FailedAuthLimiter(
-    config.auth.failed_auth_per_minute,
-    redis ? redisFailureCounter(redis, config.redis.key_prefix) : undefined,
-  );
+  const failedAuth = new FailedAuthLimiter(config.auth.failed_auth_per_minute, shared.failureCounter);
   // Bearers first: an Authorization header is always judged, never passed over for a cookie. A JWT
   // from a trusted issuer is the JWT loader's; any other Authorization header is the API-key loader's.
   const identifier = createIdentifier([
@@ -378,7 +378,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
     apiKeyLoader(verifier, failedAuth),
     sessionLoader(sessions, cookies.session),
   ]);
-  const limiter = new RateLimiter(redis ? redisWindowCounter(redis, config.redis.key_prefix) : memoryWindowCounter());
+  const limiter = new RateLimiter(shared.windowCounter);
   const budgets = createBudgets(config, storage, redis, metrics, log);
   const caps = {
     maxRequestsPerMinute: config.auth.max_key_requests_per_minute,

@@ -45,8 +45,10 @@ export async function startKeyGateway(options: {
   upstream: string;
   configEdits?: Record<string, unknown>;
   keyArgs?: string[];
+  /** How long /healthz may take: N workers start N processes at once. */
+  readyTimeoutMs?: number;
 }): Promise<KeyGateway> {
-  const { name, dist, nodeFlags = [], work, logs, upstream, configEdits = {}, keyArgs = [] } = options;
+  const { name, dist, nodeFlags = [], work, logs, upstream, configEdits = {}, keyArgs = [], readyTimeoutMs } = options;
   const port = await freePort();
   const config = join(work, `${name}.json`);
   writeFileSync(
@@ -85,7 +87,7 @@ export async function startKeyGateway(options: {
       logDir: logs,
     },
   );
-  await waitForStatus(`http://127.0.0.1:${port}/healthz`, service);
+  await waitForStatus(`http://127.0.0.1:${port}/healthz`, service, { timeoutMs: readyTimeoutMs });
   return { url: `http://127.0.0.1:${port}`, key, service };
 }
 

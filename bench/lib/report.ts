@@ -3,6 +3,7 @@
  * pass/fail mark each, the streaming and process figures, and where Gatehouse spends CPU.
  */
 import type { ProfileSummary } from './profile.js';
+import { kbPerStream, SCALING_LABELS, type CpuRow, type ScalingId, type StreamScale } from './scaling.js';
 import { percentile } from './stats.js';
 import type { WrkRun } from './wrk.js';
 
@@ -106,6 +107,8 @@ export interface Results {
   };
   verification: VerificationRates;
   profile?: Profiles;
+  /** Issue 18: CPU per request against the Node floor, 1 and 2 workers, and 10,000 streams. */
+  scaling?: { seconds: number; rounds: number; cpu: CpuRow[]; streams?: StreamScale };
 }
 
 export interface Profiles {
@@ -209,7 +212,125 @@ export function targetsOf(results: Results): Target[] {
       ok: results.verification.cached >= 300_000,
     },
   );
+  targets.push(...scalingTargets(results));
   return targets;
+}
+
+function scalingRow(results: Results, id: ScalingId): CpuRow | undefined {
+  return results.scaling?.cpu.find((row) => row.id === id);
+}
+
+/** Gatehouse against the Node floor and the peer, and the 10,000 streams (issue 18). */
+function scalingTargets(results: Results): Target[] {
+  if (!results.scaling) return [];
+  const one = scalingRow(results, 'gatehouse-1');
+  const floor = scalingRow(results, 'bare-floor');
+  const peer = scalingRow(results, 'express-key');
+  const cpuVsFloor = (one?.cpuUs ?? NaN) / (floor?.cpuUs ?? NaN);
+  const cpuVsPeer = (one?.cpuUs ?? NaN) / (peer?.cpuUs ?? NaN);
+  const targets: Target[] = [
+    {
+      name: 'API key, CPU per request, 1 worker vs the Node floor',
+      goal: '≤ 1.15×',
+      measured: `${times(cpuVsFloor)} (${ms(one?.cpuUs ?? NaN, 0)} vs ${ms(floor?.cpuUs ?? NaN, 0)} µs)`,
+      ok: Number.isFinite(cpuVsFloor) ? cpuVsFloor <= 1.15 : undefined,
+    },
+    {
+      name: 'API key, CPU per request, Express key peer vs 1 worker',
+      goal: '≥ 2.5×',
+      measured: times(1 / cpuVsPeer),
+      ok: Number.isFinite(cpuVsPeer) ? 1 / cpuVsPeer >= 2.5 : undefined,
+    },
+  ];
+  const scale = results.scaling.streams;
+  if (!scale) return targets;
+  const peakMegabytes = (scale.peakMb * 1024 * 1024) / 1e6;
+  const all = scale.opened === scale.count;
+  targets.push(
+    {
+      name: `peak RSS with ${int(scale.count)} SSE streams open, one worker`,
+      goal: '≤ 320 MB',
+      measured: `${ms(peakMegabytes, 1)} MB (${int(scale.opened)} opened)`,
+      ok: all ? peakMegabytes <= 320 : false,
+    },
+    {
+      name: `KB per open stream over idle (peak), ${int(scale.count)} streams`,
+      goal: '≤ 22 KB',
+      measured: `${ms(kbPerStream(scale), 1)} KB`,
+      ok: all ? kbPerStream(scale) <= 22 : false,
+    },
+    addedTarget(`chunk delay added at ${int(scale.count)} streams, p99`, 2, scale.gatehouse.p99 - scale.direct.p99),
+  );
+  return targets;
+}
+
+function renderScaling(results: Results, out: string[]): void {
+  const { scaling } = results;
+  if (!scaling) return;
+  const floor = scalingRow(results, 'bare-floor');
+  const peer = scalingRow(results, 'express-key');
+  const one = scalingRow(results, 'gatehouse-1');
+  out.push('## CPU per request against the Node floor, 1 and 2 workers (API key, 32 connections)', '');
+  out.push(
+    `${scaling.rounds} interleaved rounds of ${scaling.seconds} s (every contender once per round), medians. CPU is user + kernel time of the` +
+      ' server process and its children (a primary and its workers) per request served, from /proc. wrk and the upstream share the' +
+      ' same two cores, so 2 workers cannot reach 2× here.',
+    '',
+  );
+  out.push(
+    table(
+      [
+        'Contender',
+        'req/s',
+        'CPU µs/request',
+        'req/s × floor',
+        'CPU × floor',
+        'req/s × peer',
+        'CPU × peer',
+        'req/s × 1 worker',
+      ],
+      scaling.cpu.map((row) => [
+        SCALING_LABELS[row.id],
+        int(row.rps),
+        row.cpuUs === undefined ? '—' : ms(row.cpuUs, 0),
+        floor ? times(row.rps / floor.rps) : '—',
+        floor?.cpuUs && row.cpuUs ? times(row.cpuUs / floor.cpuUs) : '—',
+        peer ? times(row.rps / peer.rps) : '—',
+        peer?.cpuUs && row.cpuUs ? times(row.cpuUs / peer.cpuUs) : '—',
+        one ? times(row.rps / one.rps) : '—',
+      ]),
+    ),
+    '',
+  );
+  const scale = scaling.streams;
+  if (!scale) return;
+  out.push(`## ${int(scale.count)} SSE streams through one worker`, '');
+  out.push(
+    `${int(scale.count)} streams of ${scale.chunks} chunks ${scale.delayMs} ms apart, opened 200 at a time, held open together;` +
+      ' the same streams straight to the upstream first, for the delay added.' +
+      (scale.count < scale.wanted
+        ? ` **${int(scale.count)}, not ${int(scale.wanted)}**: each stream takes two sockets in the gateway, and this machine's open-files limit` +
+          ` is ${int(scale.openFiles)} (the hard limit; raising it needs privileges the bench does not have). Per-stream figures carry over.`
+        : ''),
+    '',
+  );
+  out.push(
+    table(
+      ['Figure', 'Value'],
+      [
+        ['streams opened (direct / through Gatehouse)', `${int(scale.direct.opened)} / ${int(scale.opened)}`],
+        [
+          'RSS idle / all open / peak (MiB)',
+          `${ms(scale.idleRssMb, 1)} / ${ms(scale.rssAllOpenMb, 1)} / ${ms(scale.peakMb, 1)}`,
+        ],
+        ['KB per open stream over idle (peak)', ms(kbPerStream(scale), 1)],
+        ['chunk delay p50 / p99, direct (ms)', `${ms(scale.direct.p50)} / ${ms(scale.direct.p99)}`],
+        ['chunk delay p50 / p99, through Gatehouse (ms)', `${ms(scale.gatehouse.p50)} / ${ms(scale.gatehouse.p99)}`],
+        ['failures', scale.failures.length ? scale.failures.slice(0, 3).join('; ') : 'none'],
+      ],
+    ),
+    '',
+  );
 }
 
 /**
@@ -316,6 +437,8 @@ export function renderMarkdown(results: Results): string {
     ),
     '',
   );
+
+  renderScaling(results, out);
 
   const s = results.streamSettings;
   out.push('## Streaming (server-sent events)', '');

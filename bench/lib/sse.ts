@@ -153,7 +153,15 @@ export interface HeldStreams {
  */
 export async function holdStreams(
   target: StreamTarget,
-  options: { count: number; chunks: number; delayMs: number; openingAtOnce: number; onAllOpen(): void },
+  options: {
+    count: number;
+    chunks: number;
+    delayMs: number;
+    openingAtOnce: number;
+    onAllOpen(): void;
+    /** When given, receives every chunk's upstream write -> client read, in ms. */
+    delays?: number[];
+  },
 ): Promise<HeldStreams> {
   const { count, chunks, delayMs, openingAtOnce } = options;
   const dispatcher = new Agent({ connections: count + 16, headersTimeout: 60_000, bodyTimeout: 60_000 });
@@ -175,8 +183,10 @@ export async function holdStreams(
     let received = 0;
     try {
       const body = await openStream(target, streamUrl(target, { chunks, delay: delayMs }), dispatcher);
-      await readFrames(body, (_arrived, frame) => {
-        if (!SENT_NS.test(frame)) return;
+      await readFrames(body, (arrived, frame) => {
+        const sent = SENT_NS.exec(frame)?.[1];
+        if (sent === undefined) return;
+        options.delays?.push(Number(arrived - BigInt(sent)) / 1e6);
         received += 1;
         if (received !== 1) return;
         released = true;

@@ -74,6 +74,16 @@ export function checkRules(tree: unknown): string[] {
     );
   }
   problems.push(...trustedIssuerProblems(tree, insecureAllowed));
+  const workers = readValid(tree, 'gateway.workers');
+  if (
+    (workers === 'auto' || (typeof workers === 'number' && workers > 1)) &&
+    readValid(tree, 'database.url') === 'sqlite::memory:'
+  ) {
+    problems.push(
+      `gateway.workers is ${describeValue(workers, false)} but database.url is sqlite::memory:, which each worker ` +
+        'would open as a database of its own: use a file (sqlite:./gatehouse.db) or PostgreSQL, or gateway.workers: 1',
+    );
+  }
   return problems;
 }
 

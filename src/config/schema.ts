@@ -441,6 +441,9 @@ const gateway = z.strictObject({
   upstream_cookies: z
     .union([z.enum(['all', 'none']), z.array(z.string().regex(COOKIE_NAME)).min(1)])
     .describe('all, none, or a list of cookie names'),
+  workers: z
+    .union([z.literal('auto'), z.number().int().min(1).max(256)])
+    .describe('an integer from 1 to 256, or auto (one per available core)'),
 });
 
 const database = z.strictObject({

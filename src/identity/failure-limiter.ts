@@ -35,12 +35,15 @@ export function memoryFailureCounter(): FailureCounter {
 
 /**
  * Shared by every gateway process, so a guesser gains nothing by spreading attempts over replicas.
- * While Redis cannot be reached each process counts on its own (the limit then holds per replica),
+ * While Redis cannot be reached each replica counts on its own, in `local` (the limit then holds per replica),
  * and shared counting resumes by itself once Redis answers again.
  */
-export function redisFailureCounter(redis: Redis, prefix: string): FailureCounter {
+export function redisFailureCounter(
+  redis: Redis,
+  prefix: string,
+  local: FailureCounter = memoryFailureCounter(),
+): FailureCounter {
   const keyOf = (address: string) => `${prefix}failed_auth:${address}`;
-  const local = memoryFailureCounter();
   return {
     read: async (address, now) => {
       try {

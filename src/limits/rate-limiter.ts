@@ -26,12 +26,15 @@ export function memoryWindowCounter(): WindowCounter {
 }
 
 /**
- * Shared by every gateway process. While Redis cannot be reached each process counts on its own
- * (limits then hold per replica), and shared counting resumes by itself once Redis answers again.
+ * Shared by every gateway process. While Redis cannot be reached each replica counts on its own,
+ * in `local` (limits then hold per replica), and shared counting resumes by itself once Redis answers again.
  */
-export function redisWindowCounter(redis: Redis, prefix: string): WindowCounter {
+export function redisWindowCounter(
+  redis: Redis,
+  prefix: string,
+  local: WindowCounter = memoryWindowCounter(),
+): WindowCounter {
   const id = (key: string, window: number) => `${prefix}rate:${window}:${key}`;
-  const local = memoryWindowCounter();
   return {
     add: async (key, window, amount) => {
       try {

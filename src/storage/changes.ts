@@ -18,6 +18,12 @@ export interface ChangeBus {
   close(): Promise<void>;
 }
 
+/** Another way changes travel between gateway processes: the workers of one `gatehouse serve`. */
+export interface ChangeRelay {
+  publish(change: Change): void;
+  subscribe(listener: (change: Change) => void): void;
+}
+
 const REDIS_CHANNEL = 'gatehouse_changes';
 /** SQLite has no notifications: another process on the same file (the CLI, a second gateway) is polled. */
 const POLL_INTERVAL_MS = 500;
@@ -51,6 +57,7 @@ export function createChangeBus(
   cache: SharedCache,
   prefix: string,
   log: Logger,
+  relay?: ChangeRelay,
 ): ChangeBus {
   const listeners: Array<(change: Change) => void> = [];
   const emit = (change: Change) => listeners.forEach((listener) => listener(change));
@@ -64,9 +71,12 @@ export function createChangeBus(
       : pollSqlite(storage, heardFromDatabase),
     ...(redis ? [subscribeToRedis(redis, prefix + REDIS_CHANNEL, emit, log)] : []),
   ];
+  // The other workers hear at once, without waiting for Redis or the database's announcement.
+  relay?.subscribe(emit);
   return {
     publish: (change) => {
       emit(change);
+      relay?.publish(change);
       if (redis?.status !== 'ready') return;
       redis.publish(prefix + REDIS_CHANNEL, JSON.stringify(change)).catch((error: unknown) => {
         log.warn({ err: error, change }, 'redis publish failed; the database announces the change');

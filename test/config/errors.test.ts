@@ -49,7 +49,7 @@ describe('loadConfig rejects', () => {
       'gateway.timeout is not a known key (known keys in gateway: host, port, upstream, upstream_api_key, data_dir, ' +
         'public_paths, admin_paths, trusted_proxies, log_level, access_log, metrics_port, metrics_host, metrics_models, ' +
         'shutdown_grace_seconds, upstream_headers_timeout_seconds, upstream_idle_timeout_seconds, ' +
-        'forward_auth_skip_body_controls, max_checked_body_mb, strip_headers, upstream_cookies)',
+        'forward_auth_skip_body_controls, max_checked_body_mb, strip_headers, upstream_cookies, workers)',
     ]);
     expectRejected(editsYaml({ auth_provider: { client_secrt: 'x' } }), [
       'auth_provider.client_secrt is not a known key (did you mean auth_provider.client_secret?)',

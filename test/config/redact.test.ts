@@ -135,6 +135,7 @@ describe('Config', () => {
         max_checked_body_mb: number;
         strip_headers: string[];
         upstream_cookies: 'all' | 'none' | string[];
+        workers: number | 'auto';
       };
       database: {
         url: string;

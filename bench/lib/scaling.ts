@@ -1,0 +1,273 @@
+/**
+ * The figures of issue 18, measured in the same run as the rest of the bench:
+ *
+ * - CPU per request on the API-key path against the Node floor (bench/peers/bare-proxy.js), with
+ *   Gatehouse at 1 and at 2 workers, nginx and the Express key peer, in interleaved rounds (each
+ *   round runs every contender once, so a slow spell of the shared machine hits all alike);
+ * - 10,000 SSE streams held open at once through one Gatehouse worker: peak RSS, KB per open stream
+ *   over idle, and the chunk delay added against the same 10,000 streams straight to the upstream.
+ */
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from '../../test/support/ports.js';
+import { expressKeyPeer, nginxProxy, writePeerKeys, type RunDirs } from './contenders.js';
+import { startKeyGateway, type KeyGateway } from './gateway-rows.js';
+import { cpuTimeOf, memoryOf, startProcess, waitForStatus, type Service } from './processes.js';
+import { holdStreams, type HeldStreams } from './sse.js';
+import { percentile, median } from './stats.js';
+import { CHAT_PATH, runWrk } from './wrk.js';
+
+export type ScalingId = 'nginx-proxy' | 'bare-floor' | 'gatehouse-1' | 'gatehouse-2' | 'express-key';
+
+export const SCALING_LABELS: Record<ScalingId, string> = {
+  'nginx-proxy': 'nginx reverse proxy, no auth',
+  'bare-floor': 'Node floor: node:http + undici, no auth',
+  'gatehouse-1': 'Gatehouse, API key, 1 worker',
+  'gatehouse-2': 'Gatehouse, API key, 2 workers',
+  'express-key': 'peer: Express 5 + http-proxy-middleware, API key',
+};
+
+export interface CpuRow {
+  id: ScalingId;
+  /** Median over the rounds. */
+  rps: number;
+  /** CPU (user + kernel) of the server's processes per request, median over the rounds; undefined for nginx. */
+  cpuUs?: number;
+  /** Each round's figures, for the spread. */
+  rounds: Array<{ rps: number; cpuUs?: number }>;
+}
+
+export interface StreamScale {
+  count: number;
+  /** 10,000; `count` is lower where the open-files limit does not allow that many. */
+  wanted: number;
+  openFiles: number;
+  chunks: number;
+  delayMs: number;
+  idleRssMb: number;
+  rssAllOpenMb: number;
+  peakMb: number;
+  opened: number;
+  failures: string[];
+  /** Upstream write -> client read, p50 and p99, straight to the upstream and through Gatehouse. */
+  direct: { p50: number; p99: number; opened: number };
+  gatehouse: { p50: number; p99: number };
+}
+
+const CONNECTIONS = 32;
+
+/** Every process of a server: the one spawned and its descendants (a primary's workers). */
+function processTree(pid: number): number[] {
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
+  return [pid, ...children.flatMap(processTree)];
+}
+
+function cpuMsOfTree(pid: number): number {
+  return processTree(pid).reduce((sum, each) => {
+    const { userMs, systemMs } = cpuTimeOf(each);
+    return sum + userMs + systemMs;
+  }, 0);
+}
+
+interface Running {
+  id: ScalingId;
+  url: string;
+  headers: Record<string, string>;
+  pid?: number;
+  stop(): Promise<unknown>;
+}
+
+async function bareFloor(dirs: RunDirs, upstream: string): Promise<Running> {
+  const port = await freePort();
+  const service = startProcess('bare-floor', process.execPath, ['bench/peers/bare-proxy.js'], {
+    logDir: dirs.logs,
+    env: { PORT: String(port), UPSTREAM: upstream },
+  });
+  await waitForStatus(`http://127.0.0.1:${port}/`, service, { status: 200 });
+  const url = `http://127.0.0.1:${port}`;
+  return { id: 'bare-floor', url, headers: {}, pid: service.pid, stop: () => service.stop() };
+}
+
+/** Gatehouse from `dist` with its own database and key, the access log on (the default). */
+async function gatehouseWorkers(dirs: RunDirs, upstream: string, workers: number): Promise<KeyGateway> {
+  const gateway = await startKeyGateway({
+    name: `gatehouse-${workers}-worker${workers === 1 ? '' : 's'}`,
+    dist: 'dist',
+    work: dirs.work,
+    logs: dirs.logs,
+    upstream,
+    configEdits: { gateway: { workers } },
+    readyTimeoutMs: 60_000,
+  });
+  // /healthz answers once one worker listens; wrk's connections stay with the workers listening
+  // when it connects, so the load starts once all are.
+  const deadline = performance.now() + 30_000;
+  while (listeningWorkers(gateway.service) < workers && performance.now() < deadline) await sleep(50);
+  return gateway;
+}
+
+function listeningWorkers(service: Service): number {
+  return readFileSync(service.logPath, 'utf8').split('"msg":"gatehouse is listening"').length - 1;
+}
+
+export async function measureCpuPerRequest(options: {
+  dirs: RunDirs;
+  upstream: string;
+  script: string;
+  seconds: number;
+  rounds: number;
+  say(line: string): void;
+}): Promise<CpuRow[]> {
+  const { dirs, upstream, script, seconds, rounds, say } = options;
+  const peerKey = `peer-${'s'.repeat(40)}`;
+  const running: Running[] = [];
+  try {
+    const nginx = await nginxProxy(upstream);
+    running.push({ id: 'nginx-proxy', url: nginx.url, headers: {}, stop: () => nginx.stop() });
+    running.push(await bareFloor(dirs, upstream));
+    for (const workers of [1, 2]) {
+      const gateway = await gatehouseWorkers(dirs, upstream, workers);
+      running.push({
+        id: workers === 1 ? 'gatehouse-1' : 'gatehouse-2',
+        url: gateway.url,
+        headers: { authorization: `Bearer ${gateway.key}` },
+        pid: gateway.service.pid,
+        stop: () => gateway.service.stop(),
+      });
+    }
+    const peer = await expressKeyPeer(dirs, upstream, writePeerKeys(dirs, peerKey), peerKey);
+    running.push({
+      id: 'express-key',
+      url: peer.url,
+      headers: peer.headers,
+      pid: peer.service?.pid,
+      stop: () => peer.stop(),
+    });
+
+    const load = (contender: Running, length: number) =>
+      runWrk({
+        url: `${contender.url}${CHAT_PATH}`,
+        connections: CONNECTIONS,
+        seconds: length,
+        script,
+        headers: contender.headers,
+      });
+    for (const contender of running) await load(contender, Math.min(2, seconds));
+    const figures = new Map<ScalingId, Array<{ rps: number; cpuUs?: number }>>();
+    for (let round = 0; round < rounds; round++) {
+      for (const contender of running) {
+        const before = contender.pid ? cpuMsOfTree(contender.pid) : undefined;
+        const run = await load(contender, seconds);
+        const failed = run.non2xx + run.socketErrors;
+        if (failed) say(`WARNING: ${SCALING_LABELS[contender.id]}: ${failed} failed requests in round ${round + 1}`);
+        const cpuUs =
+          before === undefined
+            ? undefined
+            : ((cpuMsOfTree(contender.pid!) - before) * 1000) / Math.max(1, run.requests);
+        figures.set(contender.id, [...(figures.get(contender.id) ?? []), { rps: run.rps, cpuUs }]);
+      }
+    }
+    const rows = running.map(({ id }): CpuRow => {
+      const each = figures.get(id)!;
+      const cpu = each.flatMap((round) => (round.cpuUs === undefined ? [] : [round.cpuUs]));
+      return {
+        id,
+        rps: median(each.map((round) => round.rps)),
+        cpuUs: cpu.length ? median(cpu) : undefined,
+        rounds: each,
+      };
+    });
+    for (const row of rows) {
+      say(
+        `${SCALING_LABELS[row.id]}: ${Math.round(row.rps).toLocaleString('en-US')} req/s` +
+          (row.cpuUs === undefined ? '' : `, ${row.cpuUs.toFixed(0)} µs CPU/request`),
+      );
+    }
+    return rows;
+  } finally {
+    for (const contender of running.reverse()) await contender.stop().catch(() => undefined);
+  }
+}
+
+/** How the streams run: 10 chunks 2 s apart keep all open together for seconds. */
+export const STREAM_SCALE = { chunks: 10, delayMs: 2_000, openingAtOnce: 200 };
+const STREAMS_WANTED = 10_000;
+/** The gateway's own files (database, log, listener, event loop) besides two sockets per stream. */
+const SPARE_FILES = 100;
+
+/**
+ * A stream takes two sockets in the gateway (client and platform), so 10,000 need more than 20,000
+ * open files; where the hard limit is lower (and only a privileged process may raise it), the bench
+ * holds as many as fit and says so.
+ */
+export function streamCountFor(openFiles: number): number {
+  return Math.min(STREAMS_WANTED, Math.floor((openFiles - SPARE_FILES) / 2 / 50) * 50);
+}
+
+export async function measureStreamScale(options: {
+  dirs: RunDirs;
+  sseUpstream: string;
+  say(line: string): void;
+  openFiles: number;
+}): Promise<StreamScale> {
+  const { dirs, sseUpstream, say } = options;
+  const count = streamCountFor(options.openFiles);
+  const held = (url: string, headers: Record<string, string>, onAllOpen: () => void) => {
+    const delays: number[] = [];
+    return holdStreams({ url, headers }, { ...STREAM_SCALE, count, onAllOpen, delays }).then(
+      (result): [HeldStreams, number[]] => [result, delays],
+    );
+  };
+  const [directHeld, directDelays] = await held(sseUpstream, {}, () => undefined);
+  say(
+    `${directHeld.opened} of ${count} streams straight to the upstream: chunk delay p99 ` +
+      `${percentile(directDelays, 99).toFixed(2)} ms`,
+  );
+  const gateway = await gatehouseWorkers(dirs, sseUpstream, 1);
+  try {
+    await sleep(1_000);
+    const idleRssMb = memoryOf(gateway.service.pid).rssMb;
+    let rssAllOpenMb = NaN;
+    const [through, delays] = await held(
+      gateway.url,
+      { authorization: `Bearer ${gateway.key}` },
+      () => (rssAllOpenMb = memoryOf(gateway.service.pid).rssMb),
+    );
+    const { peakMb } = memoryOf(gateway.service.pid);
+    const figures: StreamScale = {
+      ...STREAM_SCALE,
+      count,
+      wanted: STREAMS_WANTED,
+      openFiles: options.openFiles,
+      idleRssMb,
+      rssAllOpenMb,
+      peakMb,
+      opened: through.opened,
+      failures: through.failures.slice(0, 10),
+      direct: { p50: percentile(directDelays, 50), p99: percentile(directDelays, 99), opened: directHeld.opened },
+      gatehouse: { p50: percentile(delays, 50), p99: percentile(delays, 99) },
+    };
+    say(
+      `${through.opened} of ${count} streams through one Gatehouse worker: RSS idle ${idleRssMb.toFixed(1)} MiB, ` +
+        `all open ${rssAllOpenMb.toFixed(1)} MiB, peak ${peakMb.toFixed(1)} MiB; chunk delay p99 ${figures.gatehouse.p99.toFixed(2)} ms` +
+        (through.failures.length ? `; ${through.failures.length} failed: ${through.failures[0]}` : ''),
+    );
+    return figures;
+  } finally {
+    await gateway.service.stop();
+  }
+}
+
+/** KB (1,000 bytes) of peak resident memory per open stream beyond the idle process. */
+export function kbPerStream(scale: StreamScale): number {
+  return ((scale.peakMb - scale.idleRssMb) * 1024 * 1024) / 1000 / Math.max(1, scale.opened);
+}

@@ -1,0 +1,31 @@
+import type { Change } from '../storage/changes.js';
+
+/**
+ * What a worker and the primary say to each other over the cluster's IPC channel. Every message
+ * carries `gatehouse` so it is never taken for one of Node's own cluster messages.
+ */
+
+/** A counting operation the primary performs for a worker, so every worker sees one count. */
+export type CountOp =
+  | { op: 'window_add'; key: string; window: number; amount: number }
+  | { op: 'window_read'; key: string; window: number }
+  | { op: 'failure_add'; address: string; now: number };
+
+export type WorkerMessage =
+  | { gatehouse: 'count'; batch: Array<CountOp & { id: number }> }
+  | { gatehouse: 'change'; change: Change }
+  | { gatehouse: 'ready' };
+
+export type PrimaryMessage =
+  | { gatehouse: 'counted'; answers: Array<[id: number, value: number]> }
+  | { gatehouse: 'change'; change: Change }
+  | { gatehouse: 'failures'; address: string; failures: number; endsAt: number }
+  | { gatehouse: 'workers'; ready: number; wanted: number };
+
+/** The environment a worker is started with: its place among the workers and the port all share. */
+export const WORKER_SLOT_ENV = 'GATEHOUSE_WORKER_SLOT';
+export const WORKER_PORT_ENV = 'GATEHOUSE_WORKER_PORT';
+
+export function isGatehouseMessage<T extends { gatehouse: string }>(message: unknown): message is T {
+  return typeof message === 'object' && message !== null && 'gatehouse' in message;
+}

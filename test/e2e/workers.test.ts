@@ -1,0 +1,283 @@
+/**
+ * `gateway.workers: 2`: two processes serve one port as one service. What must be global holds
+ * across them without Redis (rate limits, the failed-auth limit, revocations, usage counts), a
+ * killed worker is replaced while /readyz says so, and SIGTERM drains both.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
+import { Browserless } from '../support/browserless.js';
+import { gatehouseArgs } from '../support/cli.js';
+import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
+import { createKey } from '../support/keys.js';
+import { freePort } from '../support/ports.js';
+import { signInForSession } from '../support/sign-in.js';
+import { CLIENT_ID, CLIENT_SECRET, testDatabase } from '../support/stack.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const FAILED_AUTH_PER_MINUTE = 5;
+
+interface Answer {
+  status: number;
+  requestId: string;
+  body: string;
+}
+
+/**
+ * One request on a connection of its own: the kernel hands each new connection to one worker, so
+ * requests spread over both only when they do not share a keep-alive connection.
+ */
+function fresh(url: string, headers: Record<string, string> = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const sent = request(url, { agent: false, headers: { connection: 'close', ...headers } }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (body += chunk));
+      response.on('end', () =>
+        resolve({ status: response.statusCode!, requestId: String(response.headers['x-request-id']), body }),
+      );
+    });
+    sent.on('error', reject);
+    sent.end();
+  });
+}
+
+interface LogLine {
+  msg?: string;
+  worker?: number;
+  pid?: number;
+  reqId?: string;
+}
+
+let dir: string;
+let platform: SamplePlatform;
+let provider: FaultyProvider;
+let url: string;
+let child: ReturnType<typeof spawn>;
+let output = '';
+let exited: Promise<number | null>;
+let browser: Browserless;
+
+function logLines(): LogLine[] {
+  return output
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as LogLine);
+}
+
+/** The worker slots whose access log lines carry these request ids. */
+function workersThatServed(answers: Answer[]): Set<number | undefined> {
+  const ids = new Set(answers.map((answer) => answer.requestId));
+  return new Set(
+    logLines()
+      .filter((line) => line.msg === 'request' && ids.has(line.reqId!))
+      .map((line) => line.worker),
+  );
+}
+
+async function readyStatus(): Promise<number> {
+  return fresh(`${url}/readyz`).then(
+    (answer) => answer.status,
+    () => 0,
+  );
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'gatehouse-workers-'));
+  platform = await startSamplePlatform();
+  const port = await freePort();
+  url = `http://127.0.0.1:${port}`;
+  provider = await startFaultyProvider({
+    clientId: CLIENT_ID,
+    clientSecret: CLIENT_SECRET,
+    redirectUri: `${url}/v1/auth/auth`,
+  });
+  const database =
+    process.env.GATEHOUSE_TEST_DATABASE === 'postgres' ? testDatabase() : { url: `sqlite:${join(dir, 'g.db')}` };
+  const configFile = join(dir, 'config.yaml');
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      powerml: { website: url },
+      auth: { failed_auth_per_minute: FAILED_AUTH_PER_MINUTE },
+      auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: provider.metadataUrl },
+      gateway: {
+        host: '127.0.0.1',
+        port,
+        upstream: platform.url,
+        data_dir: join(dir, 'data'),
+        workers: 2,
+        // Lets each test speak for a client address of its own (X-Forwarded-For from loopback).
+        trusted_proxies: ['127.0.0.1'],
+      },
+      database,
+    }),
+  );
+  child = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
+    cwd: ROOT,
+    env: { ...process.env, LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  const started = Date.now();
+  while ((await readyStatus()) !== 200) {
+    if (child.exitCode !== null || Date.now() - started > 60_000) throw new Error(`not ready:\n${output}`);
+    await sleep(100);
+  }
+  browser = new Browserless();
+  await signInForSession({ url }, browser);
+}, 90_000);
+
+afterAll(async () => {
+  if (child?.exitCode === null) {
+    child.kill('SIGKILL');
+    await exited;
+  }
+  provider?.close();
+  await platform?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('gatehouse serve with gateway.workers: 2', () => {
+  it('starts two workers on one port, each logging its slot', () => {
+    const listening = logLines().filter((line) => line.msg === 'gatehouse is listening');
+    expect(new Set(listening.map((line) => line.worker))).toEqual(new Set([1, 2]));
+  });
+
+  it('holds a key to 10 requests a minute across both workers, not 10 each', async () => {
+    const { key } = await createKey({ url }, browser, { name: 'limited', requests_per_minute: 10 });
+    const answers: Answer[] = [];
+    for (let index = 0; index < 24; index++) {
+      answers.push(await fresh(`${url}/echo/limited-${index}`, { authorization: `Bearer ${key}` }));
+    }
+    const statuses = answers.map((answer) => answer.status);
+    expect(statuses.filter((status) => status === 200)).toHaveLength(10);
+    expect(statuses.filter((status) => status === 429)).toHaveLength(14);
+    expect(workersThatServed(answers), 'both workers answered some of the requests').toEqual(new Set([1, 2]));
+  });
+
+  it('counts failed keys from one address across both workers, then refuses it everywhere', async () => {
+    const from = { 'x-forwarded-for': '203.0.113.9' };
+    const failures: Answer[] = [];
+    for (let index = 0; index < FAILED_AUTH_PER_MINUTE; index++) {
+      failures.push(await fresh(`${url}/echo/guess`, { ...from, authorization: `Bearer sk-wrong-${index}` }));
+    }
+    expect(failures.map((answer) => answer.status)).toEqual(Array(FAILED_AUTH_PER_MINUTE).fill(401));
+    // The primary tells every worker as it counts; poll rather than race that message.
+    await expect
+      .poll(
+        async () => {
+          const refusals = await Promise.all(
+            Array.from({ length: 8 }, () => fresh(`${url}/echo/guess`, { ...from, authorization: 'Bearer sk-again' })),
+          );
+          return refusals.every((answer) => answer.status === 429) && workersThatServed(refusals).size === 2;
+        },
+        { timeout: 5_000, interval: 50 },
+      )
+      .toBe(true);
+    const elsewhere = await fresh(`${url}/echo/other-address`, { 'x-forwarded-for': '203.0.113.10' });
+    expect(elsewhere.status, 'another address is not limited').toBe(401);
+  });
+
+  it('refuses a key revoked through one worker on every worker within 1 s', async () => {
+    const { id, key } = await createKey({ url }, browser, { name: 'to revoke' });
+    const warm = await Promise.all(
+      Array.from({ length: 8 }, (_, index) => fresh(`${url}/echo/warm-${index}`, { authorization: `Bearer ${key}` })),
+    );
+    expect(warm.map((answer) => answer.status)).toEqual(Array(8).fill(200));
+    const revoked = await browser.fetch(`${url}/v1/auth/api-keys/${id}`, {
+      method: 'DELETE',
+      headers: { origin: url },
+    });
+    expect(revoked.status).toBe(204);
+    const revokedAt = Date.now();
+    // When each worker was first seen refusing the key: the start of the round whose request it refused.
+    const firstRefusal = new Map<number | undefined, number>();
+    let round = 0;
+    await expect
+      .poll(
+        async () => {
+          // Each round from an address of its own, below the failed-auth limit, so the refusal
+          // seen is the revocation's 401 and not that limit's 429.
+          const from = { 'x-forwarded-for': `198.51.100.${++round}` };
+          const startedAt = Date.now();
+          const tries = await Promise.all(
+            Array.from({ length: FAILED_AUTH_PER_MINUTE - 1 }, () =>
+              fresh(`${url}/echo/after`, { ...from, authorization: `Bearer ${key}` }),
+            ),
+          );
+          const refused = tries.filter((answer) => answer.status === 401);
+          for (const worker of workersThatServed(refused)) {
+            if (!firstRefusal.has(worker)) firstRefusal.set(worker, startedAt - revokedAt);
+          }
+          return refused.length === tries.length && workersThatServed(tries).size === 2;
+        },
+        // Well past the 1 s promised: the machine running the tests may be loaded.
+        { timeout: 3_000, interval: 20 },
+      )
+      .toBe(true);
+    console.log(
+      `revoked key first refused by worker 1 / worker 2 in the round that began ` +
+        `${firstRefusal.get(1)} / ${firstRefusal.get(2)} ms after the revocation`,
+    );
+  });
+
+  it('sums the usage both workers counted', async () => {
+    const { id, key } = await createKey({ url }, browser, { name: 'counted' });
+    const answers: Answer[] = [];
+    for (let index = 0; index < 12; index++) {
+      answers.push(await fresh(`${url}/echo/counted-${index}`, { authorization: `Bearer ${key}` }));
+    }
+    expect(workersThatServed(answers)).toEqual(new Set([1, 2]));
+    // Each worker writes its batch every 2 s; the rows are incremented, never overwritten.
+    await expect
+      .poll(
+        async () => {
+          const usage = (await (await browser.fetch(`${url}/v1/auth/usage`)).json()) as {
+            data: Array<{ key_id: string; requests: number }>;
+          };
+          return usage.data.filter((row) => row.key_id === id).reduce((sum, row) => sum + row.requests, 0);
+        },
+        { timeout: 10_000, interval: 200 },
+      )
+      .toBe(12);
+  });
+
+  it('replaces a killed worker, and /readyz is 503 until the replacement listens', async () => {
+    const before = logLines().filter((line) => line.msg === 'gatehouse is listening');
+    const victim = before.find((line) => line.worker === 2)!;
+    process.kill(victim.pid!, 'SIGKILL');
+    await expect.poll(readyStatus, { timeout: 5_000, interval: 10 }).toBe(503);
+    await expect.poll(readyStatus, { timeout: 60_000, interval: 100 }).toBe(200);
+    const replacement = logLines()
+      .filter((line) => line.msg === 'gatehouse is listening' && line.worker === 2)
+      .at(-1)!;
+    expect(replacement.pid).not.toBe(victim.pid);
+    expect(output).toMatch(/"msg":"worker exited; replacing it"/);
+    const answers = await Promise.all(Array.from({ length: 8 }, () => fresh(`${url}/readyz`)));
+    expect(answers.every((answer) => answer.status === 200)).toBe(true);
+  }, 90_000);
+
+  it('drains both workers on SIGTERM: an open stream finishes, then the service exits 0', async () => {
+    const { key } = await createKey({ url }, browser, { name: 'streaming' });
+    const response = await fetch(`${url}/slow-stream?chunks=10&delayMs=100`, {
+      headers: { authorization: `Bearer ${key}` },
+    });
+    expect(response.status).toBe(200);
+    const body = response.text();
+    await sleep(200);
+    child.kill('SIGTERM');
+    const text = await body;
+    expect(text).toContain('[DONE]');
+    expect(await exited, output.slice(-3_000)).toBe(0);
+    expect(logLines().filter((line) => line.msg === 'stopped' && line.worker !== undefined)).toHaveLength(2);
+  }, 60_000);
+});
