@@ -205,16 +205,27 @@ function registerRoutes(app: FastifyInstance, options: AdminRoutesOptions): void
         limit: AUDIT_EXPORT_ROWS,
         oldestFirst: true,
       });
-      return reply
-        .header('cache-control', 'no-store')
-        .header(
-          'content-disposition',
-          `attachment; filename="gatehouse-audit-${new Date().toISOString().slice(0, 10)}.jsonl"`,
-        )
-        .type('application/x-ndjson; charset=utf-8')
-        .send(events.map((entry) => JSON.stringify(entry)).join('\n') + (events.length ? '\n' : ''));
+      return sendDownload(
+        reply,
+        'audit',
+        'jsonl',
+        'application/x-ndjson; charset=utf-8',
+        events.map((entry) => JSON.stringify(entry)).join('\n') + (events.length ? '\n' : ''),
+      );
     },
   );
+}
+
+/** An export the browser saves as gatehouse-<what>-<today>.<extension> instead of showing it. */
+function sendDownload(reply: FastifyReply, what: string, extension: string, type: string, body: string): FastifyReply {
+  return reply
+    .header('cache-control', 'no-store')
+    .header(
+      'content-disposition',
+      `attachment; filename="gatehouse-${what}-${new Date().toISOString().slice(0, 10)}.${extension}"`,
+    )
+    .type(type)
+    .send(body);
 }
 
 /** Spend by user and group (JSON and CSV), and setting or clearing one user's budget override. */
@@ -230,14 +241,13 @@ function registerBudgetRoutes(app: FastifyInstance, options: AdminRoutesOptions,
     const of =
       _request.params.of === 'users.csv' ? 'users' : _request.params.of === 'groups.csv' ? 'groups' : undefined;
     if (!of) throw new HttpError(404, 'not_found', 'Use /spend/users.csv or /spend/groups.csv.');
-    return reply
-      .header('cache-control', 'no-store')
-      .header(
-        'content-disposition',
-        `attachment; filename="gatehouse-spend-${of}-${new Date().toISOString().slice(0, 10)}.csv"`,
-      )
-      .type('text/csv; charset=utf-8')
-      .send(spendCsv(await spendReport(db, usage), of, currency));
+    return sendDownload(
+      reply,
+      `spend-${of}`,
+      'csv',
+      'text/csv; charset=utf-8',
+      spendCsv(await spendReport(db, usage), of, currency),
+    );
   });
 
   app.post<{ Body: Record<string, unknown> | undefined }>(`${ADMIN_PATH}/budgets`, async (request, reply) => {
