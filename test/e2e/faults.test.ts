@@ -5,13 +5,11 @@
  * speeds things up: while it is away PostgreSQL answers and limits are counted per replica. When a
  * dependency returns, service resumes by itself and nothing written before is lost.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyCommand } from '../../src/commands/keys.js';
@@ -32,7 +30,7 @@ import {
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
-import { gatehouseArgs } from '../support/cli.js';
+import { spawnServe, startServe, type ServeProcess } from '../support/serve.js';
 
 const postgres = await requireResource(
   'postgresql',
@@ -41,7 +39,6 @@ const postgres = await requireResource(
 );
 const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const postgresThrough = (port: number) => `postgres://postgres@127.0.0.1:${port}/test`;
 const redisThrough = (port: number) => `redis://127.0.0.1:${port}`;
 
@@ -651,48 +648,6 @@ describe.skipIf(!postgres || !redisAvailable)('a gateway started while Redis is 
   });
 });
 
-interface ServeProcess {
-  url: string;
-  output(): string;
-  /** Resolves with the exit code (null when killed by a signal). */
-  exited: Promise<number | null>;
-  hasExited(): boolean;
-  stop(): Promise<void>;
-}
-
-/** Runs `gatehouse serve` in a process of its own, as an operator would, with these edits. */
-async function spawnServe(dir: string, edits: (port: number) => Record<string, unknown>): Promise<ServeProcess> {
-  const port = await freePort();
-  const configFile = join(dir, 'config.yaml');
-  // JSON is YAML, and spares a serializer.
-  writeFileSync(configFile, JSON.stringify(edits(port)));
-  const child = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
-    cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  const keep = (chunk: Buffer) => (output = (output + chunk.toString('utf8')).slice(-20_000));
-  child.stdout.on('data', keep);
-  child.stderr.on('data', keep);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const hasExited = () => child.exitCode !== null || child.signalCode !== null;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    output: () => output,
-    exited,
-    hasExited,
-    async stop() {
-      if (hasExited()) return;
-      child.kill('SIGTERM');
-      if ((await Promise.race([exited.then(() => 'exited'), sleep(5_000)])) !== 'exited') {
-        child.kill('SIGKILL');
-        await exited;
-      }
-    },
-  };
-}
-
 describe.skipIf(!postgres)('a gateway process whose PostgreSQL connections die under load', () => {
   it('keeps running, refusing with 503 until PostgreSQL returns, never taking the outage for "not signed in"', async () => {
     const schema = uniqueSchema();
@@ -720,16 +675,11 @@ describe.skipIf(!postgres)('a gateway process whose PostgreSQL connections die u
         name: 'valid through the outage',
       });
       const apiKey = /^gth_\w+$/m.exec(printed)![0];
-      gateway = await spawnServe(dir, (port) => edits(port, postgresThrough(relay.port)));
-      const started = Date.now();
-      while (Date.now() - started < 45_000 && !gateway.hasExited()) {
-        const healthy = await fetch(`${gateway.url}/healthz`).then(
-          (response) => response.ok,
-          () => false,
-        );
-        if (healthy) break;
-        await sleep(100);
-      }
+      gateway = await startServe({
+        dir,
+        config: edits(await freePort(), postgresThrough(relay.port)),
+        readyPath: '/healthz',
+      });
       const url = gateway.url;
       const probes: Probe[] = [
         // A cookie the gateway has never seen: each one is a PostgreSQL query, never a cached answer.
@@ -820,15 +770,22 @@ describe('a gateway started while PostgreSQL is unreachable', () => {
       const nothingThere = await freePort();
       const password = `pw-${randomBytes(8).toString('hex')}`;
       try {
-        const gateway = await spawnServe(dir, (port) => ({
-          auth: { disable_auth: true },
-          gateway: { host: '127.0.0.1', port, upstream: 'http://127.0.0.1:9', data_dir: join(dir, 'data') },
-          database: {
-            url: `postgres://postgres:${password}@127.0.0.1:${nothingThere}/test`,
-            ...(schema ? { schema: uniqueSchema() } : {}),
+        const port = await freePort();
+        const gateway = spawnServe({
+          dir,
+          config: {
+            auth: { disable_auth: true },
+            gateway: { host: '127.0.0.1', port, upstream: 'http://127.0.0.1:9', data_dir: join(dir, 'data') },
+            database: {
+              url: `postgres://postgres:${password}@127.0.0.1:${nothingThere}/test`,
+              ...(schema ? { schema: uniqueSchema() } : {}),
+            },
           },
-        }));
-        const code = await Promise.race([gateway.exited, sleep(25_000).then(() => 'still running' as const)]);
+        });
+        const code = await Promise.race([
+          gateway.exited.then(({ code }) => code),
+          sleep(25_000).then(() => 'still running' as const),
+        ]);
         await gateway.stop();
         const output = gateway.output();
         expect(code, output).toBe(1);

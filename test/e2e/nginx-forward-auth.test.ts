@@ -16,6 +16,7 @@ import { startFaultyProvider } from '../support/faulty-provider.js';
 import { hasNginx, startNginx, type NginxPaths, type RunningNginx } from '../support/nginx.js';
 import { freePort } from '../support/ports.js';
 import { requireResource } from '../support/requirements.js';
+import { createKey as createKeyAs, type CreatedKey } from '../support/keys.js';
 import { signInForSession } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET, startGateway } from '../support/stack.js';
 
@@ -31,11 +32,6 @@ interface Echo {
   url: string;
   headers: Record<string, string | string[] | undefined>;
   body: string;
-}
-
-interface CreatedKey {
-  id: string;
-  key: string;
 }
 
 interface SiteAddresses {
@@ -197,15 +193,8 @@ async function startForwardAuthStack(
 
   const viaNginx = (path: string, init: RequestInit = {}) =>
     fetch(`${nginx.url}${path}`, { ...init, redirect: 'manual' });
-  const createKey = async (name: string, controls: Record<string, unknown> = {}) => {
-    const response = await owner.fetch(`${nginx.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: nginx.url },
-      body: JSON.stringify({ name, ...controls }),
-    });
-    expect(response.status, await response.clone().text()).toBe(201);
-    return (await response.json()) as CreatedKey;
-  };
+  const createKey = (name: string, controls: Record<string, unknown> = {}) =>
+    createKeyAs(nginx, owner, { name, ...controls });
   return {
     nginx,
     platform,

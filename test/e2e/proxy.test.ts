@@ -5,6 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browserless } from '../support/browserless.js';
 import { freePort } from '../support/ports.js';
+import { createKey } from '../support/keys.js';
+import { readAllEvents } from '../support/sse.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, startGateway, type FaultyStack } from '../support/stack.js';
 
@@ -62,22 +64,6 @@ function rawRequest(
   });
 }
 
-interface CreatedKey {
-  id: string;
-  key: string;
-}
-
-/** Creates an API key for the signed-in user the way the account page's script does. */
-async function createApiKey(stack: FaultyStack, session: string): Promise<CreatedKey> {
-  const response = await fetch(`${stack.url}/v1/auth/api-keys`, {
-    method: 'POST',
-    headers: { cookie: sessionCookie(session), origin: stack.url, 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 'proxy test' }),
-  });
-  expect(response.status).toBe(201);
-  return (await response.json()) as CreatedKey;
-}
-
 function sessionCookie(session: string, others = ''): string {
   return `gatehouse_session=${session}${others ? `; ${others}` : ''}`;
 }
@@ -91,24 +77,6 @@ async function waitUntil(condition: () => boolean, withinMs: number): Promise<bo
   const deadline = Date.now() + withinMs;
   while (!condition() && Date.now() < deadline) await sleep(20);
   return condition();
-}
-
-/** Reads an SSE body and notes when each `data:` frame arrived and how many reads it took. */
-async function readFrames(response: Response): Promise<{ frames: { data: string; at: number }[]; reads: number }> {
-  const frames: { data: string; at: number }[] = [];
-  const decoder = new TextDecoder();
-  let buffered = '';
-  let reads = 0;
-  for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
-    reads += 1;
-    buffered += decoder.decode(bytes, { stream: true });
-    let end: number;
-    while ((end = buffered.indexOf('\n\n')) !== -1) {
-      frames.push({ data: buffered.slice(0, end).replace(/^data: /, ''), at: performance.now() });
-      buffered = buffered.slice(end + 2);
-    }
-  }
-  return { frames, reads };
 }
 
 function sha256(bytes: Uint8Array): string {
@@ -177,10 +145,12 @@ function closeServer(server: Server): Promise<void> {
 
 let stack: FaultyStack;
 let session: string;
+let browser: Browserless;
 
 beforeAll(async () => {
   stack = await startFaultyStack();
-  session = await signInForSession(stack, new Browserless());
+  browser = new Browserless();
+  session = await signInForSession(stack, browser);
 });
 afterAll(() => stack.close());
 
@@ -491,7 +461,7 @@ describe('identity headers come from the gateway only', () => {
   });
 
   it("forwards an API-key request with the key's owner and id, never the key itself", async () => {
-    const { id, key } = await createApiKey(stack, session);
+    const { id, key } = await createKey(stack, browser, { name: 'proxy test' });
     const response = await rawRequest(stack.url, {
       path: '/echo/with-key',
       headers: ['Authorization', `Bearer ${key}`, 'X-Forwarded-Key-Id', 'key_admin', 'X-Forwarded-User', 'admin'],
@@ -520,9 +490,11 @@ describe('identity headers come from the gateway only', () => {
 describe('with an upstream API key configured', () => {
   let keyStack: FaultyStack;
   let keySession: string;
+  let keyBrowser: Browserless;
   beforeAll(async () => {
     keyStack = await startFaultyStack({ gateway: { upstream_api_key: UPSTREAM_KEY } });
-    keySession = await signInForSession(keyStack, new Browserless());
+    keyBrowser = new Browserless();
+    keySession = await signInForSession(keyStack, keyBrowser);
   });
   afterAll(() => keyStack.close());
 
@@ -538,7 +510,7 @@ describe('with an upstream API key configured', () => {
   });
 
   it("sends the platform the upstream key instead of the client's API key", async () => {
-    const { key } = await createApiKey(keyStack, keySession);
+    const { key } = await createKey(keyStack, keyBrowser, { name: 'proxy test' });
     const response = await rawRequest(keyStack.url, { path: '/echo/key', headers: ['Authorization', `Bearer ${key}`] });
     expect(response.status).toBe(200);
     const seen = JSON.parse(response.body.toString()) as Echo;
@@ -627,7 +599,7 @@ describe('cross-site requests with the session cookie (CSRF)', () => {
   });
 
   it('lets a program POST with an API key and no Origin through (no cookie, so no CSRF)', async () => {
-    const { key } = await createApiKey(stack, session);
+    const { key } = await createKey(stack, browser, { name: 'proxy test' });
     const marker = `api-key-post-${Date.now()}`;
     const response = await fetch(`${stack.url}/echo/${marker}`, {
       method: 'POST',
@@ -673,7 +645,7 @@ describe('streaming', () => {
     });
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
-    const { frames } = await readFrames(response);
+    const { events: frames } = await readAllEvents(response);
     const events = frames.filter((frame) => frame.data !== '[DONE]');
     expect(events.map((frame) => (JSON.parse(frame.data) as { index: number }).index)).toEqual([0, 1, 2, 3, 4]);
     const gaps = events.slice(1).map((event, index) => event.at - events[index]!.at);
@@ -695,7 +667,7 @@ describe('streaming', () => {
     });
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
-    const { frames, reads } = await readFrames(response);
+    const { events: frames, reads } = await readAllEvents(response);
     expect(frames.at(-1)!.data).toBe('[DONE]');
     const text = frames
       .slice(0, -1)

@@ -17,6 +17,7 @@ import { startFaultyProvider, type FaultyProvider } from '../support/faulty-prov
 import { freePort } from '../support/ports.js';
 import { hasTcp, requireResource } from '../support/requirements.js';
 import { deleteRedisKeys, dropSchema, uniqueSchema } from '../support/services.js';
+import { createKey } from '../support/keys.js';
 import { signInForSession } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET, signInThrough, startGateway, type RunningGateway } from '../support/stack.js';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
@@ -47,11 +48,6 @@ interface Replica {
   gateway: RunningGateway;
   postgres: TcpRelay;
   redis: TcpRelay;
-}
-
-interface CreatedKey {
-  id: string;
-  key: string;
 }
 
 /*
@@ -128,16 +124,6 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
     return browser;
   }
 
-  async function createKey(browser: Browserless, name: string): Promise<CreatedKey> {
-    const response = await browser.fetch(`${a.gateway.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: website },
-      body: JSON.stringify({ name }),
-    });
-    expect(response.status, await response.clone().text()).toBe(201);
-    return (await response.json()) as CreatedKey;
-  }
-
   /** Runs `change` on A with A's Redis link cut, restoring it afterwards whatever happened. */
   async function withoutRedisOnA<T>(change: () => Promise<T>): Promise<T> {
     a.redis.cut();
@@ -193,7 +179,7 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
   });
 
   it(`revokes a key on A without Redis: 204 there, refused on B within ${PROMISED_WITHIN_MS} ms`, async () => {
-    const created = await createKey(member, 'revoked on A without Redis');
+    const created = await createKey(a.gateway, member, { name: 'revoked on A without Redis' });
     // B's answer is cached in its memory and in Redis, which A cannot tell.
     for (const replica of [a, b, b]) expect((await withKey(replica, created.key)).status).toBe(200);
     await withoutRedisOnA(async () => {
@@ -235,7 +221,7 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
 
   it(`disables a user on A without Redis: key, session and stream refused on B within ${PROMISED_WITHIN_MS} ms`, async () => {
     const disabled = await signInAs(DISABLED);
-    const created = await createKey(disabled, 'of a user disabled on A');
+    const created = await createKey(a.gateway, disabled, { name: 'of a user disabled on A' });
     const users = await admin.fetch(`${a.gateway.url}/v1/auth/admin/users`);
     const target = ((await users.json()) as { data: Array<{ id: string; email: string }> }).data.find(
       (user) => user.email === DISABLED.email,
@@ -306,8 +292,8 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
     it.each(cuts)(
       'serves the required share of valid requests on each replica: $name',
       async ({ name, relays, least }) => {
-        const known = await createKey(member, `known before: ${name}`);
-        const unseen = await createKey(member, `unseen before: ${name}`);
+        const known = await createKey(a.gateway, member, { name: `known before: ${name}` });
+        const unseen = await createKey(a.gateway, member, { name: `unseen before: ${name}` });
         const session = `gatehouse_session=${member.cookie(website, 'gatehouse_session')}`;
         for (const replica of [a, b]) expect((await withKey(replica, known.key)).status).toBe(200);
         const outcomes: Array<{ replica: Replica['name']; status: number; startedAt: number; endedAt: number }> = [];

@@ -3,13 +3,10 @@
  * the second run a Redis too. Whatever one replica learns (a sign-in, a new key, a revocation, a
  * disabled user) the other must honour at once, or within the one second Gatehouse promises.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
@@ -32,10 +29,11 @@ import {
   uniqueSchema,
   withPostgres,
 } from '../support/services.js';
+import { createKey } from '../support/keys.js';
 import { signInForSession } from '../support/sign-in.js';
 import { msUntil } from '../support/wait.js';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.js';
-import { gatehouseArgs } from '../support/cli.js';
+import { spawnServe, waitUntilReady, type ServeProcess } from '../support/serve.js';
 
 const postgres = await requireResource(
   'postgresql',
@@ -44,7 +42,6 @@ const postgres = await requireResource(
 );
 const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 // Gatehouse promises that anything revoked on one replica is refused on every other within 1 s; the
 // announcement makes it much sooner, and the tests hold refusals to ANNOUNCED_WITHIN_MS, counted
 // from the moment the replica that made the change answered: cache expiry alone could not meet it.
@@ -52,72 +49,6 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 const ADMIN = { subject: 'grace-1', email: 'grace@example.test' };
 const MEMBER = { subject: 'ada-1', email: 'ada@example.test' };
-
-interface CreatedKey {
-  id: string;
-  key: string;
-}
-
-/** A gateway started by the CLI in a process of its own, as an operator would run it. */
-interface Replica {
-  url: string;
-  /** Everything the process wrote, for failure messages. */
-  output: string[];
-  hasExited(): boolean;
-  stop(): Promise<void>;
-}
-
-/** Starts `gatehouse serve --config <file>` with these edits; resolves once the process is running. */
-function spawnReplica(dir: string, name: string, port: number, edits: Record<string, unknown>): Replica {
-  const configFile = join(dir, `${name}.yaml`);
-  // JSON is YAML, and spares a serializer.
-  writeFileSync(configFile, JSON.stringify(edits, null, 2));
-  const child: ChildProcess = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
-    cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const output: string[] = [];
-  const keep = (chunk: Buffer) => {
-    output.push(chunk.toString('utf8'));
-    if (output.length > 500) output.shift();
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    url: `http://127.0.0.1:${port}`,
-    output,
-    hasExited: () => child.exitCode !== null || child.signalCode !== null,
-    async stop() {
-      if (this.hasExited()) return;
-      child.kill('SIGTERM');
-      const stopped = await Promise.race([exited.then(() => true), sleep(5_000).then(() => false)]);
-      if (!stopped) {
-        child.kill('SIGKILL');
-        await exited;
-      }
-    },
-  };
-}
-
-/** Polls /readyz until 200; fails with the replica's output if it exits or is not ready in time. */
-async function waitUntilReady(replica: Replica, timeoutMs = 45_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = 'no answer';
-  while (Date.now() < deadline) {
-    try {
-      const response = await fetch(`${replica.url}/readyz`);
-      last = `${response.status} ${await response.text()}`;
-      if (response.status === 200) return;
-    } catch (error) {
-      last = (error as Error).message;
-    }
-    if (replica.hasExited()) break;
-    await sleep(100);
-  }
-  throw new Error(`${replica.url} not ready (${last}); output:\n${replica.output.join('').slice(-4_000)}`);
-}
 
 function withKey(url: string, key: string, path = '/echo/replica'): Promise<Response> {
   return fetch(`${url}${path}`, { headers: { authorization: `Bearer ${key}` } });
@@ -149,8 +80,8 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
   let dir: string;
   let platform: SamplePlatform;
   let provider: FaultyProvider;
-  let a: Replica;
-  let b: Replica;
+  let a: ServeProcess;
+  let b: ServeProcess;
   let admin: Browserless;
   let member: Browserless;
   /** The website both replicas name: a load balancer would give them this one origin. */
@@ -186,16 +117,6 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
     return browser;
   }
 
-  async function createKey(browser: Browserless, on: Replica, name: string): Promise<CreatedKey> {
-    const response = await browser.fetch(`${on.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: website },
-      body: JSON.stringify({ name }),
-    });
-    expect(response.status, await response.clone().text()).toBe(201);
-    return (await response.json()) as CreatedKey;
-  }
-
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'gatehouse-replicas-'));
     const [portA, portB] = [await freePort(), await freePort()];
@@ -215,8 +136,8 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
       database: { url: POSTGRES_URL, schema },
       ...(useRedis ? { redis: { url: REDIS_URL, key_prefix: keyPrefix } } : {}),
     });
-    a = spawnReplica(dir, 'a', portA, edits(portA));
-    b = spawnReplica(dir, 'b', portB, edits(portB));
+    a = spawnServe({ dir, name: 'a', config: edits(portA) });
+    b = spawnServe({ dir, name: 'b', config: edits(portB) });
     await Promise.all([waitUntilReady(a), waitUntilReady(b)]);
     channels = await listenForChanges(schema, useRedis ? keyPrefix : undefined);
     admin = await signInAs(ADMIN);
@@ -238,7 +159,7 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
   });
 
   it('accepts on B an API key created on A', async () => {
-    const created = await createKey(member, a, 'made on A');
+    const created = await createKey(a, member, { name: 'made on A' });
     const response = await withKey(b.url, created.key);
     expect(response.status).toBe(200);
     const echo = (await response.json()) as { headers: Record<string, string> };
@@ -246,7 +167,7 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
   });
 
   it(`refuses on A, within ${ANNOUNCED_WITHIN_MS} ms, a key revoked on B`, async () => {
-    const created = await createKey(member, a, 'revoked on B');
+    const created = await createKey(a, member, { name: 'revoked on B' });
     // Both replicas have the key cached before it is revoked.
     expect((await withKey(a.url, created.key)).status).toBe(200);
     expect((await withKey(b.url, created.key)).status).toBe(200);
@@ -272,7 +193,7 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
   });
 
   it.runIf(useRedis)('shares key lookups through Redis and bumps their version on a revocation', async () => {
-    const created = await createKey(member, a, 'shared through Redis');
+    const created = await createKey(a, member, { name: 'shared through Redis' });
     expect((await withKey(a.url, created.key)).status).toBe(200);
     const redis = new Redis(REDIS_URL);
     try {
@@ -313,7 +234,7 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
   });
 
   it(`cuts within ${PROMISED_WITHIN_MS} ms a stream on B of a user an admin disables on A`, async () => {
-    const created = await createKey(member, a, 'streams on B');
+    const created = await createKey(a, member, { name: 'streams on B' });
     const users = await admin.fetch(`${a.url}/v1/auth/admin/users`);
     expect(users.status).toBe(200);
     const target = ((await users.json()) as { data: Array<{ id: string; email: string }> }).data.find(
@@ -382,15 +303,19 @@ describe.skipIf(!postgres)('replicas starting together on an empty schema', () =
     schemas.push(schema);
     const dir = mkdtempSync(join(tmpdir(), 'gatehouse-replicas-'));
     const platform = await startSamplePlatform();
-    const replicas: Replica[] = [];
+    const replicas: ServeProcess[] = [];
     try {
       const ports = [await freePort(), await freePort()];
       for (const [index, port] of ports.entries()) {
         replicas.push(
-          spawnReplica(dir, `r${index}`, port, {
-            auth: { disable_auth: true },
-            gateway: { host: '127.0.0.1', port, upstream: platform.url, data_dir: join(dir, 'data') },
-            database: { url: POSTGRES_URL, schema },
+          spawnServe({
+            dir,
+            name: `r${index}`,
+            config: {
+              auth: { disable_auth: true },
+              gateway: { host: '127.0.0.1', port, upstream: platform.url, data_dir: join(dir, 'data') },
+              database: { url: POSTGRES_URL, schema },
+            },
           }),
         );
       }
