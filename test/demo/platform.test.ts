@@ -92,7 +92,7 @@ describe('sample platform', () => {
 
   it('delivers streamed chunks separately over time, not in one buffer', async () => {
     const response = await postJson('/v1/completions', { prompt: 'a b c d', stream: true });
-    const events = ((await readAllEvents(response)).events).filter((event) => event.data !== '[DONE]');
+    const events = (await readAllEvents(response)).events.filter((event) => event.data !== '[DONE]');
     expect(events).toHaveLength(5);
     const first = events[0]?.at ?? 0;
     const last = events.at(-1)?.at ?? 0;

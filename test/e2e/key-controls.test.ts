@@ -10,7 +10,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -37,6 +36,7 @@ import {
 } from '../support/stack.js';
 import { gatehouseArgs } from '../support/cli.js';
 import { expectApiError } from '../support/api-error.js';
+import { sendRequest } from '../support/raw-http.js';
 import { createKey, listKeys, type CreatedKey } from '../support/keys.js';
 
 const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
@@ -223,33 +223,6 @@ async function untilRefused(attempt: () => Promise<Answer>, timeoutMs = 2_000): 
   return answer;
 }
 
-/** A request with the path sent byte for byte: fetch would resolve `..` before sending. */
-function rawRequest(url: string, method: string, path: string, key: string, body = ''): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const outgoing = httpRequest(
-      url,
-      {
-        method,
-        path,
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': body.length },
-      },
-      (incoming) => {
-        const parts: Buffer[] = [];
-        incoming.on('data', (part: Buffer) => parts.push(part));
-        incoming.on('end', () => {
-          const headers = new Headers();
-          for (const [name, value] of Object.entries(incoming.headers)) {
-            if (typeof value === 'string') headers.set(name, value);
-          }
-          resolve({ status: incoming.statusCode ?? 0, headers, text: Buffer.concat(parts).toString('utf8') });
-        });
-      },
-    );
-    outgoing.on('error', reject);
-    outgoing.end(body);
-  });
-}
-
 function requestsTo(platform: SamplePlatform, path: string): number {
   return platform.requests.filter((recorded) => recorded.url === path).length;
 }
@@ -406,7 +379,16 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
         [inference, '/inf/../v1/fine_tuning/jobs'],
         [inference, '/v1/./chat/completions'],
       ] as const) {
-        const answer = await rawRequest(stack.url, 'POST', path, scoped.key, body);
+        const answer = await sendRequest(stack.url, {
+          method: 'POST',
+          path,
+          headers: {
+            authorization: `Bearer ${scoped.key}`,
+            'content-type': 'application/json',
+            'content-length': body.length,
+          },
+          body,
+        });
         expectApiError(answer, 400, 'invalid_request_path');
       }
       expect(stack.platform.requests.length).toBe(forwarded);

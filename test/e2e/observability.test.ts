@@ -94,7 +94,9 @@ function withKey(path: string, headers: Record<string, string> = {}): Promise<Re
 
 /** Log lines written so far, once a line that `wanted` matches has come (the pipe is asynchronous). */
 async function logLinesWith(wanted: (line: LogLine) => boolean): Promise<LogLine[]> {
-  await expect.poll(() => parseLogLines(gateway.stdout()).some(wanted), { message: 'the log line waited for' }).toBe(true);
+  await expect
+    .poll(() => parseLogLines(gateway.stdout()).some(wanted), { message: 'the log line waited for' })
+    .toBe(true);
   return parseLogLines(gateway.stdout());
 }
 

@@ -4,10 +4,8 @@
  * platform, and every rule has a test that tries to get around it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AUDIT_EVENTS, type AuditRecord } from '../../src/audit/log.js';
 import { SESSION_CACHE_MS } from '../../src/sessions/store.js';
@@ -16,7 +14,8 @@ import { signIn } from '../support/sign-in.js';
 import { CLIENT_SECRET, startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { expectApiError } from '../support/api-error.js';
 import { createKey, type CreatedKey } from '../support/keys.js';
-import { rawStatus } from '../support/raw-http.js';
+import { rawStatus, sendRequest } from '../support/raw-http.js';
+import { msUntil } from '../support/wait.js';
 
 /** Who signs in: the provider's `sub` and `email`, and any claims to add or replace (`undefined` leaves one out). */
 interface Person {
@@ -163,34 +162,6 @@ function withKey(stack: FaultyStack, key: string, path: string, init: RequestIni
 
 function sessionHeader(stack: FaultyStack, browser: Browserless): Record<string, string> {
   return { cookie: `gatehouse_session=${browser.cookie(stack.url, 'gatehouse_session')}` };
-}
-
-/**
- * One request over node:http with the target sent exactly as written: fetch would resolve `..`,
- * `.` and `%2e%2e` segments before sending, which is the very thing these tests need to send.
- */
-function rawRequest(
-  url: string,
-  path: string,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const outgoing = httpRequest(url, { path, headers }, (response) => {
-      let body = '';
-      response.setEncoding('utf8');
-      response.on('data', (part: string) => (body += part));
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
-      response.on('error', reject);
-    });
-    outgoing.on('error', reject);
-    outgoing.end();
-  });
-}
-
-async function waitUntil(condition: () => boolean | Promise<boolean>, withinMs: number): Promise<boolean> {
-  const deadline = Date.now() + withinMs;
-  while (!(await condition()) && Date.now() < deadline) await sleep(20);
-  return condition();
 }
 
 function forwardedSince(stack: FaultyStack, count: number): string[] {
@@ -567,21 +538,24 @@ describe('roles, path rules and the admin console', () => {
      * key), so each refusal must come from the path rules themselves: 403 admin_required once the
      * path is seen as an admin path, or 400 invalid_request_path when it cannot be judged at all.
      */
-    function expectRefusedByPathRule(path: string, answer: { status: number; body: string }): void {
+    function expectRefusedByPathRule(path: string, answer: { status: number; text: string }): void {
       const code = answer.status === 403 ? 'admin_required' : 'invalid_request_path';
-      expect([400, 403], `${path}: ${answer.body}`).toContain(answer.status);
-      expect((JSON.parse(answer.body) as { error: { code: string } }).error.code, path).toBe(code);
+      expect([400, 403], `${path}: ${answer.text}`).toContain(answer.status);
+      expect((JSON.parse(answer.text) as { error: { code: string } }).error.code, path).toBe(code);
     }
 
     it.each(tricks)('never forwards %s (%s) for a plain user’s session: 403 admin_required or 400', async (path) => {
       const before = stack.platform.requests.length;
-      expectRefusedByPathRule(path, await rawRequest(stack.url, path, sessionHeader(stack, ada)));
+      expectRefusedByPathRule(path, await sendRequest(stack.url, { path, headers: sessionHeader(stack, ada) }));
       expect(forwardedSince(stack, before)).toEqual([]);
     });
 
     it.each(tricks)('never forwards %s (%s) for a plain user’s API key: 403 admin_required or 400', async (path) => {
       const before = stack.platform.requests.length;
-      expectRefusedByPathRule(path, await rawRequest(stack.url, path, { authorization: `Bearer ${adaKey.key}` }));
+      expectRefusedByPathRule(
+        path,
+        await sendRequest(stack.url, { path, headers: { authorization: `Bearer ${adaKey.key}` } }),
+      );
       expect(forwardedSince(stack, before)).toEqual([]);
     });
 
@@ -592,7 +566,7 @@ describe('roles, path rules and the admin console', () => {
       'never lets a public rule carry %s to the platform for a caller who is not signed in',
       async (path) => {
         const before = stack.platform.requests.length;
-        const { status } = await rawRequest(stack.url, path);
+        const { status } = await sendRequest(stack.url, { path });
         const reached = forwardedSince(stack, before).filter((url) => /^\/+echo\/+admin/i.test(url));
         expect(reached, `answered ${status}`).toEqual([]);
       },
@@ -644,7 +618,7 @@ describe('roles, path rules and the admin console', () => {
       }
       expect(performance.now() - disabledAt).toBeLessThan(1_000);
       expect(received).not.toContain('[DONE]');
-      expect(await waitUntil(() => stack.platform.abortedStreams() > abortedBefore, 1_000)).toBe(true);
+      await expect.poll(() => stack.platform.abortedStreams(), { timeout: 1_000 }).toBe(abortedBefore + 1);
 
       await expectApiError(await browser.fetch(`${stack.url}/v1/auth/me`), 401, 'missing_credentials');
       await expectApiError(await browser.fetch(`${stack.url}/echo/after-disable`), 401, 'missing_credentials');
@@ -659,9 +633,9 @@ describe('roles, path rules and the admin console', () => {
       expect(enable.status).toBe(200);
       expect(await enable.json()).toEqual({ id: userId, disabled: false });
       // Within the key cache's one-second bound; the next test asks for at once.
-      expect(await waitUntil(async () => (await withKey(stack, key, '/echo/after-enable')).status === 200, 1_500)).toBe(
-        true,
-      );
+      await expect
+        .poll(async () => (await withKey(stack, key, '/echo/after-enable')).status, { timeout: 1_500 })
+        .toBe(200);
       await admit(stack, erin);
       await expectApiError(await browser.fetch(`${stack.url}/v1/auth/me`), 401, 'missing_credentials');
     });
@@ -795,12 +769,12 @@ describe('the same email at two providers', () => {
     // plus a request's time on a loaded 2-core machine.
     const bound = SESSION_CACHE_MS + 500;
     const disabledAt = Date.now();
-    let status = (await atSecond.fetch(`${second.url}/v1/auth/me`)).status;
-    while (status !== 401 && Date.now() - disabledAt < bound) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      status = (await atSecond.fetch(`${second.url}/v1/auth/me`)).status;
-    }
-    const refusedAfter = Date.now() - disabledAt;
+    let status = 0;
+    const refusedAfter = await msUntil(
+      async () => (status = (await atSecond.fetch(`${second.url}/v1/auth/me`)).status) === 401,
+      disabledAt,
+      { limitMs: bound },
+    );
     console.log(
       `policy: the other gateway refused the disabled user's session after ${refusedAfter} ms (bound ${bound} ms)`,
     );
@@ -860,7 +834,9 @@ describe('the audit log', () => {
     const signOut = await ada.fetch(`${stack.url}/v1/auth/logout`, sameOriginPost(stack));
     expect(signOut.status).toBe(302);
     // Entries are written to the database after the answer; wait for the last one.
-    expect(await waitUntil(async () => (await exportAudit('event=sign_out')).lines.length > 0, 2_000)).toBe(true);
+    await expect
+      .poll(async () => (await exportAudit('event=sign_out')).lines.length, { timeout: 2_000 })
+      .toBeGreaterThan(0);
   });
   afterAll(() => stack.close());
 
