@@ -17,6 +17,7 @@ import { loadConfigFromObject } from '../../src/config/index.js';
 import { startSamplePlatform } from '../../src/demo/platform.js';
 import { Browserless } from '../support/browserless.js';
 import { ANNOUNCED_WITHIN_MS } from '../support/change-channels.js';
+import { createKey } from '../support/keys.js';
 import { freePort } from '../support/ports.js';
 import { hasTcp, requireResource } from '../support/requirements.js';
 import {
@@ -30,6 +31,7 @@ import {
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
+import { msUntil } from '../support/wait.js';
 import { spawnServe, startServe, type ServeProcess } from '../support/serve.js';
 
 const postgres = await requireResource(
@@ -150,7 +152,7 @@ async function runThroughOutage(options: {
     recovering.every((name) =>
       outcomes.some((outcome) => outcome.probe === name && outcome.status === 200 && outcome.startedAt >= restoredAt),
     );
-  while (!recovered() && Date.now() < restoredAt + RECOVERY_LIMIT_MS + SLACK_MS) await sleep(50);
+  await msUntil(async () => recovered(), restoredAt, { limitMs: RECOVERY_LIMIT_MS + SLACK_MS });
   // A few more rounds after recovery, so a revoked key that slipped back in would be seen.
   await sleep(300);
   stopped = true;
@@ -184,15 +186,7 @@ async function prepareKeys(stack: FaultyStack, names: string[]) {
   const browser = new Browserless();
   const session = await signInForSession(stack, browser);
   const keys: Record<string, { id: string; key: string }> = {};
-  for (const name of names) {
-    const response = await browser.fetch(`${stack.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: stack.url },
-      body: JSON.stringify({ name }),
-    });
-    expect(response.status).toBe(201);
-    keys[name] = (await response.json()) as { id: string; key: string };
-  }
+  for (const name of names) keys[name] = await createKey(stack, browser, { name });
   const revoke = async (name: string) => {
     const response = await browser.fetch(`${stack.url}/v1/auth/api-keys/${keys[name]!.id}`, {
       method: 'DELETE',
@@ -321,13 +315,7 @@ describe.skipIf(!postgres)('PostgreSQL going away under steady API-key traffic',
     expect(revoked.status).toBe(401);
     expect(errorCodeOf(await revoked.text())).toBe('revoked_api_key');
     expect((await prepared.withSession()).status).toBe(200);
-    const created = await prepared.browser.fetch(`${stack.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: stack.url },
-      body: JSON.stringify({ name: 'after the outage' }),
-    });
-    expect(created.status).toBe(201);
-    const { key } = (await created.json()) as { key: string };
+    const { key } = await createKey(stack, prepared.browser, { name: 'after the outage' });
     expect((await fetch(`${stack.url}/echo/after`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200);
   });
 
@@ -340,9 +328,7 @@ describe.skipIf(!postgres)('PostgreSQL going away under steady API-key traffic',
         );
         return Number(rows[0]!.count);
       });
-    const deadline = Date.now() + 3_000;
-    while ((await listening()) === 0 && Date.now() < deadline) await sleep(100);
-    expect(await listening()).toBe(1);
+    await expect.poll(listening, { timeout: 3_000 }).toBe(1);
 
     const stream = await prepared.withKey('known', '/slow-stream?chunks=200&delayMs=50');
     expect(stream.status).toBe(200);
@@ -563,13 +549,7 @@ describe.skipIf(!postgres || !redisAvailable)('Redis away with the failed-auth l
   it("counts a key's requests per minute in this process while Redis is away: limited, never refused for it", async () => {
     const browser = new Browserless();
     await signInForSession(stack, browser);
-    const created = await browser.fetch(`${stack.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: stack.url },
-      body: JSON.stringify({ name: 'three a minute', requests_per_minute: 3 }),
-    });
-    expect(created.status).toBe(201);
-    const { key } = (await created.json()) as { key: string };
+    const { key } = await createKey(stack, browser, { name: 'three a minute', requests_per_minute: 3 });
     relay.cut();
     try {
       const statuses: number[] = [];
@@ -598,15 +578,11 @@ describe.skipIf(!postgres || !redisAvailable)('Redis away with the failed-auth l
     } finally {
       relay.restore();
     }
-    const deadline = Date.now() + RECOVERY_LIMIT_MS;
-    let counted: string | null = null;
-    while (counted === null && Date.now() < deadline) {
-      const status = (await withUnknownKey()).status;
-      expect([401, 429]).toContain(status);
-      counted = await readRedis(`${keyPrefix}failed_auth:127.0.0.1`);
-      if (counted === null) await sleep(100);
-    }
-    expect(Number(counted)).toBeGreaterThan(0);
+    const counted = async () => {
+      expect([401, 429]).toContain((await withUnknownKey()).status);
+      return Number(await readRedis(`${keyPrefix}failed_auth:127.0.0.1`));
+    };
+    await expect.poll(counted, { interval: 100, timeout: RECOVERY_LIMIT_MS }).toBeGreaterThan(0);
   });
 });
 
@@ -630,13 +606,14 @@ describe.skipIf(!postgres || !redisAvailable)('a gateway started while Redis is 
       relay.restore();
       const restoredAt = Date.now();
       let redisCheck: string | undefined;
-      while (Date.now() - restoredAt < RECOVERY_LIMIT_MS) {
-        redisCheck = ((await (await fetch(`${stack.url}/readyz`)).json()) as OutageRun['readiness']['body']).checks
-          ?.redis;
-        if (redisCheck === 'ok') break;
-        await sleep(100);
-      }
-      timings.push(`Redis reachable after start: reported ok ${Date.now() - restoredAt} ms after it came`);
+      const reportedOk = await msUntil(
+        async () =>
+          (redisCheck = ((await (await fetch(`${stack!.url}/readyz`)).json()) as OutageRun['readiness']['body']).checks
+            ?.redis) === 'ok',
+        restoredAt,
+        { everyMs: 100, limitMs: RECOVERY_LIMIT_MS },
+      );
+      timings.push(`Redis reachable after start: reported ok ${reportedOk} ms after it came`);
       expect(redisCheck).toBe('ok');
     } finally {
       relay.restore();
@@ -755,7 +732,9 @@ describe.skipIf(!postgres)('a gateway process whose PostgreSQL connections die u
       await dropSchema(schema);
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+    // A process of its own: on a loaded machine starting it (tsx compiling the sources) alone may
+    // take most of the 45 s startServe waits, before the outage run's few seconds.
+  }, 90_000);
 });
 
 describe('a gateway started while PostgreSQL is unreachable', () => {

@@ -37,6 +37,7 @@ import {
 import { gatehouseArgs } from '../support/cli.js';
 import { expectApiError } from '../support/api-error.js';
 import { sendRequest } from '../support/raw-http.js';
+import { untilStatus } from '../support/wait.js';
 import { createKey, listKeys, type CreatedKey } from '../support/keys.js';
 
 const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
@@ -191,36 +192,28 @@ async function usageRowOf(
   key: CreatedKey,
   done: (row: UsageRow) => boolean,
   timeoutMs = 3_000,
-): Promise<UsageRow | undefined> {
-  const deadline = Date.now() + timeoutMs;
+): Promise<UsageRow> {
   let row: UsageRow | undefined;
-  do {
+  const rowOfToday = async () => {
     const answer = await withKey(url, key.key, '/v1/auth/usage');
     expect(answer.status, answer.text).toBe(200);
     const today = new Date().toISOString().slice(0, 10);
-    row = (JSON.parse(answer.text) as { data: UsageRow[] }).data.find(
+    return (row = (JSON.parse(answer.text) as { data: UsageRow[] }).data.find(
       (entry) => entry.key_id === key.id && entry.day === today,
-    );
-    if (row && done(row)) return row;
-    await sleep(100);
-  } while (Date.now() < deadline);
-  return row;
+    ));
+  };
+  await expect
+    .poll(rowOfToday, { interval: 100, timeout: timeoutMs })
+    .toSatisfy((seen: UsageRow | undefined) => seen !== undefined && done(seen));
+  return row!;
 }
 
 /**
- * Sends `attempt` (a request that costs no tokens itself) until it is refused with 429 or
- * `timeoutMs` passes: tokens are counted once the platform has reported them, a moment after the
- * answer ended.
+ * Sends `attempt` (a request that costs no tokens itself) until it is refused with 429: tokens are
+ * counted once the platform has reported them, a moment after the answer ended.
  */
-async function untilRefused(attempt: () => Promise<Answer>, timeoutMs = 2_000): Promise<Answer> {
-  const deadline = Date.now() + timeoutMs;
-  let answer: Answer;
-  do {
-    answer = await attempt();
-    if (answer.status === 429) return answer;
-    await sleep(100);
-  } while (Date.now() < deadline);
-  return answer;
+function untilRefused(attempt: () => Promise<Answer>): Promise<Answer> {
+  return untilStatus(attempt, 429);
 }
 
 function requestsTo(platform: SamplePlatform, path: string): number {
@@ -632,14 +625,15 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
         expect((await streamChat(stack.url, counted.key, chatBody('mine'))).status).toBe(200);
         expect((await owner.fetch(`${stack.url}/v1/models`)).status).toBe(200);
         await usageRowOf(stack.url, counted, (entry) => entry.requests >= 1);
-        const deadline = Date.now() + 3_000;
         let rows: UsageRow[] = [];
-        while (Date.now() < deadline && !rows.some((row) => row.key_id === 'session')) {
+        const usageRows = async () => {
           const response = await owner.fetch(`${stack.url}/v1/auth/usage`);
           expect(response.headers.get('cache-control')).toBe('no-store');
-          rows = ((await response.json()) as { data: UsageRow[] }).data;
-          await sleep(100);
-        }
+          return (rows = ((await response.json()) as { data: UsageRow[] }).data);
+        };
+        await expect
+          .poll(usageRows, { interval: 100, timeout: 3_000 })
+          .toSatisfy((seen: UsageRow[]) => seen.some((row) => row.key_id === 'session'));
         expect(rows.find((row) => row.key_id === counted.id)).toMatchObject({ requests: 1, prompt_tokens: 1 });
         expect(rows.find((row) => row.key_id === 'session')?.requests).toBeGreaterThanOrEqual(1);
       },
