@@ -55,6 +55,13 @@ const CACHE_GRACE_MS = 1_000;
 /** Timer and scheduling slack on a loaded machine. */
 const SLACK_MS = 250;
 const RECOVERY_LIMIT_MS = 5_000;
+/**
+ * Answers to valid credentials wanted from past the cache grace before the dependency returns. A
+ * loaded machine answers fewer requests in OUTAGE_MS, so the outage lasts until they have come, up
+ * to OUTAGE_LIMIT_MS; the claims are about each answer, not about how many fit in a time.
+ */
+const ANSWERS_PAST_GRACE = 60;
+const OUTAGE_LIMIT_MS = 20_000;
 
 interface Outcome {
   probe: string;
@@ -87,6 +94,12 @@ function errorCodeOf(text: string): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * Valid credentials may only be served (200) or refused because PostgreSQL is away (503): a 401
+ * would mean an outage was taken for "not signed in", and sends a person to sign in again for nothing.
+ */
+const VALID_PROBES = ['known key', 'unseen key', 'session'];
 
 /**
  * Runs LOOPS callers through the probes, cuts the relay, keeps them going through OUTAGE_MS of
@@ -145,6 +158,9 @@ async function runThroughOutage(options: {
   const readiness = { status: ready.status, body: (await ready.json()) as OutageRun['readiness']['body'] };
   await options.duringOutage?.();
   await sleep(Math.max(0, cutAt + OUTAGE_MS - Date.now()));
+  const pastGrace = () =>
+    outcomes.filter((o) => VALID_PROBES.includes(o.probe) && o.startedAt >= cutAt + CACHE_GRACE_MS + SLACK_MS).length;
+  await msUntil(async () => pastGrace() >= ANSWERS_PAST_GRACE, cutAt, { limitMs: OUTAGE_LIMIT_MS });
   restoredAt = Date.now();
   relay.restore();
 
@@ -199,12 +215,6 @@ async function prepareKeys(stack: FaultyStack, names: string[]) {
   const withSession = () => fetch(`${stack.url}/v1/auth/me`, { headers: { cookie: `gatehouse_session=${session}` } });
   return { browser, keys, revoke, withKey, withSession };
 }
-
-/**
- * Valid credentials may only be served (200) or refused because PostgreSQL is away (503): a 401
- * would mean an outage was taken for "not signed in", and sends a person to sign in again for nothing.
- */
-const VALID_PROBES = ['known key', 'unseen key', 'session'];
 
 /** Share of the answers to valid credentials, sent while the dependency was away, that were 200. */
 function servedShare(run: OutageRun): { served: number; sent: number; share: number } {
@@ -693,9 +703,30 @@ describe.skipIf(!postgres)('a gateway process whose PostgreSQL connections die u
       const cutAt = Date.now();
       relay.cut();
       await sleep(OUTAGE_MS);
+      const answered = (probe: string, from: number, to = Infinity, status?: number) =>
+        outcomes.filter(
+          (o) =>
+            o.probe === probe &&
+            o.startedAt >= from &&
+            o.endedAt <= to &&
+            (status === undefined || o.status === status),
+        ).length;
+      await msUntil(
+        async () =>
+          answered('unknown session', cutAt + SLACK_MS) >= ANSWERS_PAST_GRACE / 2 &&
+          answered('valid key', cutAt + CACHE_GRACE_MS + SLACK_MS) >= ANSWERS_PAST_GRACE / 2,
+        cutAt,
+        { limitMs: OUTAGE_LIMIT_MS },
+      );
       const restoredAt = Date.now();
       relay.restore();
-      await sleep(1_500);
+      await msUntil(
+        async () => answered('valid key', restoredAt + RECOVERY_LIMIT_MS / 5, Infinity, 200) > 0,
+        restoredAt,
+        {
+          limitMs: RECOVERY_LIMIT_MS,
+        },
+      );
       stopped = true;
       await Promise.all(callers);
       const summary = `${summarize(outcomes)}\n${gateway.output().slice(-3_000)}`;

@@ -28,6 +28,7 @@ import { signInForSession } from '../support/sign-in.js';
 import {
   CLIENT_ID,
   CLIENT_SECRET,
+  signInThrough,
   startFaultyStack,
   startGateway,
   testDatabase,
@@ -1087,16 +1088,7 @@ describe('gatehouse keys create with --scopes, --models and --requests-per-minut
     // JSON is YAML; the CLI opens the gateway's database and key-hashing secret.
     writeFileSync(
       configFile,
-      JSON.stringify({
-        ...storage,
-        powerml: { website: stack.url },
-        auth_provider: {
-          client_id: CLIENT_ID,
-          client_secret: CLIENT_SECRET,
-          server_metadata_url: stack.provider.metadataUrl,
-        },
-        gateway: { ...storage.gateway, upstream: stack.platform.url },
-      }),
+      JSON.stringify(signInThrough(stack.url, stack.provider.metadataUrl, stack.platform.url, storage)),
     );
   });
   afterAll(() => stack.close());
@@ -1214,15 +1206,14 @@ describe.skipIf(!redisAvailable)('limits shared through Redis by two gateways on
       clientSecret: CLIENT_SECRET,
       redirectUri: `http://127.0.0.1:${firstPort}/v1/auth/auth`,
     });
-    const edits = (website: string) => ({
-      powerml: { website },
-      auth: { failed_auth_per_minute: 0 },
-      auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: provider.metadataUrl },
-      // One data_dir: both hash keys with the same generated secret, as replicas share one.
-      gateway: { upstream: platform.url, data_dir: dir },
-      database,
-      redis: { url: REDIS_URL, key_prefix: prefix },
-    });
+    const edits = (website: string) =>
+      signInThrough(website, provider.metadataUrl, platform.url, {
+        auth: { failed_auth_per_minute: 0 },
+        // One data_dir: both hash keys with the same generated secret, as replicas share one.
+        gateway: { data_dir: dir },
+        database,
+        redis: { url: REDIS_URL, key_prefix: prefix },
+      });
     first = await startGateway(edits, firstPort);
     second = await startGateway(edits);
     owner = new Browserless();
