@@ -14,18 +14,31 @@ export interface EventReading {
   events: { data: string; at: number }[];
   /** How many reads the body took so far: fewer than events when the stream was buffered. */
   reads: number;
-  /** Resolves when the body ends, cleanly or cut off (with the error's message). */
+  /** Resolves when the body ends, cleanly or cut off (with the error's message), or reading was given up. */
   finished: Promise<{ at: number; error?: string }>;
+  /** Stops reading a stream that should have ended by now; `gaveUp` says so afterwards. */
+  giveUp(): void;
+  gaveUp: boolean;
 }
 
 /** Reads a server-sent event body in the background, event by event, as a client shows them. */
 export function readEvents(response: Response): EventReading {
-  const reading: Omit<EventReading, 'finished'> = { events: [], reads: 0 };
+  const reader = response.body!.getReader();
+  const reading: Omit<EventReading, 'finished'> = {
+    events: [],
+    reads: 0,
+    gaveUp: false,
+    giveUp() {
+      reading.gaveUp = true;
+      void reader.cancel();
+    },
+  };
   const finished = (async () => {
     const decoder = new TextDecoder();
     let buffered = '';
     try {
-      for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
+      for (let read = await reader.read(); !read.done; read = await reader.read()) {
+        const bytes = read.value;
         reading.reads += 1;
         buffered += decoder.decode(bytes, { stream: true });
         let boundary: RegExpExecArray | null;
@@ -44,7 +57,7 @@ export function readEvents(response: Response): EventReading {
 }
 
 /** Reads a whole server-sent event body: each event's data and when it arrived, and the reads it took. */
-export async function readAllEvents(response: Response): Promise<Omit<EventReading, 'finished'>> {
+export async function readAllEvents(response: Response): Promise<Pick<EventReading, 'events' | 'reads'>> {
   const reading = readEvents(response);
   const { error } = await reading.finished;
   if (error) throw new Error(`the event stream broke off after ${reading.events.length} events: ${error}`);
