@@ -19,7 +19,7 @@ import { Browserless } from '../support/browserless.js';
 import { ANNOUNCED_WITHIN_MS, PROMISED_WITHIN_MS } from '../support/change-channels.js';
 import { createKey } from '../support/keys.js';
 import { freePort } from '../support/ports.js';
-import { hasTcp, requireResource } from '../support/requirements.js';
+import { requirePostgres, requireRedis } from '../support/requirements.js';
 import {
   deleteRedisKeys,
   dropSchema,
@@ -35,12 +35,8 @@ import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
 import { msUntil } from '../support/wait.js';
 import { spawnServe, startServe, type ServeProcess } from '../support/serve.js';
 
-const postgres = await requireResource(
-  'postgresql',
-  hasTcp(5432),
-  'apt-get install postgresql, with trust auth for user postgres on 127.0.0.1 and a database named test',
-);
-const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
+const postgres = await requirePostgres();
+const redisAvailable = await requireRedis();
 
 const postgresThrough = (port: number) => `postgres://postgres@127.0.0.1:${port}/test`;
 const redisThrough = (port: number) => `redis://127.0.0.1:${port}`;

@@ -14,8 +14,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { UsageRow } from '../../src/usage/recorder.js';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
@@ -23,7 +21,8 @@ import { generateApiKey } from '../../src/keys/format.js';
 import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
-import { hasTcp, requireResource } from '../support/requirements.js';
+import { requireRedis } from '../support/requirements.js';
+import { deleteRedisKeys, dropSchema, REDIS_URL } from '../support/services.js';
 import { signInForSession } from '../support/sign-in.js';
 import {
   CLIENT_ID,
@@ -41,9 +40,8 @@ import { sendRequest } from '../support/raw-http.js';
 import { untilStatus } from '../support/wait.js';
 import { createKey, listKeys, type CreatedKey } from '../support/keys.js';
 
-const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
+const redisAvailable = await requireRedis();
 
-const REDIS_URL = 'redis://127.0.0.1:6379';
 const OWNER = { subject: 'test-user-1', email: 'ada@example.test' };
 const OTHER = { subject: 'test-user-2', email: 'bob@example.test' };
 const CLI = gatehouseArgs();
@@ -1224,22 +1222,8 @@ describe.skipIf(!redisAvailable)('limits shared through Redis by two gateways on
     await first?.close();
     await second?.close();
     await Promise.all([platform?.close(), provider?.close()]);
-    const redis = new Redis(REDIS_URL);
-    try {
-      const keys = await redis.keys(`${prefix}*`);
-      if (keys.length) await redis.del(...keys);
-    } finally {
-      redis.disconnect();
-    }
-    if (typeof database.schema === 'string') {
-      const client = new pg.Client({ connectionString: String(database.url) });
-      await client.connect();
-      try {
-        await client.query(`drop schema if exists "${database.schema}" cascade`);
-      } finally {
-        await client.end();
-      }
-    }
+    await deleteRedisKeys(prefix);
+    if (typeof database.schema === 'string') await dropSchema(database.schema);
   });
 
   it(

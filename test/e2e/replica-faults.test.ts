@@ -15,7 +15,7 @@ import { Browserless } from '../support/browserless.js';
 import { listenForChanges, PROMISED_WITHIN_MS, type ChangeChannels } from '../support/change-channels.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
-import { hasTcp, requireResource } from '../support/requirements.js';
+import { requirePostgres, requireRedis } from '../support/requirements.js';
 import { deleteRedisKeys, dropSchema, uniqueSchema } from '../support/services.js';
 import { createKey } from '../support/keys.js';
 import { signInForSession } from '../support/sign-in.js';
@@ -24,12 +24,8 @@ import { CLIENT_ID, CLIENT_SECRET, signInThrough, startGateway, type RunningGate
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
 import { msUntil } from '../support/wait.js';
 
-const postgres = await requireResource(
-  'postgresql',
-  hasTcp(5432),
-  'apt-get install postgresql, with trust auth for user postgres on 127.0.0.1 and a database named test',
-);
-const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
+const postgres = await requirePostgres();
+const redisAvailable = await requireRedis();
 
 const ADMIN = { subject: 'grace-1', email: 'grace@example.test' };
 const MEMBER = { subject: 'ada-1', email: 'ada@example.test' };

@@ -20,7 +20,7 @@ import {
 } from '../support/change-channels.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
-import { hasTcp, requireResource } from '../support/requirements.js';
+import { requirePostgres, requireRedis } from '../support/requirements.js';
 import {
   deleteRedisKeys,
   dropSchema,
@@ -36,12 +36,8 @@ import { msUntil } from '../support/wait.js';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.js';
 import { spawnServe, waitUntilReady, type ServeProcess } from '../support/serve.js';
 
-const postgres = await requireResource(
-  'postgresql',
-  hasTcp(5432),
-  'apt-get install postgresql, with trust auth for user postgres on 127.0.0.1 and a database named test',
-);
-const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
+const postgres = await requirePostgres();
+const redisAvailable = await requireRedis();
 
 // Gatehouse promises that anything revoked on one replica is refused on every other within 1 s; the
 // announcement makes it much sooner, and the tests hold refusals to ANNOUNCED_WITHIN_MS, counted
