@@ -335,5 +335,6 @@ describe.skipIf(!postgres)('replicas starting together on an empty schema', () =
       }
     }
     expect(failures).toEqual([]);
-  });
+    // Four rounds of eight openings, each migrating: on a loaded machine a round alone can take 10 s.
+  }, 120_000);
 });
