@@ -1,7 +1,7 @@
 import { request as httpRequest } from 'node:http';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
+import { readAllEvents } from '../support/sse.js';
 
 let platform: SamplePlatform;
 
@@ -18,22 +18,6 @@ function postJson(path: string, body: unknown): Promise<Response> {
   });
 }
 
-/** Reads an SSE body and notes when each `data:` frame arrived. */
-async function readEvents(response: Response): Promise<{ data: string; at: number }[]> {
-  const events: { data: string; at: number }[] = [];
-  const decoder = new TextDecoder();
-  let buffered = '';
-  for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
-    buffered += decoder.decode(bytes, { stream: true });
-    let end: number;
-    while ((end = buffered.indexOf('\n\n')) !== -1) {
-      events.push({ data: buffered.slice(0, end).replace(/^data: /, ''), at: performance.now() });
-      buffered = buffered.slice(end + 2);
-    }
-  }
-  return events;
-}
-
 interface Completion {
   object: string;
   model: string;
@@ -45,11 +29,6 @@ interface Completion {
     finish_reason: string | null;
   }[];
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number } | null;
-}
-
-async function waitFor(condition: () => boolean): Promise<void> {
-  for (let tries = 0; tries < 100 && !condition(); tries += 1) await sleep(10);
-  expect(condition()).toBe(true);
 }
 
 describe('sample platform', () => {
@@ -101,7 +80,7 @@ describe('sample platform', () => {
       stream_options: { include_usage: true },
     });
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
-    const events = await readEvents(response);
+    const events = (await readAllEvents(response)).events;
     expect(events.at(-1)?.data).toBe('[DONE]');
     const chunks = events.slice(0, -1).map((event) => JSON.parse(event.data) as Completion);
     const words = chunks.filter((chunk) => chunk.choices.length > 0);
@@ -113,7 +92,7 @@ describe('sample platform', () => {
 
   it('delivers streamed chunks separately over time, not in one buffer', async () => {
     const response = await postJson('/v1/completions', { prompt: 'a b c d', stream: true });
-    const events = (await readEvents(response)).filter((event) => event.data !== '[DONE]');
+    const events = (await readAllEvents(response)).events.filter((event) => event.data !== '[DONE]');
     expect(events).toHaveLength(5);
     const first = events[0]?.at ?? 0;
     const last = events.at(-1)?.at ?? 0;
@@ -122,7 +101,7 @@ describe('sample platform', () => {
 
   it('streams /slow-stream with the requested count and pace', async () => {
     const response = await fetch(`${platform.url}/slow-stream?chunks=3&delayMs=20`);
-    const events = await readEvents(response);
+    const events = (await readAllEvents(response)).events;
     const indexes = events.map((event) =>
       event.data === '[DONE]' ? event.data : (JSON.parse(event.data) as { index: number }).index,
     );
@@ -143,7 +122,7 @@ describe('sample platform', () => {
       request.once('error', reject);
       request.end();
     });
-    await waitFor(() => platform.abortedStreams() === abortedBefore + 1);
+    await expect.poll(() => platform.abortedStreams()).toBe(abortedBefore + 1);
     expect(platform.activeStreams()).toBe(0);
     expect(platform.requests.length).toBe(streamed + 1);
   });

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GATEWAY_BODY_LIMIT } from '../../src/http/body-parsers.js';
 import { Browserless } from '../support/browserless.js';
+import { createKey } from '../support/keys.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 
@@ -73,13 +74,7 @@ beforeAll(async () => {
   stack = await startFaultyStack({ gateway: { max_checked_body_mb: 1 } });
   browser = new Browserless();
   session = await signInForSession(stack, browser);
-  const created = await browser.fetch(`${stack.url}/v1/auth/api-keys`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', origin: stack.url },
-    body: JSON.stringify({ name: 'access-log' }),
-  });
-  expect(created.status).toBe(201);
-  ({ key, id: keyId } = (await created.json()) as { key: string; id: string });
+  ({ key, id: keyId } = await createKey(stack, browser, { name: 'access-log' }));
 });
 
 afterAll(() => stack?.close());

@@ -140,14 +140,14 @@ describe.skipIf(!available)('API key controls on the account page in a real brow
       expect((await chat(secret, 'demo-large', 'one two three', false)).status).toBe(200);
       // With the test before: four answered requests, whose tokens are "scope check" 2 + 4,
       // "hello browser" 2 + 4 and "one two three" 3 + 5 (the model list has none).
-      const deadline = Date.now() + 3_000;
       let row: UsageRow | undefined;
-      while (Date.now() < deadline && row?.completion_tokens !== 13) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
+      const usageRow = async () => {
         const usage = (await (await callWithKey(secret, '/v1/auth/usage')).json()) as { data: UsageRow[] };
-        row = usage.data.find((entry) => entry.key_id === keyId);
-      }
-      expect(row).toMatchObject({ prompt_tokens: 7, completion_tokens: 13, status_2xx: 4 });
+        return (row = usage.data.find((entry) => entry.key_id === keyId));
+      };
+      await expect
+        .poll(usageRow, { interval: 100, timeout: 3_000 })
+        .toMatchObject({ prompt_tokens: 7, completion_tokens: 13, status_2xx: 4 });
       const { requests, status_4xx: clientErrors, status_5xx: serverErrors } = row!;
 
       await page.goto(`${stack.url}${ACCOUNT_PATH}`);

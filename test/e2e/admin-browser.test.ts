@@ -9,29 +9,19 @@
  * operator would create a key for someone who never signed in. The tests run in order and build on
  * each other's changes, as one admin session does.
  */
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
+import type { BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKeyCommand } from '../../src/commands/keys.js';
-import { loadConfigFromObject } from '../../src/config/index.js';
-import {
-  collectConsoleProblems,
-  launchChromium,
-  reportCspViolations,
-  openSignedInOnDemoForm,
-} from '../support/browser.js';
+import { openSignedInOnDemoForm } from '../support/browser.js';
+import { SCREENSHOTS_DIR, startPagesStack, type PagesStack } from '../support/browser-stack.js';
 import { hasChromium, requireResource } from '../support/requirements.js';
-import { CLIENT_ID, CLIENT_SECRET, DEMO_USER, startDemoStack, type DemoStack } from '../support/stack.js';
+import { DEMO_USER, type DemoStack } from '../support/stack.js';
 
 const available = await requireResource('chromium', hasChromium(), 'apt-get install chromium');
 
 const TEST_TIMEOUT_MS = 30_000;
-const SCREENSHOTS_DIR = join('test-results', 'screenshots');
 const ADMIN_PATH = '/v1/auth/admin';
 const OTHER_USER = { email: 'bob@example.com', keyName: 'bob-batch-jobs' };
-const KEY_IN_CLI_OUTPUT = /^gth_\S+$/m;
 
 interface OpenAiError {
   error: { code: string | null; message: string };
@@ -44,9 +34,8 @@ interface ExportedEvent {
 }
 
 describe.skipIf(!available)('the admin console in a real browser', () => {
-  let dataDir: string;
+  let pages: PagesStack;
   let stack: DemoStack;
-  let browser: Browser;
   let context: BrowserContext;
   let page: Page;
   /** Console errors, warnings and CSP violations on the admin's page, from sign-in on. */
@@ -54,42 +43,12 @@ describe.skipIf(!available)('the admin console in a real browser', () => {
   let otherUsersKey: string;
 
   beforeAll(async () => {
-    await mkdir(SCREENSHOTS_DIR, { recursive: true });
-    // A file, not :memory:, so the CLI code below and the gateway share one database.
-    dataDir = await mkdtemp(join(tmpdir(), 'gatehouse-admin-'));
-    const storage = { gateway: { data_dir: dataDir }, database: { url: `sqlite:${join(dataDir, 'gatehouse.db')}` } };
-    [stack, browser] = await Promise.all([
-      startDemoStack({ auth: { admin_emails: [DEMO_USER.email] }, ...storage }),
-      launchChromium(),
-    ]);
-    const cliConfig = loadConfigFromObject(
-      {
-        ...storage,
-        powerml: { website: stack.url },
-        auth_provider: {
-          client_id: CLIENT_ID,
-          client_secret: CLIENT_SECRET,
-          server_metadata_url: stack.provider.metadataUrl,
-        },
-        gateway: { ...storage.gateway, upstream: stack.platform.url },
-      },
-      'admin-browser.test',
-    );
-    const printed = await createKeyCommand(cliConfig, { email: OTHER_USER.email, name: OTHER_USER.keyName });
-    otherUsersKey = KEY_IN_CLI_OUTPUT.exec(printed)![0];
-
-    context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    page = await context.newPage();
-    problems = collectConsoleProblems(page);
-    await reportCspViolations(page);
+    pages = await startPagesStack('admin-browser', { width: 1280, height: 900 });
+    ({ stack, context, page, problems } = pages);
+    otherUsersKey = await pages.createKeyByCli({ email: OTHER_USER.email, name: OTHER_USER.keyName });
   });
 
-  afterAll(async () => {
-    await context?.close();
-    await browser?.close();
-    await stack?.close();
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
-  });
+  afterAll(() => pages?.close());
 
   function screenshot(name: string): Promise<Buffer> {
     return page.screenshot({ path: join(SCREENSHOTS_DIR, `admin-${name}.png`), fullPage: true });

@@ -558,13 +558,9 @@ describe('API keys on a gateway with default settings', () => {
       const created = await issueKey(stack, owner, { name: 'used' });
       const before = Date.now();
       expect((await withKey(stack, created.key)).status).toBe(200);
-      let listed: ListedKey | undefined;
-      for (let attempt = 0; attempt < 20 && !listed?.last_used_at; attempt++) {
-        await sleep(100);
-        listed = (await listKeys(stack, owner)).find((key) => key.id === created.id);
-      }
-      expect(listed?.last_used_at).not.toBeNull();
-      expect(Date.parse(listed!.last_used_at!)).toBeGreaterThanOrEqual(before - 1);
+      const lastUsed = async () => (await listKeys(stack, owner)).find((key) => key.id === created.id)?.last_used_at;
+      await expect.poll(lastUsed, { interval: 100, timeout: 2_000 }).toBeTruthy();
+      expect(Date.parse((await lastUsed())!)).toBeGreaterThanOrEqual(before - 1);
     });
   });
 

@@ -14,6 +14,7 @@ import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { expectApiError } from '../support/api-error.js';
 import { createKey } from '../support/keys.js';
+import { untilStatus } from '../support/wait.js';
 
 interface Received {
   method: string;
@@ -173,18 +174,11 @@ describe('what the gateway reads in a platform request', () => {
         expect(forwarded.stream).toEqual(stream);
         expect(forwarded.stream_options).toEqual({ include_usage: true });
         // Tokens are charged once the answer has ended: the next request is refused.
-        let next: Answer;
-        const deadline = Date.now() + 3_000;
-        do {
-          next = await send(
-            stack.url,
-            key,
-            '/v1/chat/completions',
-            postJson({ model: 'm', stream, messages: [] }, headers),
-          );
-          if (next.status === 429) break;
-          await sleep(100);
-        } while (Date.now() < deadline);
+        const next = await untilStatus(
+          () => send(stack.url, key, '/v1/chat/completions', postJson({ model: 'm', stream, messages: [] }, headers)),
+          429,
+          { timeoutMs: 3_000 },
+        );
         expectApiError(next, 429, 'tokens_limit_exceeded');
       });
     }

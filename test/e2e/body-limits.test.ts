@@ -12,6 +12,7 @@ import { describeHealthzRun, measureHealthzUnderHostileBodies } from '../support
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { expectApiError } from '../support/api-error.js';
+import { createKey } from '../support/keys.js';
 
 /** The platform body limit these tests configure, in MiB (gateway.max_checked_body_mb). */
 const CHECKED_BODY_MB = 1;
@@ -73,13 +74,7 @@ describe('bounded work per request', () => {
     });
     const browser = new Browserless();
     await signInForSession(stack, browser);
-    const created = await browser.fetch(`${stack.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: stack.url },
-      body: JSON.stringify({ name: 'hostile bodies' }),
-    });
-    expect(created.status).toBe(201);
-    key = ((await created.json()) as { key: string }).key;
+    key = (await createKey(stack, browser, { name: 'hostile bodies' })).key;
   });
   afterAll(() => stack.close());
 

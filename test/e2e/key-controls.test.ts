@@ -10,13 +10,10 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { UsageRow } from '../../src/usage/recorder.js';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
@@ -24,11 +21,13 @@ import { generateApiKey } from '../../src/keys/format.js';
 import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
-import { hasTcp, requireResource } from '../support/requirements.js';
+import { requireRedis } from '../support/requirements.js';
+import { deleteRedisKeys, dropSchema, REDIS_URL } from '../support/services.js';
 import { signInForSession } from '../support/sign-in.js';
 import {
   CLIENT_ID,
   CLIENT_SECRET,
+  signInThrough,
   startFaultyStack,
   startGateway,
   testDatabase,
@@ -37,11 +36,12 @@ import {
 } from '../support/stack.js';
 import { gatehouseArgs } from '../support/cli.js';
 import { expectApiError } from '../support/api-error.js';
+import { sendRequest } from '../support/raw-http.js';
+import { untilStatus } from '../support/wait.js';
 import { createKey, listKeys, type CreatedKey } from '../support/keys.js';
 
-const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
+const redisAvailable = await requireRedis();
 
-const REDIS_URL = 'redis://127.0.0.1:6379';
 const OWNER = { subject: 'test-user-1', email: 'ada@example.test' };
 const OTHER = { subject: 'test-user-2', email: 'bob@example.test' };
 const CLI = gatehouseArgs();
@@ -191,63 +191,28 @@ async function usageRowOf(
   key: CreatedKey,
   done: (row: UsageRow) => boolean,
   timeoutMs = 3_000,
-): Promise<UsageRow | undefined> {
-  const deadline = Date.now() + timeoutMs;
+): Promise<UsageRow> {
   let row: UsageRow | undefined;
-  do {
+  const rowOfToday = async () => {
     const answer = await withKey(url, key.key, '/v1/auth/usage');
     expect(answer.status, answer.text).toBe(200);
     const today = new Date().toISOString().slice(0, 10);
-    row = (JSON.parse(answer.text) as { data: UsageRow[] }).data.find(
+    return (row = (JSON.parse(answer.text) as { data: UsageRow[] }).data.find(
       (entry) => entry.key_id === key.id && entry.day === today,
-    );
-    if (row && done(row)) return row;
-    await sleep(100);
-  } while (Date.now() < deadline);
-  return row;
+    ));
+  };
+  await expect
+    .poll(rowOfToday, { interval: 100, timeout: timeoutMs })
+    .toSatisfy((seen: UsageRow | undefined) => seen !== undefined && done(seen));
+  return row!;
 }
 
 /**
- * Sends `attempt` (a request that costs no tokens itself) until it is refused with 429 or
- * `timeoutMs` passes: tokens are counted once the platform has reported them, a moment after the
- * answer ended.
+ * Sends `attempt` (a request that costs no tokens itself) until it is refused with 429: tokens are
+ * counted once the platform has reported them, a moment after the answer ended.
  */
-async function untilRefused(attempt: () => Promise<Answer>, timeoutMs = 2_000): Promise<Answer> {
-  const deadline = Date.now() + timeoutMs;
-  let answer: Answer;
-  do {
-    answer = await attempt();
-    if (answer.status === 429) return answer;
-    await sleep(100);
-  } while (Date.now() < deadline);
-  return answer;
-}
-
-/** A request with the path sent byte for byte: fetch would resolve `..` before sending. */
-function rawRequest(url: string, method: string, path: string, key: string, body = ''): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const outgoing = httpRequest(
-      url,
-      {
-        method,
-        path,
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': body.length },
-      },
-      (incoming) => {
-        const parts: Buffer[] = [];
-        incoming.on('data', (part: Buffer) => parts.push(part));
-        incoming.on('end', () => {
-          const headers = new Headers();
-          for (const [name, value] of Object.entries(incoming.headers)) {
-            if (typeof value === 'string') headers.set(name, value);
-          }
-          resolve({ status: incoming.statusCode ?? 0, headers, text: Buffer.concat(parts).toString('utf8') });
-        });
-      },
-    );
-    outgoing.on('error', reject);
-    outgoing.end(body);
-  });
+function untilRefused(attempt: () => Promise<Answer>): Promise<Answer> {
+  return untilStatus(attempt, 429);
 }
 
 function requestsTo(platform: SamplePlatform, path: string): number {
@@ -406,7 +371,16 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
         [inference, '/inf/../v1/fine_tuning/jobs'],
         [inference, '/v1/./chat/completions'],
       ] as const) {
-        const answer = await rawRequest(stack.url, 'POST', path, scoped.key, body);
+        const answer = await sendRequest(stack.url, {
+          method: 'POST',
+          path,
+          headers: {
+            authorization: `Bearer ${scoped.key}`,
+            'content-type': 'application/json',
+            'content-length': body.length,
+          },
+          body,
+        });
         expectApiError(answer, 400, 'invalid_request_path');
       }
       expect(stack.platform.requests.length).toBe(forwarded);
@@ -650,14 +624,15 @@ describe('key controls on a gateway with the shipped scope mapping', () => {
         expect((await streamChat(stack.url, counted.key, chatBody('mine'))).status).toBe(200);
         expect((await owner.fetch(`${stack.url}/v1/models`)).status).toBe(200);
         await usageRowOf(stack.url, counted, (entry) => entry.requests >= 1);
-        const deadline = Date.now() + 3_000;
         let rows: UsageRow[] = [];
-        while (Date.now() < deadline && !rows.some((row) => row.key_id === 'session')) {
+        const usageRows = async () => {
           const response = await owner.fetch(`${stack.url}/v1/auth/usage`);
           expect(response.headers.get('cache-control')).toBe('no-store');
-          rows = ((await response.json()) as { data: UsageRow[] }).data;
-          await sleep(100);
-        }
+          return (rows = ((await response.json()) as { data: UsageRow[] }).data);
+        };
+        await expect
+          .poll(usageRows, { interval: 100, timeout: 3_000 })
+          .toSatisfy((seen: UsageRow[]) => seen.some((row) => row.key_id === 'session'));
         expect(rows.find((row) => row.key_id === counted.id)).toMatchObject({ requests: 1, prompt_tokens: 1 });
         expect(rows.find((row) => row.key_id === 'session')?.requests).toBeGreaterThanOrEqual(1);
       },
@@ -1111,16 +1086,7 @@ describe('gatehouse keys create with --scopes, --models and --requests-per-minut
     // JSON is YAML; the CLI opens the gateway's database and key-hashing secret.
     writeFileSync(
       configFile,
-      JSON.stringify({
-        ...storage,
-        powerml: { website: stack.url },
-        auth_provider: {
-          client_id: CLIENT_ID,
-          client_secret: CLIENT_SECRET,
-          server_metadata_url: stack.provider.metadataUrl,
-        },
-        gateway: { ...storage.gateway, upstream: stack.platform.url },
-      }),
+      JSON.stringify(signInThrough(stack.url, stack.provider.metadataUrl, stack.platform.url, storage)),
     );
   });
   afterAll(() => stack.close());
@@ -1238,15 +1204,14 @@ describe.skipIf(!redisAvailable)('limits shared through Redis by two gateways on
       clientSecret: CLIENT_SECRET,
       redirectUri: `http://127.0.0.1:${firstPort}/v1/auth/auth`,
     });
-    const edits = (website: string) => ({
-      powerml: { website },
-      auth: { failed_auth_per_minute: 0 },
-      auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: provider.metadataUrl },
-      // One data_dir: both hash keys with the same generated secret, as replicas share one.
-      gateway: { upstream: platform.url, data_dir: dir },
-      database,
-      redis: { url: REDIS_URL, key_prefix: prefix },
-    });
+    const edits = (website: string) =>
+      signInThrough(website, provider.metadataUrl, platform.url, {
+        auth: { failed_auth_per_minute: 0 },
+        // One data_dir: both hash keys with the same generated secret, as replicas share one.
+        gateway: { data_dir: dir },
+        database,
+        redis: { url: REDIS_URL, key_prefix: prefix },
+      });
     first = await startGateway(edits, firstPort);
     second = await startGateway(edits);
     owner = new Browserless();
@@ -1257,22 +1222,8 @@ describe.skipIf(!redisAvailable)('limits shared through Redis by two gateways on
     await first?.close();
     await second?.close();
     await Promise.all([platform?.close(), provider?.close()]);
-    const redis = new Redis(REDIS_URL);
-    try {
-      const keys = await redis.keys(`${prefix}*`);
-      if (keys.length) await redis.del(...keys);
-    } finally {
-      redis.disconnect();
-    }
-    if (typeof database.schema === 'string') {
-      const client = new pg.Client({ connectionString: String(database.url) });
-      await client.connect();
-      try {
-        await client.query(`drop schema if exists "${database.schema}" cascade`);
-      } finally {
-        await client.end();
-      }
-    }
+    await deleteRedisKeys(prefix);
+    if (typeof database.schema === 'string') await dropSchema(database.schema);
   });
 
   it(

@@ -8,14 +8,15 @@
  * last test keeps the two identical.
  */
 import { readFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
 import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider } from '../support/faulty-provider.js';
 import { hasNginx, startNginx, type NginxPaths, type RunningNginx } from '../support/nginx.js';
 import { freePort } from '../support/ports.js';
+import { sendRequest, type NodeAnswer } from '../support/raw-http.js';
 import { requireResource } from '../support/requirements.js';
+import { createKey as createKeyAs, type CreatedKey } from '../support/keys.js';
 import { signInForSession } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET, startGateway } from '../support/stack.js';
 
@@ -31,11 +32,6 @@ interface Echo {
   url: string;
   headers: Record<string, string | string[] | undefined>;
   body: string;
-}
-
-interface CreatedKey {
-  id: string;
-  key: string;
 }
 
 interface SiteAddresses {
@@ -197,15 +193,8 @@ async function startForwardAuthStack(
 
   const viaNginx = (path: string, init: RequestInit = {}) =>
     fetch(`${nginx.url}${path}`, { ...init, redirect: 'manual' });
-  const createKey = async (name: string, controls: Record<string, unknown> = {}) => {
-    const response = await owner.fetch(`${nginx.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: nginx.url },
-      body: JSON.stringify({ name, ...controls }),
-    });
-    expect(response.status, await response.clone().text()).toBe(201);
-    return (await response.json()) as CreatedKey;
-  };
+  const createKey = (name: string, controls: Record<string, unknown> = {}) =>
+    createKeyAs(nginx, owner, { name, ...controls });
   return {
     nginx,
     platform,
@@ -394,20 +383,10 @@ describe.skipIf(!available)('the failed-auth limit through nginx, with spoofed X
   afterAll(() => stack?.close());
 
   /** A GET from the victim's own address (node:http binds `localAddress`; fetch cannot). */
-  function fromVictim(path: string, key: string): Promise<{ status: number; body: string }> {
-    return new Promise((resolve, reject) => {
-      const request = httpRequest(
-        `${stack.nginx.url}${path}`,
-        { localAddress: VICTIM_ADDRESS, headers: { authorization: `Bearer ${key}` } },
-        (response) => {
-          let body = '';
-          response.setEncoding('utf8');
-          response.on('data', (part: string) => (body += part));
-          response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
-        },
-      );
-      request.on('error', reject);
-      request.end();
+  function fromVictim(path: string, key: string): Promise<NodeAnswer> {
+    return sendRequest(`${stack.nginx.url}${path}`, {
+      localAddress: VICTIM_ADDRESS,
+      headers: { authorization: `Bearer ${key}` },
     });
   }
 
@@ -425,8 +404,8 @@ describe.skipIf(!available)('the failed-auth limit through nginx, with spoofed X
     expect(stack.platformSaw('/echo/guess')).toBe(false);
 
     const victim = await fromVictim('/echo/victim', stack.ownerKey.key);
-    expect(victim.status, victim.body).toBe(200);
-    expect((JSON.parse(victim.body) as Echo).headers['x-forwarded-user']).toBe(OWNER.sub);
+    expect(victim.status, victim.text).toBe(200);
+    expect((JSON.parse(victim.text) as Echo).headers['x-forwarded-user']).toBe(OWNER.sub);
   });
 });
 

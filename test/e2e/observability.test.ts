@@ -3,23 +3,21 @@
  * the client through the log to the platform, JSON log lines that never hold a credential, and
  * Prometheus metrics on a listener of their own, never on the public port.
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
 import { MAX_SEEN_MODELS } from '../../src/metrics/model-labels.js';
 import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
+import { createKey } from '../support/keys.js';
+import { startServe, type ServeProcess } from '../support/serve.js';
 import { signIn, signInForSession } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.js';
-import { gatehouseArgs } from '../support/cli.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const UPSTREAM_KEY = 'sk-upstream-observability-5d1e8a7c3b';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const GATEHOUSE_METRICS = [
@@ -44,55 +42,6 @@ interface LogLine {
   msg: string;
   reqId?: string;
   [field: string]: unknown;
-}
-
-interface ServeProcess {
-  url: string;
-  /** Everything the process wrote to stdout: the log, one JSON object per line. */
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<number | null>;
-  stop(): Promise<void>;
-}
-
-/** Runs `gatehouse serve --config FILE` as an operator would and resolves once /readyz answers 200. */
-async function serve(configFile: string, url: string): Promise<ServeProcess> {
-  const child = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
-    cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'trace' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const running = () => child.exitCode === null && child.signalCode === null;
-  const started = Date.now();
-  while (running()) {
-    const ready = await fetch(`${url}/readyz`).then(
-      (response) => response.status === 200,
-      () => false,
-    );
-    if (ready) break;
-    if (Date.now() - started > 30_000) break;
-    await sleep(100);
-  }
-  if (!running()) throw new Error(`gatehouse serve exited early:\n${stdout}\n${stderr}`);
-  return {
-    url,
-    stdout: () => stdout,
-    stderr: () => stderr,
-    exited,
-    async stop() {
-      if (!running()) return;
-      child.kill('SIGTERM');
-      if ((await Promise.race([exited.then(() => 'exited'), sleep(10_000)])) !== 'exited') {
-        child.kill('SIGKILL');
-        await exited;
-      }
-    },
-  };
 }
 
 function parseLogLines(stdout: string): LogLine[] {
@@ -143,13 +92,11 @@ function withKey(path: string, headers: Record<string, string> = {}): Promise<Re
   return fetch(`${gateway.url}${path}`, { headers: { authorization: `Bearer ${apiKey}`, ...headers } });
 }
 
-/** Log lines written so far, waiting briefly for a line that `wanted` matches (the pipe is asynchronous). */
+/** Log lines written so far, once a line that `wanted` matches has come (the pipe is asynchronous). */
 async function logLinesWith(wanted: (line: LogLine) => boolean): Promise<LogLine[]> {
-  for (let attempt = 0; attempt < 30; attempt++) {
-    const lines = parseLogLines(gateway.stdout());
-    if (lines.some(wanted)) return lines;
-    await sleep(50);
-  }
+  await expect
+    .poll(() => parseLogLines(gateway.stdout()).some(wanted), { message: 'the log line waited for' })
+    .toBe(true);
   return parseLogLines(gateway.stdout());
 }
 
@@ -164,11 +111,11 @@ beforeAll(async () => {
     clientSecret: CLIENT_SECRET,
     redirectUri: `${website}/v1/auth/auth`,
   });
-  const configFile = join(dir, 'llama_config_edits.yaml');
-  // JSON is YAML, and spares a serializer.
-  writeFileSync(
-    configFile,
-    JSON.stringify({
+  gateway = await startServe({
+    dir,
+    name: 'llama_config_edits',
+    logLevel: 'trace',
+    config: {
       powerml: { website },
       auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: provider.metadataUrl },
       gateway: {
@@ -180,22 +127,15 @@ beforeAll(async () => {
         metrics_port: metricsPort,
       },
       database: { url: `sqlite:${join(dir, 'gatehouse.db')}` },
-    }),
-  );
-  gateway = await serve(configFile, website);
+    },
+  });
   browser = new Browserless();
   await signInForSession(gateway, browser);
-  const created = await browser.fetch(`${gateway.url}/v1/auth/api-keys`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', origin: gateway.url },
-    body: JSON.stringify({ name: 'observability' }),
-  });
-  expect(created.status).toBe(201);
-  apiKey = ((await created.json()) as { key: string }).key;
+  apiKey = (await createKey(gateway, browser, { name: 'observability' })).key;
 });
 
 afterAll(async () => {
-  await gateway?.stop();
+  await gateway?.stop(10_000);
   await Promise.all([platformClosed ? undefined : platform?.close(), provider?.close()]);
   rmSync(dir, { recursive: true, force: true });
 });

@@ -8,29 +8,19 @@
  * with the `gatehouse keys create` code path, and browses with it as a bearer header. The tests run
  * in order and build on each other's changes.
  */
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKeyCommand } from '../../src/commands/keys.js';
-import { loadConfigFromObject } from '../../src/config/index.js';
-import {
-  collectConsoleProblems,
-  launchChromium,
-  reportCspViolations,
-  openSignedInOnDemoForm,
-} from '../support/browser.js';
+import { collectConsoleProblems, openSignedInOnDemoForm } from '../support/browser.js';
+import { SCREENSHOTS_DIR, startPagesStack, type PagesStack } from '../support/browser-stack.js';
 import { hasChromium, requireResource } from '../support/requirements.js';
-import { CLIENT_ID, CLIENT_SECRET, DEMO_USER, startDemoStack, type DemoStack } from '../support/stack.js';
+import { type DemoStack } from '../support/stack.js';
 
 const available = await requireResource('chromium', hasChromium(), 'apt-get install chromium');
 
 const TEST_TIMEOUT_MS = 60_000;
-const SCREENSHOTS_DIR = join('test-results', 'screenshots');
 const ACCOUNT_PATH = '/v1/auth/account';
 const ADMIN_PATH = '/v1/auth/admin';
-const KEY_IN_CLI_OUTPUT = /^gth_\S+$/m;
 const LONG_NAME = 'nightly-evaluation-pipeline-for-the-research-cluster-with-a-rather-long-descriptive-name';
 /** The account page's Rotate button asks for this grace. */
 const ROTATION_GRACE_MS = 60 * 60_000;
@@ -40,7 +30,7 @@ const VIEWPORTS = [
 ] as const;
 
 describe.skipIf(!available)('Gatehouse pages in a real browser', () => {
-  let dataDir: string;
+  let pages: PagesStack;
   let stack: DemoStack;
   let browser: Browser;
   let context: BrowserContext;
@@ -49,46 +39,18 @@ describe.skipIf(!available)('Gatehouse pages in a real browser', () => {
   let ordinaryKey: string;
 
   beforeAll(async () => {
-    await mkdir(SCREENSHOTS_DIR, { recursive: true });
-    dataDir = await mkdtemp(join(tmpdir(), 'gatehouse-pages-'));
-    const storage = { gateway: { data_dir: dataDir }, database: { url: `sqlite:${join(dataDir, 'gatehouse.db')}` } };
-    [stack, browser] = await Promise.all([
-      startDemoStack({ auth: { admin_emails: [DEMO_USER.email] }, ...storage }),
-      launchChromium(),
-    ]);
-    const cliConfig = loadConfigFromObject(
-      {
-        ...storage,
-        powerml: { website: stack.url },
-        auth_provider: {
-          client_id: CLIENT_ID,
-          client_secret: CLIENT_SECRET,
-          server_metadata_url: stack.provider.metadataUrl,
-        },
-        gateway: { ...storage.gateway, upstream: stack.platform.url },
-      },
-      'pages-browser.test',
-    );
-    const printed = await createKeyCommand(cliConfig, {
+    pages = await startPagesStack('pages-browser', VIEWPORTS[0]);
+    ({ stack, browser, context, page, problems } = pages);
+    ordinaryKey = await pages.createKeyByCli({
       email: 'carol@example.com',
       name: 'carol-notebook',
       // `keys` too, so the removal test below is refused for whose key it is, not for the scope.
       scopes: ['inference', 'keys'],
     });
-    ordinaryKey = KEY_IN_CLI_OUTPUT.exec(printed)![0];
-
-    context = await browser.newContext({ viewport: VIEWPORTS[0] });
-    page = await context.newPage();
-    problems = collectConsoleProblems(page);
-    await reportCspViolations(page);
     page.on('dialog', (dialog) => void dialog.accept());
   });
 
-  afterAll(async () => {
-    await browser?.close();
-    await stack?.close();
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
-  });
+  afterAll(() => pages?.close());
 
   const rowsNamed = (name: string): Locator => page.locator('tbody tr[data-key-id]').filter({ hasText: name });
 

@@ -21,6 +21,7 @@ import { freePort } from '../support/ports.js';
 import { signIn, signInForSession } from '../support/sign-in.js';
 import { CLIENT_ID, CLIENT_SECRET, deepMerge, startGateway, type RunningGateway } from '../support/stack.js';
 import { expectApiError } from '../support/api-error.js';
+import { msUntil } from '../support/wait.js';
 
 interface LogLine {
   level: number;
@@ -54,15 +55,6 @@ function logLines(gateway: RunningGateway): LogLine[] {
       .filter((line) => line.trim() !== '')
       .map((line) => JSON.parse(line) as LogLine),
   );
-}
-
-async function waitFor(condition: () => Promise<boolean>, limitMs: number): Promise<number> {
-  const started = Date.now();
-  while (!(await condition())) {
-    if (Date.now() - started > limitMs) throw new Error(`condition not met within ${limitMs} ms`);
-    await sleep(100);
-  }
-  return Date.now() - started;
 }
 
 /** Everything the sign-in tests need, each part closed exactly once whatever the test did to it. */
@@ -183,11 +175,12 @@ describe('a provider that is down when the gateway starts', () => {
 
   it('becomes ready and signs people in once the provider comes up on the same port, without a restart', async () => {
     await setup.startProvider();
-    const waited = await waitFor(
-      async () => (await fetch(`${setup.gateway.url}/readyz`)).status === 200,
-      // Discovery retries back off from 0.5 s, doubling: the fourth retry comes 7.5 s after start.
-      15_000,
-    );
+    // Discovery retries back off from 0.5 s, doubling: the fourth retry comes 7.5 s after start.
+    const waited = await msUntil(async () => (await fetch(`${setup.gateway.url}/readyz`)).status === 200, Date.now(), {
+      everyMs: 100,
+      limitMs: 15_000,
+    });
+    console.info(`provider back: ready after ${waited} ms (bound 15000 ms)`);
     expect(waited).toBeLessThan(15_000);
     const browser = new Browserless();
     await signInForSession(setup.gateway, browser);
@@ -423,7 +416,7 @@ describe('a platform that fails', () => {
     expect(elapsed).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - TIMER_EARLY_MS);
     expect(elapsed).toBeLessThan(HEADERS_TIMEOUT_BY_MS);
     expect(body.error.message).not.toContain(platform.url);
-    await waitFor(async () => platform.openSockets() === 0, 1_000);
+    await expect.poll(() => platform.openSockets(), { timeout: 1_000 }).toBe(0);
     expect((await fetch(`${gateway.url}/ok`)).status).toBe(200);
   });
 

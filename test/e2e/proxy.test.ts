@@ -1,10 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browserless } from '../support/browserless.js';
 import { freePort } from '../support/ports.js';
+import { createKey } from '../support/keys.js';
+import { sendRequest } from '../support/raw-http.js';
+import { readAllEvents } from '../support/sse.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, startGateway, type FaultyStack } from '../support/stack.js';
 
@@ -25,59 +27,6 @@ interface OpenAiError {
   error: { message: string; type: string; code: string | null; param: null };
 }
 
-interface RawResponse {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-}
-
-/**
- * One request over node:http, with headers given as a flat [name, value, ...] list so names keep
- * their case, repeat, carry underscores or override Host, none of which fetch allows.
- */
-function rawRequest(
-  url: string,
-  options: { method?: string; path: string; headers?: string[]; body?: Buffer | string },
-): Promise<RawResponse> {
-  const headers = options.headers ?? [];
-  // With a header list node:http adds no Host of its own, and HTTP/1.1 requires one (RFC 9112 3.2).
-  const withHost = headers.some((_, index) => index % 2 === 0 && headers[index]!.toLowerCase() === 'host')
-    ? headers
-    : ['Host', new URL(url).host, ...headers];
-  return new Promise((resolve, reject) => {
-    const outgoing = httpRequest(
-      url,
-      { method: options.method ?? 'GET', path: options.path, headers: withHost },
-      (response) => {
-        const parts: Buffer[] = [];
-        response.on('data', (part: Buffer) => parts.push(part));
-        response.on('end', () =>
-          resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(parts) }),
-        );
-        response.on('error', reject);
-      },
-    );
-    outgoing.on('error', reject);
-    outgoing.end(options.body);
-  });
-}
-
-interface CreatedKey {
-  id: string;
-  key: string;
-}
-
-/** Creates an API key for the signed-in user the way the account page's script does. */
-async function createApiKey(stack: FaultyStack, session: string): Promise<CreatedKey> {
-  const response = await fetch(`${stack.url}/v1/auth/api-keys`, {
-    method: 'POST',
-    headers: { cookie: sessionCookie(session), origin: stack.url, 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 'proxy test' }),
-  });
-  expect(response.status).toBe(201);
-  return (await response.json()) as CreatedKey;
-}
-
 function sessionCookie(session: string, others = ''): string {
   return `gatehouse_session=${session}${others ? `; ${others}` : ''}`;
 }
@@ -85,30 +34,6 @@ function sessionCookie(session: string, others = ''): string {
 /** Headers of a same-origin browser request; state-changing methods need them (CSRF check). */
 function fromGateway(stack: FaultyStack, session: string, extra: Record<string, string> = {}): Record<string, string> {
   return { cookie: sessionCookie(session), origin: stack.url, ...extra };
-}
-
-async function waitUntil(condition: () => boolean, withinMs: number): Promise<boolean> {
-  const deadline = Date.now() + withinMs;
-  while (!condition() && Date.now() < deadline) await sleep(20);
-  return condition();
-}
-
-/** Reads an SSE body and notes when each `data:` frame arrived and how many reads it took. */
-async function readFrames(response: Response): Promise<{ frames: { data: string; at: number }[]; reads: number }> {
-  const frames: { data: string; at: number }[] = [];
-  const decoder = new TextDecoder();
-  let buffered = '';
-  let reads = 0;
-  for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
-    reads += 1;
-    buffered += decoder.decode(bytes, { stream: true });
-    let end: number;
-    while ((end = buffered.indexOf('\n\n')) !== -1) {
-      frames.push({ data: buffered.slice(0, end).replace(/^data: /, ''), at: performance.now() });
-      buffered = buffered.slice(end + 2);
-    }
-  }
-  return { frames, reads };
 }
 
 function sha256(bytes: Uint8Array): string {
@@ -177,10 +102,12 @@ function closeServer(server: Server): Promise<void> {
 
 let stack: FaultyStack;
 let session: string;
+let browser: Browserless;
 
 beforeAll(async () => {
   stack = await startFaultyStack();
-  session = await signInForSession(stack, new Browserless());
+  browser = new Browserless();
+  session = await signInForSession(stack, browser);
 });
 afterAll(() => stack.close());
 
@@ -260,7 +187,7 @@ describe('a signed-in request reaches the platform unchanged', () => {
 
   it('keeps repeated query keys, encoded characters and encoded slashes as sent', async () => {
     const target = '/echo/a%2Fb/caf%C3%A9?x=1&x=2&y=%2F%3F%26%3D&empty=&flag&plus=a+b&q=hello%20world';
-    const response = await rawRequest(stack.url, { path: target, headers: ['Cookie', sessionCookie(session)] });
+    const response = await sendRequest(stack.url, { path: target, headers: ['Cookie', sessionCookie(session)] });
     expect(response.status).toBe(200);
     expect((JSON.parse(response.body.toString()) as Echo).url).toBe(target);
   });
@@ -433,7 +360,7 @@ function allValues(headers: IncomingHttpHeaders): string {
 
 describe('identity headers come from the gateway only', () => {
   async function echoWithHeaders(headers: string[]): Promise<Echo> {
-    const response = await rawRequest(stack.url, {
+    const response = await sendRequest(stack.url, {
       path: '/echo/whoami',
       headers: ['Cookie', sessionCookie(session), ...headers],
     });
@@ -481,7 +408,7 @@ describe('identity headers come from the gateway only', () => {
 
   it('refuses a signed-in request that also carries an unknown Bearer key, without forwarding it', async () => {
     const marker = `bearer-with-session-${Date.now()}`;
-    const response = await rawRequest(stack.url, {
+    const response = await sendRequest(stack.url, {
       path: `/echo/${marker}`,
       headers: ['Cookie', sessionCookie(session), 'Authorization', 'Bearer whatever'],
     });
@@ -491,8 +418,8 @@ describe('identity headers come from the gateway only', () => {
   });
 
   it("forwards an API-key request with the key's owner and id, never the key itself", async () => {
-    const { id, key } = await createApiKey(stack, session);
-    const response = await rawRequest(stack.url, {
+    const { id, key } = await createKey(stack, browser, { name: 'proxy test' });
+    const response = await sendRequest(stack.url, {
       path: '/echo/with-key',
       headers: ['Authorization', `Bearer ${key}`, 'X-Forwarded-Key-Id', 'key_admin', 'X-Forwarded-User', 'admin'],
     });
@@ -507,7 +434,7 @@ describe('identity headers come from the gateway only', () => {
   it("removes the gateway's cookies and keeps the platform's", async () => {
     const seen = await echoWithHeaders([]);
     expect(seen.headers.cookie).toBeUndefined();
-    const withOthers = await rawRequest(stack.url, {
+    const withOthers = await sendRequest(stack.url, {
       path: '/echo/cookies',
       headers: ['Cookie', `theme=dark; ${sessionCookie(session)}; gatehouse_login=stale-flow; lang=en`],
     });
@@ -520,14 +447,16 @@ describe('identity headers come from the gateway only', () => {
 describe('with an upstream API key configured', () => {
   let keyStack: FaultyStack;
   let keySession: string;
+  let keyBrowser: Browserless;
   beforeAll(async () => {
     keyStack = await startFaultyStack({ gateway: { upstream_api_key: UPSTREAM_KEY } });
-    keySession = await signInForSession(keyStack, new Browserless());
+    keyBrowser = new Browserless();
+    keySession = await signInForSession(keyStack, keyBrowser);
   });
   afterAll(() => keyStack.close());
 
   it('sends the platform the upstream key on a signed-in request', async () => {
-    const response = await rawRequest(keyStack.url, {
+    const response = await sendRequest(keyStack.url, {
       path: '/echo/key',
       headers: ['Cookie', sessionCookie(keySession)],
     });
@@ -538,8 +467,11 @@ describe('with an upstream API key configured', () => {
   });
 
   it("sends the platform the upstream key instead of the client's API key", async () => {
-    const { key } = await createApiKey(keyStack, keySession);
-    const response = await rawRequest(keyStack.url, { path: '/echo/key', headers: ['Authorization', `Bearer ${key}`] });
+    const { key } = await createKey(keyStack, keyBrowser, { name: 'proxy test' });
+    const response = await sendRequest(keyStack.url, {
+      path: '/echo/key',
+      headers: ['Authorization', `Bearer ${key}`],
+    });
     expect(response.status).toBe(200);
     const seen = JSON.parse(response.body.toString()) as Echo;
     expect(seen.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
@@ -552,7 +484,7 @@ describe('with an upstream API key configured', () => {
   ])('never sends the key to a host named in %s', async (_label, target) => {
     const decoy = await startDecoy();
     try {
-      const response = await rawRequest(keyStack.url, {
+      const response = await sendRequest(keyStack.url, {
         path: target(decoy.host),
         headers: ['Cookie', sessionCookie(keySession)],
       });
@@ -627,7 +559,7 @@ describe('cross-site requests with the session cookie (CSRF)', () => {
   });
 
   it('lets a program POST with an API key and no Origin through (no cookie, so no CSRF)', async () => {
-    const { key } = await createApiKey(stack, session);
+    const { key } = await createKey(stack, browser, { name: 'proxy test' });
     const marker = `api-key-post-${Date.now()}`;
     const response = await fetch(`${stack.url}/echo/${marker}`, {
       method: 'POST',
@@ -673,7 +605,7 @@ describe('streaming', () => {
     });
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
-    const { frames } = await readFrames(response);
+    const { events: frames } = await readAllEvents(response);
     const events = frames.filter((frame) => frame.data !== '[DONE]');
     expect(events.map((frame) => (JSON.parse(frame.data) as { index: number }).index)).toEqual([0, 1, 2, 3, 4]);
     const gaps = events.slice(1).map((event, index) => event.at - events[index]!.at);
@@ -695,7 +627,7 @@ describe('streaming', () => {
     });
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
-    const { frames, reads } = await readFrames(response);
+    const { events: frames, reads } = await readAllEvents(response);
     expect(frames.at(-1)!.data).toBe('[DONE]');
     const text = frames
       .slice(0, -1)
@@ -721,11 +653,14 @@ describe('streaming', () => {
     expect(stack.platform.activeStreams()).toBe(1);
     aborter.abort();
     await reader.closed.catch(() => undefined);
-    const stopped = await waitUntil(
-      () => stack.platform.abortedStreams() > abortedBefore && stack.platform.activeStreams() === 0,
-      2_000,
-    );
-    expect(stopped).toBe(true);
+    await expect
+      .poll(
+        () => ({ aborted: stack.platform.abortedStreams() - abortedBefore, active: stack.platform.activeStreams() }),
+        {
+          timeout: 2_000,
+        },
+      )
+      .toEqual({ aborted: 1, active: 0 });
     expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
   });
 });
@@ -860,7 +795,7 @@ describe("which paths are the gateway's own", () => {
   });
 
   it('refuses a method it does not forward with 405 and Allow, before identifying anyone', async () => {
-    const response = await rawRequest(stack.url, {
+    const response = await sendRequest(stack.url, {
       method: 'PROPFIND',
       path: '/echo/propfind-marker',
       headers: ['Cookie', sessionCookie(session)],

@@ -15,19 +15,17 @@ import { Browserless } from '../support/browserless.js';
 import { listenForChanges, PROMISED_WITHIN_MS, type ChangeChannels } from '../support/change-channels.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
-import { hasTcp, requireResource } from '../support/requirements.js';
+import { requirePostgres, requireRedis } from '../support/requirements.js';
 import { deleteRedisKeys, dropSchema, uniqueSchema } from '../support/services.js';
+import { createKey } from '../support/keys.js';
 import { signInForSession } from '../support/sign-in.js';
+import { readEvents } from '../support/sse.js';
 import { CLIENT_ID, CLIENT_SECRET, signInThrough, startGateway, type RunningGateway } from '../support/stack.js';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
 import { msUntil } from '../support/wait.js';
 
-const postgres = await requireResource(
-  'postgresql',
-  hasTcp(5432),
-  'apt-get install postgresql, with trust auth for user postgres on 127.0.0.1 and a database named test',
-);
-const redisAvailable = await requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
+const postgres = await requirePostgres();
+const redisAvailable = await requireRedis();
 
 const ADMIN = { subject: 'grace-1', email: 'grace@example.test' };
 const MEMBER = { subject: 'ada-1', email: 'ada@example.test' };
@@ -47,11 +45,6 @@ interface Replica {
   gateway: RunningGateway;
   postgres: TcpRelay;
   redis: TcpRelay;
-}
-
-interface CreatedKey {
-  id: string;
-  key: string;
 }
 
 /*
@@ -128,16 +121,6 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
     return browser;
   }
 
-  async function createKey(browser: Browserless, name: string): Promise<CreatedKey> {
-    const response = await browser.fetch(`${a.gateway.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: website },
-      body: JSON.stringify({ name }),
-    });
-    expect(response.status, await response.clone().text()).toBe(201);
-    return (await response.json()) as CreatedKey;
-  }
-
   /** Runs `change` on A with A's Redis link cut, restoring it afterwards whatever happened. */
   async function withoutRedisOnA<T>(change: () => Promise<T>): Promise<T> {
     a.redis.cut();
@@ -193,7 +176,7 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
   });
 
   it(`revokes a key on A without Redis: 204 there, refused on B within ${PROMISED_WITHIN_MS} ms`, async () => {
-    const created = await createKey(member, 'revoked on A without Redis');
+    const created = await createKey(a.gateway, member, { name: 'revoked on A without Redis' });
     // B's answer is cached in its memory and in Redis, which A cannot tell.
     for (const replica of [a, b, b]) expect((await withKey(replica, created.key)).status).toBe(200);
     await withoutRedisOnA(async () => {
@@ -235,7 +218,7 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
 
   it(`disables a user on A without Redis: key, session and stream refused on B within ${PROMISED_WITHIN_MS} ms`, async () => {
     const disabled = await signInAs(DISABLED);
-    const created = await createKey(disabled, 'of a user disabled on A');
+    const created = await createKey(a.gateway, disabled, { name: 'of a user disabled on A' });
     const users = await admin.fetch(`${a.gateway.url}/v1/auth/admin/users`);
     const target = ((await users.json()) as { data: Array<{ id: string; email: string }> }).data.find(
       (user) => user.email === DISABLED.email,
@@ -245,8 +228,8 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
     expect((await sessionOnB()).status).toBe(200);
     const stream = await withKey(b, created.key, '/slow-stream?chunks=200&delayMs=50');
     expect(stream.status).toBe(200);
-    const reader = stream.body!.getReader();
-    await reader.read();
+    const reading = readEvents(stream);
+    await expect.poll(() => reading.events.length).toBeGreaterThan(0);
     await withoutRedisOnA(async () => {
       const sent = Date.now();
       const answer = await admin.fetch(`${a.gateway.url}/v1/auth/admin/users/${target.id}/disable`, {
@@ -255,27 +238,22 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
       });
       expect(answer.status, await answer.clone().text()).toBe(200);
       const answered = Date.now();
-      const giveUp = setTimeout(() => void reader.cancel(), 3 * PROMISED_WITHIN_MS);
-      let ended = false;
-      try {
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done || value === undefined) break;
-          if (Buffer.from(value).toString('utf8').includes('[DONE]')) ended = true;
-        }
-      } catch {
-        // A reset connection is a cut too.
-      } finally {
-        clearTimeout(giveUp);
-      }
-      const streamCutAfter = Math.max(0, Date.now() - answered);
+      const giveUp = setTimeout(() => reading.giveUp(), 3 * PROMISED_WITHIN_MS);
+      // The gateway may end the response or reset the connection; either is a cut.
+      const { at: endedAt } = await reading.finished;
+      clearTimeout(giveUp);
+      const streamCutAfter = Math.max(0, endedAt - answered);
       const elapsed = await msUntil(async () => {
         const [key, session] = await Promise.all([withKey(b, created.key), sessionOnB()]);
         return key.status === 403 && (await codeOf(key)) === 'account_disabled' && session.status === 401;
       }, answered);
       figures.push(`user disabled on A without Redis: stream on B cut ${streamCutAfter} ms after A answered`);
       await expectAnnouncedByPostgresOnly('user disabled', 'user_disabled', sent, elapsed);
-      expect(ended, 'the stream on B ran to its end').toBe(false);
+      expect(reading.gaveUp, 'the stream on B was still open').toBe(false);
+      expect(
+        reading.events.some((event) => event.data === '[DONE]'),
+        'the stream on B ran to its end',
+      ).toBe(false);
       expect(streamCutAfter).toBeLessThan(PROMISED_WITHIN_MS);
       expect(elapsed).toBeLessThan(PROMISED_WITHIN_MS);
     });
@@ -306,8 +284,8 @@ describe.skipIf(!postgres || !redisAvailable)('two replicas, one of which loses 
     it.each(cuts)(
       'serves the required share of valid requests on each replica: $name',
       async ({ name, relays, least }) => {
-        const known = await createKey(member, `known before: ${name}`);
-        const unseen = await createKey(member, `unseen before: ${name}`);
+        const known = await createKey(a.gateway, member, { name: `known before: ${name}` });
+        const unseen = await createKey(a.gateway, member, { name: `unseen before: ${name}` });
         const session = `gatehouse_session=${member.cookie(website, 'gatehouse_session')}`;
         for (const replica of [a, b]) expect((await withKey(replica, known.key)).status).toBe(200);
         const outcomes: Array<{ replica: Replica['name']; status: number; startedAt: number; endedAt: number }> = [];

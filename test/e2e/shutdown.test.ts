@@ -3,112 +3,22 @@
  * requests and streams finish for `gateway.shutdown_grace_seconds`, cuts what is left, and exits 0.
  * Nothing a user holds (a session, an API key) is lost across the restart.
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSamplePlatform, type SamplePlatform } from '../../src/demo/platform.js';
 import { Browserless } from '../support/browserless.js';
 import { startFaultyProvider, type FaultyProvider } from '../support/faulty-provider.js';
 import { freePort } from '../support/ports.js';
+import { createKey } from '../support/keys.js';
+import { startServe, type ServeProcess } from '../support/serve.js';
 import { signInForSession } from '../support/sign-in.js';
+import { readEvents } from '../support/sse.js';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.js';
-import { gatehouseArgs } from '../support/cli.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const TEST_TOKEN = 'shutdown-test-token-8c2e4a6f1b';
-
-interface ServeProcess {
-  url: string;
-  output(): string;
-  /** Resolves with the exit code and when it came. */
-  exited: Promise<{ code: number | null; at: number }>;
-  signal(name: NodeJS.Signals): number;
-  stop(): Promise<void>;
-}
-
-/** Runs `gatehouse serve --config FILE` and resolves once /readyz answers 200. */
-async function serve(configFile: string, url: string): Promise<ServeProcess> {
-  const child = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
-    cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  const keep = (chunk: Buffer) => (output = (output + chunk.toString('utf8')).slice(-20_000));
-  child.stdout.on('data', keep);
-  child.stderr.on('data', keep);
-  const exited = new Promise<{ code: number | null; at: number }>((resolve) =>
-    child.once('exit', (code) => resolve({ code, at: Date.now() })),
-  );
-  const running = () => child.exitCode === null && child.signalCode === null;
-  const started = Date.now();
-  while (running() && Date.now() - started < 30_000) {
-    const ready = await fetch(`${url}/readyz`).then(
-      (response) => response.status === 200,
-      () => false,
-    );
-    if (ready) break;
-    await sleep(100);
-  }
-  if (!running()) throw new Error(`gatehouse serve exited early:\n${output}`);
-  return {
-    url,
-    output: () => output,
-    exited,
-    signal(name) {
-      child.kill(name);
-      return Date.now();
-    },
-    async stop() {
-      if (!running()) return;
-      child.kill('SIGKILL');
-      await exited;
-    },
-  };
-}
-
-interface StreamReading {
-  /** The `data:` payloads received so far, `[DONE]` included. */
-  events: string[];
-  /** Resolves when the stream ends, cleanly or cut off. */
-  finished: Promise<{ at: number; error?: string }>;
-}
-
-/** Reads a server-sent event stream in the background, event by event. */
-function readEvents(response: Response): StreamReading {
-  const events: string[] = [];
-  const finished = (async () => {
-    const decoder = new TextDecoder();
-    let buffered = '';
-    try {
-      for await (const chunk of response.body!) {
-        buffered += decoder.decode(chunk, { stream: true });
-        let end: number;
-        while ((end = buffered.indexOf('\n\n')) >= 0) {
-          events.push(buffered.slice(0, end).replace(/^data: /, ''));
-          buffered = buffered.slice(end + 2);
-        }
-      }
-      return { at: Date.now() };
-    } catch (error) {
-      return { at: Date.now(), error: String((error as Error).message) };
-    }
-  })();
-  return { events, finished };
-}
-
-async function until(condition: () => boolean, limitMs: number): Promise<void> {
-  const started = Date.now();
-  while (!condition()) {
-    if (Date.now() - started > limitMs) throw new Error(`condition not met within ${limitMs} ms`);
-    await sleep(20);
-  }
-}
 
 /** Resolves with the error code of a fresh TCP connection attempt, or 'connected'. */
 function connectOutcome(url: string): Promise<string> {
@@ -138,26 +48,24 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Writes a config for a gateway on `port` over `database` and starts it. */
+/** Starts a gateway on `port` over `database`. */
 async function startGateway(
   port: number,
   database: string,
   extra: { gateway?: Record<string, unknown>; metadataUrl: string },
 ): Promise<ServeProcess> {
-  const url = `http://127.0.0.1:${port}`;
-  const configFile = join(dir, `config-${port}.yaml`);
-  // JSON is YAML, and spares a serializer.
-  writeFileSync(
-    configFile,
-    JSON.stringify({
-      powerml: { website: url },
+  const gateway = await startServe({
+    dir,
+    name: `config-${port}`,
+    logLevel: 'info',
+    config: {
+      powerml: { website: `http://127.0.0.1:${port}` },
       auth: { test_token: TEST_TOKEN, test_token_email: 'robot@example.test' },
       auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: extra.metadataUrl },
       gateway: { host: '127.0.0.1', port, upstream: platform.url, data_dir: join(dir, 'data'), ...extra.gateway },
       database: { url: `sqlite:${database}` },
-    }),
-  );
-  const gateway = await serve(configFile, url);
+    },
+  });
   running.push(gateway);
   return gateway;
 }
@@ -181,13 +89,7 @@ describe('SIGTERM with the default grace period', () => {
     first = await startGateway(port, database, { metadataUrl: provider.metadataUrl });
     browser = new Browserless();
     await signInForSession(first, browser);
-    const created = await browser.fetch(`${first.url}/v1/auth/api-keys`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: first.url },
-      body: JSON.stringify({ name: 'survives restarts' }),
-    });
-    expect(created.status).toBe(201);
-    apiKey = ((await created.json()) as { key: string }).key;
+    apiKey = (await createKey(first, browser, { name: 'survives restarts' })).key;
   });
   afterAll(() => provider?.close());
 
@@ -197,25 +99,20 @@ describe('SIGTERM with the default grace period', () => {
     });
     expect(response.status).toBe(200);
     const stream = readEvents(response);
-    await until(() => stream.events.length >= 3, 5_000);
+    await expect.poll(() => stream.events.length, { timeout: 5_000 }).toBeGreaterThanOrEqual(3);
     const signalledAt = first.signal('SIGTERM');
 
     // A connection the kernel queued in the instant the listener closed is reset, not refused: try
     // again until the closed listener refuses outright.
-    let refused = 'connected';
-    for (let attempt = 0; attempt < 50 && refused !== 'ECONNREFUSED'; attempt++) {
-      refused = await connectOutcome(first.url);
-      if (refused !== 'ECONNREFUSED') await sleep(20);
-    }
-    expect(refused).toBe('ECONNREFUSED');
+    await expect.poll(() => connectOutcome(first.url), { interval: 20, timeout: 2_000 }).toBe('ECONNREFUSED');
     expect(stream.events.length, 'the stream was still running when new connections were refused').toBeLessThan(21);
 
     const ended = await stream.finished;
     expect(ended.error).toBeUndefined();
     expect(ended.at - signalledAt, 'the stream ran on after the signal (ms)').toBeGreaterThan(1_000);
     expect(stream.events).toHaveLength(21);
-    expect(stream.events.at(-1)).toBe('[DONE]');
-    expect(stream.events.slice(0, 20).map((event) => (JSON.parse(event) as { index: number }).index)).toEqual(
+    expect(stream.events.at(-1)?.data).toBe('[DONE]');
+    expect(stream.events.slice(0, 20).map((event) => (JSON.parse(event.data) as { index: number }).index)).toEqual(
       Array.from({ length: 20 }, (_, index) => index),
     );
     const exit = await first.exited;
@@ -265,12 +162,12 @@ describe('SIGTERM with shutdown_grace_seconds: 1', () => {
     });
     expect(response.status).toBe(200);
     const stream = readEvents(response);
-    await until(() => stream.events.length >= 2, 5_000);
+    await expect.poll(() => stream.events.length, { timeout: 5_000 }).toBeGreaterThanOrEqual(2);
     const signalledAt = gateway.signal('SIGTERM');
 
     const ended = await stream.finished;
     expect(ended.error, 'the client sees the stream cut off, not a clean end').toBeDefined();
-    expect(stream.events).not.toContain('[DONE]');
+    expect(stream.events.map((event) => event.data)).not.toContain('[DONE]');
     expect(stream.events.length).toBeLessThan(8);
     expect(ended.at - signalledAt).toBeGreaterThanOrEqual(900);
     expect(ended.at - signalledAt).toBeLessThan(2_000);

@@ -6,17 +6,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browserless } from '../support/browserless.js';
-import { hasTcp, requireResource } from '../support/requirements.js';
+import { requirePostgres } from '../support/requirements.js';
 import { dropSchema, uniqueSchema } from '../support/services.js';
 import { signIn } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
 
-const postgres = await requireResource(
-  'postgresql',
-  hasTcp(5432),
-  'apt-get install postgresql, with trust auth for user postgres on 127.0.0.1 and a database named test',
-);
+const postgres = await requirePostgres();
 
 describe.skipIf(!postgres)('signing in while PostgreSQL is unreachable', () => {
   const schema = uniqueSchema();

@@ -18,6 +18,7 @@ import { ConfigError } from '../../src/errors.js';
 import { GATEWAY_BODY_LIMIT } from '../../src/http/body-parsers.js';
 import { safeReturnTo } from '../../src/oidc/return-to.js';
 import { Browserless } from '../support/browserless.js';
+import { rawExchange, type RawAnswer } from '../support/raw-http.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 
@@ -212,40 +213,6 @@ describe('safeReturnTo with arbitrary strings', () => {
     );
   });
 });
-
-interface RawAnswer {
-  status: number;
-  head: string;
-  body: string;
-}
-
-/**
- * Sends bytes as they are (fetch refuses non-Latin-1 header values and oversized heads) and parses
- * the first answer. Fails after 5 s so a hung connection names itself.
- */
-function rawExchange(url: string, request: Buffer): Promise<RawAnswer> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    // write, not end: Node's HTTP server aborts a request whose client half-closes before the answer
-    // (httpAllowHalfOpen is off), which only a fast SQLite lookup would outrun. Connection: close ends it.
-    const socket = connect(Number(port), hostname, () => socket.write(request));
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`no answer within 5 s to ${JSON.stringify(request.subarray(0, 120).toString('latin1'))}`));
-    }, 5_000);
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-    // The server may close while an oversized head is still being written; its answer came first.
-    socket.on('error', () => undefined);
-    socket.on('close', () => {
-      clearTimeout(timer);
-      const text = Buffer.concat(chunks).toString('latin1');
-      const match = /^HTTP\/1\.1 (\d{3})[^\r]*\r\n([\s\S]*?)\r\n\r\n([\s\S]*)$/.exec(text);
-      if (!match) return reject(new Error(`no HTTP answer: ${JSON.stringify(text.slice(0, 200))}`));
-      resolve({ status: Number(match[1]), head: match[2]!.toLowerCase(), body: match[3]! });
-    });
-  });
-}
 
 function get(url: string, path: string, headerLines: Buffer[]): Promise<RawAnswer> {
   const host = new URL(url).host;

@@ -84,3 +84,17 @@ export async function requireResource(
   console.warn(['', rule, ...lines.map((line) => `! ${line.padEnd(width)} !`), rule, ''].join('\n'));
   return false;
 }
+
+/** PostgreSQL on 127.0.0.1:5432, as the tests of the PostgreSQL storage and of replicas use it. */
+export function requirePostgres(): Promise<boolean> {
+  return requireResource(
+    'postgresql',
+    hasTcp(5432),
+    'apt-get install postgresql, with trust auth for user postgres on 127.0.0.1 and a database named test',
+  );
+}
+
+/** Redis on 127.0.0.1:6379. */
+export function requireRedis(): Promise<boolean> {
+  return requireResource('redis', hasTcp(6379), 'apt-get install redis-server');
+}

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { expect } from 'vitest';
 
 /** Polls `probe` every `everyMs` until it returns true; returns the ms since `since`, or Infinity past `limitMs`. */
 export async function msUntil(
@@ -11,4 +12,17 @@ export async function msUntil(
     await sleep(everyMs);
   }
   return Infinity;
+}
+
+/** Sends `attempt` every `everyMs` until it answers `status`, failing past `timeoutMs`; resolves with that answer. */
+export async function untilStatus<T extends { status: number }>(
+  attempt: () => Promise<T>,
+  status: number,
+  { everyMs = 100, timeoutMs = 2_000 } = {},
+): Promise<T> {
+  let answer: T | undefined;
+  await expect
+    .poll(async () => (answer = await attempt()).status, { interval: everyMs, timeout: timeoutMs })
+    .toBe(status);
+  return answer!;
 }
