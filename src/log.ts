@@ -25,6 +25,31 @@ export type { Logger };
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   return pino(
     { level, redact: { paths: REDACTED_PATHS, censor: '[redacted]' }, base: { service: 'gatehouse' } },
-    destination,
+    destination ?? batchedStdout(),
   );
+}
+
+/**
+ * Standard output, written once per event-loop turn rather than once per line: under load the
+ * access log's one synchronous write per request was most of its CPU (bench/README.md, "Hot path").
+ * The lines of a turn go out on the next one, so a line is never held while the process idles,
+ * and whatever is pending when the process exits (SIGTERM's `process.exit`, a crash) is written
+ * before it does.
+ */
+function batchedStdout(): pino.DestinationStream {
+  const out = pino.destination({ dest: 1, sync: true });
+  let pending = '';
+  const flush = () => {
+    if (pending === '') return;
+    const lines = pending;
+    pending = '';
+    out.write(lines);
+  };
+  process.on('exit', flush);
+  return {
+    write(line: string) {
+      if (pending === '') setImmediate(flush);
+      pending += line;
+    },
+  };
 }
