@@ -66,22 +66,6 @@ export interface PlanInput {
   costFacts?: boolean;
 }
 
-const NO_FIELDS: readonly string[] = [];
-/** The few combinations of fields a body is scanned for, each built once rather than on every request. */
-const SCANNED_FIELDS: Array<ReadonlySet<string> | undefined> = [];
-
-function scannedFields(modelFields: readonly string[], countsTokens: boolean, costFacts: boolean): ReadonlySet<string> {
-  const kind = modelFields === OLLAMA_MODEL_FIELDS ? 2 : modelFields === MODEL_FIELDS ? 1 : 0;
-  const slot = kind * 4 + (countsTokens ? 2 : 0) + (costFacts ? 1 : 0);
-  // `model` is always located: the duration metrics are labelled with it.
-  return (SCANNED_FIELDS[slot] ??= new Set([
-    'model',
-    ...modelFields,
-    ...(countsTokens ? STREAM_FIELDS : NO_FIELDS),
-    ...(costFacts ? MAX_TOKENS_FIELDS : NO_FIELDS),
-  ]));
-}
-
 function isJson(contentType: unknown): boolean {
   return typeof contentType === 'string' && /^application\/(?:[\w.+-]*\+)?json\b/i.test(contentType);
 }
@@ -114,8 +98,11 @@ export async function planExchange(request: IncomingMessage, input: PlanInput): 
   // A key limited to some models has every body checked, whatever its label or method, so a
   // request cannot reach another model by calling itself text/plain.
   if (!hasBody(request) || (!models && !countsTokens && !costFacts)) return plan;
-  const modelFields = models ? (path.startsWith('/api/') ? OLLAMA_MODEL_FIELDS : MODEL_FIELDS) : NO_FIELDS;
-  const scanner = new JsonScanner(scannedFields(modelFields, countsTokens, costFacts));
+  const modelFields = models ? (path.startsWith('/api/') ? OLLAMA_MODEL_FIELDS : MODEL_FIELDS) : [];
+  // `model` is always located: the duration metrics are labelled with it.
+  const scanner = new JsonScanner(
+    new Set(['model', ...modelFields, ...(countsTokens ? STREAM_FIELDS : []), ...(costFacts ? MAX_TOKENS_FIELDS : [])]),
+  );
   const raw = await readBody(request, input.bodyLimit, (chunk) => scanner.write(chunk));
   plan.body = raw;
   if (costFacts) plan.bodyBytes = raw.length;

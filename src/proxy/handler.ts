@@ -133,13 +133,8 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
     const request = new PlatformRequest(raw, requestIdFor(raw.headers), client.ip(raw), log);
     // Every answer carries the id, refusals included, so a client can quote it when asking why.
     response.setHeader('x-request-id', request.id);
-    // One listener for both: each one more costs its closure and wrapper on every request.
-    if (onFinished || logAccess) {
-      response.once('close', () => {
-        onFinished?.(response.statusCode, request.identity?.method ?? 'none');
-        if (logAccess) logPlatformAccess(logAccess, request, response);
-      });
-    }
+    if (onFinished) response.once('close', () => onFinished(response.statusCode, request.identity?.method ?? 'none'));
+    if (logAccess) response.once('close', () => logPlatformAccess(logAccess, request, response));
     if (!METHODS.has(request.method)) {
       const refusal = new HttpError(405, 'method_not_allowed', `${request.method} is not supported; use ${ALLOWED}.`, {
         headers: { allow: ALLOWED },
