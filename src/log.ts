@@ -36,11 +36,11 @@ export function createLogger(level: string, destination?: pino.DestinationStream
 const MAX_BATCH_BYTES = 4096;
 
 /**
- * Standard output, written once per event-loop turn (or per 4 KiB) rather than once per line:
- * under load the access log's one synchronous write per request was most of its CPU
- * (bench/README.md, "Hot path"). The lines of a turn go out on the next one, so a line is never
- * held while the process idles, and whatever is pending when the process exits (SIGTERM's
- * `process.exit`, a crash) is written before it does.
+ * Standard output, written on the main thread once per event-loop turn (or per 4 KiB): pino's
+ * default, sonic-boom's asynchronous mode, sends each write through libuv's threadpool, a round
+ * trip the access log paid for every few requests (bench/README.md, "Hot path"). The lines of a
+ * turn go out on the next one, so a line is never held while the process idles, and whatever is
+ * pending when the process exits (SIGTERM's `process.exit`, a crash) is written before it does.
  */
 function batchedStdout(): pino.DestinationStream {
   const out = pino.destination({ dest: 1, sync: true });
