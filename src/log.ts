@@ -25,6 +25,42 @@ export type { Logger };
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   return pino(
     { level, redact: { paths: REDACTED_PATHS, censor: '[redacted]' }, base: { service: 'gatehouse' } },
-    destination,
+    destination ?? batchedStdout(),
   );
+}
+
+/**
+ * Up to this many bytes go out in one write: writes to a pipe no longer than PIPE_BUF (4 KiB on
+ * Linux) are atomic, so the lines of several workers sharing one stdout pipe never interleave.
+ */
+const MAX_BATCH_BYTES = 4096;
+
+/**
+ * Standard output, written on the main thread once per event-loop turn (or per 4 KiB): pino's
+ * default, sonic-boom's asynchronous mode, sends each write through libuv's threadpool, a round
+ * trip the access log paid for every few requests (bench/README.md, "Hot path"). The lines of a
+ * turn go out on the next one, so a line is never held while the process idles, and whatever is
+ * pending when the process exits (SIGTERM's `process.exit`, a crash) is written before it does.
+ */
+function batchedStdout(): pino.DestinationStream {
+  const out = pino.destination({ dest: 1, sync: true });
+  let pending = '';
+  let pendingBytes = 0;
+  const flush = () => {
+    if (pending === '') return;
+    const lines = pending;
+    pending = '';
+    pendingBytes = 0;
+    out.write(lines);
+  };
+  process.on('exit', flush);
+  return {
+    write(line: string) {
+      const bytes = Buffer.byteLength(line);
+      if (pendingBytes + bytes > MAX_BATCH_BYTES) flush();
+      if (pending === '') setImmediate(flush);
+      pending += line;
+      pendingBytes += bytes;
+    },
+  };
 }
