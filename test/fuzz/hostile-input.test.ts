@@ -80,8 +80,11 @@ const arbitraryEdits = fc
   )
   .map((entries) => Object.fromEntries(entries));
 
+/** The sections whose defaults are mappings of keys (auth_providers is a list, off by default). */
+const KEYED_SECTIONS = OWNED_SECTIONS.filter((section) => Object.keys(DEFAULT_KEYS[section] ?? {}).length > 0);
+
 /** MINIMAL with one key, known or not, set to an arbitrary JSON value. */
-const oneKeyChanged = fc.constantFrom(...OWNED_SECTIONS).chain((section) =>
+const oneKeyChanged = fc.constantFrom(...KEYED_SECTIONS).chain((section) =>
   fc.record({
     section: fc.constant(section),
     key: fc.oneof(fc.constantFrom(...Object.keys(DEFAULT_KEYS[section] ?? {})), fc.constantFrom(...HOSTILE_KEYS)),
