@@ -94,7 +94,13 @@ export function sendRequest(
   return new Promise((resolve, reject) => {
     const outgoing = httpRequest(
       url,
-      { method: options.method ?? 'GET', path: options.path, headers, localAddress: options.localAddress },
+      {
+        method: options.method ?? 'GET',
+        // An explicit `path: undefined` would replace the URL's path with '/'.
+        ...(options.path === undefined ? {} : { path: options.path }),
+        headers,
+        localAddress: options.localAddress,
+      },
       (response) => {
         const parts: Buffer[] = [];
         response.on('data', (part: Buffer) => parts.push(part));
