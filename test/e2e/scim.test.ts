@@ -99,12 +99,18 @@ describe('SCIM provisioning on two replicas', () => {
   }
 
   const adminApi = (browser: Browserless) =>
-    browser.fetch(`${a.url}/v1/auth/admin/users`).then((response) => response.status);
+    browser
+      .fetch(`${a.url}/v1/auth/admin/users`, { signal: AbortSignal.timeout(10_000) })
+      .then((response) => response.status);
   const withKey = (on: RunningGateway, key: string) =>
-    fetch(`${on.url}/echo/scim`, { headers: { authorization: `Bearer ${key}` } }).then((response) => response.status);
+    fetch(`${on.url}/echo/scim`, {
+      headers: { authorization: `Bearer ${key}` },
+      signal: AbortSignal.timeout(10_000),
+    }).then((response) => response.status);
   const sessionOn = (on: RunningGateway, browser: Browserless) =>
     fetch(`${on.url}/v1/auth/me`, {
       headers: { cookie: `gatehouse_session=${browser.cookie(a.url, 'gatehouse_session')}` },
+      signal: AbortSignal.timeout(10_000),
     }).then((response) => response.status);
 
   /** What each point of a provider's sequence must have done to the person's sign-in, session and keys. */
