@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { growingCapacity } from '../storage/capacity.js';
-import { HttpError } from '../errors.js';
+import { AuthError, HttpError } from '../errors.js';
 
 const WINDOW_MS = 60_000;
 
@@ -91,6 +91,20 @@ export class FailedAuthLimiter {
       `Too many failed authentication attempts from this address; retry after ${retryAfter} seconds.`,
       { headers: { 'retry-after': String(retryAfter) } },
     );
+  }
+
+  /**
+   * Runs one credential check from `address` under the limit: refused while the address is locked
+   * out, and counted as a failure when the check refuses the credential (an AuthError).
+   */
+  async guard<T>(address: string, check: () => Promise<T>): Promise<T> {
+    await this.assertAllowed(address);
+    try {
+      return await check();
+    } catch (error) {
+      if (error instanceof AuthError) await this.recordFailure(address);
+      throw error;
+    }
   }
 
   async recordFailure(address: string, now = Date.now()): Promise<void> {

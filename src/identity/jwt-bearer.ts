@@ -102,20 +102,16 @@ export function jwtBearerLoader(options: JwtBearerOptions): CredentialLoader {
   });
   const { limiter, apiKeyPrefix } = options;
 
-  async function verify(request: CallerRequest, token: string): Promise<Identity> {
-    await limiter.assertAllowed(request.ip);
-    const cached = verified.get(token);
-    if (cached) return (request.identity = cached);
-    try {
+  function verify(request: CallerRequest, token: string): Promise<Identity> {
+    return limiter.guard(request.ip, async () => {
+      const cached = verified.get(token);
+      if (cached) return (request.identity = cached);
       const { identity, claims, expiresAt } = await verifyToken(issuers, token);
       verified.set(token, identity, { ttl: Math.max(1, expiresAt - Date.now()) });
       request.identity = identity;
       options.onSignIn?.(request, identity, claims);
       return identity;
-    } catch (error) {
-      if (error instanceof AuthError) await limiter.recordFailure(request.ip);
-      throw error;
-    }
+    });
   }
 
   return {

@@ -12,19 +12,15 @@ const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;
  * error, never a fall-through to the session cookie. Failures count towards the address's limit.
  */
 export function apiKeyLoader(keys: ApiKeyVerifier, limiter: FailedAuthLimiter): CredentialLoader {
-  async function verify(request: CallerRequest, authorization: string): Promise<Identity> {
-    await limiter.assertAllowed(request.ip);
-    const key = BEARER.exec(authorization)?.[1];
-    try {
+  function verify(request: CallerRequest, authorization: string): Promise<Identity> {
+    return limiter.guard(request.ip, async () => {
+      const key = BEARER.exec(authorization)?.[1];
       if (!key) {
         throw new AuthError('invalid_authorization_header', 'Send the API key as "Authorization: Bearer <key>".');
       }
       const { id, controls, expires_at, user } = await keys.verify(key);
       return (request.identity = { user, method: 'api_key', key: { id, controls, expires_at } });
-    } catch (error) {
-      if (error instanceof AuthError) await limiter.recordFailure(request.ip);
-      throw error;
-    }
+    });
   }
   return {
     load(request) {
