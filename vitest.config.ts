@@ -1,4 +1,10 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
+
+// Most test files spend their time waiting on sockets, child processes and browsers, not on the
+// CPU: half again as many workers as cores keeps the cores busy (on 2 cores, 3 workers cut the
+// SQLite pass from 313 s to 212 s with every test passing).
+const workers = Math.max(2, Math.ceil(availableParallelism() * 1.5));
 
 export default defineConfig({
   test: {
@@ -6,6 +12,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    maxWorkers: workers,
     reporters: ['default', 'json'],
     outputFile: { json: 'test-results/vitest.json' },
   },
