@@ -15,7 +15,7 @@ import { gatewayPaths } from './http/gateway-paths.js';
 import { requestIdFor } from './http/request-id.js';
 import { createAccessLog } from './http/access-log.js';
 import { registerHealthRoutes, type ReadinessCheck } from './http/health.js';
-import { FailedAuthLimiter, memoryFailureCounter, redisFailureCounter } from './identity/failure-limiter.js';
+import { FailedAuthLimiter } from './identity/failure-limiter.js';
 import { createIdentifier } from './identity/identify.js';
 import { apiKeyLoader, sessionLoader } from './identity/loaders.js';
 import { jwtBearerLoader } from './identity/jwt-bearer.js';
@@ -459,9 +459,7 @@ async function buildSignIn(parts: SignInParts): Promise<SignIn> {
       keys: keyStore,
       audit,
       failedAuth,
-      codeRequests: redis
-        ? redisFailureCounter(redis, `${config.redis.key_prefix}device_codes:`)
-        : memoryFailureCounter(),
+      codeRequests: shared.deviceCodeRequests,
       settings: {
         codeSeconds: device.code_seconds,
         pollIntervalSeconds: device.poll_interval_seconds,

@@ -33,6 +33,14 @@ export function memoryFailureCounter(): FailureCounter {
   };
 }
 
+/** Counts under `namespace`, so another count kept per address in the same counter never mixes with it. */
+export function namespacedFailureCounter(counter: FailureCounter, namespace: string): FailureCounter {
+  return {
+    read: (address, now) => counter.read(`${namespace}:${address}`, now),
+    add: (address, now) => counter.add(`${namespace}:${address}`, now),
+  };
+}
+
 /**
  * Shared by every gateway process, so a guesser gains nothing by spreading attempts over replicas.
  * While Redis cannot be reached each replica counts on its own, in `local` (the limit then holds per replica),

@@ -1,6 +1,11 @@
 import type { Redis } from 'ioredis';
 import type { ReadinessCheck } from '../http/health.js';
-import { memoryFailureCounter, redisFailureCounter, type FailureCounter } from '../identity/failure-limiter.js';
+import {
+  memoryFailureCounter,
+  namespacedFailureCounter,
+  redisFailureCounter,
+  type FailureCounter,
+} from '../identity/failure-limiter.js';
 import { memoryWindowCounter, redisWindowCounter, type WindowCounter } from '../limits/rate-limiter.js';
 import type { Logger } from '../log.js';
 import { workerLink } from '../workers/link.js';
@@ -19,6 +24,8 @@ export interface SharedState {
   windowCounter: WindowCounter;
   /** Failed sign-ins per address, shared the same way as the rate limits. */
   failureCounter: FailureCounter;
+  /** Device codes asked for per address (RFC 8628), shared the same way. */
+  deviceCodeRequests: FailureCounter;
   /** Readiness that depends on other processes (every worker ready). */
   checks: ReadinessCheck[];
   close(): Promise<void>;
@@ -42,6 +49,7 @@ export async function openSharedState(
   // replica, and a worker that loses it falls back to the primary's counts, not its own.
   const windows = link?.windowCounter ?? memoryWindowCounter();
   const failures = link?.failureCounter ?? memoryFailureCounter();
+  const deviceCodes = link ? namespacedFailureCounter(link.failureCounter, 'device_codes') : memoryFailureCounter();
   return {
     redis,
     cache,
@@ -49,6 +57,9 @@ export async function openSharedState(
     revocations: new Revocations(bus, cache),
     windowCounter: redis ? redisWindowCounter(redis, redisSettings.key_prefix, windows) : windows,
     failureCounter: redis ? redisFailureCounter(redis, redisSettings.key_prefix, failures) : failures,
+    deviceCodeRequests: redis
+      ? redisFailureCounter(redis, `${redisSettings.key_prefix}device_codes:`, deviceCodes)
+      : deviceCodes,
     checks: link ? [link.readiness] : [],
     async close() {
       await bus.close();
