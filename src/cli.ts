@@ -59,10 +59,11 @@ async function serve(config: Config): Promise<void> {
       : { port: config.gateway.port }),
   });
   const { metrics_port: metricsPort, metrics_host: metricsHost } = config.gateway;
-  // One listener per port: with several workers the first serves the metrics, of its own process.
+  // With several workers the primary serves the metrics port, summing every worker's figures.
+  if (link) gateway.metrics?.answerScrapesFromPrimary();
   const metricsServer =
-    gateway.metrics && metricsPort !== undefined && (link?.slot ?? 1) === 1
-      ? await (await import('./metrics/metrics.js')).serveMetrics(gateway.metrics, metricsHost, metricsPort)
+    gateway.metrics && metricsPort !== undefined && !link
+      ? await (await import('./metrics/metrics.js')).serveMetrics(gateway.metrics.registry, metricsHost, metricsPort)
       : undefined;
   log.info(
     { address, upstream: config.gateway.upstream, metrics: metricsServer && `${metricsHost}:${metricsPort}` },

@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { ModelLabels } from './model-labels.js';
 import type { AnsweredRequest, MetricsSink } from './sink.js';
 
@@ -108,6 +108,8 @@ export class Metrics implements MetricsSink {
       name: 'gatehouse_active_sessions',
       help: 'Signed-in browser sessions that have not expired.',
       registers: [this.registry],
+      // Every worker counts the same rows: summing them would multiply the figure.
+      aggregator: 'first',
       async collect() {
         this.set(await countActiveSessions().catch(() => Number.NaN));
       },
@@ -119,18 +121,41 @@ export class Metrics implements MetricsSink {
     this.requestSeconds.observe({ model, status_class: `${Math.floor(answer.status / 100)}xx` }, answer.seconds);
     if (answer.firstByteSeconds !== undefined) this.firstByteSeconds.observe({ model }, answer.firstByteSeconds);
   }
+
+  /**
+   * With gateway.workers > 1 the primary serves the scrape and asks every worker for its figures
+   * (prom-client's cluster aggregation): counters and histograms are summed, so a scrape sees the
+   * whole service, not the share of one worker.
+   */
+  answerScrapesFromPrimary(): void {
+    AggregatorRegistry.setRegistries(this.registry);
+    // Constructing one is how prom-client starts answering the primary's requests in a worker.
+    new AggregatorRegistry();
+  }
+}
+
+/** What a scrape reads: one gateway's registry, or the sum over every worker. */
+export interface MetricsSource {
+  metrics(): Promise<string>;
+  contentType: string;
+}
+
+/** The primary's view of every worker's metrics. */
+export function workersMetrics(): MetricsSource {
+  const aggregator = new AggregatorRegistry();
+  return { metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType };
 }
 
 /** A listener of its own, never the public port: metrics reveal traffic and users' activity. */
-export function serveMetrics(metrics: Metrics, host: string, port: number): Promise<Server> {
+export function serveMetrics(source: MetricsSource, host: string, port: number): Promise<Server> {
   const server = createServer((request, response) => {
     if (request.method !== 'GET' || request.url?.split('?')[0] !== '/metrics') {
       response.writeHead(404).end();
       return;
     }
-    metrics.registry
+    source
       .metrics()
-      .then((body) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body))
+      .then((body) => response.writeHead(200, { 'content-type': source.contentType }).end(body))
       .catch(() => response.writeHead(500).end());
   });
   return new Promise((resolve, reject) => {

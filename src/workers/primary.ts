@@ -26,8 +26,8 @@ const STOP_MARGIN_MS = 5_000;
  * The primary of `gateway.workers: N`: it serves no request. It starts N workers that each listen on
  * the one port with SO_REUSEPORT, so the kernel spreads connections and the primary stays off the
  * data path; it replaces a worker that dies, keeps the counters that must be global (rate limits,
- * failed sign-ins) in its memory for all of them, relays change notices, and on SIGTERM lets every
- * worker drain before exiting.
+ * failed sign-ins) in its memory for all of them, relays change notices, serves the metrics port
+ * with every worker's figures summed, and on SIGTERM lets every worker drain before exiting.
  */
 export async function runPrimary(config: Config, log: Logger, count: number): Promise<void> {
   if (config.database.auto_migrate) {
@@ -91,12 +91,23 @@ export async function runPrimary(config: Config, log: Logger, count: number): Pr
   };
 
   for (let slot = 1; slot <= count; slot++) start(slot);
-  log.info({ workers: count, port, pid: process.pid }, 'gatehouse primary started its workers');
+  const { metrics_port: metricsPort, metrics_host: metricsHost } = config.gateway;
+  const metricsServer =
+    metricsPort === undefined
+      ? undefined
+      : await import('../metrics/metrics.js').then(({ serveMetrics, workersMetrics }) =>
+          serveMetrics(workersMetrics(), metricsHost, metricsPort),
+        );
+  log.info(
+    { workers: count, port, pid: process.pid, metrics: metricsServer && `${metricsHost}:${metricsPort}` },
+    'gatehouse primary started its workers',
+  );
 
   const stop = async (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal, workers: slots.size }, 'stopping every worker');
+    metricsServer?.close();
     const exits = [...slots.values()].map(
       (worker) =>
         new Promise<number>((resolve) => {

@@ -22,6 +22,7 @@ import { CLIENT_ID, CLIENT_SECRET, testDatabase } from '../support/stack.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const FAILED_AUTH_PER_MINUTE = 5;
+const DEVICE_CODES_PER_MINUTE = 3;
 
 interface Answer {
   status: number;
@@ -30,12 +31,14 @@ interface Answer {
 }
 
 /**
- * One request on a connection of its own: the kernel hands each new connection to one worker, so
- * requests spread over both only when they do not share a keep-alive connection.
+ * One request (a form POST when `form` is given) on a connection of its own: the kernel hands each
+ * new connection to one worker, so requests spread over both only when they do not share a
+ * keep-alive connection.
  */
-function fresh(url: string, headers: Record<string, string> = {}): Promise<Answer> {
+function fresh(url: string, headers: Record<string, string> = {}, form?: string): Promise<Answer> {
+  const method = form === undefined ? 'GET' : 'POST';
   return new Promise((resolve, reject) => {
-    const sent = request(url, { agent: false, headers: { connection: 'close', ...headers } }, (response) => {
+    const sent = request(url, { method, agent: false, headers: { connection: 'close', ...headers } }, (response) => {
       let body = '';
       response.setEncoding('utf8');
       response.on('data', (chunk: string) => (body += chunk));
@@ -44,7 +47,7 @@ function fresh(url: string, headers: Record<string, string> = {}): Promise<Answe
       );
     });
     sent.on('error', reject);
-    sent.end();
+    sent.end(form);
   });
 }
 
@@ -59,6 +62,7 @@ let dir: string;
 let platform: SamplePlatform;
 let provider: FaultyProvider;
 let url: string;
+let metricsUrl: string;
 let child: ReturnType<typeof spawn>;
 let output = '';
 let exited: Promise<number | null>;
@@ -93,6 +97,8 @@ beforeAll(async () => {
   platform = await startSamplePlatform();
   const port = await freePort();
   url = `http://127.0.0.1:${port}`;
+  const metricsPort = await freePort();
+  metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
   provider = await startFaultyProvider({
     clientId: CLIENT_ID,
     clientSecret: CLIENT_SECRET,
@@ -105,7 +111,10 @@ beforeAll(async () => {
     configFile,
     JSON.stringify({
       powerml: { website: url },
-      auth: { failed_auth_per_minute: FAILED_AUTH_PER_MINUTE },
+      auth: {
+        failed_auth_per_minute: FAILED_AUTH_PER_MINUTE,
+        device: { codes_per_minute: DEVICE_CODES_PER_MINUTE },
+      },
       auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: provider.metadataUrl },
       gateway: {
         host: '127.0.0.1',
@@ -113,6 +122,7 @@ beforeAll(async () => {
         upstream: platform.url,
         data_dir: join(dir, 'data'),
         workers: 2,
+        metrics_port: metricsPort,
         // Lets each test speak for a client address of its own (X-Forwarded-For from loopback).
         trusted_proxies: ['127.0.0.1'],
       },
@@ -249,6 +259,38 @@ describe('gatehouse serve with gateway.workers: 2', () => {
         { timeout: 10_000, interval: 200 },
       )
       .toBe(12);
+  });
+
+  it('holds device codes to the per-address limit across both workers', async () => {
+    const from = { 'x-forwarded-for': '192.0.2.77', 'content-type': 'application/x-www-form-urlencoded' };
+    const answers: Answer[] = [];
+    for (let index = 0; index < 2 * DEVICE_CODES_PER_MINUTE + 2; index++) {
+      answers.push(await fresh(`${url}/v1/auth/device/code`, from, 'client_id=workers-test'));
+    }
+    const statuses = answers.map((answer) => answer.status);
+    expect(statuses.filter((status) => status === 200)).toHaveLength(DEVICE_CODES_PER_MINUTE);
+    expect(statuses.filter((status) => status === 429)).toHaveLength(DEVICE_CODES_PER_MINUTE + 2);
+    expect(workersThatServed(answers), 'both workers answered some of the requests').toEqual(new Set([1, 2]));
+  });
+
+  it("serves the metrics port from the primary, with both workers' requests summed", async () => {
+    const { key } = await createKey({ url }, browser, { name: 'measured' });
+    const platformAnswers = async () => {
+      const response = await fetch(metricsUrl);
+      expect(response.status).toBe(200);
+      const text = await response.text();
+      return [...text.matchAll(/^gatehouse_requests_total\{([^}]*)\} (\d+)$/gm)]
+        .filter(([, labels]) => labels!.includes('route="platform"') && labels!.includes('auth="api_key"'))
+        .reduce((sum, [, , value]) => sum + Number(value), 0);
+    };
+    const before = await platformAnswers();
+    const answers: Answer[] = [];
+    for (let index = 0; index < 12; index++) {
+      answers.push(await fresh(`${url}/echo/measured-${index}`, { authorization: `Bearer ${key}` }));
+    }
+    expect(answers.every((answer) => answer.status === 200)).toBe(true);
+    expect(workersThatServed(answers)).toEqual(new Set([1, 2]));
+    expect(await platformAnswers()).toBe(before + 12);
   });
 
   it('replaces a killed worker, and /readyz is 503 until the replacement listens', async () => {
