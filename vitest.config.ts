@@ -12,6 +12,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    globalSetup: ['test/support/global-setup.ts'],
     maxWorkers: workers,
     reporters: ['default', 'json'],
     outputFile: { json: 'test-results/vitest.json' },

@@ -8,15 +8,13 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import type { Kysely } from 'kysely';
 import { createKeyCommand, listKeysCommand, revokeKeyCommand, type CreateKeyOptions } from './commands/keys.js';
 import { loadConfig, loadDatabaseConfig, redactConfig, resolveConfigPath, type Config } from './config/index.js';
 import { packageRoot } from './config/yaml.js';
 import { GatehouseError } from './errors.js';
 import { createLogger } from './log.js';
 import { buildGateway } from './server.js';
-import { openStorage } from './storage/database.js';
-import { migrateToLatest } from './storage/migrations.js';
+import { migrateStorage, openStorage } from './storage/database.js';
 import { workerLink } from './workers/link.js';
 
 const program = new Command()
@@ -170,11 +168,7 @@ program
     const { database } = readDatabaseConfig(options.config);
     const storage = await openStorage({ ...database, auto_migrate: false });
     try {
-      const applied = await migrateToLatest(
-        storage.db as Kysely<unknown>,
-        storage.kind,
-        storage.kind === 'postgres' ? database.schema : undefined,
-      );
+      const applied = await migrateStorage(storage, database.schema);
       process.stdout.write(
         applied.length === 0
           ? 'database is up to date: no migration to apply\n'

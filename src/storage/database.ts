@@ -22,7 +22,7 @@ export interface Storage {
   db: Db;
   kind: DatabaseKind;
   /** PostgreSQL only: the pool, and a connection of its own (LISTEN cannot share a pooled one). */
-  postgres?: { pool: pg.Pool; dedicatedClient(): pg.Client };
+  postgres?: { pool: pg.Pool; dedicatedClient(): pg.Client; migrationDb(): Kysely<unknown> };
   /** Resolves when the database answers a trivial query; for /readyz. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -37,16 +37,27 @@ export async function openStorage(settings: DatabaseSettings | string): Promise<
   const storage = /^postgres(ql)?:/.test(options.url) ? await openPostgres(options) : openSqliteStorage(options.url);
   if (options.auto_migrate === false) return storage;
   try {
-    await migrateToLatest(
-      storage.db as Kysely<unknown>,
-      storage.kind,
-      storage.kind === 'postgres' ? options.schema : undefined,
-    );
+    await migrateStorage(storage, options.schema);
   } catch (error) {
     await storage.close();
     throw error;
   }
   return storage;
+}
+
+/**
+ * Applies pending migrations and names them. On PostgreSQL they run on a connection of their own
+ * without `statement_timeout_ms`: that bound is for the request path, and building an index on a
+ * large table, or Kysely listing every table of a crowded database, may take longer.
+ */
+export async function migrateStorage(storage: Storage, schema: string | undefined): Promise<string[]> {
+  if (!storage.postgres) return migrateToLatest(storage.db as Kysely<unknown>, storage.kind);
+  const db = storage.postgres.migrationDb();
+  try {
+    return await migrateToLatest(db, storage.kind, schema);
+  } finally {
+    await db.destroy();
+  }
 }
 
 function storageOf(dialect: Dialect, kind: Storage['kind'], extra: Partial<Storage> = {}): Storage {
@@ -85,7 +96,14 @@ async function openPostgres(options: DatabaseSettings): Promise<Storage> {
   pool.on('error', () => undefined);
   pool.on('connect', (client) => client.on('error', () => undefined));
   return storageOf(new PostgresDialect({ pool }), 'postgres', {
-    postgres: { pool, dedicatedClient: () => new pg.Client(connection) },
+    postgres: {
+      pool,
+      dedicatedClient: () => new pg.Client(connection),
+      migrationDb: () =>
+        new Kysely<unknown>({
+          dialect: new PostgresDialect({ pool: new pg.Pool({ ...connection, statement_timeout: undefined, max: 1 }) }),
+        }),
+    },
   });
 }
 

@@ -333,7 +333,13 @@ export async function migrateToLatest(
   upTo?: string,
 ): Promise<string[]> {
   const migrator = migratorFor(db, kind, schema);
-  const { error, results } = await (upTo ? migrator.migrateTo(upTo) : migrator.migrateToLatest());
+  const migrate = () => (upTo ? migrator.migrateTo(upTo) : migrator.migrateToLatest());
+  let { error, results } = await migrate();
+  // Kysely finds its bookkeeping tables by listing every schema's tables; a schema someone else
+  // drops during that listing fails it (invalid_schema_name) though ours is untouched: list again.
+  for (let retry = 0; retry < 3 && (error as { code?: string } | undefined)?.code === '3F000'; retry++) {
+    ({ error, results } = await migrate());
+  }
   if (error) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
     throw new GatehouseError('MIGRATION_FAILED', `database migration ${failed} failed: ${String(error)}`, {

@@ -6,8 +6,11 @@ import pg from 'pg';
 export const POSTGRES_URL = process.env.GATEHOUSE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 export const REDIS_URL = 'redis://127.0.0.1:6379';
 
+/** Set by test/support/global-setup.ts for the whole run; its schemas are dropped when it ends. */
+export const TEST_RUN_ENV = 'GATEHOUSE_TEST_RUN';
+
 export function uniqueSchema(): string {
-  return `t_${randomBytes(6).toString('hex')}`;
+  return `t_${process.env[TEST_RUN_ENV] ?? 'norun'}_${randomBytes(6).toString('hex')}`;
 }
 
 export async function withPostgres<T>(use: (client: pg.Client) => Promise<T>): Promise<T> {

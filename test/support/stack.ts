@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { uniqueSchema } from './services.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,7 @@ export function testDatabase(): Record<string, unknown> {
   if (process.env.GATEHOUSE_TEST_DATABASE !== 'postgres') return { url: 'sqlite::memory:' };
   return {
     url: process.env.GATEHOUSE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test',
-    schema: `t_${randomBytes(6).toString('hex')}`,
+    schema: uniqueSchema(),
   };
 }
 
