@@ -13,14 +13,14 @@ import type { BudgetLimit, BudgetStore } from './store.js';
 /** The `budgets` section of the configuration. */
 export type BudgetSettings = Config['budgets'];
 
-export type BudgetScope = 'user' | 'group' | 'key';
+export type BudgetScope = 'user' | 'group' | 'key' | 'machine';
 
 /** One limit on one measure: the user's (from the default, a group or an override) or the key's. */
 export interface BudgetLine {
   scope: BudgetScope;
   /** The group whose budget this is (scope `group`). */
   group?: string;
-  /** Whose counter: "user:ID" or "key:ID". */
+  /** Whose counter: "user:ID", "key:ID" or "machine:service:NAME/SUBJECT". */
   subject: string;
   measure: 'tokens' | 'spend';
   /** Tokens, or millionths of the currency. */
@@ -54,6 +54,27 @@ export interface CostFacts {
   model?: string;
   maxTokens?: number;
   bodyBytes: number;
+}
+
+/** Each trusted issuer's `budget` by its name: what every machine subject of that issuer may use. */
+export type MachineBudgets = ReadonlyMap<string, BudgetLimit>;
+
+/** The `budget` of each entry of auth.trusted_issuers that has one, in the units counters use. */
+export function machineBudgetsOf(issuers: Config['auth']['trusted_issuers']): MachineBudgets {
+  const budgets = new Map<string, BudgetLimit>();
+  for (const { name, budget } of issuers) {
+    if (budget) budgets.set(name, limitOf(budget));
+  }
+  return budgets;
+}
+
+/** A configured budget (spend in currency units) as a limit (spend in millionths). */
+function limitOf(budget: { tokens?: number; spend?: number; period: Period }): BudgetLimit {
+  return {
+    tokens: budget.tokens,
+    micros: budget.spend === undefined ? undefined : microsOf(budget.spend),
+    period: budget.period,
+  };
 }
 
 export interface BudgetMetrics {
@@ -105,14 +126,7 @@ export function resolveUserBudget(
   if (inAGroup) return { lines, group: labelled ?? 'none' };
   const fallback = settings.per_user;
   if (!fallback) return { lines: [], group: 'none' };
-  return {
-    lines: linesOf('user', {
-      tokens: fallback.tokens,
-      micros: fallback.spend === undefined ? undefined : microsOf(fallback.spend),
-      period: fallback.period,
-    }),
-    group: 'none',
-  };
+  return { lines: linesOf('user', limitOf(fallback)), group: 'none' };
 }
 
 function linesOf(scope: BudgetScope, limit: BudgetLimit): Omit<BudgetLine, 'subject'>[] {
@@ -141,7 +155,7 @@ export class Budgets {
     readonly settings: BudgetSettings,
     private readonly ledger: Ledger,
     readonly store: BudgetStore,
-    private readonly options: { now?: () => number; metrics?: BudgetMetrics } = {},
+    private readonly options: { now?: () => number; metrics?: BudgetMetrics; machines?: MachineBudgets } = {},
   ) {
     this.prices = new PriceTable(settings.prices, settings.currency);
     this.calendar = new PeriodCalendar(settings.time_zone);
@@ -153,7 +167,16 @@ export class Budgets {
 
   /** The budgets a request of this identity is charged to; undefined when none applies. */
   async chargeFor(identity: Identity): Promise<BudgetCharge | undefined> {
-    const { user, key } = identity;
+    const { user, key, service } = identity;
+    // A machine is no person: per_user, groups and overrides are people's; it has its issuer's budget.
+    if (service) {
+      const own = this.options.machines?.get(service.name);
+      if (!own) return undefined;
+      return {
+        lines: linesOf('machine', own).map((line) => ({ ...line, subject: `machine:${user.id}` })),
+        group: 'none',
+      };
+    }
     let override = this.overrides.get(user.id);
     if (override === undefined) {
       override = (await this.store.override(user.id)) ?? NONE;
@@ -299,7 +322,13 @@ export class Budgets {
   private exceeded(line: BudgetLine, now: number): HttpError {
     const resetsAt = this.calendar.windowOf(line.period, now).end;
     const whose =
-      line.scope === 'key' ? "This API key's" : line.scope === 'group' ? `Your group "${line.group}"'s` : 'Your';
+      line.scope === 'key'
+        ? "This API key's"
+        : line.scope === 'group'
+          ? `Your group "${line.group}"'s`
+          : line.scope === 'machine'
+            ? `${line.subject.slice('machine:'.length)}'s`
+            : 'Your';
     const seconds = Math.max(1, Math.ceil((resetsAt - now) / 1000));
     this.options.metrics?.refusals.inc({ scope: line.scope });
     return new HttpError(

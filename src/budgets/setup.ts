@@ -4,16 +4,21 @@ import type { Logger } from '../log.js';
 import type { MetricsSink } from '../metrics/sink.js';
 import type { Storage } from '../storage/database.js';
 import { workerLink } from '../workers/link.js';
-import { Budgets } from './budgets.js';
+import { Budgets, machineBudgetsOf } from './budgets.js';
 import { redisLedger } from './redis-ledger.js';
 import { writeBehindLedger, type Ledger } from './ledger.js';
 import { sqlCounterStore, sqlLedger } from './sql-ledger.js';
 import { BudgetStore } from './store.js';
 
-/** `budgets.enabled`, else whether a per-user or group budget is configured. */
+/** `budgets.enabled`, else whether a per-user, group or machine (trusted issuer's) budget is configured. */
 export function budgetsEnabled(config: Config): boolean {
   const settings = config.budgets;
-  return settings.enabled ?? (settings.per_user !== undefined || Object.keys(settings.groups).length > 0);
+  return (
+    settings.enabled ??
+    (settings.per_user !== undefined ||
+      Object.keys(settings.groups).length > 0 ||
+      config.auth.trusted_issuers.some((issuer) => issuer.budget !== undefined))
+  );
 }
 
 /**
@@ -54,5 +59,6 @@ export function createBudgets(
       : (workerLink()?.budgetLedger ?? writeBehindSqlLedger(storage, log));
   return new Budgets(config.budgets, ledger, new BudgetStore(storage.db), {
     metrics: { spend: metrics.budgetSpend, tokens: metrics.budgetTokens, refusals: metrics.budgetRefusals },
+    machines: machineBudgetsOf(config.auth.trusted_issuers),
   });
 }
