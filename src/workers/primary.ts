@@ -29,8 +29,8 @@ const STOP_MARGIN_MS = 5_000;
  * The primary of `gateway.workers: N`: it serves no request. It starts N workers that each listen on
  * the one port with SO_REUSEPORT, so the kernel spreads connections and the primary stays off the
  * data path; it replaces a worker that dies, keeps the counters that must be global (rate limits,
- * failed sign-ins, budgets on SQLite) in its memory for all of them, relays change notices, and on SIGTERM lets every
- * worker drain before exiting.
+ * failed sign-ins, budgets on SQLite) in its memory for all of them, relays change notices, and on
+ * SIGTERM lets every worker drain before exiting.
  */
 export async function runPrimary(config: Config, log: Logger, count: number): Promise<void> {
   // Migrated once here, so N workers opening the database at once find nothing to apply. On
