@@ -8,7 +8,9 @@
  *   npm run build && node --import tsx bench/budgets.ts
  *
  * BENCH_SECONDS (default 5) per run, BENCH_REPEATS (default 5) rounds; BENCH_REDIS=redis://… also
- * measures the budget counters shared through Redis.
+ * measures the budget counters shared through Redis, against the same Redis gateway without budgets
+ * (Redis also holds its rate-limit windows, which are not the budgets' cost); BENCH_CPU_PROF=<dir>
+ * has each gateway write a V8 CPU profile there when it stops.
  */
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,13 +29,17 @@ const budgets = {
   prices: { 'demo-small': { input: 0.15, output: 0.6 } },
   per_user: { tokens: 1_000_000_000_000, period: 'month' },
 };
-const rows: Array<{ label: string; config: Record<string, unknown> }> = [
-  { label: 'no budgets', config: {} },
-  { label: 'budgets (SQLite, in memory)', config: { budgets } },
+/** Each row's ratios are to its `base` row: the same gateway without budgets. */
+const rows: Array<{ label: string; config: Record<string, unknown>; base: number }> = [
+  { label: 'no budgets', config: {}, base: 0 },
+  { label: 'budgets (SQLite, in memory)', config: { budgets }, base: 0 },
 ];
 if (process.env.BENCH_REDIS) {
-  rows.push({ label: 'budgets (Redis)', config: { budgets, redis: { url: process.env.BENCH_REDIS } } });
+  const redis = { url: process.env.BENCH_REDIS, key_prefix: `bench-budgets-${process.pid}:` };
+  rows.push({ label: 'no budgets (Redis)', config: { redis }, base: 2 });
+  rows.push({ label: 'budgets (Redis)', config: { budgets, redis }, base: 2 });
 }
+const profiles = process.env.BENCH_CPU_PROF;
 
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-budgets-'));
 const logs = join(work, 'logs');
@@ -41,11 +47,12 @@ mkdirSync(logs);
 const script = writeChatScript(work);
 const upstream = await startJsonUpstream();
 try {
-  const gateways: Array<{ label: string; gateway: KeyGateway; rps: number[]; cpu: number[] }> = [];
+  const gateways: Array<{ label: string; base: number; gateway: KeyGateway; rps: number[]; cpu: number[] }> = [];
   for (const [index, row] of rows.entries()) {
     const gateway = await startKeyGateway({
       name: `row-${index}`,
       dist: 'dist',
+      nodeFlags: profiles ? ['--cpu-prof', `--cpu-prof-dir=${profiles}`] : [],
       work,
       logs,
       upstream: upstream.url,
@@ -55,7 +62,7 @@ try {
         gateway: { log_level: 'warn', access_log: false },
       },
     });
-    gateways.push({ label: row.label, gateway, rps: [], cpu: [] });
+    gateways.push({ label: row.label, base: row.base, gateway, rps: [], cpu: [] });
   }
   const load = (gateway: (typeof gateways)[number], seconds: number) =>
     runWrk({
@@ -76,13 +83,13 @@ try {
       gateway.cpu.push(((after.userMs + after.systemMs - before.userMs - before.systemMs) * 1000) / run.requests);
     }
   }
-  const base = gateways[0]!;
   console.log(
     `\nBudgets on the API-key path: POST ${CHAT_PATH}, wrk -t2 -c${CONNECTIONS}, ${SECONDS} s × ${REPEATS} interleaved, medians\n`,
   );
   console.log('| Row | req/s | × no budgets | CPU µs/request | × no budgets |');
   console.log('| --- | --- | --- | --- | --- |');
   for (const row of gateways) {
+    const base = gateways[row.base]!;
     const rps = median(row.rps);
     const cpu = median(row.cpu);
     console.log(

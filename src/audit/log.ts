@@ -27,8 +27,13 @@ export const SCIM_AUDIT_EVENTS = [
   'scim_group_changed',
   'scim_group_deleted',
 ] as const;
+/** Written only where budgets are on (src/routes/admin.ts): an administrator set or cleared a user's override. */
+export const BUDGET_AUDIT_EVENTS = ['budget_set'] as const;
 export type AuditEventName =
-  (typeof AUDIT_EVENTS)[number] | (typeof SCIM_AUDIT_EVENTS)[number] | (typeof MACHINE_AUDIT_EVENTS)[number];
+  | (typeof AUDIT_EVENTS)[number]
+  | (typeof SCIM_AUDIT_EVENTS)[number]
+  | (typeof MACHINE_AUDIT_EVENTS)[number]
+  | (typeof BUDGET_AUDIT_EVENTS)[number];
 
 export interface AuditActor {
   id?: string | null;

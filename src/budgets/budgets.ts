@@ -13,14 +13,14 @@ import type { BudgetLimit, BudgetStore } from './store.js';
 /** The `budgets` section of the configuration. */
 export type BudgetSettings = Config['budgets'];
 
-export type BudgetScope = 'user' | 'group' | 'key';
+export type BudgetScope = 'user' | 'group' | 'key' | 'machine';
 
 /** One limit on one measure: the user's (from the default, a group or an override) or the key's. */
 export interface BudgetLine {
   scope: BudgetScope;
   /** The group whose budget this is (scope `group`). */
   group?: string;
-  /** Whose counter: "user:ID" or "key:ID". */
+  /** Whose counter: "user:ID", "key:ID" or "machine:service:NAME/SUBJECT". */
   subject: string;
   measure: 'tokens' | 'spend';
   /** Tokens, or millionths of the currency. */
@@ -56,6 +56,27 @@ export interface CostFacts {
   bodyBytes: number;
 }
 
+/** Each trusted issuer's `budget` by its name: what every machine subject of that issuer may use. */
+export type MachineBudgets = ReadonlyMap<string, BudgetLimit>;
+
+/** The `budget` of each entry of auth.trusted_issuers that has one, in the units counters use. */
+export function machineBudgetsOf(issuers: Config['auth']['trusted_issuers']): MachineBudgets {
+  const budgets = new Map<string, BudgetLimit>();
+  for (const { name, budget } of issuers) {
+    if (budget) budgets.set(name, limitOf(budget));
+  }
+  return budgets;
+}
+
+/** A configured budget (spend in currency units) as a limit (spend in millionths). */
+function limitOf(budget: { tokens?: number; spend?: number; period: Period }): BudgetLimit {
+  return {
+    tokens: budget.tokens,
+    micros: budget.spend === undefined ? undefined : microsOf(budget.spend),
+    period: budget.period,
+  };
+}
+
 export interface BudgetMetrics {
   spend: CounterSink;
   tokens: CounterSink;
@@ -64,8 +85,10 @@ export interface BudgetMetrics {
 
 const PERIOD_DAYS: Record<Period, number> = { day: 1, week: 7, month: 30 };
 const PERIOD_WORD: Record<Period, string> = { day: 'daily', week: 'weekly', month: 'monthly' };
-/** Overrides and key budgets are read again this often, so an admin's change reaches every replica. */
+/** An admin's change of an override or a key budget reaches every replica within this long. */
 const LOOKUP_TTL_MS = 10_000;
+/** Lookups and the charges built from them are each kept half of that, so both together stay within it. */
+const CACHE_TTL_MS = LOOKUP_TTL_MS / 2;
 /** A cut stream asks for room this many tokens at a time: its overspend past the budget is below one step. */
 export const STREAM_STEP_TOKENS = 256;
 const WARN_AT = 0.8;
@@ -105,14 +128,7 @@ export function resolveUserBudget(
   if (inAGroup) return { lines, group: labelled ?? 'none' };
   const fallback = settings.per_user;
   if (!fallback) return { lines: [], group: 'none' };
-  return {
-    lines: linesOf('user', {
-      tokens: fallback.tokens,
-      micros: fallback.spend === undefined ? undefined : microsOf(fallback.spend),
-      period: fallback.period,
-    }),
-    group: 'none',
-  };
+  return { lines: linesOf('user', limitOf(fallback)), group: 'none' };
 }
 
 function linesOf(scope: BudgetScope, limit: BudgetLimit): Omit<BudgetLine, 'subject'>[] {
@@ -134,14 +150,30 @@ export class Budgets {
   readonly prices: PriceTable;
   readonly calendar: PeriodCalendar;
   private admitted = 0;
-  private readonly overrides = new LRUCache<string, BudgetLimit | false>({ max: 50_000, ttl: LOOKUP_TTL_MS });
-  private readonly keyBudgets = new LRUCache<string, BudgetLimit | false>({ max: 50_000, ttl: LOOKUP_TTL_MS });
+  private readonly overrides = new LRUCache<string, BudgetLimit | false>({ max: 50_000, ttl: CACHE_TTL_MS });
+  private readonly keyBudgets = new LRUCache<string, BudgetLimit | false>({ max: 50_000, ttl: CACHE_TTL_MS });
+  /**
+   * Each user's charge as last resolved, for as long as the lookups behind it are kept: the API-key
+   * and session caches hand over the same user object on every request, so its charge and counter
+   * names are built once, not per request.
+   */
+  private readonly charges = new WeakMap<
+    Identity['user'],
+    { keyId: string | undefined; charge: BudgetCharge | undefined; until: number; generation: number }
+  >();
+  /** The counters of a charge in the current period windows, until the first of them ends. */
+  private readonly counters = new WeakMap<
+    BudgetCharge,
+    { from: number; until: number; limited: { lines: CounterLine[]; of: number[] }; every: CounterLine[] }
+  >();
+  /** Bumped by forget(): charges resolved before it are resolved again. */
+  private generation = 0;
 
   constructor(
     readonly settings: BudgetSettings,
     private readonly ledger: Ledger,
     readonly store: BudgetStore,
-    private readonly options: { now?: () => number; metrics?: BudgetMetrics } = {},
+    private readonly options: { now?: () => number; metrics?: BudgetMetrics; machines?: MachineBudgets } = {},
   ) {
     this.prices = new PriceTable(settings.prices, settings.currency);
     this.calendar = new PeriodCalendar(settings.time_zone);
@@ -153,7 +185,28 @@ export class Budgets {
 
   /** The budgets a request of this identity is charged to; undefined when none applies. */
   async chargeFor(identity: Identity): Promise<BudgetCharge | undefined> {
-    const { user, key } = identity;
+    const now = this.now();
+    const cached = this.charges.get(identity.user);
+    if (cached && cached.keyId === identity.key?.id && now < cached.until && cached.generation === this.generation) {
+      return cached.charge;
+    }
+    const generation = this.generation;
+    const charge = await this.resolveCharge(identity);
+    this.charges.set(identity.user, { keyId: identity.key?.id, charge, until: now + CACHE_TTL_MS, generation });
+    return charge;
+  }
+
+  private async resolveCharge(identity: Identity): Promise<BudgetCharge | undefined> {
+    const { user, key, service } = identity;
+    // A machine is no person: per_user, groups and overrides are people's; it has its issuer's budget.
+    if (service) {
+      const own = this.options.machines?.get(service.name);
+      if (!own) return undefined;
+      return {
+        lines: linesOf('machine', own).map((line) => ({ ...line, subject: `machine:${user.id}` })),
+        group: 'none',
+      };
+    }
     let override = this.overrides.get(user.id);
     if (override === undefined) {
       override = (await this.store.override(user.id)) ?? NONE;
@@ -179,6 +232,7 @@ export class Budgets {
 
   /** Forgets cached overrides and key budgets of this process (after an admin or owner changed one). */
   forget(): void {
+    this.generation++;
     this.overrides.clear();
     this.keyBudgets.clear();
   }
@@ -198,7 +252,7 @@ export class Budgets {
         ? this.settings.reserve_tokens_per_model[facts.model]!
         : this.settings.reserve_tokens);
     const estimate = { tokens: prompt + completion, micros: costMicros(price, prompt, completion) };
-    const counters = this.countersOf(charge.lines, now);
+    const { limited: counters, every } = this.windowCountersOf(charge, now);
     // Unique across replicas without a random draw per request.
     const id = `${PROCESS_ID}${++this.admitted}`;
     const expiresAt = now + this.settings.reservation_seconds * 1000;
@@ -215,11 +269,29 @@ export class Budgets {
       micros: total.micros - estimate.micros,
     }));
     return new Admission(this, this.ledger, charge, counters.lines, id, price, estimate, prompt, {
-      settled: this.everyWindowOf(charge.lines, counters.lines, now),
+      settled: every,
       headers: this.headersFor(charge.lines, counters.of, before),
       expiresAt,
       metrics: this.options.metrics,
     });
+  }
+
+  /** The charge's counters in the windows `now` is in, built again only when one of them ends. */
+  private windowCountersOf(charge: BudgetCharge, now: number) {
+    let counters = this.counters.get(charge);
+    if (!counters || now < counters.from || now >= counters.until) {
+      const limited = this.countersOf(charge.lines, now);
+      const every = this.everyWindowOf(charge.lines, limited.lines, now);
+      const windows = PERIODS.map((period) => this.calendar.windowOf(period, now));
+      counters = {
+        from: Math.max(...windows.map((window) => window.start)),
+        until: Math.min(...windows.map((window) => window.end)),
+        limited,
+        every,
+      };
+      this.counters.set(charge, counters);
+    }
+    return counters;
   }
 
   /** The counters of `lines` this period (one per subject and window) and which counter each line uses. */
@@ -299,7 +371,13 @@ export class Budgets {
   private exceeded(line: BudgetLine, now: number): HttpError {
     const resetsAt = this.calendar.windowOf(line.period, now).end;
     const whose =
-      line.scope === 'key' ? "This API key's" : line.scope === 'group' ? `Your group "${line.group}"'s` : 'Your';
+      line.scope === 'key'
+        ? "This API key's"
+        : line.scope === 'group'
+          ? `Your group "${line.group}"'s`
+          : line.scope === 'machine'
+            ? `${line.subject.slice('machine:'.length)}'s`
+            : 'Your';
     const seconds = Math.max(1, Math.ceil((resetsAt - now) / 1000));
     this.options.metrics?.refusals.inc({ scope: line.scope });
     return new HttpError(

@@ -16,6 +16,27 @@ function limitOf(row: { tokens: number | null; spend_micros: number | null; peri
   };
 }
 
+/**
+ * An override's change as audit detail: the new tokens, spend (in `currency`) and period, and the
+ * previous ones, null where not set (both null: cleared, or none before).
+ */
+export function overrideChange(
+  previous: BudgetLimit | undefined,
+  next: BudgetLimit | undefined,
+  currency: string,
+): Record<string, number | string | null> {
+  const spendOf = (limit: BudgetLimit | undefined) => (limit?.micros === undefined ? null : limit.micros / 1_000_000);
+  return {
+    tokens: next?.tokens ?? null,
+    spend: spendOf(next),
+    period: next?.period ?? null,
+    previous_tokens: previous?.tokens ?? null,
+    previous_spend: spendOf(previous),
+    previous_period: previous?.period ?? null,
+    currency,
+  };
+}
+
 /** Owns budget_overrides and key_budgets: the budgets set at run time rather than in the configuration. */
 export class BudgetStore {
   constructor(private readonly db: Db) {}
@@ -29,24 +50,38 @@ export class BudgetStore {
     return row && limitOf(row);
   }
 
-  async setOverride(userId: string, limit: BudgetLimit | undefined, setBy: string, now = Date.now()): Promise<void> {
-    if (!limit) {
-      await this.db.deleteFrom('budget_overrides').where('user_id', '=', userId).execute();
-      return;
-    }
-    const row = {
-      user_id: userId,
-      tokens: limit.tokens ?? null,
-      spend_micros: limit.micros ?? null,
-      period: limit.period,
-      set_by: setBy,
-      set_at: now,
-    };
-    await this.db
-      .insertInto('budget_overrides')
-      .values(row)
-      .onConflict((conflict) => conflict.column('user_id').doUpdateSet(row))
-      .execute();
+  /** Sets or (with no limit) clears a user's override; returns the one it replaced, for the audit log. */
+  async setOverride(
+    userId: string,
+    limit: BudgetLimit | undefined,
+    setBy: string,
+    now = Date.now(),
+  ): Promise<BudgetLimit | undefined> {
+    return this.db.transaction().execute(async (trx) => {
+      const previous = await trx
+        .selectFrom('budget_overrides')
+        .selectAll()
+        .where('user_id', '=', userId)
+        .executeTakeFirst();
+      if (!limit) {
+        await trx.deleteFrom('budget_overrides').where('user_id', '=', userId).execute();
+      } else {
+        const row = {
+          user_id: userId,
+          tokens: limit.tokens ?? null,
+          spend_micros: limit.micros ?? null,
+          period: limit.period,
+          set_by: setBy,
+          set_at: now,
+        };
+        await trx
+          .insertInto('budget_overrides')
+          .values(row)
+          .onConflict((conflict) => conflict.column('user_id').doUpdateSet(row))
+          .execute();
+      }
+      return previous && limitOf(previous);
+    });
   }
 
   async keyBudget(keyId: string): Promise<BudgetLimit | undefined> {

@@ -163,6 +163,23 @@ const MACHINE_SCOPES = ['inference', 'training', 'read', 'all'] as const;
 /** A name shown in `service:<name>/<subject>`: no `/` or `:`, so the identity reads one way. */
 const ISSUER_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
+/** `${SPEND}` yields a string too, so "12.5" is accepted where a number is expected. */
+const toNumber = (value: unknown) => (typeof value === 'string' && /^\d+(\.\d+)?$/.test(value) ? Number(value) : value);
+
+const amount = () => z.preprocess(toNumber, z.number().min(0).finite());
+
+/** One budget: tokens, spend (in budgets.currency) or both, over a calendar period. */
+const budget = z
+  .strictObject({
+    tokens: optional(integer(1)).describe('an integer of at least 1 (prompt + completion tokens)'),
+    spend: optional(amount()).describe('a number of at least 0 (in budgets.currency)'),
+    period: z.preprocess((value) => value ?? 'month', z.enum(['day', 'week', 'month'])).describe('day, week or month'),
+  })
+  .refine((value) => value.tokens !== undefined || value.spend !== undefined, {
+    message: 'needs tokens, spend or both',
+  })
+  .describe('a mapping with tokens and/or spend, and period (day, week or month)');
+
 /** A claim value rule: one glob or a list of globs (see identity/jwt-bearer.ts for `*` and `**`). */
 const globs = z
   .union([text(), z.array(text()).min(1)])
@@ -190,6 +207,7 @@ const trustedIssuerFields = z
     requests_per_minute: optional(integer(1)),
     tokens_per_minute: optional(integer(1)),
     algorithms: optional(z.array(z.enum(JWT_ALGORITHMS)).min(1)),
+    budget: optional(budget),
   })
   .superRefine((entry, ctx) => {
     const problem = (message: string) => ctx.addIssue({ code: 'custom', message, params: { [ITEM_PROBLEM]: true } });
@@ -220,6 +238,7 @@ const TRUSTED_ISSUER_FIELDS: Record<string, string> = {
   requests_per_minute: 'an integer of at least 1',
   tokens_per_minute: 'an integer of at least 1',
   algorithms: `a list of ${JWT_ALGORITHMS.join(', ')}`,
+  budget: 'a mapping with tokens and/or spend, and period (day, week or month), given to each subject',
 };
 
 /** One entry of auth.trusted_issuers; its problems are reported per field, not as "the list is wrong". */
@@ -472,11 +491,6 @@ const scim = z.strictObject({
   token: optional(text(32)).describe('a string of at least 32 characters (e.g. ${SCIM_TOKEN})'),
 });
 
-/** `${SPEND}` yields a string too, so "12.5" is accepted where a number is expected. */
-const toNumber = (value: unknown) => (typeof value === 'string' && /^\d+(\.\d+)?$/.test(value) ? Number(value) : value);
-
-const amount = () => z.preprocess(toNumber, z.number().min(0).finite());
-
 function timeZoneProblem(value: string): string | undefined {
   try {
     new Intl.DateTimeFormat('en', { timeZone: value });
@@ -485,18 +499,6 @@ function timeZoneProblem(value: string): string | undefined {
     return `must be an IANA time zone such as UTC or Europe/Paris, got ${describeValue(value, false)}`;
   }
 }
-
-/** One budget: tokens, spend (in budgets.currency) or both, over a calendar period. */
-const budget = z
-  .strictObject({
-    tokens: optional(integer(1)).describe('an integer of at least 1 (prompt + completion tokens)'),
-    spend: optional(amount()).describe('a number of at least 0 (in budgets.currency)'),
-    period: z.preprocess((value) => value ?? 'month', z.enum(['day', 'week', 'month'])).describe('day, week or month'),
-  })
-  .refine((value) => value.tokens !== undefined || value.spend !== undefined, {
-    message: 'needs tokens, spend or both',
-  })
-  .describe('a mapping with tokens and/or spend, and period (day, week or month)');
 
 const budgets = z.strictObject({
   enabled: optional(boolean()),

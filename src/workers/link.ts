@@ -1,5 +1,6 @@
 import cluster from 'node:cluster';
 import { LRUCache } from 'lru-cache';
+import type { Amount, Ledger, Reservation } from '../budgets/ledger.js';
 import { GatehouseError } from '../errors.js';
 import type { ReadinessCheck } from '../http/health.js';
 import type { FailureCounter } from '../identity/failure-limiter.js';
@@ -10,8 +11,9 @@ import {
   isGatehouseMessage,
   WORKER_PORT_ENV,
   WORKER_SLOT_ENV,
-  type CountOp,
   type PrimaryMessage,
+  type SharedAnswer,
+  type SharedOp,
   type WorkerMessage,
 } from './messages.js';
 
@@ -23,6 +25,8 @@ export interface WorkerLink {
   port: number;
   windowCounter: WindowCounter;
   failureCounter: FailureCounter;
+  /** The primary's budget ledger, for budgets on SQLite without Redis. */
+  budgetLedger: Ledger;
   relay: ChangeRelay;
   /** Ready only while every worker is: a load balancer sees one service. */
   readiness: ReadinessCheck;
@@ -40,9 +44,9 @@ export function workerLink(): WorkerLink | undefined {
 
 function connect(): WorkerLink {
   const send = (message: WorkerMessage) => process.send?.(message);
-  const waiting = new Map<number, { resolve: (value: number) => void; reject: (error: Error) => void }>();
+  const waiting = new Map<number, { resolve: (value: SharedAnswer) => void; reject: (error: Error) => void }>();
   let nextId = 0;
-  let batch: Array<CountOp & { id: number }> = [];
+  let batch: Array<SharedOp & { id: number }> = [];
   // Operations asked for in one turn of the event loop travel in one message: under load a round
   // trip to the primary is shared by many requests instead of costing a write and a wake-up each.
   const flush = () => {
@@ -50,12 +54,14 @@ function connect(): WorkerLink {
     batch = [];
     send({ gatehouse: 'count', batch: ops });
   };
-  const count = (op: CountOp) =>
-    new Promise<number>((resolve, reject) => {
+  /** The answer's type is the one the primary gives for that op (see SharedAnswer). */
+  const ask = <T extends SharedAnswer>(op: SharedOp) =>
+    new Promise<T>((resolve, reject) => {
       const id = nextId++;
-      waiting.set(id, { resolve, reject });
+      waiting.set(id, { resolve: resolve as (value: SharedAnswer) => void, reject });
       if (batch.push({ ...op, id }) === 1) setImmediate(flush);
     });
+  const count = (op: SharedOp) => ask<number>(op);
   // The failed-auth windows of every address, as the primary announces them: checked on every key
   // request, so they are read here without a round trip; only failures, which are rare, travel.
   const failures = new LRUCache<string, { failures: number; endsAt: number }>(growingCapacity(100_000));
@@ -68,6 +74,10 @@ function connect(): WorkerLink {
       case 'counted':
         for (const [id, value] of message.answers) {
           waiting.get(id)?.resolve(value);
+          waiting.delete(id);
+        }
+        for (const [id, reason] of message.errors ?? []) {
+          waiting.get(id)?.reject(new GatehouseError('WORKER_PRIMARY_FAILED', reason));
           waiting.delete(id);
         }
         break;
@@ -103,6 +113,13 @@ function connect(): WorkerLink {
       },
       // The primary announces the new window to every worker before it answers this one.
       add: async (address, now) => void (await count({ op: 'failure_add', address, now })),
+    },
+    budgetLedger: {
+      reserve: (lines, reservation, amount, expiresAt, now) =>
+        ask<Reservation>({ op: 'budget_reserve', lines, reservation, amount, expiresAt, now }),
+      settle: async (lines, reservation, used) =>
+        void (await ask<null>({ op: 'budget_settle', lines, reservation, used })),
+      read: (counters) => ask<Amount[]>({ op: 'budget_read', counters }),
     },
     relay: {
       publish: (change) => send({ gatehouse: 'change', change }),

@@ -1,3 +1,4 @@
+import type { Amount, CounterLine, Reservation } from '../budgets/ledger.js';
 import type { Change } from '../storage/changes.js';
 
 /**
@@ -11,13 +12,39 @@ export type CountOp =
   | { op: 'window_read'; key: string; window: number }
   | { op: 'failure_add'; address: string; now: number };
 
+/**
+ * A budget operation on the primary's one ledger (SQLite without Redis), so a budget is one budget
+ * across workers: the arguments of `Ledger.reserve`, `settle` and `read`.
+ */
+export type BudgetOp =
+  | {
+      op: 'budget_reserve';
+      lines: readonly CounterLine[];
+      reservation: string;
+      amount: Amount;
+      expiresAt: number;
+      now: number;
+    }
+  | { op: 'budget_settle'; lines: readonly CounterLine[]; reservation: string; used: Amount }
+  | { op: 'budget_read'; counters: readonly string[] };
+
+export type SharedOp = CountOp | BudgetOp;
+
+/** A count, a reservation's outcome, counters read, or null (a settlement). */
+export type SharedAnswer = number | Reservation | Amount[] | null;
+
 export type WorkerMessage =
-  | { gatehouse: 'count'; batch: Array<CountOp & { id: number }> }
+  | { gatehouse: 'count'; batch: Array<SharedOp & { id: number }> }
   | { gatehouse: 'change'; change: Change }
   | { gatehouse: 'ready' };
 
 export type PrimaryMessage =
-  | { gatehouse: 'counted'; answers: Array<[id: number, value: number]> }
+  | {
+      gatehouse: 'counted';
+      answers: Array<[id: number, value: SharedAnswer]>;
+      /** Operations that failed on the primary (the database behind the ledger), with why. */
+      errors?: Array<[id: number, message: string]>;
+    }
   | { gatehouse: 'change'; change: Change }
   | { gatehouse: 'failures'; address: string; failures: number; endsAt: number }
   | { gatehouse: 'workers'; ready: number; wanted: number };

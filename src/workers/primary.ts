@@ -1,16 +1,19 @@
 import cluster, { type Worker } from 'node:cluster';
 import { createServer } from 'node:net';
+import { budgetsEnabled, processLedger } from '../budgets/setup.js';
 import type { Config } from '../config/index.js';
 import { memoryFailureCounter } from '../identity/failure-limiter.js';
 import { memoryWindowCounter } from '../limits/rate-limiter.js';
 import type { Logger } from '../log.js';
 import { openStorage } from '../storage/database.js';
+import { GatehouseError } from '../errors.js';
 import {
   isGatehouseMessage,
   WORKER_PORT_ENV,
   WORKER_SLOT_ENV,
-  type CountOp,
   type PrimaryMessage,
+  type SharedAnswer,
+  type SharedOp,
   type WorkerMessage,
 } from './messages.js';
 
@@ -26,15 +29,17 @@ const STOP_MARGIN_MS = 5_000;
  * The primary of `gateway.workers: N`: it serves no request. It starts N workers that each listen on
  * the one port with SO_REUSEPORT, so the kernel spreads connections and the primary stays off the
  * data path; it replaces a worker that dies, keeps the counters that must be global (rate limits,
- * failed sign-ins) in its memory for all of them, relays change notices, serves the metrics port
- * with every worker's figures summed, and on SIGTERM lets every worker drain before exiting.
+ * failed sign-ins, budgets on SQLite) in its memory for all of them, relays change notices, serves
+ * the metrics port with every worker's figures summed, and on SIGTERM lets every worker drain
+ * before exiting.
  */
 export async function runPrimary(config: Config, log: Logger, count: number): Promise<void> {
-  if (config.database.auto_migrate) {
-    // Migrated once here, so N workers opening the database at once find nothing to apply.
-    const storage = await openStorage(config.database);
-    await storage.close();
-  }
+  // Migrated once here, so N workers opening the database at once find nothing to apply. On
+  // SQLite without Redis the primary also keeps the budget counters, written to the database behind.
+  const storage =
+    config.database.auto_migrate || budgetsEnabled(config) ? await openStorage(config.database) : undefined;
+  const budgetLedger = storage && processLedger(config, storage, log);
+  if (storage && !budgetLedger) await storage.close();
   const port = config.gateway.port || (await pickPort(config.gateway.host));
   const windows = memoryWindowCounter();
   const failures = memoryFailureCounter();
@@ -48,13 +53,29 @@ export async function runPrimary(config: Config, log: Logger, count: number): Pr
   };
   const announceReadiness = () => broadcast({ gatehouse: 'workers', ready: ready.size, wanted: count });
 
-  const perform = async (op: CountOp): Promise<number> => {
-    if (op.op === 'window_add') return windows.add(op.key, op.window, op.amount);
-    if (op.op === 'window_read') return windows.read(op.key, op.window);
-    await failures.add(op.address, op.now);
-    const { failures: total, resetsInMs } = await failures.read(op.address, op.now);
-    broadcast({ gatehouse: 'failures', address: op.address, failures: total, endsAt: op.now + resetsInMs });
-    return total;
+  const perform = async (op: SharedOp): Promise<SharedAnswer> => {
+    switch (op.op) {
+      case 'window_add':
+        return windows.add(op.key, op.window, op.amount);
+      case 'window_read':
+        return windows.read(op.key, op.window);
+      case 'failure_add': {
+        await failures.add(op.address, op.now);
+        const { failures: total, resetsInMs } = await failures.read(op.address, op.now);
+        broadcast({ gatehouse: 'failures', address: op.address, failures: total, endsAt: op.now + resetsInMs });
+        return total;
+      }
+    }
+    if (!budgetLedger) {
+      throw new GatehouseError(
+        'WORKER_NO_BUDGET_LEDGER',
+        'the primary keeps no budget counters with this configuration',
+      );
+    }
+    if (op.op === 'budget_reserve')
+      return budgetLedger.reserve(op.lines, op.reservation, op.amount, op.expiresAt, op.now);
+    if (op.op === 'budget_settle') return budgetLedger.settle(op.lines, op.reservation, op.used).then(() => null);
+    return budgetLedger.read(op.counters);
   };
 
   const start = (slot: number) => {
@@ -64,9 +85,16 @@ export async function runPrimary(config: Config, log: Logger, count: number): Pr
     worker.on('message', (message: unknown) => {
       if (!isGatehouseMessage<WorkerMessage>(message)) return;
       if (message.gatehouse === 'count') {
-        void Promise.all(message.batch.map(async (op) => [op.id, await perform(op)] as [number, number])).then(
-          (answers) => worker.isConnected() && worker.send({ gatehouse: 'counted', answers }),
-        );
+        const answers: Array<[number, SharedAnswer]> = [];
+        const errors: Array<[number, string]> = [];
+        void Promise.all(
+          message.batch.map((op) =>
+            perform(op).then(
+              (value) => void answers.push([op.id, value]),
+              (error: unknown) => void errors.push([op.id, error instanceof Error ? error.message : String(error)]),
+            ),
+          ),
+        ).then(() => worker.isConnected() && worker.send({ gatehouse: 'counted', answers, errors }));
       } else if (message.gatehouse === 'change') {
         broadcast({ gatehouse: 'change', change: message.change }, worker);
       } else {
@@ -124,6 +152,9 @@ export async function runPrimary(config: Config, log: Logger, count: number): Pr
     );
     const codes = await Promise.all(exits);
     clearTimeout(killer);
+    // What the workers settled last is written before the process ends.
+    await budgetLedger?.close?.();
+    await storage?.close();
     log.info('stopped');
     process.exit(codes.every((code) => code === 0) ? 0 : 1);
   };

@@ -1,17 +1,21 @@
 /**
  * Budgets without a gateway: period windows in a time zone, a budget resetting at its boundary
  * under a controllable clock, which budget a user gets from their groups, a key's budget capped
- * by its owner's, and a price change applying to later requests only.
+ * by its owner's, a machine's budget from its issuer, and a price change applying to later
+ * requests only.
  */
 import { describe, expect, it } from 'vitest';
-import { Budgets, resolveUserBudget, type BudgetSettings } from '../../src/budgets/budgets.js';
+import { Budgets, machineBudgetsOf, resolveUserBudget, type BudgetSettings } from '../../src/budgets/budgets.js';
 import { parseKeyBudget } from '../../src/budgets/key-budget.js';
 import { memoryLedger } from '../../src/budgets/ledger.js';
 import { PeriodCalendar } from '../../src/budgets/period.js';
+import { budgetsEnabled } from '../../src/budgets/setup.js';
 import type { BudgetStore } from '../../src/budgets/store.js';
 import type { Identity } from '../../src/identity/identify.js';
 import type { User } from '../../src/users/store.js';
+import { loadConfigFromObject } from '../../src/config/index.js';
 import { HttpError } from '../../src/errors.js';
+import { MINIMAL } from '../config/fixtures.js';
 
 const SETTINGS: BudgetSettings = {
   currency: 'USD',
@@ -121,6 +125,60 @@ describe('which budget a user gets', () => {
 
   it('ignores a group named like an Object.prototype member', () => {
     expect(resolveUserBudget(['constructor', '__proto__'], settings).lines[0]?.scope).toBe('user');
+  });
+});
+
+describe("a machine's budget (auth.trusted_issuers[].budget)", () => {
+  const issuer = {
+    name: 'ci',
+    issuer: 'https://token.actions.githubusercontent.com',
+    discovery: true,
+    audience: 'https://llm.example.com',
+    scopes: ['inference'],
+  };
+  const problemsWith = (budget: unknown): string => {
+    try {
+      loadConfigFromObject({ ...MINIMAL, auth: { trusted_issuers: [{ ...issuer, budget }] } }, 'test');
+      return '';
+    } catch (error) {
+      return (error as Error).message;
+    }
+  };
+
+  it('accepts tokens and/or spend over a period, a month by default, and turns budgets on', () => {
+    const config = loadConfigFromObject(
+      { ...MINIMAL, auth: { trusted_issuers: [{ ...issuer, budget: { spend: 5 } }] } },
+      'test',
+    );
+    expect(budgetsEnabled(config)).toBe(true);
+    expect(machineBudgetsOf(config.auth.trusted_issuers)).toEqual(
+      new Map([['ci', { tokens: undefined, micros: 5_000_000, period: 'month' }]]),
+    );
+  });
+
+  it('names the issuer entry and what a budget needs when it is wrong', () => {
+    const expected =
+      'must be a mapping with tokens and/or spend, and period (day, week or month), given to each subject';
+    expect(problemsWith({ period: 'day' })).toContain(`auth.trusted_issuers[0].budget ${expected}`);
+    expect(problemsWith({ tokens: 0, period: 'day' })).toContain(`auth.trusted_issuers[0].budget ${expected}`);
+    expect(problemsWith({ tokens: 100, period: 'year' })).toContain(`auth.trusted_issuers[0].budget ${expected}`);
+  });
+
+  it("charges a machine only its issuer's budget, per subject; people's budgets are not a machine's", async () => {
+    const machines = new Map([['ci', { tokens: 50, period: 'day' as const }]]);
+    const budgets = new Budgets({ ...SETTINGS, per_user: { tokens: 1, period: 'day' } }, memoryLedger(), EMPTY_STORE, {
+      machines,
+    });
+    const machine = (name: string, subject: string): Identity => ({
+      user: { id: `service:${name}/${subject}`, groups: [] } as unknown as User,
+      method: 'jwt_bearer',
+      service: { name, issuer: 'https://issuer.example.com', subject },
+    });
+    expect(await budgets.chargeFor(machine('ci', 'job'))).toEqual({
+      lines: [{ scope: 'machine', subject: 'machine:service:ci/job', measure: 'tokens', limit: 50, period: 'day' }],
+      group: 'none',
+    });
+    expect(await budgets.chargeFor(machine('k8s', 'job')), 'an issuer without a budget').toBeUndefined();
   });
 });
 

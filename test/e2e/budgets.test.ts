@@ -8,6 +8,7 @@
  * word, so each request's cost is known in advance.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import type { AuditRecord } from '../../src/audit/log.js';
 import type { BudgetStatus } from '../../src/budgets/budgets.js';
 import type { UsageRow } from '../../src/usage/recorder.js';
 import { expectApiError } from '../support/api-error.js';
@@ -270,7 +271,7 @@ describe('budgets under concurrent streams', () => {
 });
 
 describe('seeing budgets', () => {
-  it('shows admins spend by user and group with injection-safe CSV, lets them override a budget, and counts per group', async () => {
+  it('shows admins spend by user and group with injection-safe CSV, lets them override a budget (audited), and counts per group', async () => {
     const running = await startBudgetStack(
       { prices: { 'demo-small': { input: 1_000, output: 1_000 } }, groups: { '=cmd|calc': { tokens: 1_000 } } },
       ['=cmd|calc', 'research'],
@@ -312,6 +313,39 @@ describe('seeing budgets', () => {
     const [status] = await budgetsOf(key);
     expect(status).toMatchObject({ scope: 'user', measure: 'spend', limit: 0.01, period: 'week', unit: 'USD' });
     await expectApiError(await chat(key, 1), 429, 'budget_exceeded');
+    const changed = await admin.fetch(`${running.url}/v1/auth/admin/budgets`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: running.url },
+      body: JSON.stringify({ user: 'ada@example.test', tokens: 5_000, period: 'day' }),
+    });
+    expect(changed.status).toBe(200);
+    // Audit entries are stored off the request path.
+    const auditedOverrides = async () =>
+      (await (await admin.fetch(`${running.url}/v1/auth/admin/audit?event=budget_set`)).text())
+        .split('\n')
+        .filter((line) => line !== '')
+        .map((line) => JSON.parse(line) as AuditRecord);
+    await expect.poll(async () => (await auditedOverrides()).length, { timeout: 5_000 }).toBe(2);
+    const overrides = await auditedOverrides();
+    const set = { actor_email: 'ada@example.test', target: 'ada@example.test', event: 'budget_set' };
+    expect(overrides).toEqual([
+      expect.objectContaining({
+        ...set,
+        detail: expect.objectContaining({ spend: 0.01, period: 'week', previous_spend: null, previous_period: null }),
+      }),
+      expect.objectContaining({
+        ...set,
+        detail: expect.objectContaining({
+          tokens: 5_000,
+          spend: null,
+          period: 'day',
+          previous_tokens: null,
+          previous_spend: 0.01,
+          previous_period: 'week',
+          currency: 'USD',
+        }),
+      }),
+    ]);
 
     const metrics = await running.gateway.metrics!.registry.metrics();
     expect(metrics).toContain('gatehouse_budget_tokens_total{group="=cmd|calc"} 22');

@@ -24,15 +24,17 @@ describe('JWT bearers from trusted issuers', () => {
   let github: TestIssuer;
   let stranger: TestIssuer;
   let fresh: TestIssuer;
+  let metered: TestIssuer;
   let gateway: RunningGateway;
 
   beforeAll(async () => {
     const port = await freePort();
     const website = `http://127.0.0.1:${port}`;
-    [platform, k8s, github, stranger, fresh] = await Promise.all([
+    [platform, k8s, github, stranger, fresh, metered] = await Promise.all([
       startSamplePlatform({ chunkDelayMs: 5 }),
       startTestIssuer(K8S_ISSUER),
       startTestIssuer(GITHUB_ISSUER),
+      startTestIssuer(),
       startTestIssuer(),
       startTestIssuer(),
     ]);
@@ -93,6 +95,14 @@ describe('JWT bearers from trusted issuers', () => {
                 scopes: ['all'],
               },
               { name: 'fresh', issuer: fresh.url, jwks_uri: fresh.jwksUri, audience: AUDIENCE, scopes: ['all'] },
+              {
+                name: 'metered',
+                issuer: metered.url,
+                jwks_uri: metered.jwksUri,
+                audience: AUDIENCE,
+                scopes: ['inference'],
+                budget: { tokens: 10, period: 'day' },
+              },
             ],
           },
         }),
@@ -101,7 +111,7 @@ describe('JWT bearers from trusted issuers', () => {
   });
   afterAll(async () => {
     await gateway?.close();
-    await Promise.all([platform, provider, k8s, github, stranger, fresh].map((server) => server?.close()));
+    await Promise.all([platform, provider, k8s, github, stranger, fresh, metered].map((server) => server?.close()));
   });
 
   const call = (token: string, path = '/v1/models', body?: unknown) =>
@@ -153,6 +163,48 @@ describe('JWT bearers from trusted issuers', () => {
     nbf: nowSeconds(),
     exp: nowSeconds() + 300,
     ...overrides,
+  });
+
+  describe("an issuer's budget", () => {
+    const meteredToken = (sub: string) =>
+      metered.sign({ iss: metered.url, sub, aud: AUDIENCE, iat: nowSeconds(), exp: nowSeconds() + 600 });
+
+    it('gives each machine subject its own budget, refusing it with 429 budget_exceeded once spent', async () => {
+      const spender = await meteredToken('nightly-report');
+      // "hello there" costs 2 prompt and 4 completion tokens: the budget of 10 admits two chats.
+      const first = await chat(spender);
+      expect(first.status).toBe(200);
+      expect(first.headers.get('x-budget-remaining')).toBe('10 tokens');
+      await first.text();
+      // Settling follows the answer's end; each try that is still admitted spends 6 more.
+      let refusal: Response | undefined;
+      await expect
+        .poll(
+          async () => {
+            const answer = await chat(spender);
+            if (answer.status === 429) refusal = answer;
+            else await answer.text();
+            return answer.status;
+          },
+          { timeout: 5_000, interval: 50 },
+        )
+        .toBe(429);
+      const { error } = await expectApiError(refusal!, 429, 'budget_exceeded');
+      expect(error.message).toMatch(
+        /^service:metered\/nightly-report's daily budget of 10 tokens \(machine budget\) is used up; it resets at /,
+      );
+      expect(Number(refusal!.headers.get('retry-after'))).toBeGreaterThan(0);
+
+      const other = await chat(await meteredToken('hourly-sync'));
+      expect(other.status, 'another subject of the issuer has a budget of its own').toBe(200);
+      expect(other.headers.get('x-budget-remaining')).toBe('10 tokens');
+      await other.text();
+      const unmetered = await chat(
+        await github.sign(githubClaims({ sub: 'repo:acme/budgetless:ref:refs/heads/main' })),
+      );
+      expect(unmetered.headers.get('x-budget-remaining'), 'an issuer without a budget is not charged').toBeNull();
+      await unmetered.text();
+    });
   });
 
   describe('the three shapes', () => {

@@ -127,6 +127,8 @@ beforeAll(async () => {
         trusted_proxies: ['127.0.0.1'],
       },
       database,
+      // On for key budgets alone: nobody else is charged, so the other tests are not.
+      budgets: { enabled: true },
     }),
   );
   child = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
@@ -172,6 +174,48 @@ describe('gatehouse serve with gateway.workers: 2', () => {
     expect(statuses.filter((status) => status === 200)).toHaveLength(10);
     expect(statuses.filter((status) => status === 429)).toHaveLength(14);
     expect(workersThatServed(answers), 'both workers answered some of the requests').toEqual(new Set([1, 2]));
+  });
+
+  it('holds a key to one token budget across both workers, overspending less than one request estimate', async () => {
+    const limit = 500;
+    const { key } = await createKey({ url }, browser, { name: 'budgeted', budget: { tokens: limit, period: 'day' } });
+    const maxTokens = 30;
+    // The sample platform reports 20 prompt tokens and 22 completion tokens for this question.
+    const question = JSON.stringify({
+      model: 'demo-small',
+      messages: [{ role: 'user', content: Array.from({ length: 20 }, (_, i) => `w${i}`).join(' ') }],
+      max_tokens: maxTokens,
+    });
+    const cost = 42;
+    // The reservation: a quarter token per body byte for the prompt, plus max_tokens; README's
+    // bound is that concurrent requests overspend by less than one such estimate.
+    const estimate = Math.ceil(Buffer.byteLength(question) / 4) + maxTokens;
+    const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+    const keyBudgetUsed = async () => {
+      const answer = await fresh(`${url}/v1/auth/budgets`, { authorization: `Bearer ${key}` });
+      const budgets = (JSON.parse(answer.body) as { data: Array<{ scope: string; used: number }> }).data;
+      return budgets.find((budget) => budget.scope === 'key')?.used;
+    };
+    const served: Answer[] = [];
+    for (let wave = 0; wave < 20; wave++) {
+      const answers = await Promise.all(
+        Array.from({ length: 6 }, () => fresh(`${url}/v1/chat/completions`, headers, question)),
+      );
+      expect(answers.every((answer) => answer.status === 200 || answer.status === 429)).toBe(true);
+      const admitted = answers.filter((answer) => answer.status === 200);
+      served.push(...admitted);
+      // Settling follows each answer's end: the next wave sees what this one used.
+      await expect.poll(keyBudgetUsed, { timeout: 5_000, interval: 50 }).toBe(served.length * cost);
+      if (admitted.length === 0) break;
+    }
+    const used = served.length * cost;
+    console.log(
+      `key budget of ${limit} tokens across 2 workers: ${served.length} admitted, ${used} tokens used ` +
+        `(overspend ${used - limit}, bound ${estimate - 1})`,
+    );
+    expect(workersThatServed(served), 'both workers admitted some of the requests').toEqual(new Set([1, 2]));
+    expect(used).toBeGreaterThanOrEqual(limit);
+    expect(used - limit).toBeLessThan(estimate);
   });
 
   it('counts failed keys from one address across both workers, then refuses it everywhere', async () => {
