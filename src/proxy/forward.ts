@@ -13,6 +13,7 @@ import {
 } from './headers.js';
 import { applyPlan, type ExchangePlan } from './exchange.js';
 import { UpstreamCancel, type InFlightRequests } from './in-flight.js';
+import { pump } from './pump.js';
 import type { AnsweredRequest } from '../metrics/sink.js';
 
 export interface ForwarderOptions extends GatewayHeaderRules {
@@ -168,7 +169,7 @@ function relay(
       answer.destroy();
       resolve();
     });
-    answer.pipe(response);
+    pump(answer, response);
   });
 }
 
