@@ -1,6 +1,6 @@
 /**
- * Compares Gatehouse builds on the API-key path, interleaved in one run with nginx as a plain proxy
- * and the Express key peer: requests/s and the CPU each contender spends per request. For
+ * Compares Gatehouse builds on the API-key path, interleaved in one run with nginx as a plain proxy,
+ * the Node floor (node:http + undici) and the Express key peer: requests/s and the CPU each contender spends per request. For
  * before/after figures of a change: build, copy `dist` aside, change, build, compare both.
  *
  *   npm run build && mkdir -p tmp/before && cp -r dist tmp/before/   # inside the repo, so packages resolve
@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { freePort } from '../test/support/ports.js';
 import { writePeerKeys } from './lib/contenders.js';
 import { startKeyGateway } from './lib/gateway-rows.js';
+import { bareFloor } from './lib/scaling.js';
 import { startJsonUpstream, startNginxProxy } from './lib/nginx.js';
 import { cpuTimeOf, memoryOf, startProcess, stopAll, waitForStatus } from './lib/processes.js';
 import { median } from './lib/stats.js';
@@ -63,7 +64,7 @@ const upstream = await startJsonUpstream();
 const nginx = await startNginxProxy(upstream.url);
 try {
   const contenders: Contender[] = [{ label: 'nginx proxy', url: nginx.url + CHAT_PATH, headers: {} }];
-  contenders.push(await startPeer());
+  contenders.push(await startPeer(), await startFloor());
   for (const build of builds) contenders.push(await startBuild(build));
 
   const rps = new Map<string, number[]>();
@@ -88,19 +89,21 @@ try {
 
   const nginxRps = median(rps.get('nginx proxy')!);
   const peerRps = median(rps.get('express peer')!);
+  const floorCpu = median(cpu.get('node floor')!);
   console.log(`\nPOST ${CHAT_PATH}, wrk -t2 -c${CONNECTIONS}, ${SECONDS} s × ${REPEATS} interleaved, medians\n`);
   console.log(
-    '| Contender | req/s | × nginx proxy | × express peer | CPU µs/request | kernel share | RSS MiB | peak RSS MiB |',
+    '| Contender | req/s | × nginx proxy | × express peer | CPU µs/request | CPU × floor | kernel share | RSS MiB | peak RSS MiB |',
   );
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const { label, pid } of contenders) {
     const value = median(rps.get(label)!);
     const perRequest = cpu.has(label) ? median(cpu.get(label)!).toFixed(0) : '—';
+    const perFloor = cpu.has(label) ? `${(median(cpu.get(label)!) / floorCpu).toFixed(2)}×` : '—';
     const kernel = system.has(label) ? `${(100 * median(system.get(label)!)).toFixed(0)} %` : '—';
     const memory = pid ? memoryOf(pid) : undefined;
     const [rss, peak] = memory ? [memory.rssMb.toFixed(1), memory.peakMb.toFixed(1)] : ['—', '—'];
     console.log(
-      `| ${label} | ${Math.round(value).toLocaleString('en-US')} | ${(value / nginxRps).toFixed(2)}× | ${(value / peerRps).toFixed(2)}× | ${perRequest} | ${kernel} | ${rss} | ${peak} |`,
+      `| ${label} | ${Math.round(value).toLocaleString('en-US')} | ${(value / nginxRps).toFixed(2)}× | ${(value / peerRps).toFixed(2)}× | ${perRequest} | ${perFloor} | ${kernel} | ${rss} | ${peak} |`,
     );
   }
 } finally {
@@ -137,6 +140,11 @@ async function startPeer(): Promise<Contender> {
     headers: { authorization: `Bearer ${key}` },
     pid: service.pid,
   };
+}
+
+async function startFloor(): Promise<Contender> {
+  const floor = await bareFloor({ work, logs }, upstream.url);
+  return { label: 'node floor', url: floor.url + CHAT_PATH, headers: {}, pid: floor.pid };
 }
 
 async function startBuild({ label, dist, nodeFlags, configEdits }: (typeof builds)[number]): Promise<Contender> {

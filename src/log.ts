@@ -30,6 +30,23 @@ export function createLogger(level: string, destination?: pino.DestinationStream
 }
 
 /**
+ * Writes `info` lines whose members the caller has already serialised (`,"name":value...`) straight
+ * to `log`'s destination, in pino's layout with its bindings: for the access log, whose few named
+ * facts need none of pino's per-line work (walking and stringifying an object, serializers,
+ * redaction), about a third of what a proxied request cost in Gatehouse's own code (bench/README.md).
+ */
+export function createInfoWriter(log: Logger): (members: string, msg: string) => void {
+  const internals = log as unknown as Record<symbol, unknown>;
+  const destination = internals[pino.symbols.streamSym] as pino.DestinationStream;
+  const bindings = internals[pino.symbols.chindingsSym] as string;
+  const level = log.levels.values.info;
+  return (members, msg) => {
+    if (!log.isLevelEnabled('info')) return;
+    destination.write(`{"level":${level},"time":${Date.now()}${bindings}${members},"msg":${JSON.stringify(msg)}}\n`);
+  };
+}
+
+/**
  * Up to this many bytes go out in one write: writes to a pipe no longer than PIPE_BUF (4 KiB on
  * Linux) are atomic, so the lines of several workers sharing one stdout pipe never interleave.
  */

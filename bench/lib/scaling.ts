@@ -86,7 +86,8 @@ interface Running {
   stop(): Promise<unknown>;
 }
 
-async function bareFloor(dirs: RunDirs, upstream: string): Promise<Running> {
+/** The Node floor (bench/peers/bare-proxy.js): the least a Node proxy spends on a request. */
+export async function bareFloor(dirs: RunDirs, upstream: string): Promise<Running> {
   const port = await freePort();
   const service = startProcess('bare-floor', process.execPath, ['bench/peers/bare-proxy.js'], {
     logDir: dirs.logs,
@@ -98,10 +99,10 @@ async function bareFloor(dirs: RunDirs, upstream: string): Promise<Running> {
 }
 
 /** Gatehouse from `dist` with its own database and key, the access log on (the default). */
-async function gatehouseWorkers(dirs: RunDirs, upstream: string, workers: number): Promise<KeyGateway> {
+async function gatehouseWorkers(dirs: RunDirs, upstream: string, workers: number, dist = 'dist'): Promise<KeyGateway> {
   const gateway = await startKeyGateway({
     name: `gatehouse-${workers}-worker${workers === 1 ? '' : 's'}`,
-    dist: 'dist',
+    dist,
     work: dirs.work,
     logs: dirs.logs,
     upstream,
@@ -218,6 +219,8 @@ export async function measureStreamScale(options: {
   sseUpstream: string;
   say(line: string): void;
   openFiles: number;
+  /** The build to measure; `dist` unless comparing builds (bench/streams.ts). */
+  dist?: string;
 }): Promise<StreamScale> {
   const { dirs, sseUpstream, say } = options;
   const count = streamCountFor(options.openFiles);
@@ -232,7 +235,7 @@ export async function measureStreamScale(options: {
     `${directHeld.opened} of ${count} streams straight to the upstream: chunk delay p99 ` +
       `${percentile(directDelays, 99).toFixed(2)} ms`,
   );
-  const gateway = await gatehouseWorkers(dirs, sseUpstream, 1);
+  const gateway = await gatehouseWorkers(dirs, sseUpstream, 1, options.dist);
   try {
     await sleep(1_000);
     const idleRssMb = memoryOf(gateway.service.pid).rssMb;

@@ -52,7 +52,13 @@ export function readBody(
       }
       parts.push(chunk);
     };
-    const onEnd = () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, size));
+    // Detached once done: the request outlives its body (a stream answer can take minutes), and the
+    // listeners would keep the chunks and whatever `inspect` holds alive with it.
+    const onEnd = () => {
+      stream.off('data', onData);
+      stream.off('error', reject);
+      resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, size));
+    };
     const refuse = (error: unknown) => {
       stream.off('data', onData);
       stream.off('end', onEnd);
@@ -62,6 +68,6 @@ export function readBody(
     if (Number(stream.headers?.['content-length'] ?? 0) > limit.bytes) return refuse(bodyTooLarge(limit));
     stream.on('data', onData);
     stream.once('end', onEnd);
-    stream.once('error', reject);
+    stream.on('error', reject);
   });
 }

@@ -3,6 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import { ForbiddenError, HttpError } from '../errors.js';
 import { readBody, type BodyLimit } from '../http/body.js';
 import { JsonScanner, type JsonMember, type JsonOutline, type JsonShape } from '../http/json-scan.js';
+import { pump } from './pump.js';
 import { jsonUsage, sseUsageTap, watchJsonUsage, type StreamMeter, type TokenUsage } from '../usage/extract.js';
 
 /**
@@ -258,26 +259,28 @@ export async function applyPlan(
 }
 
 /**
- * Feeds the platform's stream through a tap. Unlike a bare `pipe`, failure on either side destroys
+ * Feeds the platform's stream through a tap. Unlike a bare `pump` or `pipe`, failure on either side destroys
  * the other: an aborted platform request (client gone, user disabled) ends the client's stream, and
  * a client that leaves stops the platform's. Not `pipeline`, which keeps two sets of end-of-stream
- * watchers per stream: with a thousand streams open that is megabytes.
+ * watchers per stream: with a thousand streams open that is megabytes. `on` rather than `once` for
+ * events emitted once, for the same reason: `once` wraps each listener in two more objects.
  */
 function through(body: Readable, tap: Transform): Transform {
   let cut = false;
-  body.once('error', (error) => {
+  const stop = pump(body, tap);
+  body.on('error', (error) => {
     if (!cut) tap.destroy(error);
   });
-  tap.once('close', () => body.destroy());
+  tap.on('close', () => body.destroy());
   // A stream cut for its budget: the platform's answer is dropped (undici then reports an abort,
   // not a failure) and the client's ends after the final event.
-  tap.once('cut', () => {
+  tap.on('cut', () => {
     cut = true;
-    body.unpipe(tap);
+    stop();
     body.destroy();
     tap.end();
   });
-  return body.pipe(tap);
+  return tap;
 }
 
 function filterModelList(body: Buffer, allowed: readonly string[]): Buffer {

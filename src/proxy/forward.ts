@@ -13,6 +13,7 @@ import {
 } from './headers.js';
 import { applyPlan, type ExchangePlan } from './exchange.js';
 import { UpstreamCancel, type InFlightRequests } from './in-flight.js';
+import { pump } from './pump.js';
 import type { AnsweredRequest } from '../metrics/sink.js';
 
 export interface ForwarderOptions extends GatewayHeaderRules {
@@ -62,7 +63,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     const untrack = context.userId ? options.inFlight.track(context.userId, cancel) : undefined;
     const begun = performance.now();
     let firstByteAt: number | undefined;
-    response.once('close', () => {
+    // Emitted once: `on` spares the two objects `once` wraps a listener in, held as long as a stream is open.
+    response.on('close', () => {
       untrack?.();
       if (!response.writableFinished) cancel.abort();
       const now = performance.now();
@@ -104,7 +106,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       throw describeUpstreamFailure(error);
     }
     options.onUpstreamHeaders?.((performance.now() - started) / 1000);
-    const clientHeaders = buildClientHeaders(upstream.headers);
+    const clientHeaders = buildClientHeaders(upstream.headers, context.requestId);
     if (request.method === 'HEAD') {
       upstream.body.resume();
       response.writeHead(upstream.statusCode, clientHeaders).end();
@@ -120,7 +122,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         throw describeUpstreamFailure(error);
       }
     } else {
-      upstream.body.once('error', (error) => {
+      upstream.body.on('error', (error) => {
         if (!cancel.aborted) log.warn({ reqId: context.requestId, err: error }, 'platform response broke off');
       });
     }
@@ -153,7 +155,7 @@ function relay(
   platformHeaders: Record<string, unknown>,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
-    answer.once('error', (error) => {
+    answer.on('error', (error) => {
       if (response.headersSent || cancel.aborted) {
         response.destroy();
         resolve();
@@ -163,11 +165,11 @@ function relay(
         reject(describeUpstreamFailure(error));
       }
     });
-    response.once('close', () => {
+    response.on('close', () => {
       answer.destroy();
       resolve();
     });
-    answer.pipe(response);
+    pump(answer, response);
   });
 }
 

@@ -119,6 +119,7 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
       return;
     }
     const answer = answerFailure(error, request);
+    setRequestId(request, response);
     writeApiError(response, answer.status, answer.code, answer.message, answer.headers);
   }
 
@@ -131,10 +132,12 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
       return;
     }
     const request = new PlatformRequest(raw, requestIdFor(raw.headers), client.ip(raw), log);
-    // Every answer carries the id, refusals included, so a client can quote it when asking why.
-    response.setHeader('x-request-id', request.id);
-    if (onFinished) response.once('close', () => onFinished(response.statusCode, request.identity?.method ?? 'none'));
-    if (logAccess) response.once('close', () => logPlatformAccess(logAccess, request, response));
+    if (onFinished || logAccess) {
+      response.on('close', () => {
+        onFinished?.(response.statusCode, request.identity?.method ?? 'none');
+        if (logAccess) logPlatformAccess(logAccess, request, response);
+      });
+    }
     if (!METHODS.has(request.method)) {
       const refusal = new HttpError(405, 'method_not_allowed', `${request.method} is not supported; use ${ALLOWED}.`, {
         headers: { allow: ALLOWED },
@@ -146,7 +149,16 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
   };
 }
 
+/**
+ * Every answer carries the request id, refusals included, so a client can quote it when asking why.
+ * The forwarder puts it among the platform's headers; the gateway's own answers get it here.
+ */
+function setRequestId(request: PlatformRequest, response: ServerResponse): void {
+  response.setHeader('x-request-id', request.id);
+}
+
 function writeChallenge(request: PlatformRequest, response: ServerResponse): void {
+  setRequestId(request, response);
   const challenge = challengeFor(request);
   if (challenge instanceof AuthError) {
     writeApiError(response, challenge.status, challenge.code, challenge.message, challenge.headers);

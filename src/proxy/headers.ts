@@ -197,13 +197,19 @@ export function buildUpstreamHeaders(
 
 /**
  * The headers the client receives from the platform: all but the per-connection ones, and the
- * request id, which the gateway has already set to the one it logged and passed on.
+ * request id the gateway logged and passed on in place of the platform's. Set here rather than on
+ * the response beforehand: a response with no header set yet writes its head from this object as
+ * it is, without copying it header by header.
  */
-export function buildClientHeaders(upstream: IncomingHttpHeaders): Record<string, string | string[]> {
+export function buildClientHeaders(
+  upstream: IncomingHttpHeaders,
+  requestId: string,
+): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
   for (const name in upstream) {
     const value = upstream[name];
-    if (value !== undefined && !HOP_BY_HOP.has(name) && name !== 'x-request-id') headers[name] = value;
+    if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
   }
+  headers['x-request-id'] = requestId;
   return headers;
 }

@@ -1,16 +1,33 @@
-import { EventEmitter } from 'node:events';
-
 /**
- * Cancels one upstream request. undici takes an EventEmitter with `aborted` as its signal; it costs
- * a fraction of an AbortController (an EventTarget), which matters once per proxied request.
+ * Cancels one upstream request. undici takes as its signal anything with `aborted` and `on`/`once`
+ * (an EventEmitter) and registers one listener: this holds just that list. An EventEmitter keeps a
+ * dictionary-mode listener table and `once` another wrapper, an AbortController is an EventTarget;
+ * either costs more, once per proxied request and for as long as a stream stays open.
  */
-export class UpstreamCancel extends EventEmitter {
+export class UpstreamCancel {
   aborted = false;
+  private readonly listeners: Array<() => void> = [];
+
+  on(_event: 'abort', listener: () => void): this {
+    this.listeners.push(listener);
+    return this;
+  }
+
+  /** Abort happens once, so every listener is a once listener. */
+  once(event: 'abort', listener: () => void): this {
+    return this.on(event, listener);
+  }
+
+  removeListener(_event: 'abort', listener: () => void): this {
+    const at = this.listeners.indexOf(listener);
+    if (at !== -1) this.listeners.splice(at, 1);
+    return this;
+  }
 
   abort(): void {
     if (this.aborted) return;
     this.aborted = true;
-    this.emit('abort');
+    for (const listener of this.listeners.splice(0)) listener();
   }
 }
 

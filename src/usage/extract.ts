@@ -61,55 +61,70 @@ export function sseUsageTap(
   onUsage: (usage: TokenUsage) => void,
   meter?: StreamMeter,
 ): Transform {
-  let pending = '';
-  let cut = false;
+  return new SseUsageTap(stripUsageChunk, onUsage, meter);
+}
+
+/** A class rather than closures: one is held per open stream, and methods cost it nothing. */
+class SseUsageTap extends Transform {
+  private pending = '';
+  private cut = false;
   // A multi-byte character may be split between two chunks; the decoder holds its first bytes back.
-  const decoder = new StringDecoder('utf8');
-  const events = (chunk: Buffer): string[] => {
-    pending += decoder.write(chunk);
-    const found: string[] = [];
-    let match: RegExpExecArray | null;
-    while ((match = EVENT_END.exec(pending))) {
-      const end = match.index + match[0].length;
-      found.push(pending.slice(0, end));
-      pending = pending.slice(end);
-    }
-    return found;
-  };
-  /** Metered: each event is counted before it is passed on, waiting for the ledger when it must. */
-  async function metered(tap: Transform, found: string[], done: TransformCallback): Promise<void> {
+  private readonly decoder = new StringDecoder('utf8');
+
+  constructor(
+    private readonly stripUsageChunk: boolean,
+    private readonly onUsage: (usage: TokenUsage) => void,
+    private readonly meter?: StreamMeter,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    if (this.cut) return done();
+    const found = this.events(chunk);
+    if (this.meter) return void this.metered(this.meter, found, done).catch(done);
     let out = '';
     for (const event of found) {
-      const verdict = meter!.count(chunkTokens(event));
-      if (!(verdict === true || (verdict !== false && (await verdict)))) {
-        cut = true;
-        done(null, out + meter!.finalEvent());
-        tap.emit('cut');
-        return;
-      }
-      const kept = keepEvent(event, stripUsageChunk, onUsage);
+      const kept = keepEvent(event, this.stripUsageChunk, this.onUsage);
       if (kept !== undefined) out += kept;
     }
     done(null, out || undefined);
   }
-  return new Transform({
-    transform(chunk: Buffer, _encoding, done: TransformCallback) {
-      if (cut) return done();
-      const found = events(chunk);
-      if (meter) return void metered(this, found, done).catch(done);
-      let out = '';
-      for (const event of found) {
-        const kept = keepEvent(event, stripUsageChunk, onUsage);
-        if (kept !== undefined) out += kept;
+
+  override _flush(done: TransformCallback): void {
+    if (this.cut) return done();
+    this.pending += this.decoder.end();
+    done(null, this.pending || undefined);
+  }
+
+  private events(chunk: Buffer): string[] {
+    this.pending += this.decoder.write(chunk);
+    const found: string[] = [];
+    let match: RegExpExecArray | null;
+    while ((match = EVENT_END.exec(this.pending))) {
+      const end = match.index + match[0].length;
+      found.push(this.pending.slice(0, end));
+      this.pending = this.pending.slice(end);
+    }
+    return found;
+  }
+
+  /** Metered: each event is counted before it is passed on, waiting for the ledger when it must. */
+  private async metered(meter: StreamMeter, found: string[], done: TransformCallback): Promise<void> {
+    let out = '';
+    for (const event of found) {
+      const verdict = meter.count(chunkTokens(event));
+      if (!(verdict === true || (verdict !== false && (await verdict)))) {
+        this.cut = true;
+        done(null, out + meter.finalEvent());
+        this.emit('cut');
+        return;
       }
-      done(null, out || undefined);
-    },
-    flush(done: TransformCallback) {
-      if (cut) return done();
-      pending += decoder.end();
-      done(null, pending || undefined);
-    },
-  });
+      const kept = keepEvent(event, this.stripUsageChunk, this.onUsage);
+      if (kept !== undefined) out += kept;
+    }
+    done(null, out || undefined);
+  }
 }
 
 /**

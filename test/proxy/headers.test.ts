@@ -121,7 +121,10 @@ describe('buildUpstreamHeaders', () => {
 describe('buildClientHeaders', () => {
   it("keeps the platform's headers but its X-Request-Id, so the client sees the id the gateway logged", () => {
     expect(
-      buildClientHeaders({ 'content-type': 'application/json', 'x-request-id': 'platform-id', connection: 'close' }),
-    ).toEqual({ 'content-type': 'application/json' });
+      buildClientHeaders(
+        { 'content-type': 'application/json', 'x-request-id': 'platform-id', connection: 'close' },
+        'gateway-id',
+      ),
+    ).toEqual({ 'content-type': 'application/json', 'x-request-id': 'gateway-id' });
   });
 });
