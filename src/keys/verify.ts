@@ -16,7 +16,7 @@ import type { ApiKeyRecord, ApiKeyStore } from './store.js';
  * at once (storage/changes.ts); should the announcement be lost, it is still seen within 1 s.
  */
 export const KEY_CACHE_FRESH_MS = 500;
-const MAX_STALE_MS = 1_000;
+export const MAX_STALE_MS = 1_000;
 /** Bounds memory whatever an attacker sends; each entry is about 200 bytes. */
 const CACHE_ENTRIES = 50_000;
 /** last_used_at is informational; a minute of precision spares a write per request. */
