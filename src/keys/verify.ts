@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { AuthError, ForbiddenError } from '../errors.js';
+import { accountDisabled, AuthError } from '../errors.js';
 import { sha256 } from '../crypto/tokens.js';
 import { growingCapacity } from '../storage/capacity.js';
 import { noSharedCache, type SharedCache } from '../storage/shared-cache.js';
@@ -101,9 +101,7 @@ export class ApiKeyVerifier {
         `This API key expired on ${new Date(record.expires_at).toISOString()}. Create a new one at /v1/auth/account.`,
       );
     }
-    if (record.user.disabled) {
-      throw new ForbiddenError('account_disabled', 'This account has been disabled by an administrator.');
-    }
+    if (record.user.disabled) throw accountDisabled();
     this.noteUse(record.id, now);
     return record;
   }

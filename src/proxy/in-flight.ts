@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { accountDisabled, type HttpError } from '../errors.js';
 
 /**
  * Cancels one upstream request. undici takes an EventEmitter with `aborted` as its signal; it costs
@@ -6,10 +7,13 @@ import { EventEmitter } from 'node:events';
  */
 export class UpstreamCancel extends EventEmitter {
   aborted = false;
+  /** The answer owed to a client still waiting (its account was disabled); none when the client left. */
+  reason: HttpError | undefined;
 
-  abort(): void {
+  abort(reason?: HttpError): void {
     if (this.aborted) return;
     this.aborted = true;
+    this.reason = reason;
     this.emit('abort');
   }
 }
@@ -35,7 +39,7 @@ export class InFlightRequests {
   abortUser(userId: string): number {
     const set = this.byUser.get(userId);
     if (!set) return 0;
-    for (const cancel of set) cancel.abort();
+    for (const cancel of set) cancel.abort(accountDisabled());
     this.byUser.delete(userId);
     return set.size;
   }

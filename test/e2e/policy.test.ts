@@ -4,6 +4,8 @@
  * platform, and every rule has a test that tries to get around it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -732,6 +734,40 @@ describe('roles, path rules and the admin console', () => {
       expect(response.status).toBe(303);
       expect(response.headers.get('location')).toBe('/v1/auth/admin');
     });
+  });
+});
+
+describe('disabling a user whose request waits for the platform', () => {
+  const ivy: Person = { sub: 'ivy-1', email: 'ivy@example.com' };
+  let stack: FaultyStack;
+  /** Takes every request and never answers it: a request sent is in flight until the gateway ends it. */
+  let platform: Server;
+  let received = 0;
+  beforeAll(async () => {
+    platform = createServer(() => void received++);
+    await new Promise<void>((resolve) => platform.listen(0, '127.0.0.1', resolve));
+    const { port } = platform.address() as AddressInfo;
+    stack = await startFaultyStack({
+      auth: { admin_emails: [BOSS.email], failed_auth_per_minute: 0 },
+      gateway: { upstream: `http://127.0.0.1:${port}` },
+    });
+  });
+  afterAll(async () => {
+    await stack.close();
+    platform.closeAllConnections();
+    await new Promise((resolve) => platform.close(resolve));
+  });
+
+  it('answers it 403 account_disabled instead of leaving it waiting', async () => {
+    const boss = await admit(stack, BOSS);
+    const browser = await admit(stack, ivy);
+    const { key } = await issueKey(stack, browser);
+    const userId = (await findUser(stack, boss, ivy)).id;
+    const pending = withKey(stack, key, '/echo/waiting', { signal: AbortSignal.timeout(5 * PROMISED_WITHIN_MS) });
+    await expect.poll(() => received).toBe(1);
+    const disable = await boss.fetch(`${stack.url}/v1/auth/admin/users/${userId}/disable`, sameOriginPost(stack));
+    expect(disable.status).toBe(200);
+    await expectApiError(await pending, 403, 'account_disabled');
   });
 });
 
