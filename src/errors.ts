@@ -48,6 +48,11 @@ export class ForbiddenError extends HttpError {
   }
 }
 
+/** The account behind a key or a request in flight has been disabled. */
+export function accountDisabled(): ForbiddenError {
+  return new ForbiddenError('account_disabled', 'This account has been disabled by an administrator.');
+}
+
 /** The sign-in provider misbehaved or is unreachable. */
 export class ProviderError extends GatehouseError {}
 

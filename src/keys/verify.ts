@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { AuthError, ForbiddenError } from '../errors.js';
+import { accountDisabled, AuthError } from '../errors.js';
 import { sha256 } from '../crypto/tokens.js';
 import { growingCapacity } from '../storage/capacity.js';
 import { noSharedCache, type SharedCache } from '../storage/shared-cache.js';
@@ -16,7 +16,7 @@ import type { ApiKeyRecord, ApiKeyStore } from './store.js';
  * at once (storage/changes.ts); should the announcement be lost, it is still seen within 1 s.
  */
 export const KEY_CACHE_FRESH_MS = 500;
-const MAX_STALE_MS = 1_000;
+export const MAX_STALE_MS = 1_000;
 /** Bounds memory whatever an attacker sends; each entry is about 200 bytes. */
 const CACHE_ENTRIES = 50_000;
 /** last_used_at is informational; a minute of precision spares a write per request. */
@@ -101,9 +101,7 @@ export class ApiKeyVerifier {
         `This API key expired on ${new Date(record.expires_at).toISOString()}. Create a new one at /v1/auth/account.`,
       );
     }
-    if (record.user.disabled) {
-      throw new ForbiddenError('account_disabled', 'This account has been disabled by an administrator.');
-    }
+    if (record.user.disabled) throw accountDisabled();
     this.noteUse(record.id, now);
     return record;
   }

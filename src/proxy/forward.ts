@@ -101,7 +101,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         signal: cancel,
       });
     } catch (error) {
-      if (cancel.aborted) return;
+      if (cancel.aborted) return answerCancelled(cancel);
       log.warn({ reqId: context.requestId, err: error, upstream: options.upstream }, 'platform request failed');
       throw describeUpstreamFailure(error);
     }
@@ -117,7 +117,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       try {
         body = Buffer.from(await upstream.body.arrayBuffer());
       } catch (error) {
-        if (cancel.aborted) return;
+        if (cancel.aborted) return answerCancelled(cancel);
         log.warn({ reqId: context.requestId, err: error }, 'platform response broke off');
         throw describeUpstreamFailure(error);
       }
@@ -140,6 +140,14 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     return relay(answer, response, cancel, clientHeaders);
   };
   return Object.assign(forward, { close: () => agent.close() });
+}
+
+/**
+ * A platform request cancelled before its answer was sent on: a client that left needs no answer,
+ * and one whose account was disabled meanwhile is told so instead of being left waiting.
+ */
+function answerCancelled(cancel: UpstreamCancel): void {
+  if (cancel.reason) throw cancel.reason;
 }
 
 /**

@@ -1,3 +1,5 @@
+import { accountDisabled, type HttpError } from '../errors.js';
+
 /**
  * Cancels one upstream request. undici takes as its signal anything with `aborted` and `on`/`once`
  * (an EventEmitter) and registers one listener: this holds just that list. An EventEmitter keeps a
@@ -6,6 +8,8 @@
  */
 export class UpstreamCancel {
   aborted = false;
+  /** The answer owed to a client still waiting (its account was disabled); none when the client left. */
+  reason: HttpError | undefined;
   private readonly listeners: Array<() => void> = [];
 
   on(_event: 'abort', listener: () => void): this {
@@ -24,9 +28,10 @@ export class UpstreamCancel {
     return this;
   }
 
-  abort(): void {
+  abort(reason?: HttpError): void {
     if (this.aborted) return;
     this.aborted = true;
+    this.reason = reason;
     for (const listener of this.listeners.splice(0)) listener();
   }
 }
@@ -52,7 +57,7 @@ export class InFlightRequests {
   abortUser(userId: string): number {
     const set = this.byUser.get(userId);
     if (!set) return 0;
-    for (const cancel of set) cancel.abort();
+    for (const cancel of set) cancel.abort(accountDisabled());
     this.byUser.delete(userId);
     return set.size;
   }

@@ -595,11 +595,13 @@ describe('cross-site requests with the session cookie (CSRF)', () => {
 describe('streaming', () => {
   it('passes server-sent events through one by one as the platform writes them', async () => {
     // The platform writes an event every DELAY_MS. An event the gateway held back would arrive with
-    // the next one (a gap near 0); one delayed in transit shortens the gap after it, by up to SLACK_MS
-    // on this shared machine, so each gap must be at least DELAY_MS - SLACK_MS.
+    // the next one (a gap near 0). Platform, gateway and reader share this process: a stall of its
+    // event loop delays one event and shortens the gap after it by as much (loaded runs saw 200 ms
+    // stalls bring two events together at DELAY_MS = 200), so each gap must be at least
+    // DELAY_MS - SLACK_MS, with DELAY_MS long enough that such a stall does not close a gap.
     const CHUNKS = 5;
-    const DELAY_MS = 200;
-    const SLACK_MS = 100;
+    const DELAY_MS = 500;
+    const SLACK_MS = 250;
     const response = await fetch(`${stack.url}/slow-stream?chunks=${CHUNKS}&delayMs=${DELAY_MS}`, {
       headers: { cookie: sessionCookie(session) },
     });
@@ -610,7 +612,10 @@ describe('streaming', () => {
     expect(events.map((frame) => (JSON.parse(frame.data) as { index: number }).index)).toEqual([0, 1, 2, 3, 4]);
     const gaps = events.slice(1).map((event, index) => event.at - events[index]!.at);
     const span = events.at(-1)!.at - events[0]!.at;
-    console.log(`event gaps ${gaps.map((gap) => gap.toFixed(0)).join(', ')} ms; first to last ${span.toFixed(0)} ms`);
+    console.log(
+      `event gaps ${gaps.map((gap) => gap.toFixed(0)).join(', ')} ms (bound ${DELAY_MS - SLACK_MS} ms); ` +
+        `first to last ${span.toFixed(0)} ms (bound ${(CHUNKS - 1) * DELAY_MS - SLACK_MS} ms)`,
+    );
     expect(span).toBeGreaterThanOrEqual((CHUNKS - 1) * DELAY_MS - SLACK_MS);
     for (const gap of gaps) expect(gap).toBeGreaterThanOrEqual(DELAY_MS - SLACK_MS);
   });

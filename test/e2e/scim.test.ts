@@ -98,20 +98,29 @@ describe('SCIM provisioning on two replicas', () => {
     expect(await callback.text()).toContain('Account disabled');
   }
 
+  /**
+   * The status of a probe of a gateway, read to its end. A probe that hangs fails after 10 s naming
+   * itself and showing what the gateways logged last, rather than holding the test and the teardown.
+   */
+  async function statusOf(on: RunningGateway, path: string, send: typeof fetch = fetch, init: RequestInit = {}) {
+    const asked = `GET ${path} on ${on === a ? 'A' : 'B'}`;
+    try {
+      const response = await send(`${on.url}${path}`, { ...init, signal: AbortSignal.timeout(10_000) });
+      await response.arrayBuffer();
+      return response.status;
+    } catch (error) {
+      const logged = [...a.logs.slice(-5).map((line) => `A: ${line}`), ...b.logs.slice(-5).map((line) => `B: ${line}`)];
+      throw new Error(`${asked} got no answer: ${String(error)}; last log lines:\n${logged.join('')}`);
+    }
+  }
   const adminApi = (browser: Browserless) =>
-    browser
-      .fetch(`${a.url}/v1/auth/admin/users`, { signal: AbortSignal.timeout(10_000) })
-      .then((response) => response.status);
+    statusOf(a, '/v1/auth/admin/users', (url, init) => browser.fetch(String(url), init));
   const withKey = (on: RunningGateway, key: string) =>
-    fetch(`${on.url}/echo/scim`, {
-      headers: { authorization: `Bearer ${key}` },
-      signal: AbortSignal.timeout(10_000),
-    }).then((response) => response.status);
+    statusOf(on, '/echo/scim', fetch, { headers: { authorization: `Bearer ${key}` } });
   const sessionOn = (on: RunningGateway, browser: Browserless) =>
-    fetch(`${on.url}/v1/auth/me`, {
+    statusOf(on, '/v1/auth/me', fetch, {
       headers: { cookie: `gatehouse_session=${browser.cookie(a.url, 'gatehouse_session')}` },
-      signal: AbortSignal.timeout(10_000),
-    }).then((response) => response.status);
+    });
 
   /** What each point of a provider's sequence must have done to the person's sign-in, session and keys. */
   function checkpoints(provider: string, who: { subject: string; email: string }) {

@@ -16,14 +16,24 @@ const MIB = 1024 * 1024;
 const TICK_MS = 50;
 
 /**
+ * A sender that has not read one answer when `seconds` are up keeps posting this much longer. The
+ * senders run at the lowest CPU priority: beside a busy process they may get almost no CPU for
+ * seconds, and a refusal that arrives while a sender is still uploading can be lost to the reset
+ * that follows the gateway's close (the sender then records 0). Each sender must still read the
+ * refusal it was sent for; this only leaves a starved one the time to.
+ */
+const FIRST_ANSWER_GRACE_MS = 15_000;
+
+/**
  * Sixteen senders, four per body in the settings, each posting its body again once it was answered,
- * for `seconds`; prints each sender's statuses as JSON. Plain JavaScript, run as a process
- * of its own at the lowest CPU priority, so that writing megabytes (the test's work, not the
- * gateway's) takes no time from the gateway's event loop.
+ * for `seconds` from the moment all bodies are built (and past it, up to FIRST_ANSWER_GRACE_MS,
+ * until each has read an answer); prints each sender's statuses as JSON. Plain JavaScript, run as a
+ * process of its own at the lowest CPU priority, so that writing megabytes (the test's work, not
+ * the gateway's) takes no time from the gateway's event loop.
  */
 const HOSTILE_SENDERS = `
 const http = require('node:http');
-const { url, key, seconds, tickMs, bodies } = JSON.parse(process.env.HOSTILE_SENDERS);
+const { url, key, seconds, tickMs, graceMs, bodies } = JSON.parse(process.env.HOSTILE_SENDERS);
 const build = ({ kind, bytes }) =>
   kind === 'nested' ? Buffer.from((bytes > 300000 ? '{"model":"demo-small","messages":' : '') + '['.repeat(bytes))
   : kind === 'flat' ? Buffer.from('[' + '1,'.repeat(Math.floor(bytes / 2)) + '1]')
@@ -50,14 +60,16 @@ const post = (path, body, chunked) => new Promise((resolve) => {
     if (!answered) outgoing.end();
   })();
 });
+const built = bodies.map((spec) => ({ ...spec, body: build(spec) }));
 const until = Date.now() + seconds * 1000;
 const senders = [];
 for (let round = 0; round < 4; round += 1) {
-  for (const spec of bodies) {
-    const body = build(spec);
+  for (const spec of built) {
     const statuses = [];
+    const answered = () => statuses.some((status) => status !== 0);
     senders.push((async () => {
-      while (Date.now() < until) statuses.push(await post(spec.path, body, spec.chunked));
+      while (Date.now() < until || (!answered() && Date.now() < until + graceMs))
+        statuses.push(await post(spec.path, spec.body, spec.chunked));
       return statuses;
     })());
   }
@@ -100,6 +112,7 @@ export async function measureHealthzUnderHostileBodies(options: {
     key,
     seconds,
     tickMs: TICK_MS,
+    graceMs: FIRST_ANSWER_GRACE_MS,
     bodies: [
       // Nested bodies just under each limit, so that depth and not size refuses them.
       { path: '/v1/auth/api-keys/leaked', kind: 'nested', bytes: GATEWAY_BODY_LIMIT.bytes - 1 },
@@ -130,7 +143,8 @@ export async function measureHealthzUnderHostileBodies(options: {
 export function describeHealthzRun(run: HostileRun): string {
   return (
     `/healthz p99 ${run.quietP99.toFixed(1)} ms quiet; while 16 hostile senders ran: p99 ${run.hostileP99.toFixed(1)} ms, ` +
-    `max ${run.hostileMax.toFixed(1)} ms, ${run.probes} probes; ${run.statuses.flat().length} hostile requests refused; ` +
+    `max ${run.hostileMax.toFixed(1)} ms, ${run.probes} probes; ${run.statuses.flat().length} hostile requests refused ` +
+    `(${run.statuses.flat().filter((status) => status === 0).length} reset before the refusal was read); ` +
     `event loop delay p99 ${run.loopDelayP99.toFixed(1)} ms, max ${run.loopDelayMax.toFixed(1)} ms`
   );
 }

@@ -39,7 +39,9 @@ export async function scimFetch(
   }).catch((error: unknown) => {
     throw new Error(`${method} ${path} got no answer: ${String(error)}`);
   });
-  const text = await response.text();
+  const text = await response.text().catch((error: unknown) => {
+    throw new Error(`${method} ${path} answered ${response.status} but its body never ended: ${String(error)}`);
+  });
   return {
     status: response.status,
     type: response.headers.get('content-type'),

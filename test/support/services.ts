@@ -36,3 +36,49 @@ export async function deleteRedisKeys(prefix: string): Promise<void> {
     redis.disconnect();
   }
 }
+
+/** A row the test holds locked in an open transaction; see holdRow. */
+export interface HeldRow {
+  /** Resolves once a statement containing `statement` waits for this lock; fails past 10 s. */
+  waitedOnBy(statement: string): Promise<void>;
+  /** Commits the test's transaction: the statement waiting for the row goes through at once. */
+  release(): Promise<void>;
+}
+
+/**
+ * Locks one row (`select … for update`) until released. A change another process makes to it
+ * meanwhile waits inside PostgreSQL and, being one statement, commits the moment the lock goes: the
+ * test, not that process's scheduling, decides when the change lands.
+ */
+export async function holdRow(schema: string, table: string, id: string): Promise<HeldRow> {
+  const holder = new pg.Client({ connectionString: POSTGRES_URL });
+  await holder.connect();
+  await holder.query('begin');
+  await holder.query(`select 1 from "${schema}"."${table}" where id = $1 for update`, [id]);
+  const { rows } = await holder.query<{ pid: number }>('select pg_backend_pid() as pid');
+  const holderPid = rows[0]!.pid;
+  return {
+    async waitedOnBy(statement) {
+      const giveUpAt = Date.now() + 10_000;
+      // Another connection: statistics views read in a transaction keep their first snapshot.
+      await withPostgres(async (observer) => {
+        for (;;) {
+          const waiting = await observer.query(
+            'select 1 from pg_stat_activity where $1 = any(pg_blocking_pids(pid)) and query ilike $2',
+            [holderPid, `%${statement}%`],
+          );
+          if (waiting.rowCount) return;
+          if (Date.now() > giveUpAt) throw new Error(`no "${statement}" waited for the ${table} row within 10 s`);
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      });
+    },
+    async release() {
+      try {
+        await holder.query('commit');
+      } finally {
+        await holder.end();
+      }
+    },
+  };
+}
