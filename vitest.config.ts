@@ -9,7 +9,9 @@ const workers = Math.max(2, Math.ceil(availableParallelism() * 1.5));
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    testTimeout: 30_000,
+    // A test that starts several `gatehouse` processes (the CLI and doctor suites) took over 30 s
+    // with the workers above and another suite sharing 2 cores; a hang still fails within a minute.
+    testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
     globalSetup: ['test/support/global-setup.ts'],

@@ -1,10 +1,11 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, sql, type Dialect } from 'kysely';
+import { Kysely, SqliteDialect, sql, type Dialect } from 'kysely';
 import type pg from 'pg';
 import { GatehouseError } from '../errors.js';
 import { migrateToLatest, type DatabaseKind } from './migrations.js';
+import { OwnSchemaPostgresDialect } from './own-schema-introspector.js';
 import type { Database } from './schema.js';
 
 export type Db = Kysely<Database>;
@@ -47,8 +48,8 @@ export async function openStorage(settings: DatabaseSettings | string): Promise<
 
 /**
  * Applies pending migrations and names them. On PostgreSQL they run on a connection of their own
- * without `statement_timeout_ms`: that bound is for the request path, and building an index on a
- * large table, or Kysely listing every table of a crowded database, may take longer.
+ * without `statement_timeout_ms`: that bound is for the request path, and a migration (building an
+ * index on a large table) may take longer.
  */
 export async function migrateStorage(storage: Storage, schema: string | undefined): Promise<string[]> {
   if (!storage.postgres) return migrateToLatest(storage.db as Kysely<unknown>, storage.kind);
@@ -95,13 +96,15 @@ async function openPostgres(options: DatabaseSettings): Promise<Storage> {
   // The query in flight still fails, and its request is answered 503.
   pool.on('error', () => undefined);
   pool.on('connect', (client) => client.on('error', () => undefined));
-  return storageOf(new PostgresDialect({ pool }), 'postgres', {
+  return storageOf(new OwnSchemaPostgresDialect({ pool }), 'postgres', {
     postgres: {
       pool,
       dedicatedClient: () => new pg.Client(connection),
       migrationDb: () =>
         new Kysely<unknown>({
-          dialect: new PostgresDialect({ pool: new pg.Pool({ ...connection, statement_timeout: undefined, max: 1 }) }),
+          dialect: new OwnSchemaPostgresDialect({
+            pool: new pg.Pool({ ...connection, statement_timeout: undefined, max: 1 }),
+          }),
         }),
     },
   });

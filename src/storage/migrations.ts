@@ -321,21 +321,6 @@ export async function pendingMigrations(db: Kysely<unknown>, schema?: string): P
   return all.filter((migration) => migration.executedAt === undefined).map((migration) => migration.name);
 }
 
-/** SQLSTATE invalid_schema_name. */
-const SCHEMA_NOT_FOUND = '3F000';
-const MIGRATION_ATTEMPTS = 5;
-
-/**
- * Kysely's migrator finds its own tables by listing the tables of every schema in the database, and
- * PostgreSQL fails that listing when any schema is dropped while it runs (has_schema_privilege on
- * a name it has just read): another application's, another environment's. Nothing was applied, and
- * a new listing no longer sees the dropped schema.
- */
-function isOtherSchemaDropped(error: unknown, schema: string | undefined): boolean {
-  const code = (error as { code?: unknown } | undefined)?.code;
-  return code === SCHEMA_NOT_FOUND && !(schema && String((error as Error).message).includes(`"${schema}"`));
-}
-
 /**
  * Brings the schema up to date, or only up to the migration named `upTo` (an upgrade test starts
  * from an older schema); safe to call on every start. On PostgreSQL, Kysely holds an advisory lock
@@ -348,10 +333,7 @@ export async function migrateToLatest(
   upTo?: string,
 ): Promise<string[]> {
   const migrator = migratorFor(db, kind, schema);
-  const migrate = () => (upTo ? migrator.migrateTo(upTo) : migrator.migrateToLatest());
-  let { error, results } = await migrate();
-  for (let attempt = 1; attempt < MIGRATION_ATTEMPTS && isOtherSchemaDropped(error, schema); attempt++)
-    ({ error, results } = await migrate());
+  const { error, results } = await (upTo ? migrator.migrateTo(upTo) : migrator.migrateToLatest());
   if (error) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
     throw new GatehouseError('MIGRATION_FAILED', `database migration ${failed} failed: ${String(error)}`, {
