@@ -7,16 +7,20 @@ const PLACEHOLDER_ORIGIN = 'http://gatehouse.invalid';
  * (RFC 9700 4.11.2).
  */
 export function safeReturnTo(candidate: unknown): string {
-  if (typeof candidate !== 'string' || candidate.length > 2048) return '/';
-  // Browsers drop tabs and newlines anywhere in a URL and read `\` as `/`, so any of them is refused.
-  if (/[\s\\]/.test(candidate)) return '/';
-  const decoded = decodeOnce(candidate);
-  if (decoded === undefined || !isLocalPath(candidate) || !isLocalPath(decoded)) return '/';
+  if (typeof candidate !== 'string' || candidate.length > 2048 || !isSafePath(candidate)) return '/';
   const resolved = new URL(candidate, PLACEHOLDER_ORIGIN);
   if (resolved.origin !== PLACEHOLDER_ORIGIN) return '/';
   const path = resolved.pathname + resolved.search + resolved.hash;
-  // Resolving dot segments can turn `/.//evil.com` into `//evil.com` (RFC 3986 5.2.4), so check again.
-  return isLocalPath(path) ? path : '/';
+  // Resolving dot segments can turn `/.//evil.com` into `//evil.com`, and `/../%2f` into `/%2f`
+  // (RFC 3986 5.2.4), so the result is judged as the candidate was.
+  return isSafePath(path) ? path : '/';
+}
+
+function isSafePath(path: string): boolean {
+  // Browsers drop tabs and newlines anywhere in a URL and read `\` as `/`, so any of them is refused.
+  if (/[\s\\]/.test(path)) return false;
+  const decoded = decodeOnce(path);
+  return decoded !== undefined && isLocalPath(path) && isLocalPath(decoded);
 }
 
 // Control characters are exactly what is being refused here.

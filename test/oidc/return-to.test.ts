@@ -70,6 +70,9 @@ const dotSegmentEscapes: [label: string, value: string][] = [
   ['a path climbing above the root', '/a/../..//evil.com'],
   ['an encoded dot-dot before a double slash', '/%2e%2e//evil.com'],
   ['an encoded dot before a double slash', '/%2e//evil.com'],
+  // Found by the fuzz suite: resolving left `/%2f`, which decodes to `//`.
+  ['a dot-dot segment before an encoded slash', '/../%2f'],
+  ['a dot segment before an encoded slash and a host', '/./%2fevil.com'],
 ];
 
 /** Odd-looking but on the gateway's origin, so they are kept exactly. */
