@@ -7,14 +7,13 @@
  */
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browserless } from '../support/browserless.js';
 import { signInForSession } from '../support/sign-in.js';
 import { startFaultyStack, type FaultyStack } from '../support/stack.js';
 import { expectApiError } from '../support/api-error.js';
 import { createKey } from '../support/keys.js';
-import { untilStatus } from '../support/wait.js';
+import { inOneMinuteWindow, untilStatus } from '../support/wait.js';
 
 interface Received {
   method: string;
@@ -116,12 +115,6 @@ function postJson(body: unknown, headers: Record<string, string> = { 'content-ty
   };
 }
 
-/** Limits count in fixed minutes: waits for the next one when less than `neededMs` of this one is left. */
-async function inOneMinuteWindow(neededMs = 10_000): Promise<void> {
-  const left = 60_000 - (Date.now() % 60_000);
-  if (left < neededMs) await sleep(left + 200);
-}
-
 describe('what the gateway reads in a platform request', () => {
   let platform: PydanticPlatform;
   let stack: FaultyStack;
@@ -156,7 +149,7 @@ describe('what the gateway reads in a platform request', () => {
     ];
     for (const [name, stream, headers] of spellings) {
       it(`adds the usage tap to ${name} and charges its tokens to the key's limit`, async () => {
-        await inOneMinuteWindow();
+        await inOneMinuteWindow(10_000);
         const key = await newKey({ tokens_per_minute: TOKENS_PER_MINUTE });
         const from = platform.received.length;
         const first = await send(

@@ -12,7 +12,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { UsageRow } from '../../src/usage/recorder.js';
@@ -37,7 +36,7 @@ import {
 import { gatehouseArgs } from '../support/cli.js';
 import { expectApiError } from '../support/api-error.js';
 import { sendRequest } from '../support/raw-http.js';
-import { untilStatus } from '../support/wait.js';
+import { inOneMinuteWindow, untilStatus } from '../support/wait.js';
 import { createKey, listKeys, type CreatedKey } from '../support/keys.js';
 
 const redisAvailable = await requireRedis();
@@ -174,15 +173,6 @@ function expectFullStream(streamed: Streamed, content: string): void {
 
 function words(count: number): string {
   return Array.from({ length: count }, (_, i) => `w${i}`).join(' ');
-}
-
-/**
- * Limits count in fixed minutes: a burst that straddles a minute boundary is counted in two
- * windows. Waits for the next minute when less than `neededMs` of this one is left.
- */
-async function inOneMinuteWindow(neededMs = 15_000): Promise<void> {
-  const left = 60_000 - (Date.now() % 60_000);
-  if (left < neededMs) await sleep(left + 200);
 }
 
 /** Polls GET /v1/auth/usage (as the key) until the key's row of today satisfies `done`, for up to 3 s. */

@@ -18,6 +18,7 @@ import { startFaultyProvider, type FaultyProvider } from '../support/faulty-prov
 import { createKey } from '../support/keys.js';
 import { freePort } from '../support/ports.js';
 import { signInForSession } from '../support/sign-in.js';
+import { inOneMinuteWindow } from '../support/wait.js';
 import { CLIENT_ID, CLIENT_SECRET, testDatabase } from '../support/stack.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -166,6 +167,7 @@ describe('gatehouse serve with gateway.workers: 2', () => {
 
   it('holds a key to 10 requests a minute across both workers, not 10 each', async () => {
     const { key } = await createKey({ url }, browser, { name: 'limited', requests_per_minute: 10 });
+    await inOneMinuteWindow();
     const answers: Answer[] = [];
     for (let index = 0; index < 24; index++) {
       answers.push(await fresh(`${url}/echo/limited-${index}`, { authorization: `Bearer ${key}` }));

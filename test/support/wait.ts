@@ -26,3 +26,12 @@ export async function untilStatus<T extends { status: number }>(
     .toBe(status);
   return answer!;
 }
+
+/**
+ * Rate limits count in windows of one wall-clock minute: a test that needs all its requests in one
+ * window waits for the next one when fewer than `neededMs` are left of this one.
+ */
+export async function inOneMinuteWindow(neededMs = 15_000): Promise<void> {
+  const left = 60_000 - (Date.now() % 60_000);
+  if (left < neededMs) await sleep(left + 200);
+}
