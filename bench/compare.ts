@@ -18,11 +18,8 @@
  *   cp -r dist tmp/bare && sed -i '1c #!/usr/bin/env node' tmp/bare/cli.js
  *   npm run bench:compare -- bare=tmp/bare semi8=tmp/bare@--max-semi-space-size=8 shipped=dist
  */
-import { mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { freePort } from '../test/support/ports.js';
-import { writePeerKeys } from './lib/contenders.js';
+import { makeRunDirs, requireBuilds, writePeerKeys } from './lib/contenders.js';
 import { startKeyGateway } from './lib/gateway-rows.js';
 import { bareFloor } from './lib/scaling.js';
 import { startJsonUpstream, startNginxProxy } from './lib/nginx.js';
@@ -50,15 +47,8 @@ const builds = process.argv.slice(2).map((argument) => {
   const configEdits = edits ? (JSON.parse(edits) as Record<string, unknown>) : {};
   return { label, dist, nodeFlags: flags ? flags.split(',') : [], configEdits };
 });
-if (builds.length === 0) {
-  console.error('usage: npm run bench:compare -- label=path/to/dist [label=path/to/dist ...]');
-  process.exit(1);
-}
-
-const work = mkdtempSync(join(tmpdir(), 'gatehouse-compare-'));
-const logs = join(work, 'logs');
-mkdirSync(logs);
-console.log(`logs in ${logs}`);
+requireBuilds(builds, 'npm run bench:compare --');
+const { work, logs } = makeRunDirs('compare');
 const script = writeChatScript(work);
 const upstream = await startJsonUpstream();
 const nginx = await startNginxProxy(upstream.url);

@@ -8,14 +8,12 @@
  *
  * BENCH_REPEATS (default 3) rounds.
  */
-import { mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startKeyGateway } from './lib/gateway-rows.js';
 import { startJsonUpstream } from './lib/nginx.js';
 import { memoryOf, stopAll } from './lib/processes.js';
 import { CHAT_BODY, CHAT_PATH } from './lib/wrk.js';
+import { makeRunDirs, requireBuilds } from './lib/contenders.js';
 
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 const REQUESTS = 200;
@@ -27,14 +25,8 @@ const builds = process.argv.slice(2).map((argument) => {
   if (!label || !dist) throw new Error(`expected label=path/to/dist[@--node-flag,...], got "${argument}"`);
   return { label, dist, nodeFlags: flags ? flags.split(',') : [] };
 });
-if (builds.length === 0) {
-  console.error('usage: node --import tsx bench/idle.ts label=path/to/dist [label=path/to/dist ...]');
-  process.exit(1);
-}
-
-const work = mkdtempSync(join(tmpdir(), 'gatehouse-idle-'));
-const logs = join(work, 'logs');
-mkdirSync(logs);
+requireBuilds(builds, 'node --import tsx bench/idle.ts');
+const { work, logs } = makeRunDirs('idle');
 const upstream = await startJsonUpstream();
 const measured = new Map<string, string[]>();
 try {

@@ -8,12 +8,10 @@
  * BENCH_REPEATS (default 2) rounds. Prints RSS idle / all open / peak, KB per stream over idle and
  * the added chunk delay p99 of each build in each round.
  */
-import { mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { freePort } from '../test/support/ports.js';
 import { startProcess, stopAll, waitForStatus } from './lib/processes.js';
 import { kbPerStream, measureStreamScale } from './lib/scaling.js';
+import { makeRunDirs, requireBuilds } from './lib/contenders.js';
 
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 2);
 const builds = process.argv.slice(2).map((argument) => {
@@ -21,15 +19,8 @@ const builds = process.argv.slice(2).map((argument) => {
   if (!label || !dist) throw new Error(`expected label=path/to/dist, got "${argument}"`);
   return { label, dist };
 });
-if (builds.length === 0) {
-  console.error('usage: node --import tsx bench/streams.ts label=path/to/dist [label=path/to/dist ...]');
-  process.exit(1);
-}
-
-const work = mkdtempSync(join(tmpdir(), 'gatehouse-streams-'));
-const logs = join(work, 'logs');
-mkdirSync(logs);
-console.log(`logs in ${logs}`);
+requireBuilds(builds, 'node --import tsx bench/streams.ts');
+const { work, logs } = makeRunDirs('streams');
 const ssePort = await freePort();
 const sse = startProcess('sse-upstream', process.execPath, ['bench/upstreams/sse.js'], {
   logDir: logs,

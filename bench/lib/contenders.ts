@@ -4,7 +4,8 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import SqliteDatabase from 'better-sqlite3';
@@ -33,6 +34,22 @@ export interface RunDirs {
   work: string;
   /** One log file per process. */
   logs: string;
+}
+
+/** A fresh temporary directory for a run named `name`, with its logs folder, which it prints. */
+export function makeRunDirs(name: string): RunDirs {
+  const work = mkdtempSync(join(tmpdir(), `gatehouse-${name}-`));
+  const logs = join(work, 'logs');
+  mkdirSync(logs);
+  console.log(`logs in ${logs}`);
+  return { work, logs };
+}
+
+/** Builds compared side by side come as `label=path/to/dist` arguments; without any, the usage and exit 1. */
+export function requireBuilds(builds: readonly unknown[], usage: string): void {
+  if (builds.length > 0) return;
+  console.error(`usage: ${usage} label=path/to/dist [label=path/to/dist ...]`);
+  process.exit(1);
 }
 
 export const CLIENT_ID = 'gatehouse-bench';
