@@ -25,6 +25,12 @@ export interface ExchangePlan {
   bodyBytes?: number;
   /** Counts a streamed answer for budgets, and may cut it. */
   meter?: StreamMeter;
+  /**
+   * The gateway's own headers for the answer (limits, budget, warnings), written with the
+   * platform's in one `writeHead`: a header set on the response beforehand would make Node copy
+   * every header of the answer one by one.
+   */
+  answerHeaders?: Record<string, string>;
 }
 
 /** Paths whose streaming answers report usage when asked with `stream_options.include_usage`. */

@@ -107,6 +107,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     }
     options.onUpstreamHeaders?.((performance.now() - started) / 1000);
     const clientHeaders = buildClientHeaders(upstream.headers, context.requestId);
+    // The gateway's own (limits, budget) override any the platform sent under the same names.
+    if (plan?.answerHeaders) Object.assign(clientHeaders, plan.answerHeaders);
     if (request.method === 'HEAD') {
       upstream.body.resume();
       response.writeHead(upstream.statusCode, clientHeaders).end();

@@ -120,6 +120,8 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
     }
     const answer = answerFailure(error, request);
     setRequestId(request, response);
+    const gatewayHeaders = request.plan?.answerHeaders;
+    if (gatewayHeaders) for (const name in gatewayHeaders) response.setHeader(name, gatewayHeaders[name]!);
     writeApiError(response, answer.status, answer.code, answer.message, answer.headers);
   }
 

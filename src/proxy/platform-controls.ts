@@ -32,11 +32,11 @@ export function createPlatformControls({ limiter, usage, bodyLimit, budgets }: P
     /** Filled in with the tokens the platform reports; the caller's access log reads it too. */
     spent: TokenUsage = { prompt_tokens: 0, completion_tokens: 0 },
   ): Promise<ExchangePlan> {
-    if (headers) for (const name in headers) response.setHeader(name, headers[name]!);
     const started = performance.now();
     let reported = false;
     let admission: Admission | undefined;
-    response.once('close', () => {
+    // Emitted once: `on` spares the closure `once` wraps a listener in, held while a stream is open.
+    response.on('close', () => {
       const status = response.writableFinished ? response.statusCode : 499;
       // A client that left mid-answer (499) is charged what it was sent; a refusal or failure nothing.
       const costMicros = admission?.settle(reported ? spent : undefined, response.statusCode >= 400);
@@ -51,36 +51,50 @@ export function createPlatformControls({ limiter, usage, bodyLimit, budgets }: P
       });
       if (limits) void limiter.spend(limits, spent.prompt_tokens + spent.completion_tokens).catch(() => undefined);
     });
-    // Usage and the model list are recognised on the decoded path, however the client spelt it.
-    const plan = await planExchange(request, {
-      path,
-      models: identity.key?.controls.models ?? undefined,
-      bodyLimit,
-      costFacts: budget !== undefined,
-      onUsage: (usage) => {
-        reported = true;
-        spent.prompt_tokens = usage.prompt_tokens;
-        spent.completion_tokens = usage.completion_tokens;
-      },
-    });
-    // Only answers that report usage are charged: anything else costs the platform no tokens.
-    if (budgets && budget && plan.onUsage) {
-      admission = await budgets.admit(budget, {
-        model: plan.model,
-        maxTokens: plan.maxTokens,
-        bodyBytes: plan.bodyBytes ?? 0,
+    try {
+      // Usage and the model list are recognised on the decoded path, however the client spelt it.
+      const plan = await planExchange(request, {
+        path,
+        models: identity.key?.controls.models ?? undefined,
+        bodyLimit,
+        costFacts: budget !== undefined,
+        onUsage: (usage) => {
+          reported = true;
+          spent.prompt_tokens = usage.prompt_tokens;
+          spent.completion_tokens = usage.completion_tokens;
+        },
       });
-      for (const name in admission.headers) appendHeader(response, name, admission.headers[name]!);
-      plan.meter = meterOf(admission, budgets.settings.cut_streams);
+      plan.answerHeaders = headers;
+      // Only answers that report usage are charged: anything else costs the platform no tokens.
+      if (budgets && budget && plan.onUsage) {
+        admission = await budgets.admit(budget, {
+          model: plan.model,
+          maxTokens: plan.maxTokens,
+          bodyBytes: plan.bodyBytes ?? 0,
+        });
+        plan.answerHeaders = withHeaders(headers, admission.headers);
+        plan.meter = meterOf(admission, budgets.settings.cut_streams);
+      }
+      return plan;
+    } catch (error) {
+      // A refusal carries the limits' headers too.
+      if (headers) for (const name in headers) response.setHeader(name, headers[name]!);
+      throw error;
     }
-    return plan;
   };
 }
 
-/** A second warning joins the first (a key's expiry) rather than replacing it. */
-function appendHeader(response: ServerResponse, name: string, value: string): void {
-  const current = response.getHeader(name);
-  response.setHeader(name, typeof current === 'string' ? `${current} ${value}` : value);
+/** `added` joined to `headers`: a second warning joins the first (a key's expiry) rather than replacing it. */
+function withHeaders(
+  headers: Readonly<Record<string, string>> | undefined,
+  added: Readonly<Record<string, string>>,
+): Record<string, string> {
+  const joined = { ...headers };
+  for (const name in added) {
+    const current = joined[name];
+    joined[name] = current === undefined ? added[name]! : `${current} ${added[name]!}`;
+  }
+  return joined;
 }
 
 function meterOf(admission: Admission, cutStreams: boolean): StreamMeter {

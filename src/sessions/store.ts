@@ -101,6 +101,11 @@ export class SessionStore {
   private readonly local = new LRUCache<string, { row: SessionRow | null; version: string; fetchedAt: number }>(
     growingCapacity(20_000),
   );
+  /**
+   * Bumped whenever the held answers are dropped, so that a lookup in flight at that moment, which
+   * may have read the row before the change, does not put its answer back.
+   */
+  private generation = 0;
 
   constructor(
     private readonly db: Db,
@@ -159,9 +164,10 @@ export class SessionStore {
       if (!row) return undefined;
     }
     if (now - row.last_seen_at >= TOUCH_INTERVAL_MS) {
+      const generation = this.generation;
       await this.db.updateTable('sessions').set({ last_seen_at: now }).where('id_hash', '=', idHash).execute();
       const touched = { ...row, last_seen_at: now };
-      this.local.set(idHash, { row: touched, version, fetchedAt: now });
+      if (generation === this.generation) this.local.set(idHash, { row: touched, version, fetchedAt: now });
       await this.shared.set('session', idHash, touched, version);
     }
     return { user: row.user, idToken: row.id_token, expiresAt: row.expires_at };
@@ -169,6 +175,7 @@ export class SessionStore {
 
   /** Drops every session answer held in this process; other processes' changes arrive this way. */
   forgetAll(): void {
+    this.generation += 1;
     this.local.clear();
   }
 
@@ -176,22 +183,24 @@ export class SessionStore {
     const cached = this.local.get(idHash);
     if (cached && now - cached.fetchedAt < SESSION_CACHE_MS)
       return { row: cached.row ?? undefined, version: cached.version };
+    const generation = this.generation;
     const shared = await this.shared.get<SessionRow | null>('session', idHash);
     const row = shared.hit ? (shared.value ?? undefined) : await this.read(idHash);
     if (!shared.hit) await this.shared.set('session', idHash, row ?? null, shared.version);
-    this.local.set(idHash, { row: row ?? null, version: shared.version, fetchedAt: now });
+    if (generation === this.generation)
+      this.local.set(idHash, { row: row ?? null, version: shared.version, fetchedAt: now });
     return { row, version: shared.version };
   }
 
   /** After a refresh: the session lives on, but the answers held for it are out of date. */
   private async invalidate(): Promise<void> {
-    this.local.clear();
+    this.forgetAll();
     await this.shared.invalidate('session');
   }
 
   /** Never fails: by now the session is gone from the database, and the database has announced it. */
   private async announceEnded(): Promise<void> {
-    this.local.clear();
+    this.forgetAll();
     await (this.endings?.sessionsEnded() ?? this.shared.invalidate('session'));
   }
 

@@ -61,18 +61,24 @@ export function createChangeBus(
 ): ChangeBus {
   const listeners: Array<(change: Change) => void> = [];
   const emit = (change: Change) => listeners.forEach((listener) => listener(change));
+  // At debug level each notice from elsewhere is recorded with the channel that brought it, when it
+  // has been applied: how an operator (or a test) sees which channel carried a change, and when.
+  const applyFrom = (channel: 'postgres' | 'sqlite' | 'redis' | 'worker') => (change: Change) => {
+    emit(change);
+    log.debug({ change: change.kind, channel }, 'change notice applied');
+  };
   // The announcing process may have lost Redis and left shared answers valid that are no longer
   // true: they are invalidated from here before this process re-reads anything.
-  const heardFromDatabase = (change: Change) =>
-    void Promise.all(staleNamespaces(change).map((namespace) => cache.invalidate(namespace))).then(() => emit(change));
+  const fromDatabase = (apply: (change: Change) => void) => (change: Change) =>
+    void Promise.all(staleNamespaces(change).map((namespace) => cache.invalidate(namespace))).then(() => apply(change));
   const channels = [
     storage.kind === 'postgres'
-      ? listenToPostgres(storage, heardFromDatabase, log)
-      : pollSqlite(storage, heardFromDatabase),
-    ...(redis ? [subscribeToRedis(redis, prefix + REDIS_CHANNEL, emit, log)] : []),
+      ? listenToPostgres(storage, fromDatabase(applyFrom('postgres')), log)
+      : pollSqlite(storage, fromDatabase(applyFrom('sqlite'))),
+    ...(redis ? [subscribeToRedis(redis, prefix + REDIS_CHANNEL, applyFrom('redis'), log)] : []),
   ];
   // The other workers hear at once, without waiting for Redis or the database's announcement.
-  relay?.subscribe(emit);
+  relay?.subscribe(applyFrom('worker'));
   return {
     publish: (change) => {
       emit(change);

@@ -6,20 +6,29 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { KEY_CACHE_FRESH_MS } from '../../src/keys/verify.js';
-import { SESSION_CACHE_MS } from '../../src/sessions/store.js';
 import { POSTGRES_URL, REDIS_URL } from './services.js';
 
 /** What Gatehouse promises (README): a change made on one replica is refused on every other within 1 s. */
 export const PROMISED_WITHIN_MS = 1_000;
-/** Scheduling slack on a loaded machine (two cores shared with other test runs). */
-export const ANNOUNCEMENT_SLACK_MS = 200;
+
+/** A change notice a gateway applied, as its log records it at debug level. */
+export interface AppliedNotice {
+  at: number;
+  kind: string;
+  channel: 'postgres' | 'sqlite' | 'redis' | 'worker';
+}
+
 /**
- * Without an announcement a replica serves its cached answer until it is KEY_CACHE_FRESH_MS
- * (keys) or SESSION_CACHE_MS (sessions) old: a refusal sooner than the shorter of the two, less
- * the slack, can only come from the announcement.
+ * The notices of `kind` a gateway logged applying at or after `since` (its log level must be
+ * debug): the gateway's own record of which channel brought a change and when it acted on it.
  */
-export const ANNOUNCED_WITHIN_MS = Math.min(KEY_CACHE_FRESH_MS, SESSION_CACHE_MS) - ANNOUNCEMENT_SLACK_MS;
+export function appliedNotices(log: string, kind: string, since: number): AppliedNotice[] {
+  return log.split('\n').flatMap((line) => {
+    if (!line.includes('"change notice applied"')) return [];
+    const entry = JSON.parse(line) as { time: number; change: string; channel: AppliedNotice['channel'] };
+    return entry.change === kind && entry.time >= since ? [{ at: entry.time, kind, channel: entry.channel }] : [];
+  });
+}
 
 export interface HeardChange {
   channel: 'postgres' | 'redis';
