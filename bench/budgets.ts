@@ -2,7 +2,7 @@
  * What budgets cost on the API-key path: the same request through the same build without budgets
  * and with a per-user budget and a price for the model (never reached, so every request is
  * admitted, reserved and settled), in interleaved rounds so a slow spell of the shared machine hits
- * both alike. Reports requests/s and the CPU the gateway spent per request (from /proc), each as a
+ * both alike, each row a fresh process in every round (warmed up for 2 s before it is measured). Reports requests/s and the CPU the gateway spent per request (from /proc), each as a
  * ratio to the run without budgets. Target: within 10 %.
  *
  *   npm run build && node --import tsx bench/budgets.ts
@@ -47,9 +47,9 @@ mkdirSync(logs);
 const script = writeChatScript(work);
 const upstream = await startJsonUpstream();
 try {
-  const gateways: Array<{ label: string; base: number; gateway: KeyGateway; rps: number[]; cpu: number[] }> = [];
-  for (const [index, row] of rows.entries()) {
-    const gateway = await startKeyGateway({
+  const measured = rows.map((row) => ({ ...row, rps: [] as number[], cpu: [] as number[] }));
+  const start = (index: number): Promise<KeyGateway> =>
+    startKeyGateway({
       name: `row-${index}`,
       dist: 'dist',
       nodeFlags: profiles ? ['--cpu-prof', `--cpu-prof-dir=${profiles}`] : [],
@@ -57,43 +57,53 @@ try {
       logs,
       upstream: upstream.url,
       configEdits: {
-        ...row.config,
+        ...rows[index]!.config,
         auth: { failed_auth_per_minute: 0 },
         gateway: { log_level: 'warn', access_log: false },
       },
     });
-    gateways.push({ label: row.label, base: row.base, gateway, rps: [], cpu: [] });
-  }
-  const load = (gateway: (typeof gateways)[number], seconds: number) =>
+  const load = (gateway: KeyGateway, seconds: number) =>
     runWrk({
-      url: `${gateway.gateway.url}${CHAT_PATH}`,
+      url: `${gateway.url}${CHAT_PATH}`,
       connections: CONNECTIONS,
       seconds,
       script,
-      headers: { authorization: `Bearer ${gateway.gateway.key}` },
+      headers: { authorization: `Bearer ${gateway.key}` },
     });
-  for (const gateway of gateways) await load(gateway, Math.min(2, SECONDS));
+  // A fresh process per row and round: how V8 happens to compile one process's hot path moved its
+  // CPU per request by 30-50 % between runs, so one process per row measured that, not the budgets.
   for (let round = 0; round < REPEATS; round++) {
-    for (const gateway of gateways) {
-      const before = cpuTimeOf(gateway.gateway.service.pid);
-      const run = await load(gateway, SECONDS);
-      if (run.non2xx + run.socketErrors > 0) throw new Error(`${gateway.label}: ${run.non2xx} non-2xx answers`);
-      const after = cpuTimeOf(gateway.gateway.service.pid);
-      gateway.rps.push(run.rps);
-      gateway.cpu.push(((after.userMs + after.systemMs - before.userMs - before.systemMs) * 1000) / run.requests);
+    // Rows take turns going first, so neither always follows the other's load.
+    const order = measured.map((_, index) => index);
+    if (round % 2 === 1) order.reverse();
+    for (const index of order) {
+      const row = measured[index]!;
+      const gateway = await start(index);
+      try {
+        await load(gateway, Math.min(2, SECONDS));
+        const before = cpuTimeOf(gateway.service.pid);
+        const run = await load(gateway, SECONDS);
+        if (run.non2xx + run.socketErrors > 0) throw new Error(`${row.label}: ${run.non2xx} non-2xx answers`);
+        const after = cpuTimeOf(gateway.service.pid);
+        row.rps.push(run.rps);
+        row.cpu.push(((after.userMs + after.systemMs - before.userMs - before.systemMs) * 1000) / run.requests);
+      } finally {
+        await gateway.service.stop();
+      }
     }
   }
   console.log(
     `\nBudgets on the API-key path: POST ${CHAT_PATH}, wrk -t2 -c${CONNECTIONS}, ${SECONDS} s × ${REPEATS} interleaved, medians\n`,
   );
-  console.log('| Row | req/s | × no budgets | CPU µs/request | × no budgets |');
-  console.log('| --- | --- | --- | --- | --- |');
-  for (const row of gateways) {
-    const base = gateways[row.base]!;
+  console.log('| Row | req/s | × no budgets | CPU µs/request | × no budgets | CPU × no budgets, each round |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
+  for (const row of measured) {
+    const base = measured[row.base]!;
     const rps = median(row.rps);
     const cpu = median(row.cpu);
+    const perRound = row.cpu.map((value, round) => (value / base.cpu[round]!).toFixed(2)).join(', ');
     console.log(
-      `| ${row.label} | ${Math.round(rps).toLocaleString('en-US')} | ${(rps / median(base.rps)).toFixed(3)}× | ${cpu.toFixed(0)} | ${(cpu / median(base.cpu)).toFixed(3)}× |`,
+      `| ${row.label} | ${Math.round(rps).toLocaleString('en-US')} | ${(rps / median(base.rps)).toFixed(3)}× | ${cpu.toFixed(0)} | ${(cpu / median(base.cpu)).toFixed(3)}× | ${perRound} |`,
     );
   }
 } finally {

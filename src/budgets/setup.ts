@@ -21,13 +21,18 @@ export function budgetsEnabled(config: Config): boolean {
   );
 }
 
+/** Budgets on SQLite without Redis: one process keeps the counters (with `gateway.workers`, the primary). */
+export function countsBudgetsInProcess(config: Config): boolean {
+  return budgetsEnabled(config) && !config.redis.url && config.database.url.startsWith('sqlite:');
+}
+
 /**
  * The ledger one process keeps for a gateway on SQLite without Redis: counters in memory, written
  * to the database behind. With `gateway.workers` the primary keeps it for every worker; otherwise
  * undefined (the counters are in Redis or PostgreSQL, shared already).
  */
 export function processLedger(config: Config, storage: Storage, log: Logger): Ledger | undefined {
-  if (!budgetsEnabled(config) || config.redis.url || storage.kind !== 'sqlite') return undefined;
+  if (!countsBudgetsInProcess(config) || storage.kind !== 'sqlite') return undefined;
   return writeBehindSqlLedger(storage, log);
 }
 

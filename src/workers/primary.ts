@@ -1,6 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import { createServer } from 'node:net';
-import { budgetsEnabled, processLedger } from '../budgets/setup.js';
+import { countsBudgetsInProcess, processLedger } from '../budgets/setup.js';
 import type { Config } from '../config/index.js';
 import { memoryFailureCounter } from '../identity/failure-limiter.js';
 import { memoryWindowCounter } from '../limits/rate-limiter.js';
@@ -37,7 +37,7 @@ export async function runPrimary(config: Config, log: Logger, count: number): Pr
   // Migrated once here, so N workers opening the database at once find nothing to apply. On
   // SQLite without Redis the primary also keeps the budget counters, written to the database behind.
   const storage =
-    config.database.auto_migrate || budgetsEnabled(config) ? await openStorage(config.database) : undefined;
+    config.database.auto_migrate || countsBudgetsInProcess(config) ? await openStorage(config.database) : undefined;
   const budgetLedger = storage && processLedger(config, storage, log);
   if (storage && !budgetLedger) await storage.close();
   const port = config.gateway.port || (await pickPort(config.gateway.host));
