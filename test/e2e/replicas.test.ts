@@ -200,7 +200,7 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
     const applied = await expectApplied(a, 'keys_changed', released, 'revocation on B');
     timings.push(`${backend}: key revoked on B refused on A ${refusedAfter} ms after the row lock was let go`);
     expect(
-      served.filter((sent) => sent >= applied),
+      served.filter((sent) => sent > applied),
       'A served the key after applying the notice of its revocation',
     ).toEqual([]);
     expect(refusedAfter).toBeLessThan(PROMISED_WITHIN_MS);
@@ -239,7 +239,8 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
       if (status === 200) served.push(sent);
       return status;
     };
-    // The session was started on A: this first request to B is the one that caches it there.
+    // The session was started on A: this first request to B is the one that caches it there. A
+    // request sent in the very millisecond the notice was applied may have been taken in before it.
     expect(await meOnB()).toBe(200);
     const started = Date.now();
     const logout = await browser.fetch(`${a.url}/v1/auth/logout`);
@@ -248,7 +249,7 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
     const applied = await expectApplied(b, 'session_ended', started, 'sign-out on A');
     timings.push(`${backend}: session ended on A refused on B ${refusedAfter} ms after the sign-out was sent`);
     expect(
-      served.filter((sent) => sent >= applied),
+      served.filter((sent) => sent > applied),
       'B served the session after applying the notice of its end',
     ).toEqual([]);
     expect(refusedAfter).toBeLessThan(PROMISED_WITHIN_MS);
