@@ -199,6 +199,7 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
     expect((await revoking).status).toBe(204);
     const applied = await expectApplied(a, 'keys_changed', released, 'revocation on B');
     timings.push(`${backend}: key revoked on B refused on A ${refusedAfter} ms after the row lock was let go`);
+    // A request sent in the very millisecond the notice was applied may have been taken in before it.
     expect(
       served.filter((sent) => sent > applied),
       'A served the key after applying the notice of its revocation',
@@ -239,8 +240,7 @@ describe.skipIf(!postgres).each(backends)('two replicas sharing $backend', ({ ba
       if (status === 200) served.push(sent);
       return status;
     };
-    // The session was started on A: this first request to B is the one that caches it there. A
-    // request sent in the very millisecond the notice was applied may have been taken in before it.
+    // The session was started on A: this first request to B is the one that caches it there.
     expect(await meOnB()).toBe(200);
     const started = Date.now();
     const logout = await browser.fetch(`${a.url}/v1/auth/logout`);
