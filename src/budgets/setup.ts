@@ -32,7 +32,7 @@ export function countsBudgetsInProcess(config: Config): boolean {
  * undefined (the counters are in Redis or PostgreSQL, shared already).
  */
 export function processLedger(config: Config, storage: Storage, log: Logger): Ledger | undefined {
-  if (!countsBudgetsInProcess(config) || storage.kind !== 'sqlite') return undefined;
+  if (!countsBudgetsInProcess(config)) return undefined;
   return writeBehindSqlLedger(storage, log);
 }
 

@@ -40,6 +40,8 @@ const ALLOWED = [...METHODS].join(', ');
 /** One request for the platform, as identification, the audit and the error answer read it. */
 class PlatformRequest implements CallerRequest {
   identity?: Identity;
+  /** The decision's answer headers (limits, an expiry warning): a refusal before the plan carries them. */
+  allowedHeaders?: Record<string, string>;
   plan?: ExchangePlan;
   readonly tokens: TokenUsage = { prompt_tokens: 0, completion_tokens: 0 };
   readonly startedAt = performance.now();
@@ -106,6 +108,7 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
     if (decision.outcome === 'deny') throw decision.error;
     const { identity } = decision;
     if (!identity) return forwarder(raw, response, context);
+    request.allowedHeaders = decision.headers;
     context.plan = request.plan = await gate.controls(raw, response, identity, decision, request.tokens);
     context.userId = identity.user.id;
     context.identity = decision.forwarded;
@@ -120,7 +123,8 @@ export function createPlatformHandler(options: PlatformHandlerOptions): RequestL
     }
     const answer = answerFailure(error, request);
     setRequestId(request, response);
-    const gatewayHeaders = request.plan?.answerHeaders;
+    // The plan's headers include the decision's, and add the budget's once it admitted the request.
+    const gatewayHeaders = request.plan?.answerHeaders ?? request.allowedHeaders;
     if (gatewayHeaders) for (const name in gatewayHeaders) response.setHeader(name, gatewayHeaders[name]!);
     writeApiError(response, answer.status, answer.code, answer.message, answer.headers);
   }

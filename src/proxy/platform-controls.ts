@@ -51,36 +51,29 @@ export function createPlatformControls({ limiter, usage, bodyLimit, budgets }: P
       });
       if (limits) void limiter.spend(limits, spent.prompt_tokens + spent.completion_tokens).catch(() => undefined);
     });
-    try {
-      // Usage and the model list are recognised on the decoded path, however the client spelt it.
-      const plan = await planExchange(request, {
-        path,
-        models: identity.key?.controls.models ?? undefined,
-        bodyLimit,
-        costFacts: budget !== undefined,
-        onUsage: (usage) => {
-          reported = true;
-          spent.prompt_tokens = usage.prompt_tokens;
-          spent.completion_tokens = usage.completion_tokens;
-        },
+    // Usage and the model list are recognised on the decoded path, however the client spelt it.
+    const plan = await planExchange(request, {
+      path,
+      models: identity.key?.controls.models ?? undefined,
+      bodyLimit,
+      costFacts: budget !== undefined,
+      onUsage: (usage) => {
+        reported = true;
+        spent.prompt_tokens = usage.prompt_tokens;
+        spent.completion_tokens = usage.completion_tokens;
+      },
+    });
+    // Only answers that report usage are charged: anything else costs the platform no tokens.
+    if (budgets && budget && plan.onUsage) {
+      admission = await budgets.admit(budget, {
+        model: plan.model,
+        maxTokens: plan.maxTokens,
+        bodyBytes: plan.bodyBytes ?? 0,
       });
-      plan.answerHeaders = headers;
-      // Only answers that report usage are charged: anything else costs the platform no tokens.
-      if (budgets && budget && plan.onUsage) {
-        admission = await budgets.admit(budget, {
-          model: plan.model,
-          maxTokens: plan.maxTokens,
-          bodyBytes: plan.bodyBytes ?? 0,
-        });
-        plan.answerHeaders = withHeaders(headers, admission.headers);
-        plan.meter = meterOf(admission, budgets.settings.cut_streams);
-      }
-      return plan;
-    } catch (error) {
-      // A refusal carries the limits' headers too.
-      if (headers) for (const name in headers) response.setHeader(name, headers[name]!);
-      throw error;
-    }
+      plan.answerHeaders = withHeaders(headers, admission.headers);
+      plan.meter = meterOf(admission, budgets.settings.cut_streams);
+    } else plan.answerHeaders = headers;
+    return plan;
   };
 }
 
