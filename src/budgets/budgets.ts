@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Config } from '../config/index.js';
 import { HttpError } from '../errors.js';
+import { growingCapacity } from '../storage/capacity.js';
 import type { Identity } from '../identity/identify.js';
 import type { CounterSink } from '../metrics/sink.js';
-import type { TokenUsage } from '../usage/extract.js';
+import type { StreamMeter, TokenUsage } from '../usage/extract.js';
 import { type Amount, type CounterLine, type Ledger } from './ledger.js';
 import { describeWait, PERIODS, PeriodCalendar, type Period } from './period.js';
 import { costMicros, formatSpend, microsOf, PriceTable, type Price } from './prices.js';
@@ -92,6 +93,13 @@ const CACHE_TTL_MS = LOOKUP_TTL_MS / 2;
 /** A cut stream asks for room this many tokens at a time: its overspend past the budget is below one step. */
 export const STREAM_STEP_TOKENS = 256;
 const WARN_AT = 0.8;
+const CUT_ERROR = {
+  message:
+    'The budget ran out during this answer, so it was cut; see x-budget-remaining and retry after the budget resets.',
+  type: 'rate_limit_error',
+  param: null,
+  code: 'budget_exceeded',
+};
 const PROCESS_ID = randomBytes(8).toString('hex');
 const NONE = false;
 
@@ -150,8 +158,14 @@ export class Budgets {
   readonly prices: PriceTable;
   readonly calendar: PeriodCalendar;
   private admitted = 0;
-  private readonly overrides = new LRUCache<string, BudgetLimit | false>({ max: 50_000, ttl: CACHE_TTL_MS });
-  private readonly keyBudgets = new LRUCache<string, BudgetLimit | false>({ max: 50_000, ttl: CACHE_TTL_MS });
+  private readonly overrides = new LRUCache<string, BudgetLimit | false>({
+    ...growingCapacity(50_000),
+    ttl: CACHE_TTL_MS,
+  });
+  private readonly keyBudgets = new LRUCache<string, BudgetLimit | false>({
+    ...growingCapacity(50_000),
+    ttl: CACHE_TTL_MS,
+  });
   /**
    * Each user's charge as last resolved, for as long as the lookups behind it are kept: the API-key
    * and session caches hand over the same user object on every request, so its charge and counter
@@ -264,13 +278,9 @@ export class Budgets {
       });
       throw this.exceeded(line ?? charge.lines[0]!, now);
     }
-    const before = totals.map((total) => ({
-      tokens: total.tokens - estimate.tokens,
-      micros: total.micros - estimate.micros,
-    }));
     return new Admission(this, this.ledger, charge, counters.lines, id, price, estimate, prompt, {
       settled: every,
-      headers: this.headersFor(charge.lines, counters.of, before),
+      headers: this.headersFor(charge.lines, counters.of, totals, estimate),
       expiresAt,
       metrics: this.options.metrics,
     });
@@ -389,20 +399,28 @@ export class Budgets {
     );
   }
 
-  /** `x-budget-remaining` for the line with the least room left, and `x-warning` past 80 %. */
+  /**
+   * `x-budget-remaining` for the line with the least room left, and `x-warning` past 80 %, as they
+   * stood before this request's `reserved` estimate.
+   */
   private headersFor(
     lines: readonly BudgetLine[],
     of: readonly number[],
     totals: readonly Amount[],
+    reserved: Amount,
   ): Record<string, string> {
-    let tightest: { line: BudgetLine; used: number } | undefined;
-    for (const [index, line] of lines.entries()) {
+    let line: BudgetLine | undefined;
+    let used = 0;
+    for (let index = 0; index < lines.length; index++) {
+      const candidate = lines[index]!;
       const total = totals[of[index]!]!;
-      const used = line.measure === 'tokens' ? total.tokens : total.micros;
-      if (!tightest || used / line.limit > tightest.used / tightest.line.limit) tightest = { line, used };
+      const before = candidate.measure === 'tokens' ? total.tokens - reserved.tokens : total.micros - reserved.micros;
+      if (!line || before / candidate.limit > used / line.limit) {
+        line = candidate;
+        used = before;
+      }
     }
-    if (!tightest) return {};
-    const { line, used } = tightest;
+    if (!line) return {};
     const headers: Record<string, string> = { 'x-budget-remaining': this.describe(line.measure, line.limit - used) };
     if (used / line.limit >= WARN_AT) {
       headers['x-warning'] =
@@ -414,7 +432,7 @@ export class Budgets {
 }
 
 /** The reservation of one admitted request, charged as its stream goes and settled when it ends. */
-export class Admission {
+export class Admission implements StreamMeter {
   readonly headers: Record<string, string>;
   /** Tokens counted so far: the prompt's estimate plus the answer as it streams. */
   private streamed: number;
@@ -446,13 +464,13 @@ export class Admission {
   }
 
   /**
-   * Counts `tokens` more of a streamed answer. True while within what is reserved; past it, asks
-   * the ledger for another step, and resolves false when a budget has no room left (the stream is
-   * then cut, if budgets.cut_streams is on).
+   * Counts `tokens` more of a streamed answer. True while within what is reserved, or when
+   * budgets.cut_streams is off; past it, asks the ledger for another step, and resolves false when
+   * a budget has no room left: the stream is then cut with `finalEvent`.
    */
-  meter(tokens: number, checkRoom: boolean): boolean | Promise<boolean> {
+  count(tokens: number): boolean | Promise<boolean> {
     this.streamed += tokens;
-    if (!checkRoom || this.streamed <= this.held.tokens) return true;
+    if (!this.budgets.settings.cut_streams || this.streamed <= this.held.tokens) return true;
     const step = { tokens: STREAM_STEP_TOKENS, micros: costMicros(this.price, 0, STREAM_STEP_TOKENS) };
     const now = this.budgets.now();
     return this.ledger.reserve(this.counters, this.id, step, Math.max(this.expiresAt, now), now).then(({ refused }) => {
@@ -462,9 +480,9 @@ export class Admission {
     });
   }
 
-  /** The message of the final SSE event of a cut stream. */
-  cutMessage(): string {
-    return 'The budget ran out during this answer, so it was cut; see x-budget-remaining and retry after the budget resets.';
+  /** The final SSE event of a cut stream, OpenAI-shaped. */
+  finalEvent(): string {
+    return `data: ${JSON.stringify({ error: CUT_ERROR })}\n\n`;
   }
 
   /**

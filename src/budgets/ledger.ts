@@ -59,6 +59,24 @@ interface MemoryCounter {
   used: Amount;
   endsAt: number;
   reservations: Map<string, { amount: Amount; expiresAt: number }>;
+  /** The sum of `reservations`, kept as they change so a check costs no walk over them. */
+  reserved: Amount;
+  /** The earliest expiry among `reservations`: until then none has lapsed and `reserved` is current. */
+  nextExpiry: number;
+}
+
+/** Drops the counter's reservations that expired by `now` (their replica died) and sums the rest again. */
+function dropLapsed(counter: MemoryCounter, now: number): void {
+  counter.reserved = { tokens: 0, micros: 0 };
+  counter.nextExpiry = Infinity;
+  for (const [id, held] of counter.reservations) {
+    if (held.expiresAt <= now) counter.reservations.delete(id);
+    else {
+      counter.reserved.tokens += held.amount.tokens;
+      counter.reserved.micros += held.amount.micros;
+      counter.nextExpiry = Math.min(counter.nextExpiry, held.expiresAt);
+    }
+  }
 }
 
 /** Counters of one process: for a single gateway, and for tests. */
@@ -73,36 +91,46 @@ class MemoryCounters implements Ledger {
   private counterOf(line: CounterLine): MemoryCounter {
     let counter = this.counters.get(line.id);
     if (!counter) {
-      counter = { used: { tokens: 0, micros: 0 }, endsAt: line.endsAt, reservations: new Map() };
+      counter = {
+        used: { tokens: 0, micros: 0 },
+        endsAt: line.endsAt,
+        reservations: new Map(),
+        reserved: { tokens: 0, micros: 0 },
+        nextExpiry: Infinity,
+      };
       this.counters.set(line.id, counter);
     }
     return counter;
   }
 
   private totalOf(counter: MemoryCounter, now: number): Amount {
-    const total = { tokens: counter.used.tokens, micros: counter.used.micros };
-    for (const [id, held] of counter.reservations) {
-      if (held.expiresAt <= now) counter.reservations.delete(id);
-      else {
-        total.tokens += held.amount.tokens;
-        total.micros += held.amount.micros;
-      }
-    }
-    return total;
+    if (now >= counter.nextExpiry) dropLapsed(counter, now);
+    return {
+      tokens: counter.used.tokens + counter.reserved.tokens,
+      micros: counter.used.micros + counter.reserved.micros,
+    };
   }
 
   reserveNow(lines: readonly CounterLine[], id: string, amount: Amount, expiresAt: number, now: number): Reservation {
-    const totals = lines.map((line) => this.totalOf(this.counterOf(line), now));
-    const refused = lines.findIndex((line, index) => !hasRoom(line, totals[index]!));
-    if (refused >= 0) return { refused, totals };
-    for (const [index, line] of lines.entries()) {
-      const reservations = this.counterOf(line).reservations;
-      const held = reservations.get(id);
+    const totals: Amount[] = [];
+    let refused: number | undefined;
+    for (let index = 0; index < lines.length; index++) {
+      const line = lines[index]!;
+      totals.push(this.totalOf(this.counterOf(line), now));
+      if (refused === undefined && !hasRoom(line, totals[index]!)) refused = index;
+    }
+    if (refused !== undefined) return { refused, totals };
+    for (let index = 0; index < lines.length; index++) {
+      const counter = this.counterOf(lines[index]!);
+      const held = counter.reservations.get(id);
       if (held) {
         held.amount.tokens += amount.tokens;
         held.amount.micros += amount.micros;
         held.expiresAt = expiresAt;
-      } else reservations.set(id, { amount: { tokens: amount.tokens, micros: amount.micros }, expiresAt });
+      } else counter.reservations.set(id, { amount: { tokens: amount.tokens, micros: amount.micros }, expiresAt });
+      counter.reserved.tokens += amount.tokens;
+      counter.reserved.micros += amount.micros;
+      if (expiresAt < counter.nextExpiry) counter.nextExpiry = expiresAt;
       totals[index]!.tokens += amount.tokens;
       totals[index]!.micros += amount.micros;
     }
@@ -112,7 +140,12 @@ class MemoryCounters implements Ledger {
   settleNow(lines: readonly CounterLine[], id: string, used: Amount): void {
     for (const line of lines) {
       const counter = this.counterOf(line);
-      counter.reservations.delete(id);
+      const held = counter.reservations.get(id);
+      if (held) {
+        counter.reservations.delete(id);
+        counter.reserved.tokens -= held.amount.tokens;
+        counter.reserved.micros -= held.amount.micros;
+      }
       counter.used.tokens += used.tokens;
       counter.used.micros += used.micros;
     }
@@ -172,8 +205,9 @@ export function writeBehindLedger(store: CounterStore, onError: (error: unknown)
   };
   /** Undefined once every counter is in memory: the usual case costs no promise. */
   const loadMissing = (lines: readonly CounterLine[]): Promise<unknown> | undefined => {
-    if (lines.every((line) => loaded.has(line.id))) return undefined;
-    return Promise.all(lines.filter((line) => !loaded.has(line.id)).map(load));
+    let missing: CounterLine[] | undefined;
+    for (const line of lines) if (!loaded.has(line.id)) (missing ??= []).push(line);
+    return missing && Promise.all(missing.map(load));
   };
   const queue = (id: string, endsAt: number, amount: Amount) => {
     const current = pending.get(id);

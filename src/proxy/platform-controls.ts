@@ -4,7 +4,7 @@ import type { BodyLimit } from '../http/body.js';
 import type { Identity } from '../identity/identify.js';
 import type { RateLimiter } from '../limits/rate-limiter.js';
 import type { Allow } from '../policy/decide.js';
-import type { StreamMeter, TokenUsage } from '../usage/extract.js';
+import type { TokenUsage } from '../usage/extract.js';
 import type { UsageRecorder } from '../usage/recorder.js';
 import { planExchange, type ExchangePlan } from './exchange.js';
 
@@ -70,8 +70,8 @@ export function createPlatformControls({ limiter, usage, bodyLimit, budgets }: P
         maxTokens: plan.maxTokens,
         bodyBytes: plan.bodyBytes ?? 0,
       });
-      plan.answerHeaders = withHeaders(headers, admission.headers);
-      plan.meter = meterOf(admission, budgets.settings.cut_streams);
+      plan.answerHeaders = headers ? withHeaders(headers, admission.headers) : admission.headers;
+      plan.meter = admission;
     } else plan.answerHeaders = headers;
     return plan;
   };
@@ -79,7 +79,7 @@ export function createPlatformControls({ limiter, usage, bodyLimit, budgets }: P
 
 /** `added` joined to `headers`: a second warning joins the first (a key's expiry) rather than replacing it. */
 function withHeaders(
-  headers: Readonly<Record<string, string>> | undefined,
+  headers: Readonly<Record<string, string>>,
   added: Readonly<Record<string, string>>,
 ): Record<string, string> {
   const joined = { ...headers };
@@ -88,16 +88,6 @@ function withHeaders(
     joined[name] = current === undefined ? added[name]! : `${current} ${added[name]!}`;
   }
   return joined;
-}
-
-function meterOf(admission: Admission, cutStreams: boolean): StreamMeter {
-  return {
-    count: (tokens) => admission.meter(tokens, cutStreams),
-    finalEvent: () =>
-      `data: ${JSON.stringify({
-        error: { message: admission.cutMessage(), type: 'rate_limit_error', param: null, code: 'budget_exceeded' },
-      })}\n\n`,
-  };
 }
 
 export type PlatformControls = ReturnType<typeof createPlatformControls>;
