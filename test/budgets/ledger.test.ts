@@ -124,6 +124,20 @@ describe.each(backends)('$name ledger', ({ available, replicas }) => {
     expect(admitted).toEqual({ totals: [{ tokens: 10, micros: 0 }] });
   });
 
+  it.skipIf(!available)('counts what settled instead of its reservation, and drops lapsed reservations', async () => {
+    const [a, b] = await replicas();
+    const lines = [line(300)];
+    await a.reserve(lines, 'lapses', { tokens: 100, micros: 0 }, NOW + 1_000, NOW);
+    await b.reserve(lines, 'settles', { tokens: 100, micros: 0 }, NOW + 60_000, NOW);
+    await b.reserve(lines, 'stays', { tokens: 50, micros: 0 }, NOW + 60_000, NOW);
+    await b.settle(lines, 'settles', { tokens: 30, micros: 0 });
+    // 100 (until it lapses) + 30 used + 50 held: room for one more.
+    const before = await a.reserve(lines, 'next', { tokens: 10, micros: 0 }, NOW + 60_000, NOW + 999);
+    expect(before.totals).toEqual([{ tokens: 190, micros: 0 }]);
+    const after = await a.reserve(lines, 'later', { tokens: 10, micros: 0 }, NOW + 60_000, NOW + 1_000);
+    expect(after.totals).toEqual([{ tokens: 100, micros: 0 }]);
+  });
+
   it.skipIf(!available)('checks every counter of a request, and changes none when one is full', async () => {
     const [a] = await replicas();
     const user = { id: 'user:u2|2026-12', endsAt: Date.UTC(2027, 0, 1), tokens: 1_000 };
