@@ -1,16 +1,21 @@
 /**
  * What budgets cost on the API-key path: the same request through the same build without budgets
  * and with a per-user budget and a price for the model (never reached, so every request is
- * admitted, reserved and settled), in interleaved rounds so a slow spell of the shared machine hits
- * both alike, each row a fresh process in every round (warmed up for 2 s before it is measured). Reports requests/s and the CPU the gateway spent per request (from /proc), each as a
- * ratio to the run without budgets. Target: within 10 %.
+ * admitted, reserved and settled). Each row is a fresh process in every round (warmed up for 2 s
+ * before it is measured), rows take turns going first, and the load is h2load at a fixed rate
+ * every row can serve, so each serves the same requests at the same pace. Reports the CPU the
+ * gateway spent per request (from /proc) as a ratio to the run without budgets, per round and as
+ * the median. A control row, the gateway without budgets again, shows what the same comparison
+ * gives with nothing to find: the noise of this machine. Target: within 10 %.
  *
+ *   apt-get install nghttp2-client
  *   npm run build && node --import tsx bench/budgets.ts
  *
- * BENCH_SECONDS (default 5) per run, BENCH_REPEATS (default 5) rounds; BENCH_REDIS=redis://… also
- * measures the budget counters shared through Redis, against the same Redis gateway without budgets
- * (Redis also holds its rate-limit windows, which are not the budgets' cost); BENCH_CPU_PROF=<dir>
- * has each gateway write a V8 CPU profile there when it stops.
+ * BENCH_SECONDS (default 5) per run, BENCH_REPEATS (default 8) rounds, BENCH_RATE (default 3000)
+ * requests/s; BENCH_REDIS=redis://… also measures the budget counters shared through Redis,
+ * against the same Redis gateway without budgets (Redis also holds its rate-limit windows, which
+ * are not the budgets' cost); BENCH_CPU_PROF=<dir> has each gateway write a V8 CPU profile into
+ * <dir>/row-N when it stops.
  */
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,10 +24,12 @@ import { startKeyGateway, type KeyGateway } from './lib/gateway-rows.js';
 import { startJsonUpstream } from './lib/nginx.js';
 import { cpuTimeOf, stopAll } from './lib/processes.js';
 import { median } from './lib/stats.js';
-import { CHAT_PATH, runWrk, writeChatScript } from './lib/wrk.js';
+import { hasH2load, runAtRate, writeChatBody } from './lib/h2load.js';
+import { CHAT_PATH } from './lib/wrk.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 8);
+const RATE = Number(process.env.BENCH_RATE ?? 3000);
 const CONNECTIONS = 32;
 
 const budgets = {
@@ -32,27 +39,32 @@ const budgets = {
 /** Each row's ratios are to its `base` row: the same gateway without budgets. */
 const rows: Array<{ label: string; config: Record<string, unknown>; base: number }> = [
   { label: 'no budgets', config: {}, base: 0 },
+  { label: 'no budgets again (control)', config: {}, base: 0 },
   { label: 'budgets (SQLite, in memory)', config: { budgets }, base: 0 },
 ];
 if (process.env.BENCH_REDIS) {
   const redis = { url: process.env.BENCH_REDIS, key_prefix: `bench-budgets-${process.pid}:` };
-  rows.push({ label: 'no budgets (Redis)', config: { redis }, base: 2 });
-  rows.push({ label: 'budgets (Redis)', config: { budgets, redis }, base: 2 });
+  rows.push({ label: 'no budgets (Redis)', config: { redis }, base: 3 });
+  rows.push({ label: 'budgets (Redis)', config: { budgets, redis }, base: 3 });
 }
 const profiles = process.env.BENCH_CPU_PROF;
 
+if (!hasH2load()) {
+  console.error('bench:budgets needs h2load: apt-get install nghttp2-client');
+  process.exit(1);
+}
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-budgets-'));
 const logs = join(work, 'logs');
 mkdirSync(logs);
-const script = writeChatScript(work);
+const body = writeChatBody(work);
 const upstream = await startJsonUpstream();
 try {
-  const measured = rows.map((row) => ({ ...row, rps: [] as number[], cpu: [] as number[] }));
+  const measured = rows.map((row) => ({ ...row, cpu: [] as number[] }));
   const start = (index: number): Promise<KeyGateway> =>
     startKeyGateway({
       name: `row-${index}`,
       dist: 'dist',
-      nodeFlags: profiles ? ['--cpu-prof', `--cpu-prof-dir=${profiles}`] : [],
+      nodeFlags: profiles ? ['--cpu-prof', `--cpu-prof-dir=${join(profiles, `row-${index}`)}`] : [],
       work,
       logs,
       upstream: upstream.url,
@@ -63,17 +75,18 @@ try {
       },
     });
   const load = (gateway: KeyGateway, seconds: number) =>
-    runWrk({
+    runAtRate({
       url: `${gateway.url}${CHAT_PATH}`,
       connections: CONNECTIONS,
+      rate: RATE,
       seconds,
-      script,
+      body,
       headers: { authorization: `Bearer ${gateway.key}` },
     });
   // A fresh process per row and round: how V8 happens to compile one process's hot path moved its
-  // CPU per request by 30-50 % between runs, so one process per row measured that, not the budgets.
+  // CPU per request by 30-50 % between processes, so one process per row measured that, not the budgets.
   for (let round = 0; round < REPEATS; round++) {
-    // Rows take turns going first, so neither always follows the other's load.
+    // Every other round runs the rows in reverse, so no row always follows the same one.
     const order = measured.map((_, index) => index);
     if (round % 2 === 1) order.reverse();
     for (const index of order) {
@@ -83,28 +96,27 @@ try {
         await load(gateway, Math.min(2, SECONDS));
         const before = cpuTimeOf(gateway.service.pid);
         const run = await load(gateway, SECONDS);
-        if (run.non2xx + run.socketErrors > 0) throw new Error(`${row.label}: ${run.non2xx} non-2xx answers`);
+        if (run.failed > 0) throw new Error(`${row.label}: ${run.failed} requests failed`);
+        if (run.succeeded < RATE * SECONDS * 0.98) {
+          throw new Error(`${row.label}: served ${run.succeeded} of ${RATE * SECONDS}; lower BENCH_RATE`);
+        }
         const after = cpuTimeOf(gateway.service.pid);
-        row.rps.push(run.rps);
-        row.cpu.push(((after.userMs + after.systemMs - before.userMs - before.systemMs) * 1000) / run.requests);
+        row.cpu.push(((after.userMs + after.systemMs - before.userMs - before.systemMs) * 1000) / run.succeeded);
       } finally {
         await gateway.service.stop();
       }
     }
   }
   console.log(
-    `\nBudgets on the API-key path: POST ${CHAT_PATH}, wrk -t2 -c${CONNECTIONS}, ${SECONDS} s × ${REPEATS} interleaved, medians\n`,
+    `\nBudgets on the API-key path: POST ${CHAT_PATH}, h2load at ${RATE.toLocaleString('en-US')} requests/s over ${CONNECTIONS} connections, ${SECONDS} s × ${REPEATS} rounds, medians\n`,
   );
-  console.log('| Row | req/s | × no budgets | CPU µs/request | × no budgets | CPU × no budgets, each round |');
-  console.log('| --- | --- | --- | --- | --- | --- |');
+  console.log('| Row | CPU µs/request | × no budgets | CPU × no budgets, each round |');
+  console.log('| --- | --- | --- | --- |');
   for (const row of measured) {
     const base = measured[row.base]!;
-    const rps = median(row.rps);
     const cpu = median(row.cpu);
     const perRound = row.cpu.map((value, round) => (value / base.cpu[round]!).toFixed(2)).join(', ');
-    console.log(
-      `| ${row.label} | ${Math.round(rps).toLocaleString('en-US')} | ${(rps / median(base.rps)).toFixed(3)}× | ${cpu.toFixed(0)} | ${(cpu / median(base.cpu)).toFixed(3)}× | ${perRound} |`,
-    );
+    console.log(`| ${row.label} | ${cpu.toFixed(0)} | ${(cpu / median(base.cpu)).toFixed(3)}× | ${perRound} |`);
   }
 } finally {
   await stopAll();
