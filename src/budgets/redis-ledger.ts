@@ -259,28 +259,23 @@ export function redisLedger(redis: Redis, prefix: string, log: Logger): Ledger {
     lease.active = true;
   };
 
+  /** Reserves in the leases, asking Redis for more room where one has none left. */
   const reserveShared = async (
-    lines: readonly CounterLine[],
+    leased: readonly Lease[],
     id: string,
     amount: Amount,
     expiresAt: number,
     now: number,
   ): Promise<Reservation> => {
-    const held = lines.map(leaseOf);
-    for (const lease of held) {
-      lease.active = true;
-      lease.largest.tokens = Math.max(lease.largest.tokens, amount.tokens);
-      lease.largest.micros = Math.max(lease.largest.micros, amount.micros);
-    }
     for (let asks = 0; ; asks++) {
-      const short = held.filter((lease) => !hasLeaseRoom(lease));
+      const short = leased.filter((lease) => !hasLeaseRoom(lease));
       if (short.length === 0) break;
-      const refused = held.findIndex((lease) => !hasLeaseRoom(lease) && (lease.exhausted || asks === MAX_ASKS));
-      if (asks > 0 && refused >= 0) return { refused, totals: held.map(totalOf) };
+      const refused = leased.findIndex((lease) => !hasLeaseRoom(lease) && (lease.exhausted || asks === MAX_ASKS));
+      if (asks > 0 && refused >= 0) return { refused, totals: leased.map(totalOf) };
       await Promise.all(short.map((lease) => askFor(lease, amount, expiresAt, now)));
     }
-    for (const lease of held) hold(lease, id, amount, expiresAt);
-    return { totals: held.map(totalOf) };
+    for (const lease of leased) hold(lease, id, amount, expiresAt);
+    return { totals: leased.map(totalOf) };
   };
 
   const fallBack = (error: unknown) => log.warn({ err: error }, 'budget counters unavailable in redis; counting here');
@@ -302,16 +297,27 @@ export function redisLedger(redis: Redis, prefix: string, log: Logger): Ledger {
   const timer = setInterval(() => syncAll(false).catch(fallBack), SYNC_INTERVAL_MS).unref();
 
   return {
-    async reserve(lines, id, amount, expiresAt, now) {
-      try {
-        return await reserveShared(lines, id, amount, expiresAt, now);
-      } catch (error) {
+    reserve(lines, id, amount, expiresAt, now) {
+      const leased = lines.map(leaseOf);
+      let roomInEvery = true;
+      for (const lease of leased) {
+        lease.active = true;
+        lease.largest.tokens = Math.max(lease.largest.tokens, amount.tokens);
+        lease.largest.micros = Math.max(lease.largest.micros, amount.micros);
+        roomInEvery &&= hasLeaseRoom(lease);
+      }
+      // The usual case: room in every lease, no round trip and no promise chain.
+      if (roomInEvery) {
+        for (const lease of leased) hold(lease, id, amount, expiresAt);
+        return Promise.resolve({ totals: leased.map(totalOf) });
+      }
+      return reserveShared(leased, id, amount, expiresAt, now).catch((error: unknown) => {
         fallBack(error);
         localIds.add(id);
         return local.reserve(lines, id, amount, expiresAt, now);
-      }
+      });
     },
-    async settle(lines, id, used) {
+    settle(lines, id, used) {
       for (const line of lines) {
         const lease = leaseOf(line);
         const current = lease.inFlight.get(id);
@@ -323,7 +329,7 @@ export function redisLedger(redis: Redis, prefix: string, log: Logger): Ledger {
         }
         add(lease.spent, used);
       }
-      if (localIds.delete(id)) await local.settle(lines, id, used);
+      return localIds.delete(id) ? local.settle(lines, id, used) : Promise.resolve();
     },
     async read(ids) {
       const unsent = (id: string): Amount => leases.get(id)?.spent ?? none();
