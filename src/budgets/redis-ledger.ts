@@ -10,7 +10,7 @@ import { memoryLedger, type Amount, type CounterLine, type Ledger, type Reservat
  * the replica used since its last call, drops holds that expired (a replica that died), and sets
  * the replica's hold: what it has in flight (`keep`), plus, while the budget has room beyond
  * everyone else's use and holds, this request's `ask` and up to a quarter of the rest
- * (at most `chunk`). It answers, per counter, everyone else's total and the hold granted.
+ * (at most `chunk`). It answers, per counter, the shared use plus the other holds, and the hold granted.
  * ARGV: holder id, now, then per counter: add tokens, add micros, then per measure (tokens,
  * micros): keep, ask, chunk, limit (-1 = none); then the hold's expiresAt and the keys' ttl ms.
  * KEYS per counter: used, held.
@@ -91,7 +91,7 @@ interface Lease {
   held: Amount;
   /** The latest expiry of a reservation in flight: the hold lasts at least as long. */
   heldUntil: number;
-  /** Everyone else's use and holds, as the last sync saw them. */
+  /** The shared counter (everyone's use added so far) plus other replicas' holds, at the last sync. */
   others: Amount;
   /** The largest reservation seen: the lease grows in steps of CHUNK_REQUESTS of them. */
   largest: Amount;
