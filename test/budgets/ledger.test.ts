@@ -230,6 +230,29 @@ describe('the Redis ledger: leases', () => {
   );
 });
 
+describe('the Redis ledger without Redis', () => {
+  it('counts in this process while Redis cannot be reached, and keeps serving', async () => {
+    const client = new Redis('redis://127.0.0.1:1', {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+    });
+    client.on('error', () => undefined);
+    const ledger = redisLedger(client, 'unreachable:', createLogger('silent'));
+    cleanups.push(async () => {
+      await ledger.close?.();
+      client.disconnect();
+    });
+    const lines = [line(100)];
+    const reserve = (id: string) => ledger.reserve(lines, id, { tokens: 60, micros: 0 }, NOW + 60_000, NOW);
+    expect((await reserve('first')).refused).toBeUndefined();
+    expect((await reserve('second')).refused).toBeUndefined();
+    expect(await reserve('third')).toEqual({ refused: 0, totals: [{ tokens: 120, micros: 0 }] });
+    await ledger.settle(lines, 'first', { tokens: 10, micros: 0 });
+    expect((await reserve('fourth')).refused).toBeUndefined();
+  });
+});
+
 describe('the written-behind ledger', () => {
   it('keeps what was used across a restart, and only that', async () => {
     const storage = await openStorage('sqlite::memory:');
