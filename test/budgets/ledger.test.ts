@@ -223,6 +223,7 @@ describe('the Redis ledger: leases', () => {
       await a.close?.();
       await b.close?.();
       const used = (await a.read([lines[0]!.id]))[0]!.tokens;
+      console.log(`two leased replicas: ${admitted} of 80 admitted, ${used} used of ${limit} (bound ${limit + 200})`);
       expect(used).toBe(admitted * 100);
       expect(used).toBeGreaterThanOrEqual(limit);
       expect(used).toBeLessThanOrEqual(limit + 2 * 100);
