@@ -59,7 +59,8 @@ import {
   type ThroughputRow,
   type VerificationRates,
 } from './lib/report.js';
-import { measureCpuPerRequest, measureStreamScale, type StreamScale } from './lib/scaling.js';
+import { measureCpuAtRate, measureCpuPerRequest, measureStreamScale, type StreamScale } from './lib/scaling.js';
+import { hasH2load } from './lib/h2load.js';
 import { chunkDelays, disconnectDelays, holdStreams, type StreamTarget } from './lib/sse.js';
 import { median } from './lib/stats.js';
 import { CHAT_BODY, CHAT_PATH, medianOf, runWrk, writeChatScript, type WrkRun } from './lib/wrk.js';
@@ -96,11 +97,13 @@ function say(line: string): void {
 }
 
 async function checkTools(): Promise<void> {
-  const missing = [!existsSync('/usr/bin/wrk') && 'wrk', !(await hasNginx()) && 'nginx (with auth_request)'].filter(
-    Boolean,
-  );
+  const missing = [
+    !existsSync('/usr/bin/wrk') && 'wrk',
+    !hasH2load() && 'h2load',
+    !(await hasNginx()) && 'nginx (with auth_request)',
+  ].filter(Boolean);
   if (missing.length) {
-    console.error(`The bench needs ${missing.join(' and ')}: apt-get install nginx-light wrk`);
+    console.error(`The bench needs ${missing.join(', ')}: apt-get install nginx-light wrk nghttp2-client`);
     process.exit(1);
   }
   if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
@@ -398,6 +401,9 @@ async function main(): Promise<void> {
     const cpuRows = SCALE
       ? await measureCpuPerRequest({ dirs, upstream, script, seconds: SECONDS, rounds: REPEATS, say })
       : undefined;
+    const atRate = SCALE
+      ? await measureCpuAtRate({ dirs, upstream, seconds: Math.min(5, SECONDS), rounds: 2 * REPEATS, rate: 3_000, say })
+      : undefined;
 
     say('measuring streams');
     const streamingRows: StreamingRow[] = [];
@@ -445,7 +451,7 @@ async function main(): Promise<void> {
       process: gatehouseFigures.process,
       verification,
       profile,
-      scaling: cpuRows && { seconds: SECONDS, rounds: REPEATS, cpu: cpuRows, streams: streamScale },
+      scaling: cpuRows && { seconds: SECONDS, rounds: REPEATS, cpu: cpuRows, atRate, streams: streamScale },
     };
     await writeResults(results);
   } catch (error) {

@@ -3,7 +3,14 @@
  * pass/fail mark each, the streaming and process figures, and where Gatehouse spends CPU.
  */
 import type { ProfileSummary } from './profile.js';
-import { kbPerStream, SCALING_LABELS, type CpuRow, type ScalingId, type StreamScale } from './scaling.js';
+import {
+  kbPerStream,
+  SCALING_LABELS,
+  type CpuAtRate,
+  type CpuRow,
+  type ScalingId,
+  type StreamScale,
+} from './scaling.js';
 import { percentile } from './stats.js';
 import type { WrkRun } from './wrk.js';
 
@@ -108,7 +115,7 @@ export interface Results {
   verification: VerificationRates;
   profile?: Profiles;
   /** Issue 18: CPU per request against the Node floor, 1 and 2 workers, and 10,000 streams. */
-  scaling?: { seconds: number; rounds: number; cpu: CpuRow[]; streams?: StreamScale };
+  scaling?: { seconds: number; rounds: number; cpu: CpuRow[]; atRate?: CpuAtRate; streams?: StreamScale };
 }
 
 export interface Profiles {
@@ -235,6 +242,7 @@ function scalingTargets(results: Results): Target[] {
       measured: `${times(cpuVsFloor)} (${ms(one?.cpuUs ?? NaN, 0)} vs ${ms(floor?.cpuUs ?? NaN, 0)} µs)`,
       ok: Number.isFinite(cpuVsFloor) ? cpuVsFloor <= 1.15 : undefined,
     },
+    ...(results.scaling.atRate ? [atRateTarget(results.scaling.atRate)] : []),
     {
       name: 'API key, CPU per request, Express key peer vs 1 worker',
       goal: '≥ 2.5×',
@@ -262,6 +270,16 @@ function scalingTargets(results: Results): Target[] {
     addedTarget(`chunk delay added at ${int(scale.count)} streams, p99`, 2, scale.gatehouse.p99 - scale.direct.p99),
   );
   return targets;
+}
+
+function atRateTarget({ rate, floorUs, gatehouseUs }: CpuAtRate): Target {
+  const ratio = gatehouseUs / floorUs;
+  return {
+    name: `API key, CPU per request at ${int(rate)} requests/s, 1 worker vs the Node floor (fresh processes)`,
+    goal: '≤ 1.15×',
+    measured: `${times(ratio)} (${ms(gatehouseUs, 0)} vs ${ms(floorUs, 0)} µs)`,
+    ok: Number.isFinite(ratio) ? ratio <= 1.15 : undefined,
+  };
 }
 
 function renderScaling(results: Results, out: string[]): void {
@@ -302,6 +320,26 @@ function renderScaling(results: Results, out: string[]): void {
     ),
     '',
   );
+  if (scaling.atRate) {
+    const { rate, seconds, rounds } = scaling.atRate;
+    out.push(
+      `At a fixed ${int(rate)} requests/s (h2load, ${rounds.length} rounds of ${seconds} s, a fresh process per round),` +
+        ' CPU µs per request, Gatehouse / floor:',
+      '',
+    );
+    out.push(
+      table(
+        ['Round', 'Node floor', 'Gatehouse, 1 worker', '×'],
+        rounds.map((round, index) => [
+          String(index + 1),
+          ms(round.floorUs, 0),
+          ms(round.gatehouseUs, 0),
+          times(round.gatehouseUs / round.floorUs),
+        ]),
+      ),
+      '',
+    );
+  }
   const scale = scaling.streams;
   if (!scale) return;
   out.push(`## ${int(scale.count)} SSE streams through one worker`, '');

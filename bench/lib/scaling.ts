@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../test/support/ports.js';
 import { expressKeyPeer, nginxProxy, writePeerKeys, type RunDirs } from './contenders.js';
 import { startKeyGateway, type KeyGateway } from './gateway-rows.js';
+import { runAtRate, writeChatBody } from './h2load.js';
 import { cpuTimeOf, memoryOf, startProcess, waitForStatus, type Service } from './processes.js';
 import { holdStreams, type HeldStreams } from './sse.js';
 import { percentile, median } from './stats.js';
@@ -35,6 +36,16 @@ export interface CpuRow {
   cpuUs?: number;
   /** Each round's figures, for the spread. */
   rounds: Array<{ rps: number; cpuUs?: number }>;
+}
+
+/** CPU per request of the Node floor and of Gatehouse (one worker) at a fixed request rate. */
+export interface CpuAtRate {
+  rate: number;
+  seconds: number;
+  /** Medians over the rounds. */
+  floorUs: number;
+  gatehouseUs: number;
+  rounds: Array<{ floorUs: number; gatehouseUs: number }>;
 }
 
 export interface StreamScale {
@@ -197,6 +208,82 @@ export async function measureCpuPerRequest(options: {
   } finally {
     for (const contender of running.reverse()) await contender.stop().catch(() => undefined);
   }
+}
+
+/**
+ * The Node floor and Gatehouse (one worker, the access log on) loaded by h2load at a rate both
+ * serve, each a fresh process in every round, taking turns going first. wrk's closed loop lets a
+ * process that happens to run faster batch more requests per turn of its event loop, which moved
+ * the ratio of two runs of one build between 1.32x and 1.73x; at a fixed rate each serves the same
+ * requests at the same pace (bench/README.md, "Budgets").
+ */
+export async function measureCpuAtRate(options: {
+  dirs: RunDirs;
+  upstream: string;
+  seconds: number;
+  rounds: number;
+  rate: number;
+  say(line: string): void;
+}): Promise<CpuAtRate> {
+  const { dirs, upstream, seconds, rate, say } = options;
+  const body = writeChatBody(dirs.work);
+  const start = async (which: 'floor' | 'gatehouse', round: number): Promise<Running> => {
+    if (which === 'floor') return bareFloor(dirs, upstream);
+    const gateway = await startKeyGateway({
+      name: `gatehouse-at-rate-${round}`,
+      dist: 'dist',
+      work: dirs.work,
+      logs: dirs.logs,
+      upstream,
+    });
+    const headers = { authorization: `Bearer ${gateway.key}` };
+    return {
+      id: 'gatehouse-1',
+      url: gateway.url,
+      headers,
+      pid: gateway.service.pid,
+      stop: () => gateway.service.stop(),
+    };
+  };
+  const rounds: CpuAtRate['rounds'] = [];
+  for (let round = 0; round < options.rounds; round++) {
+    const cpu = { floor: NaN, gatehouse: NaN };
+    for (const which of round % 2 ? (['gatehouse', 'floor'] as const) : (['floor', 'gatehouse'] as const)) {
+      const server = await start(which, round);
+      try {
+        const load = (length: number) =>
+          runAtRate({
+            url: `${server.url}${CHAT_PATH}`,
+            connections: CONNECTIONS,
+            rate,
+            seconds: length,
+            body,
+            headers: server.headers,
+          });
+        await load(Math.min(2, seconds));
+        const before = cpuMsOfTree(server.pid!);
+        const run = await load(seconds);
+        if (run.failed)
+          say(`WARNING: ${which} at ${rate} requests/s: ${run.failed} failed requests in round ${round + 1}`);
+        cpu[which] = ((cpuMsOfTree(server.pid!) - before) * 1000) / Math.max(1, run.succeeded);
+      } finally {
+        await server.stop();
+      }
+    }
+    rounds.push({ floorUs: cpu.floor, gatehouseUs: cpu.gatehouse });
+  }
+  const figures = {
+    rate,
+    seconds,
+    floorUs: median(rounds.map((round) => round.floorUs)),
+    gatehouseUs: median(rounds.map((round) => round.gatehouseUs)),
+    rounds,
+  };
+  say(
+    `at ${rate.toLocaleString('en-US')} requests/s: Node floor ${figures.floorUs.toFixed(0)} µs, ` +
+      `Gatehouse ${figures.gatehouseUs.toFixed(0)} µs CPU/request`,
+  );
+  return figures;
 }
 
 /** How the streams run: 10 chunks 2 s apart keep all open together for seconds. */
