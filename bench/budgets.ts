@@ -14,12 +14,14 @@
  * BENCH_SECONDS (default 5) per run, BENCH_REPEATS (default 8) rounds, BENCH_RATE (default 3000)
  * requests/s; BENCH_REDIS=redis://… also measures the budget counters shared through Redis,
  * against the same Redis gateway without budgets (Redis also holds its rate-limit windows, which
- * are not the budgets' cost); BENCH_CPU_PROF=<dir> has each gateway write a V8 CPU profile into
- * <dir>/row-N when it stops.
+ * are not the budgets' cost); BENCH_POSTGRES=postgres://… the same with the counters (and
+ * everything else) in PostgreSQL, each row in a schema of its own, dropped at the end;
+ * BENCH_CPU_PROF=<dir> has each gateway write a V8 CPU profile into <dir>/row-N when it stops.
  */
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { startKeyGateway, type KeyGateway } from './lib/gateway-rows.js';
 import { startJsonUpstream } from './lib/nginx.js';
 import { cpuTimeOf, stopAll } from './lib/processes.js';
@@ -46,6 +48,18 @@ if (process.env.BENCH_REDIS) {
   const redis = { url: process.env.BENCH_REDIS, key_prefix: `bench-budgets-${process.pid}:` };
   rows.push({ label: 'no budgets (Redis)', config: { redis }, base: 3 });
   rows.push({ label: 'budgets (Redis)', config: { budgets, redis }, base: 3 });
+}
+const schemas: string[] = [];
+if (process.env.BENCH_POSTGRES) {
+  const base = rows.length;
+  for (const [label, extra] of [
+    ['no budgets (PostgreSQL)', {}],
+    ['budgets (PostgreSQL)', { budgets }],
+  ] as const) {
+    const schema = `bench_budgets_${process.pid}_${schemas.length}`;
+    schemas.push(schema);
+    rows.push({ label, config: { ...extra, database: { url: process.env.BENCH_POSTGRES, schema } }, base });
+  }
 }
 const profiles = process.env.BENCH_CPU_PROF;
 
@@ -121,4 +135,10 @@ try {
 } finally {
   await stopAll();
   await upstream.close();
+  if (schemas.length) {
+    const client = new pg.Client(process.env.BENCH_POSTGRES);
+    await client.connect();
+    for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await client.end();
+  }
 }

@@ -8,9 +8,19 @@ import { hasRoom, type Amount, type CounterStore, type Ledger } from './ledger.j
  * SQLite runs one write transaction at a time), so two replicas cannot both take the last room.
  */
 export function sqlLedger(db: Db, kind: 'sqlite' | 'postgres'): Ledger {
+  /**
+   * A budget transaction holds the user's counter rows locked until it commits. On PostgreSQL it
+   * commits without waiting for its WAL to reach the disk: otherwise every admission of one user
+   * waits for the previous one's flush. A database crash can then lose the counters' last fraction
+   * of a second (wal_writer_delay), never leave them inconsistent.
+   */
+  const unflushed = async (trx: Db) => {
+    if (kind === 'postgres') await sql`SET LOCAL synchronous_commit = off`.execute(trx);
+  };
   return {
     reserve: (lines, id, amount, expiresAt, now) =>
       db.transaction().execute(async (trx) => {
+        await unflushed(trx);
         const ids = lines.map((line) => line.id);
         await trx
           .insertInto('budget_counters')
@@ -72,6 +82,7 @@ export function sqlLedger(db: Db, kind: 'sqlite' | 'postgres'): Ledger {
       }),
     settle: (lines, id, used) =>
       db.transaction().execute(async (trx) => {
+        await unflushed(trx);
         const ids = lines.map((line) => line.id);
         await trx.deleteFrom('budget_reservations').where('id', '=', id).where('counter', 'in', ids).execute();
         await addTo(
