@@ -26,7 +26,7 @@ import { startKeyGateway, type KeyGateway } from './lib/gateway-rows.js';
 import { startJsonUpstream } from './lib/nginx.js';
 import { cpuTimeOf, stopAll } from './lib/processes.js';
 import { median } from './lib/stats.js';
-import { hasH2load, runAtRate, writeChatBody } from './lib/h2load.js';
+import { cpuPerRequestAtRate, hasH2load, writeChatBody } from './lib/h2load.js';
 import { CHAT_PATH } from './lib/wrk.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -88,15 +88,6 @@ try {
         gateway: { log_level: 'warn', access_log: false },
       },
     });
-  const load = (gateway: KeyGateway, seconds: number) =>
-    runAtRate({
-      url: `${gateway.url}${CHAT_PATH}`,
-      connections: CONNECTIONS,
-      rate: RATE,
-      seconds,
-      body,
-      headers: { authorization: `Bearer ${gateway.key}` },
-    });
   // A fresh process per row and round: how V8 happens to compile one process's hot path moved its
   // CPU per request by 30-50 % between processes, so one process per row measured that, not the budgets.
   for (let round = 0; round < REPEATS; round++) {
@@ -107,15 +98,23 @@ try {
       const row = measured[index]!;
       const gateway = await start(index);
       try {
-        await load(gateway, Math.min(2, SECONDS));
-        const before = cpuTimeOf(gateway.service.pid);
-        const run = await load(gateway, SECONDS);
+        const { cpuUs, run } = await cpuPerRequestAtRate({
+          url: `${gateway.url}${CHAT_PATH}`,
+          connections: CONNECTIONS,
+          rate: RATE,
+          seconds: SECONDS,
+          body,
+          headers: { authorization: `Bearer ${gateway.key}` },
+          cpuMs: () => {
+            const { userMs, systemMs } = cpuTimeOf(gateway.service.pid);
+            return userMs + systemMs;
+          },
+        });
         if (run.failed > 0) throw new Error(`${row.label}: ${run.failed} requests failed`);
         if (run.succeeded < RATE * SECONDS * 0.98) {
           throw new Error(`${row.label}: served ${run.succeeded} of ${RATE * SECONDS}; lower BENCH_RATE`);
         }
-        const after = cpuTimeOf(gateway.service.pid);
-        row.cpu.push(((after.userMs + after.systemMs - before.userMs - before.systemMs) * 1000) / run.succeeded);
+        row.cpu.push(cpuUs);
       } finally {
         await gateway.service.stop();
       }

@@ -76,3 +76,16 @@ export async function runAtRate(options: RateOptions): Promise<RateRun> {
   if (!requests) throw new GatehouseError('BENCH_H2LOAD_FAILED', `h2load printed no request counts:\n${output}`);
   return { succeeded: Number(requests[1]), failed: Number(requests[2]) };
 }
+
+/**
+ * CPU per request of a server at `rate`: a warm-up of `min(2, seconds)` s, then a measured run,
+ * reading the server's CPU time in ms (user + kernel) before and after it with `cpuMs`.
+ */
+export async function cpuPerRequestAtRate(
+  options: RateOptions & { cpuMs(): number },
+): Promise<{ cpuUs: number; run: RateRun }> {
+  await runAtRate({ ...options, seconds: Math.min(2, options.seconds) });
+  const before = options.cpuMs();
+  const run = await runAtRate(options);
+  return { cpuUs: ((options.cpuMs() - before) * 1000) / Math.max(1, run.succeeded), run };
+}

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../test/support/ports.js';
 import { expressKeyPeer, nginxProxy, writePeerKeys, type RunDirs } from './contenders.js';
 import { startKeyGateway, type KeyGateway } from './gateway-rows.js';
-import { runAtRate, writeChatBody } from './h2load.js';
+import { cpuPerRequestAtRate, writeChatBody } from './h2load.js';
 import { cpuTimeOf, memoryOf, startProcess, waitForStatus, type Service } from './processes.js';
 import { holdStreams, type HeldStreams } from './sse.js';
 import { percentile, median } from './stats.js';
@@ -251,21 +251,19 @@ export async function measureCpuAtRate(options: {
     for (const which of round % 2 ? (['gatehouse', 'floor'] as const) : (['floor', 'gatehouse'] as const)) {
       const server = await start(which, round);
       try {
-        const load = (length: number) =>
-          runAtRate({
-            url: `${server.url}${CHAT_PATH}`,
-            connections: CONNECTIONS,
-            rate,
-            seconds: length,
-            body,
-            headers: server.headers,
-          });
-        await load(Math.min(2, seconds));
-        const before = cpuMsOfTree(server.pid!);
-        const run = await load(seconds);
-        if (run.failed)
+        const { cpuUs, run } = await cpuPerRequestAtRate({
+          url: `${server.url}${CHAT_PATH}`,
+          connections: CONNECTIONS,
+          rate,
+          seconds,
+          body,
+          headers: server.headers,
+          cpuMs: () => cpuMsOfTree(server.pid!),
+        });
+        if (run.failed) {
           say(`WARNING: ${which} at ${rate} requests/s: ${run.failed} failed requests in round ${round + 1}`);
-        cpu[which] = ((cpuMsOfTree(server.pid!) - before) * 1000) / Math.max(1, run.succeeded);
+        }
+        cpu[which] = cpuUs;
       } finally {
         await server.stop();
       }
