@@ -6,7 +6,7 @@
  *   bash -c 'ulimit -n $(ulimit -Hn) && node --import tsx bench/streams.ts before=tmp/before/dist after=dist'
  *
  * BENCH_REPEATS (default 2) rounds. Prints RSS idle / all open / peak, KB per stream over idle and
- * the added chunk delay p99 of each build in each round.
+ * the added chunk delay p99 of each build in each round, and of the Node floor measured before it.
  */
 import { freePort } from '../test/support/ports.js';
 import { startProcess, stopAll, waitForStatus } from './lib/processes.js';
@@ -34,10 +34,14 @@ try {
   for (let round = 1; round <= REPEATS; round++) {
     for (const { label, dist } of builds) {
       const scale = await measureStreamScale({ dirs: { work, logs }, sseUpstream, say: console.log, openFiles, dist });
+      const { floor } = scale;
       rows.push(
         `| ${round} | ${label} | ${scale.opened} | ${scale.idleRssMb.toFixed(1)} | ${scale.rssAllOpenMb.toFixed(1)} | ` +
           `${scale.peakMb.toFixed(1)} | ${((scale.peakMb * 1024 * 1024) / 1e6).toFixed(1)} | ${kbPerStream(scale).toFixed(1)} | ` +
           `${scale.direct.p99.toFixed(2)} | ${(scale.gatehouse.p99 - scale.direct.p99).toFixed(2)} |`,
+        `| ${round} | Node floor | ${floor.opened} | ${floor.idleRssMb.toFixed(1)} | ${floor.rssAllOpenMb.toFixed(1)} | ` +
+          `${floor.peakMb.toFixed(1)} | ${((floor.peakMb * 1024 * 1024) / 1e6).toFixed(1)} | ${kbPerStream(floor).toFixed(1)} | ` +
+          `${scale.direct.p99.toFixed(2)} | ${(floor.p99 - scale.direct.p99).toFixed(2)} |`,
       );
     }
   }

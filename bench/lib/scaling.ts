@@ -8,7 +8,9 @@
  *   over idle, and the chunk delay added against the same 10,000 streams straight to the upstream.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { cliNodeFlags } from '../../test/support/cli.js';
 import { freePort } from '../../test/support/ports.js';
 import { expressKeyPeer, nginxProxy, writePeerKeys, type RunDirs } from './contenders.js';
 import { startKeyGateway, type KeyGateway } from './gateway-rows.js';
@@ -63,6 +65,11 @@ export interface StreamScale {
   /** Upstream write -> client read, p50 and p99, straight to the upstream and through Gatehouse. */
   direct: { p50: number; p99: number; opened: number };
   gatehouse: { p50: number; p99: number };
+  /**
+   * The same streams through the Node floor (node:http + undici, no authentication): what the
+   * sockets, parsers and streams of a Node proxy hold per stream before any gateway work.
+   */
+  floor: { opened: number; idleRssMb: number; rssAllOpenMb: number; peakMb: number; p99: number };
 }
 
 const CONNECTIONS = 32;
@@ -98,11 +105,20 @@ interface Running {
 }
 
 /** The Node floor (bench/peers/bare-proxy.js): the least a Node proxy spends on a request. */
-export async function bareFloor(dirs: RunDirs, upstream: string): Promise<Running> {
+export async function bareFloor(
+  dirs: RunDirs,
+  upstream: string,
+  options: {
+    /** The most upstream connections at once: one per stream for SSE. */
+    connections?: number;
+    nodeFlags?: string[];
+  } = {},
+): Promise<Running> {
+  const { connections = 512, nodeFlags = [] } = options;
   const port = await freePort();
-  const service = startProcess('bare-floor', process.execPath, ['bench/peers/bare-proxy.js'], {
+  const service = startProcess('bare-floor', process.execPath, [...nodeFlags, 'bench/peers/bare-proxy.js'], {
     logDir: dirs.logs,
-    env: { PORT: String(port), UPSTREAM: upstream },
+    env: { PORT: String(port), UPSTREAM: upstream, CONNECTIONS: String(connections) },
   });
   await waitForStatus(`http://127.0.0.1:${port}/`, service, { status: 200 });
   const url = `http://127.0.0.1:${port}`;
@@ -309,45 +325,49 @@ export async function measureStreamScale(options: {
 }): Promise<StreamScale> {
   const { dirs, sseUpstream, say } = options;
   const count = streamCountFor(options.openFiles);
-  const held = (url: string, headers: Record<string, string>, onAllOpen: () => void) => {
-    const delays: number[] = [];
-    return holdStreams({ url, headers }, { ...STREAM_SCALE, count, onAllOpen, delays }).then(
-      (result): [HeldStreams, number[]] => [result, delays],
-    );
-  };
-  const [directHeld, directDelays] = await held(sseUpstream, {}, () => undefined);
+  const direct = await holdMeasured(count, { url: sseUpstream, headers: {} });
   say(
-    `${directHeld.opened} of ${count} streams straight to the upstream: chunk delay p99 ` +
-      `${percentile(directDelays, 99).toFixed(2)} ms`,
+    `${direct.held.opened} of ${count} streams straight to the upstream: chunk delay p99 ` +
+      `${percentile(direct.delays, 99).toFixed(2)} ms`,
   );
+  // With Gatehouse's own Node flags (a smaller young generation), so the two differ only in code.
+  const nodeFlags = cliNodeFlags(join(options.dist ?? 'dist', 'cli.js'));
+  const floorServer = await bareFloor(dirs, sseUpstream, { connections: count + 16, nodeFlags });
+  let floor: StreamScale['floor'];
+  try {
+    const through = await holdMeasured(count, floorServer, floorServer.pid);
+    floor = { opened: through.held.opened, ...through.memory, p99: percentile(through.delays, 99) };
+    say(`${floor.opened} of ${count} streams through the Node floor: ${memoryLine(floor)}`);
+  } finally {
+    await floorServer.stop();
+  }
   const gateway = await gatehouseWorkers(dirs, sseUpstream, 1, options.dist);
   try {
-    await sleep(1_000);
-    const idleRssMb = memoryOf(gateway.service.pid).rssMb;
-    let rssAllOpenMb = NaN;
-    const [through, delays] = await held(
-      gateway.url,
-      { authorization: `Bearer ${gateway.key}` },
-      () => (rssAllOpenMb = memoryOf(gateway.service.pid).rssMb),
+    const through = await holdMeasured(
+      count,
+      { url: gateway.url, headers: { authorization: `Bearer ${gateway.key}` } },
+      gateway.service.pid,
     );
-    const { peakMb } = memoryOf(gateway.service.pid);
     const figures: StreamScale = {
       ...STREAM_SCALE,
       count,
       wanted: STREAMS_WANTED,
       openFiles: options.openFiles,
-      idleRssMb,
-      rssAllOpenMb,
-      peakMb,
-      opened: through.opened,
-      failures: through.failures.slice(0, 10),
-      direct: { p50: percentile(directDelays, 50), p99: percentile(directDelays, 99), opened: directHeld.opened },
-      gatehouse: { p50: percentile(delays, 50), p99: percentile(delays, 99) },
+      ...through.memory,
+      opened: through.held.opened,
+      failures: through.held.failures.slice(0, 10),
+      direct: {
+        p50: percentile(direct.delays, 50),
+        p99: percentile(direct.delays, 99),
+        opened: direct.held.opened,
+      },
+      gatehouse: { p50: percentile(through.delays, 50), p99: percentile(through.delays, 99) },
+      floor,
     };
     say(
-      `${through.opened} of ${count} streams through one Gatehouse worker: RSS idle ${idleRssMb.toFixed(1)} MiB, ` +
-        `all open ${rssAllOpenMb.toFixed(1)} MiB, peak ${peakMb.toFixed(1)} MiB; chunk delay p99 ${figures.gatehouse.p99.toFixed(2)} ms` +
-        (through.failures.length ? `; ${through.failures.length} failed: ${through.failures[0]}` : ''),
+      `${through.held.opened} of ${count} streams through one Gatehouse worker: ${memoryLine(through.memory)}; ` +
+        `chunk delay p99 ${figures.gatehouse.p99.toFixed(2)} ms` +
+        (through.held.failures.length ? `; ${through.held.failures.length} failed: ${through.held.failures[0]}` : ''),
     );
     return figures;
   } finally {
@@ -355,7 +375,40 @@ export async function measureStreamScale(options: {
   }
 }
 
+interface StreamMemory {
+  idleRssMb: number;
+  rssAllOpenMb: number;
+  peakMb: number;
+}
+
+/**
+ * Holds `count` streams through `target`, with every chunk's delay and, given the serving
+ * process, its resident set idle (a second after start), with all streams open, and its peak.
+ */
+async function holdMeasured(
+  count: number,
+  target: { url: string; headers: Record<string, string> },
+  pid?: number,
+): Promise<{ held: HeldStreams; delays: number[]; memory: StreamMemory }> {
+  const memory: StreamMemory = { idleRssMb: NaN, rssAllOpenMb: NaN, peakMb: NaN };
+  if (pid !== undefined) {
+    await sleep(1_000);
+    memory.idleRssMb = memoryOf(pid).rssMb;
+  }
+  const delays: number[] = [];
+  const onAllOpen = () => {
+    if (pid !== undefined) memory.rssAllOpenMb = memoryOf(pid).rssMb;
+  };
+  const held = await holdStreams(target, { ...STREAM_SCALE, count, onAllOpen, delays });
+  if (pid !== undefined) memory.peakMb = memoryOf(pid).peakMb;
+  return { held, delays, memory };
+}
+
+function memoryLine({ idleRssMb, rssAllOpenMb, peakMb }: StreamMemory): string {
+  return `RSS idle ${idleRssMb.toFixed(1)} MiB, all open ${rssAllOpenMb.toFixed(1)} MiB, peak ${peakMb.toFixed(1)} MiB`;
+}
+
 /** KB (1,000 bytes) of peak resident memory per open stream beyond the idle process. */
-export function kbPerStream(scale: StreamScale): number {
+export function kbPerStream(scale: StreamMemory & { opened: number }): number {
   return ((scale.peakMb - scale.idleRssMb) * 1024 * 1024) / 1000 / Math.max(1, scale.opened);
 }

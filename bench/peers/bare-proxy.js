@@ -3,14 +3,14 @@
  * header rewriting beyond the hop-by-hop headers HTTP/1.1 requires to drop: the least a Node proxy
  * can spend on a request, and so the yardstick for what Gatehouse adds on top.
  *
- * Run: PORT=… UPSTREAM=http://127.0.0.1:… node bench/peers/bare-proxy.js
+ * Run: PORT=… UPSTREAM=http://127.0.0.1:… [CONNECTIONS=512] node bench/peers/bare-proxy.js
  */
 import { createServer } from 'node:http';
 import { Pool } from 'undici';
 
-const { PORT, UPSTREAM } = process.env;
+const { PORT, UPSTREAM, CONNECTIONS = '512' } = process.env;
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te']);
-const pool = new Pool(UPSTREAM, { connections: 512 });
+const pool = new Pool(UPSTREAM, { connections: Number(CONNECTIONS) });
 
 function endToEnd(headers) {
   const kept = {};
