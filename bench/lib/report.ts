@@ -9,6 +9,7 @@ import {
   type CpuAtRate,
   type CpuRow,
   type ScalingId,
+  type StreamMemory,
   type StreamScale,
 } from './scaling.js';
 import { percentile } from './stats.js';
@@ -259,19 +260,21 @@ function scalingTargets(results: Results): Target[] {
   if (!scale) return targets;
   const peakMegabytes = megabytes(scale.peakMb);
   const all = scale.opened === scale.count;
+  const streamFloor = scale.floor;
   targets.push(
     {
       name: `peak RSS with ${int(scale.count)} SSE streams open, one worker`,
       goal: '≤ 320 MB',
       measured:
-        `${ms(peakMegabytes, 1)} MB (${int(scale.opened)} opened; ` +
-        `Node floor ${ms(megabytes(scale.floor.peakMb), 1)} MB)`,
+        `${ms(peakMegabytes, 1)} MB (${int(scale.opened)} opened` +
+        (streamFloor ? `; Node floor ${ms(megabytes(streamFloor.peakMb), 1)} MB)` : ')'),
       ok: all ? peakMegabytes <= 320 : false,
     },
     {
       name: `KB per open stream over idle (peak), ${int(scale.count)} streams`,
       goal: '≤ 22 KB',
-      measured: `${ms(kbPerStream(scale), 1)} KB (Node floor ${ms(kbPerStream(scale.floor), 1)} KB)`,
+      measured:
+        `${ms(kbPerStream(scale), 1)} KB` + (streamFloor ? ` (Node floor ${ms(kbPerStream(streamFloor), 1)} KB)` : ''),
       ok: all ? kbPerStream(scale) <= 22 : false,
     },
     addedTarget(`chunk delay added at ${int(scale.count)} streams, p99`, 2, scale.gatehouse.p99 - scale.direct.p99),
@@ -359,8 +362,10 @@ function renderScaling(results: Results, out: string[]): void {
         : ''),
     '',
   );
-  const nodeFloor = scale.floor;
-  const memory = (figures: { idleRssMb: number; rssAllOpenMb: number; peakMb: number }) =>
+  // Results written before the floor was measured have no floor column to fill.
+  const ofFloor = (figure: (floor: NonNullable<StreamScale['floor']>) => string) =>
+    scale.floor ? figure(scale.floor) : '—';
+  const memory = (figures: StreamMemory) =>
     `${ms(figures.idleRssMb, 1)} / ${ms(figures.rssAllOpenMb, 1)} / ${ms(figures.peakMb, 1)}`;
   out.push(
     "The Node floor (node:http + undici, no authentication, started with Gatehouse's Node flags) holds the same" +
@@ -372,14 +377,18 @@ function renderScaling(results: Results, out: string[]): void {
         [
           `streams opened (straight to the upstream: ${int(scale.direct.opened)})`,
           int(scale.opened),
-          int(nodeFloor.opened),
+          ofFloor((floor) => int(floor.opened)),
         ],
-        ['RSS idle / all open / peak (MiB)', memory(scale), memory(nodeFloor)],
-        ['KB per open stream over idle (peak)', ms(kbPerStream(scale), 1), ms(kbPerStream(nodeFloor), 1)],
+        ['RSS idle / all open / peak (MiB)', memory(scale), ofFloor(memory)],
+        [
+          'KB per open stream over idle (peak)',
+          ms(kbPerStream(scale), 1),
+          ofFloor((floor) => ms(kbPerStream(floor), 1)),
+        ],
         [
           `chunk delay p99 (ms; straight to the upstream: ${ms(scale.direct.p99)})`,
           ms(scale.gatehouse.p99),
-          ms(nodeFloor.p99),
+          ofFloor((floor) => ms(floor.p99)),
         ],
         ['chunk delay p50, through Gatehouse (ms)', ms(scale.gatehouse.p50), ''],
         ['failures', scale.failures.length ? scale.failures.slice(0, 3).join('; ') : 'none', ''],

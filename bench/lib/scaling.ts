@@ -50,16 +50,20 @@ export interface CpuAtRate {
   rounds: Array<{ floorUs: number; gatehouseUs: number }>;
 }
 
-export interface StreamScale {
+/** A server's resident set (MiB) idle, with all streams open, and its peak. */
+export interface StreamMemory {
+  idleRssMb: number;
+  rssAllOpenMb: number;
+  peakMb: number;
+}
+
+export interface StreamScale extends StreamMemory {
   count: number;
   /** 10,000; `count` is lower where the open-files limit does not allow that many. */
   wanted: number;
   openFiles: number;
   chunks: number;
   delayMs: number;
-  idleRssMb: number;
-  rssAllOpenMb: number;
-  peakMb: number;
   opened: number;
   failures: string[];
   /** Upstream write -> client read, p50 and p99, straight to the upstream and through Gatehouse. */
@@ -67,9 +71,10 @@ export interface StreamScale {
   gatehouse: { p50: number; p99: number };
   /**
    * The same streams through the Node floor (node:http + undici, no authentication): what the
-   * sockets, parsers and streams of a Node proxy hold per stream before any gateway work.
+   * sockets, parsers and streams of a Node proxy hold per stream before any gateway work. Absent
+   * from results written before it was measured.
    */
-  floor: { opened: number; idleRssMb: number; rssAllOpenMb: number; peakMb: number; p99: number };
+  floor?: StreamMemory & { opened: number; p99: number };
 }
 
 const CONNECTIONS = 32;
@@ -373,12 +378,6 @@ export async function measureStreamScale(options: {
   } finally {
     await gateway.service.stop();
   }
-}
-
-interface StreamMemory {
-  idleRssMb: number;
-  rssAllOpenMb: number;
-  peakMb: number;
 }
 
 /**
