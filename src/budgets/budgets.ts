@@ -6,7 +6,7 @@ import { growingCapacity } from '../storage/capacity.js';
 import type { Identity } from '../identity/identify.js';
 import type { CounterSink } from '../metrics/sink.js';
 import type { StreamMeter, TokenUsage } from '../usage/extract.js';
-import { type Amount, type CounterLine, type Ledger } from './ledger.js';
+import type { Amount, CounterLine, Ledger, MaybePromise, Reservation } from './ledger.js';
 import { describeWait, PERIODS, PeriodCalendar, type Period } from './period.js';
 import { costMicros, formatSpend, microsOf, PriceTable, type Price } from './prices.js';
 import type { BudgetLimit, BudgetStore } from './store.js';
@@ -254,9 +254,10 @@ export class Budgets {
   /**
    * Admits a request only while each of its budgets has room, reserving its estimate: `max_tokens`
    * (else the configured default) plus a quarter token per body byte for the prompt. Throws 429
-   * `budget_exceeded` naming the budget and when it resets.
+   * `budget_exceeded` naming the budget and when it resets (rejects, when the ledger answered later).
+   * Answers at once when the ledger does.
    */
-  async admit(charge: BudgetCharge, facts: CostFacts): Promise<Admission> {
+  admit(charge: BudgetCharge, facts: CostFacts): MaybePromise<Admission> {
     const now = this.now();
     const price = this.prices.of(facts.model);
     const prompt = Math.ceil(facts.bodyBytes / 4);
@@ -270,20 +271,23 @@ export class Budgets {
     // Unique across replicas without a random draw per request.
     const id = `${PROCESS_ID}${++this.admitted}`;
     const expiresAt = now + this.settings.reservation_seconds * 1000;
-    const { refused, totals } = await this.ledger.reserve(counters.lines, id, estimate, expiresAt, now);
-    if (refused !== undefined) {
-      const line = charge.lines.find((candidate, index) => {
-        const total = totals[counters.of[index]!]!;
-        return (candidate.measure === 'tokens' ? total.tokens : total.micros) >= candidate.limit;
+    const admitted = ({ refused, totals }: Reservation): Admission => {
+      if (refused !== undefined) {
+        const line = charge.lines.find((candidate, index) => {
+          const total = totals[counters.of[index]!]!;
+          return (candidate.measure === 'tokens' ? total.tokens : total.micros) >= candidate.limit;
+        });
+        throw this.exceeded(line ?? charge.lines[0]!, now);
+      }
+      return new Admission(this, this.ledger, charge, counters.lines, id, price, estimate, prompt, {
+        settled: every,
+        headers: this.headersFor(charge.lines, counters.of, totals, estimate),
+        expiresAt,
+        metrics: this.options.metrics,
       });
-      throw this.exceeded(line ?? charge.lines[0]!, now);
-    }
-    return new Admission(this, this.ledger, charge, counters.lines, id, price, estimate, prompt, {
-      settled: every,
-      headers: this.headersFor(charge.lines, counters.of, totals, estimate),
-      expiresAt,
-      metrics: this.options.metrics,
-    });
+    };
+    const reserved = this.ledger.reserve(counters.lines, id, estimate, expiresAt, now);
+    return reserved instanceof Promise ? reserved.then(admitted) : admitted(reserved);
   }
 
   /** The charge's counters in the windows `now` is in, built again only when one of them ends. */
@@ -473,11 +477,13 @@ export class Admission implements StreamMeter {
     if (!this.budgets.settings.cut_streams || this.streamed <= this.held.tokens) return true;
     const step = { tokens: STREAM_STEP_TOKENS, micros: costMicros(this.price, 0, STREAM_STEP_TOKENS) };
     const now = this.budgets.now();
-    return this.ledger.reserve(this.counters, this.id, step, Math.max(this.expiresAt, now), now).then(({ refused }) => {
+    const stepped = ({ refused }: Reservation): boolean => {
       if (refused !== undefined) return false;
       this.held = { tokens: this.held.tokens + step.tokens, micros: this.held.micros + step.micros };
       return true;
-    });
+    };
+    const reserved = this.ledger.reserve(this.counters, this.id, step, Math.max(this.expiresAt, now), now);
+    return reserved instanceof Promise ? reserved.then(stepped) : stepped(reserved);
   }
 
   /** The final SSE event of a cut stream, OpenAI-shaped. */
@@ -497,7 +503,9 @@ export class Admission implements StreamMeter {
     const completion = failed ? 0 : reported ? reported.completion_tokens : this.streamed - this.promptEstimate;
     const micros = costMicros(this.price, prompt, completion);
     const used = { tokens: prompt + completion, micros };
-    void this.ledger.settle(this.settledOn, this.id, used).catch(() => undefined);
+    const settling = this.ledger.settle(this.settledOn, this.id, used);
+    // A settlement that fails does not fail the answer: its reservation lapses at its expiry.
+    if (settling instanceof Promise) settling.catch(() => undefined);
     if (this.metrics) {
       this.metrics.tokens.inc({ group: this.charge.group }, used.tokens);
       if (micros) this.metrics.spend.inc({ group: this.charge.group }, micros / 1_000_000);

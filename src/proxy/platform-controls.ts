@@ -65,11 +65,12 @@ export function createPlatformControls({ limiter, usage, bodyLimit, budgets }: P
     });
     // Only answers that report usage are charged: anything else costs the platform no tokens.
     if (budgets && budget && plan.onUsage) {
-      admission = await budgets.admit(budget, {
+      const admitted = budgets.admit(budget, {
         model: plan.model,
         maxTokens: plan.maxTokens,
         bodyBytes: plan.bodyBytes ?? 0,
       });
+      admission = admitted instanceof Promise ? await admitted : admitted;
       plan.answerHeaders = headers ? withHeaders(headers, admission.headers) : admission.headers;
       plan.meter = admission;
     } else plan.answerHeaders = headers;

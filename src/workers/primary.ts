@@ -74,7 +74,10 @@ export async function runPrimary(config: Config, log: Logger, count: number): Pr
     }
     if (op.op === 'budget_reserve')
       return budgetLedger.reserve(op.lines, op.reservation, op.amount, op.expiresAt, op.now);
-    if (op.op === 'budget_settle') return budgetLedger.settle(op.lines, op.reservation, op.used).then(() => null);
+    if (op.op === 'budget_settle') {
+      await budgetLedger.settle(op.lines, op.reservation, op.used);
+      return null;
+    }
     return budgetLedger.read(op.counters);
   };
 

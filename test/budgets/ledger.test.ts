@@ -193,6 +193,9 @@ describe('the Redis ledger: leases', () => {
       // The lease holds this request and room for more of its size: 16 more.
       const [held] = Object.values(await holds(lines[0]!.id));
       expect(Number(held!.split(' ')[0])).toBe(100 + 16 * 100);
+      // With room left in the lease, a reservation costs no round trip and answers at once.
+      expect(a.reserve(lines, 'r2', { tokens: 100, micros: 0 }, now + 60_000, now)).not.toBeInstanceOf(Promise);
+      expect(a.settle(lines, 'r2', { tokens: 0, micros: 0 })).toBeUndefined();
       await a.settle(lines, 'r1', { tokens: 60, micros: 0 });
       const settledAt = Date.now();
       await expect.poll(async () => (await b.read([lines[0]!.id]))[0]!.tokens, { timeout: 5_000 }).toBe(60);
@@ -255,6 +258,23 @@ describe('the Redis ledger without Redis', () => {
 });
 
 describe('the written-behind ledger', () => {
+  it('answers at once, without a promise, once the counters are loaded', async () => {
+    const storage = await openStorage('sqlite::memory:');
+    cleanups.push(() => storage.close());
+    const ledger = writeBehindLedger(sqlCounterStore(storage.db), (error) => {
+      throw error;
+    });
+    const lines = [line(1_000)];
+    // The first use of a counter reads it from the database.
+    expect(ledger.reserve(lines, 'a', { tokens: 10, micros: 0 }, NOW + 60_000, NOW)).toBeInstanceOf(Promise);
+    await ledger.settle(lines, 'a', { tokens: 5, micros: 0 });
+    const reserved = ledger.reserve(lines, 'b', { tokens: 10, micros: 0 }, NOW + 60_000, NOW);
+    expect(reserved).toEqual({ totals: [{ tokens: 15, micros: 0 }] });
+    expect(ledger.settle(lines, 'b', { tokens: 7, micros: 0 })).toBeUndefined();
+    expect(await ledger.read([lines[0]!.id])).toEqual([{ tokens: 12, micros: 0 }]);
+    await ledger.close?.();
+  });
+
   it('keeps what was used across a restart, and only that', async () => {
     const storage = await openStorage('sqlite::memory:');
     cleanups.push(() => storage.close());
