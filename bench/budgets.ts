@@ -1,20 +1,22 @@
 /**
  * What budgets cost on the API-key path: the same request through the same build without budgets
  * and with a per-user budget and a price for the model (never reached, so every request is
- * admitted, reserved and settled). Each row is a fresh process in every round (warmed up for 2 s
- * before it is measured), rows take turns going first, and the load is h2load at a fixed rate
- * every row can serve, so each serves the same requests at the same pace. Reports the CPU the
- * gateway spent per request (from /proc) as a ratio to the run without budgets, per round and as
- * the median. A control row, the gateway without budgets again, shows what the same comparison
- * gives with nothing to find: the noise of this machine. Target: within 10 %.
+ * admitted, reserved and settled). A row and the row it is compared with run side by side: in
+ * every round each group of rows (no budgets, the control and budgets on SQLite; the same pair on
+ * Redis; on PostgreSQL) is started afresh, warmed up for 2 s and measured at once, each row loaded
+ * by its own h2load at the same fixed rate, so a slow spell of this shared machine hits both
+ * sides of a ratio alike. Reports the CPU each gateway spent per request (from /proc) as a ratio
+ * to the row without budgets of its group, per round and as the median. A control row, the
+ * gateway without budgets again, shows what the comparison gives with nothing to find: the noise
+ * of the method. Target: within 10 %.
  *
  *   apt-get install nghttp2-client
  *   npm run build && node --import tsx bench/budgets.ts
  *
- * BENCH_SECONDS (default 5) per run, BENCH_REPEATS (default 8) rounds, BENCH_RATE (default 3000)
- * requests/s; BENCH_REDIS=redis://… also measures the budget counters shared through Redis,
- * against the same Redis gateway without budgets (Redis also holds its rate-limit windows, which
- * are not the budgets' cost); BENCH_POSTGRES=postgres://… the same with the counters (and
+ * BENCH_SECONDS (default 5) per run, BENCH_REPEATS (default 10) rounds, BENCH_RATE (default 1500)
+ * requests/s to each row; BENCH_REDIS=redis://… also measures the budget counters shared through
+ * Redis, against the same Redis gateway without budgets (Redis also holds its rate-limit windows,
+ * which are not the budgets' cost); BENCH_POSTGRES=postgres://… the same with the counters (and
  * everything else) in PostgreSQL, each row in a schema of its own, dropped at the end;
  * BENCH_CPU_PROF=<dir> has each gateway write a V8 CPU profile into <dir>/row-N when it stops.
  */
@@ -30,8 +32,8 @@ import { cpuPerRequestAtRate, hasH2load, writeChatBody } from './lib/h2load.js';
 import { CHAT_PATH } from './lib/wrk.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const REPEATS = Number(process.env.BENCH_REPEATS ?? 8);
-const RATE = Number(process.env.BENCH_RATE ?? 3000);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 10);
+const RATE = Number(process.env.BENCH_RATE ?? 1500);
 const CONNECTIONS = 32;
 
 const budgets = {
@@ -88,48 +90,59 @@ try {
         gateway: { log_level: 'warn', access_log: false },
       },
     });
+  // Rows compared with one base are measured together; groups take turns going first.
+  const groups = [...new Set(rows.map((row) => row.base))].map((base) =>
+    measured.flatMap((row, index) => (row.base === base ? [index] : [])),
+  );
   // A fresh process per row and round: how V8 happens to compile one process's hot path moved its
   // CPU per request by 30-50 % between processes, so one process per row measured that, not the budgets.
   for (let round = 0; round < REPEATS; round++) {
-    // Every other round runs the rows in reverse, so no row always follows the same one.
-    const order = measured.map((_, index) => index);
-    if (round % 2 === 1) order.reverse();
-    for (const index of order) {
-      const row = measured[index]!;
-      const gateway = await start(index);
+    const order = round % 2 === 1 ? [...groups].reverse() : groups;
+    for (const members of order) {
+      // Rows take turns at each place in the group, so none is always started and loaded first.
+      const group = members.map((_, place) => members[(place + round) % members.length]!);
+      const gateways = await Promise.all(group.map(start));
       try {
-        const { cpuUs, run } = await cpuPerRequestAtRate({
-          url: `${gateway.url}${CHAT_PATH}`,
-          connections: CONNECTIONS,
-          rate: RATE,
-          seconds: SECONDS,
-          body,
-          headers: { authorization: `Bearer ${gateway.key}` },
-          cpuMs: () => {
-            const { userMs, systemMs } = cpuTimeOf(gateway.service.pid);
-            return userMs + systemMs;
-          },
-        });
-        if (run.failed > 0) throw new Error(`${row.label}: ${run.failed} requests failed`);
-        if (run.succeeded < RATE * SECONDS * 0.98) {
-          throw new Error(`${row.label}: served ${run.succeeded} of ${RATE * SECONDS}; lower BENCH_RATE`);
+        const runs = await Promise.all(
+          gateways.map((gateway) =>
+            cpuPerRequestAtRate({
+              url: `${gateway.url}${CHAT_PATH}`,
+              connections: CONNECTIONS,
+              rate: RATE,
+              seconds: SECONDS,
+              body,
+              headers: { authorization: `Bearer ${gateway.key}` },
+              cpuMs: () => {
+                const { userMs, systemMs } = cpuTimeOf(gateway.service.pid);
+                return userMs + systemMs;
+              },
+            }),
+          ),
+        );
+        for (const [position, { cpuUs, run }] of runs.entries()) {
+          const row = measured[group[position]!]!;
+          if (run.failed > 0) throw new Error(`${row.label}: ${run.failed} requests failed`);
+          if (run.succeeded < RATE * SECONDS * 0.98) {
+            throw new Error(`${row.label}: served ${run.succeeded} of ${RATE * SECONDS}; lower BENCH_RATE`);
+          }
+          row.cpu.push(cpuUs);
         }
-        row.cpu.push(cpuUs);
       } finally {
-        await gateway.service.stop();
+        await Promise.all(gateways.map((gateway) => gateway.service.stop()));
       }
     }
   }
   console.log(
-    `\nBudgets on the API-key path: POST ${CHAT_PATH}, h2load at ${RATE.toLocaleString('en-US')} requests/s over ${CONNECTIONS} connections, ${SECONDS} s × ${REPEATS} rounds, medians\n`,
+    `\nBudgets on the API-key path: POST ${CHAT_PATH}, h2load at ${RATE.toLocaleString('en-US')} requests/s over ${CONNECTIONS} connections to each row, the rows of a group side by side, ${SECONDS} s × ${REPEATS} rounds, medians\n`,
   );
-  console.log('| Row | CPU µs/request | × no budgets | CPU × no budgets, each round |');
+  console.log('| Row | CPU µs/request | × no budgets (median of the rounds) | CPU × no budgets, each round |');
   console.log('| --- | --- | --- | --- |');
   for (const row of measured) {
     const base = measured[row.base]!;
-    const cpu = median(row.cpu);
-    const perRound = row.cpu.map((value, round) => (value / base.cpu[round]!).toFixed(2)).join(', ');
-    console.log(`| ${row.label} | ${cpu.toFixed(0)} | ${(cpu / median(base.cpu)).toFixed(3)}× | ${perRound} |`);
+    // Each round's ratio is of two processes measured side by side; across rounds the machine varies.
+    const ratios = row.cpu.map((value, round) => value / base.cpu[round]!);
+    const perRound = ratios.map((ratio) => ratio.toFixed(2)).join(', ');
+    console.log(`| ${row.label} | ${median(row.cpu).toFixed(0)} | ${median(ratios).toFixed(3)}× | ${perRound} |`);
   }
 } finally {
   await stopAll();

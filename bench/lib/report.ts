@@ -331,9 +331,10 @@ function renderScaling(results: Results, out: string[]): void {
     '',
   );
   if (scaling.atRate) {
-    const { rate, seconds, rounds } = scaling.atRate;
+    const { rate, seconds, rounds, sideBySide } = scaling.atRate;
+    const pairing = sideBySide ? 'the two side by side, fresh processes each round' : 'a fresh process per round';
     out.push(
-      `At a fixed ${int(rate)} requests/s (h2load, ${rounds.length} rounds of ${seconds} s, a fresh process per round),` +
+      `At a fixed ${int(rate)} requests/s (h2load, ${rounds.length} rounds of ${seconds} s, ${pairing}),` +
         ' CPU µs per request, Gatehouse / floor:',
       '',
     );

@@ -48,6 +48,8 @@ export interface CpuAtRate {
   floorUs: number;
   gatehouseUs: number;
   rounds: Array<{ floorUs: number; gatehouseUs: number }>;
+  /** Both measured at once in each round; results written before 2026-12-03 measured them one after the other. */
+  sideBySide?: boolean;
 }
 
 /** A server's resident set (MiB) idle, with all streams open, and its peak. */
@@ -233,10 +235,12 @@ export async function measureCpuPerRequest(options: {
 
 /**
  * The Node floor and Gatehouse (one worker, the access log on) loaded by h2load at a rate both
- * serve, each a fresh process in every round, taking turns going first. wrk's closed loop lets a
- * process that happens to run faster batch more requests per turn of its event loop, which moved
- * the ratio of two runs of one build between 1.32x and 1.73x; at a fixed rate each serves the same
- * requests at the same pace (bench/README.md, "Budgets").
+ * serve, each a fresh process in every round. wrk's closed loop lets a process that happens to run
+ * faster batch more requests per turn of its event loop, which moved the ratio of two runs of one
+ * build between 1.32x and 1.73x; at a fixed rate each serves the same requests at the same pace.
+ * The two run side by side, each under its own h2load, taking turns at being started first, so a
+ * slow spell of this shared machine hits both sides of a round's ratio alike (bench/README.md,
+ * "Budgets").
  */
 export async function measureCpuAtRate(options: {
   dirs: RunDirs;
@@ -269,31 +273,38 @@ export async function measureCpuAtRate(options: {
   const rounds: CpuAtRate['rounds'] = [];
   for (let round = 0; round < options.rounds; round++) {
     const cpu = { floor: NaN, gatehouse: NaN };
-    for (const which of round % 2 ? (['gatehouse', 'floor'] as const) : (['floor', 'gatehouse'] as const)) {
-      const server = await start(which, round);
-      try {
-        const { cpuUs, run } = await cpuPerRequestAtRate({
-          url: `${server.url}${CHAT_PATH}`,
-          connections: CONNECTIONS,
-          rate,
-          seconds,
-          body,
-          headers: server.headers,
-          cpuMs: () => cpuMsOfTree(server.pid!),
-        });
+    const order = round % 2 ? (['gatehouse', 'floor'] as const) : (['floor', 'gatehouse'] as const);
+    const servers = await Promise.all(order.map((which) => start(which, round)));
+    try {
+      const runs = await Promise.all(
+        servers.map((server) =>
+          cpuPerRequestAtRate({
+            url: `${server.url}${CHAT_PATH}`,
+            connections: CONNECTIONS,
+            rate,
+            seconds,
+            body,
+            headers: server.headers,
+            cpuMs: () => cpuMsOfTree(server.pid!),
+          }),
+        ),
+      );
+      for (const [place, { cpuUs, run }] of runs.entries()) {
+        const which = order[place]!;
         if (run.failed) {
           say(`WARNING: ${which} at ${rate} requests/s: ${run.failed} failed requests in round ${round + 1}`);
         }
         cpu[which] = cpuUs;
-      } finally {
-        await server.stop();
       }
+    } finally {
+      await Promise.all(servers.map((server) => server.stop()));
     }
     rounds.push({ floorUs: cpu.floor, gatehouseUs: cpu.gatehouse });
   }
   const figures = {
     rate,
     seconds,
+    sideBySide: true,
     floorUs: median(rounds.map((round) => round.floorUs)),
     gatehouseUs: median(rounds.map((round) => round.gatehouseUs)),
     rounds,
