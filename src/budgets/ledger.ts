@@ -92,6 +92,21 @@ export function memoryLedger(): Ledger {
 /** The memory ledger's work, synchronous, so the write-behind ledger adds no promise per call. */
 class MemoryCounters implements Ledger {
   private readonly counters = new Map<string, MemoryCounter>();
+  /**
+   * Drops from memory the counters whose window has ended, that hold no reservation and that
+   * `keep` does not name (use not yet written): a long-running gateway would otherwise keep every
+   * day's counter of every user. Returns their names.
+   */
+  dropEnded(now: number, keep: (id: string) => boolean): string[] {
+    const dropped: string[] = [];
+    for (const [id, counter] of this.counters) {
+      if (counter.endsAt <= now && counter.reservations.size === 0 && !keep(id)) {
+        this.counters.delete(id);
+        dropped.push(id);
+      }
+    }
+    return dropped;
+  }
 
   private counterOf(line: CounterLine): MemoryCounter {
     let counter = this.counters.get(line.id);
@@ -117,16 +132,16 @@ class MemoryCounters implements Ledger {
   }
 
   reserveNow(lines: readonly CounterLine[], id: string, amount: Amount, expiresAt: number, now: number): Reservation {
+    const counters = lines.map((line) => this.counterOf(line));
     const totals: Amount[] = [];
     let refused: number | undefined;
     for (let index = 0; index < lines.length; index++) {
-      const line = lines[index]!;
-      totals.push(this.totalOf(this.counterOf(line), now));
-      if (refused === undefined && !hasRoom(line, totals[index]!)) refused = index;
+      totals.push(this.totalOf(counters[index]!, now));
+      if (refused === undefined && !hasRoom(lines[index]!, totals[index]!)) refused = index;
     }
     if (refused !== undefined) return { refused, totals };
     for (let index = 0; index < lines.length; index++) {
-      const counter = this.counterOf(lines[index]!);
+      const counter = counters[index]!;
       const held = counter.reservations.get(id);
       if (held) {
         held.amount.tokens += amount.tokens;
@@ -231,7 +246,10 @@ export function writeBehindLedger(store: CounterStore, onError: (error: unknown)
       // Kept for the next flush rather than lost.
       for (const delta of deltas) queue(delta.id, delta.endsAt, delta.amount);
       onError(error);
+      return;
     }
+    // Written: a counter of an ended window is read again from the store if a late request needs it.
+    for (const id of memory.dropEnded(Date.now(), (unwritten) => pending.has(unwritten))) loaded.delete(id);
   };
   const timer = setInterval(() => void flush(), FLUSH_INTERVAL_MS).unref();
   const settleNow = (lines: readonly CounterLine[], id: string, used: Amount) => {

@@ -275,6 +275,44 @@ describe('the written-behind ledger', () => {
     await ledger.close?.();
   });
 
+  it('drops counters of ended windows from memory once written, and reads them again for a late request', async () => {
+    const storage = await openStorage('sqlite::memory:');
+    cleanups.push(() => storage.close());
+    const store = sqlCounterStore(storage.db);
+    const loads: string[] = [];
+    const ledger = writeBehindLedger(
+      { load: (ids) => (loads.push(...ids), store.load(ids)), add: (deltas) => store.add(deltas) },
+      (error) => {
+        throw error;
+      },
+    );
+    const ended = [{ id: 'user:u1|2026-11', endsAt: Date.now() - 1, tokens: 1_000 }];
+    const current = [{ id: 'user:u1|2999-01', endsAt: Date.now() + 86_400_000, tokens: 1_000 }];
+    await ledger.settle(ended, 'a', { tokens: 5, micros: 0 });
+    await ledger.reserve(current, 'b', { tokens: 10, micros: 0 }, NOW + 60_000, NOW);
+    await ledger.settle(current, 'b', { tokens: 4, micros: 0 });
+    // close() writes what is held back; the ended window's counter then leaves memory.
+    await ledger.close?.();
+    // A request admitted before the window ended settles late: its counter is read again, and adds up.
+    await ledger.settle(ended, 'c', { tokens: 3, micros: 0 });
+    await ledger.settle(current, 'd', { tokens: 1, micros: 0 });
+    expect(loads).toEqual([ended[0]!.id, current[0]!.id, ended[0]!.id]);
+    expect(await ledger.read([ended[0]!.id, current[0]!.id])).toEqual([
+      { tokens: 8, micros: 0 },
+      { tokens: 5, micros: 0 },
+    ]);
+    await ledger.close?.();
+    const rows = await storage.db
+      .selectFrom('budget_counters')
+      .select(['counter', 'tokens'])
+      .orderBy('counter')
+      .execute();
+    expect(rows.map((row) => [row.counter, Number(row.tokens)])).toEqual([
+      [ended[0]!.id, 8],
+      [current[0]!.id, 5],
+    ]);
+  });
+
   it('keeps what was used across a restart, and only that', async () => {
     const storage = await openStorage('sqlite::memory:');
     cleanups.push(() => storage.close());
