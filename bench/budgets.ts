@@ -28,7 +28,7 @@ import { startKeyGateway, type KeyGateway } from './lib/gateway-rows.js';
 import { startJsonUpstream } from './lib/nginx.js';
 import { cpuTimeOf, stopAll } from './lib/processes.js';
 import { median } from './lib/stats.js';
-import { cpuPerRequestAtRate, hasH2load, writeChatBody } from './lib/h2load.js';
+import { cpuPerRequestSideBySide, hasH2load, writeChatBody } from './lib/h2load.js';
 import { CHAT_PATH } from './lib/wrk.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -103,21 +103,16 @@ try {
       const group = members.map((_, place) => members[(place + round) % members.length]!);
       const gateways = await Promise.all(group.map(start));
       try {
-        const runs = await Promise.all(
-          gateways.map((gateway) =>
-            cpuPerRequestAtRate({
-              url: `${gateway.url}${CHAT_PATH}`,
-              connections: CONNECTIONS,
-              rate: RATE,
-              seconds: SECONDS,
-              body,
-              headers: { authorization: `Bearer ${gateway.key}` },
-              cpuMs: () => {
-                const { userMs, systemMs } = cpuTimeOf(gateway.service.pid);
-                return userMs + systemMs;
-              },
-            }),
-          ),
+        const runs = await cpuPerRequestSideBySide(
+          gateways.map((gateway) => ({
+            url: `${gateway.url}${CHAT_PATH}`,
+            headers: { authorization: `Bearer ${gateway.key}` },
+            cpuMs: () => {
+              const { userMs, systemMs } = cpuTimeOf(gateway.service.pid);
+              return userMs + systemMs;
+            },
+          })),
+          { connections: CONNECTIONS, rate: RATE, seconds: SECONDS, body },
         );
         for (const [position, { cpuUs, run }] of runs.entries()) {
           const row = measured[group[position]!]!;

@@ -81,11 +81,24 @@ export async function runAtRate(options: RateOptions): Promise<RateRun> {
  * CPU per request of a server at `rate`: a warm-up of `min(2, seconds)` s, then a measured run,
  * reading the server's CPU time in ms (user + kernel) before and after it with `cpuMs`.
  */
-export async function cpuPerRequestAtRate(
+async function cpuPerRequestAtRate(
   options: RateOptions & { cpuMs(): number },
 ): Promise<{ cpuUs: number; run: RateRun }> {
   await runAtRate({ ...options, seconds: Math.min(2, options.seconds) });
   const before = options.cpuMs();
   const run = await runAtRate(options);
   return { cpuUs: ((options.cpuMs() - before) * 1000) / Math.max(1, run.succeeded), run };
+}
+
+/**
+ * CPU per request of servers loaded at once, each by its own h2load at the same rate: a slow
+ * spell of the shared machine then hits all of them alike, so their ratios within one call hold
+ * steadier than those of servers measured one after the other (bench/README.md, "Budgets").
+ * Answers in the order of `servers`; callers vary that order between rounds.
+ */
+export function cpuPerRequestSideBySide(
+  servers: ReadonlyArray<Pick<RateOptions, 'url' | 'headers'> & { cpuMs(): number }>,
+  options: Omit<RateOptions, 'url' | 'headers'>,
+): Promise<Array<{ cpuUs: number; run: RateRun }>> {
+  return Promise.all(servers.map((server) => cpuPerRequestAtRate({ ...options, ...server })));
 }

@@ -14,7 +14,7 @@ import { cliNodeFlags } from '../../test/support/cli.js';
 import { freePort } from '../../test/support/ports.js';
 import { expressKeyPeer, nginxProxy, writePeerKeys, type RunDirs } from './contenders.js';
 import { startKeyGateway, type KeyGateway } from './gateway-rows.js';
-import { cpuPerRequestAtRate, writeChatBody } from './h2load.js';
+import { cpuPerRequestSideBySide, writeChatBody } from './h2load.js';
 import { cpuTimeOf, memoryOf, startProcess, waitForStatus, type Service } from './processes.js';
 import { holdStreams, type HeldStreams } from './sse.js';
 import { percentile, median } from './stats.js';
@@ -276,18 +276,13 @@ export async function measureCpuAtRate(options: {
     const order = round % 2 ? (['gatehouse', 'floor'] as const) : (['floor', 'gatehouse'] as const);
     const servers = await Promise.all(order.map((which) => start(which, round)));
     try {
-      const runs = await Promise.all(
-        servers.map((server) =>
-          cpuPerRequestAtRate({
-            url: `${server.url}${CHAT_PATH}`,
-            connections: CONNECTIONS,
-            rate,
-            seconds,
-            body,
-            headers: server.headers,
-            cpuMs: () => cpuMsOfTree(server.pid!),
-          }),
-        ),
+      const runs = await cpuPerRequestSideBySide(
+        servers.map((server) => ({
+          url: `${server.url}${CHAT_PATH}`,
+          headers: server.headers,
+          cpuMs: () => cpuMsOfTree(server.pid!),
+        })),
+        { connections: CONNECTIONS, rate, seconds, body },
       );
       for (const [place, { cpuUs, run }] of runs.entries()) {
         const which = order[place]!;
