@@ -62,6 +62,7 @@ export function hasRoom(line: CounterLine, total: Amount): boolean {
 
 interface MemoryCounter {
   used: Amount;
+  /** The end of its window, as the requests' lines name it; 0 while it was only read (the account page). */
   endsAt: number;
   reservations: Map<string, { amount: Amount; expiresAt: number }>;
   /** The sum of `reservations`, kept as they change so a check costs no walk over them. */
@@ -100,7 +101,7 @@ class MemoryCounters implements Ledger {
   dropEnded(now: number, keep: (id: string) => boolean): string[] {
     const dropped: string[] = [];
     for (const [id, counter] of this.counters) {
-      if (counter.endsAt <= now && counter.reservations.size === 0 && !keep(id)) {
+      if (counter.endsAt > 0 && counter.endsAt <= now && counter.reservations.size === 0 && !keep(id)) {
         this.counters.delete(id);
         dropped.push(id);
       }
@@ -119,7 +120,7 @@ class MemoryCounters implements Ledger {
         nextExpiry: Infinity,
       };
       this.counters.set(line.id, counter);
-    }
+    } else if (line.endsAt > counter.endsAt) counter.endsAt = line.endsAt;
     return counter;
   }
 
@@ -236,10 +237,13 @@ export function writeBehindLedger(store: CounterStore, onError: (error: unknown)
       current.amount.micros += amount.micros;
     } else pending.set(id, { id, endsAt, amount: { tokens: amount.tokens, micros: amount.micros } });
   };
+  /** Writes under way: a slow database can have the timer's next flush start before one ends. */
+  let writing = 0;
   const flush = async () => {
     if (pending.size === 0) return;
     const deltas = [...pending.values()];
     pending = new Map();
+    writing++;
     try {
       await store.add(deltas);
     } catch (error) {
@@ -247,8 +251,13 @@ export function writeBehindLedger(store: CounterStore, onError: (error: unknown)
       for (const delta of deltas) queue(delta.id, delta.endsAt, delta.amount);
       onError(error);
       return;
+    } finally {
+      writing--;
     }
-    // Written: a counter of an ended window is read again from the store if a late request needs it.
+    // A counter of an ended window is read again from the store if a late request needs it, so it
+    // may leave memory only once the store holds all of its use (no other write out) and while no
+    // load waits to go on with it.
+    if (writing > 0 || loading.size > 0) return;
     for (const id of memory.dropEnded(Date.now(), (unwritten) => pending.has(unwritten))) loaded.delete(id);
   };
   const timer = setInterval(() => void flush(), FLUSH_INTERVAL_MS).unref();

@@ -313,6 +313,28 @@ describe('the written-behind ledger', () => {
     ]);
   });
 
+  it('keeps a counter first read by the account page, whose window it does not know, in memory', async () => {
+    const storage = await openStorage('sqlite::memory:');
+    cleanups.push(() => storage.close());
+    const store = sqlCounterStore(storage.db);
+    const month = { id: 'user:u1|2999-01', endsAt: Date.now() + 86_400_000, tokens: 1_000 };
+    await store.add([{ id: month.id, endsAt: month.endsAt, amount: { tokens: 1_000, micros: 0 } }]);
+    const loads: string[] = [];
+    const ledger = writeBehindLedger(
+      { load: (ids) => (loads.push(...ids), store.load(ids)), add: (deltas) => store.add(deltas) },
+      (error) => {
+        throw error;
+      },
+    );
+    expect(await ledger.read([month.id])).toEqual([{ tokens: 1_000, micros: 0 }]);
+    await ledger.settle([{ id: 'user:u2|2999-01', endsAt: month.endsAt }], 'x', { tokens: 1, micros: 0 });
+    await ledger.close?.();
+    // Dropped as if ended, it would come back empty and admit past the budget.
+    expect(ledger.reserve([month], 'r', { tokens: 10, micros: 0 }, NOW + 60_000, NOW)).toMatchObject({ refused: 0 });
+    expect(loads.filter((id) => id === month.id)).toHaveLength(1);
+    await ledger.close?.();
+  });
+
   it('keeps what was used across a restart, and only that', async () => {
     const storage = await openStorage('sqlite::memory:');
     cleanups.push(() => storage.close());
