@@ -6,7 +6,14 @@ import { growingCapacity } from '../storage/capacity.js';
 import type { Identity } from '../identity/identify.js';
 import type { CounterSink } from '../metrics/sink.js';
 import type { StreamMeter, TokenUsage } from '../usage/extract.js';
-import type { Amount, CounterLine, Ledger, MaybePromise, Reservation } from './ledger.js';
+import {
+  whenAnswered,
+  type Amount,
+  type CounterLine,
+  type Ledger,
+  type MaybePromise,
+  type Reservation,
+} from './ledger.js';
 import { describeWait, PERIODS, PeriodCalendar, type Period } from './period.js';
 import { costMicros, formatSpend, microsOf, PriceTable, type Price } from './prices.js';
 import type { BudgetLimit, BudgetStore } from './store.js';
@@ -286,8 +293,7 @@ export class Budgets {
         metrics: this.options.metrics,
       });
     };
-    const reserved = this.ledger.reserve(counters.lines, id, estimate, expiresAt, now);
-    return reserved instanceof Promise ? reserved.then(admitted) : admitted(reserved);
+    return whenAnswered(this.ledger.reserve(counters.lines, id, estimate, expiresAt, now), admitted);
   }
 
   /** The charge's counters in the windows `now` is in, built again only when one of them ends. */
@@ -482,8 +488,7 @@ export class Admission implements StreamMeter {
       this.held = { tokens: this.held.tokens + step.tokens, micros: this.held.micros + step.micros };
       return true;
     };
-    const reserved = this.ledger.reserve(this.counters, this.id, step, Math.max(this.expiresAt, now), now);
-    return reserved instanceof Promise ? reserved.then(stepped) : stepped(reserved);
+    return whenAnswered(this.ledger.reserve(this.counters, this.id, step, Math.max(this.expiresAt, now), now), stepped);
   }
 
   /** The final SSE event of a cut stream, OpenAI-shaped. */

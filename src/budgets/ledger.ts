@@ -24,6 +24,11 @@ export interface Reservation {
 /** A value now, or a promise of it: a ledger answers at once when the counters it needs are in this process. */
 export type MaybePromise<T> = T | Promise<T>;
 
+/** `next` applied to the answer: at once when it is a value, once it resolves when it is a promise. */
+export function whenAnswered<T, R>(answer: MaybePromise<T>, next: (value: T) => R): MaybePromise<R> {
+  return answer instanceof Promise ? answer.then(next) : next(answer);
+}
+
 /**
  * Where budget counters live: in this process, in the database, or in Redis. Every operation on a
  * request's counters is atomic across them, so concurrent requests of one user see each other's
