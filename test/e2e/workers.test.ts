@@ -345,10 +345,13 @@ describe('gatehouse serve with gateway.workers: 2', () => {
     process.kill(victim.pid!, 'SIGKILL');
     await expect.poll(readyStatus, { timeout: 5_000, interval: 10 }).toBe(503);
     await expect.poll(readyStatus, { timeout: 60_000, interval: 100 }).toBe(200);
-    const replacement = logLines()
-      .filter((line) => line.msg === 'gatehouse is listening' && line.worker === 2)
-      .at(-1)!;
-    expect(replacement.pid).not.toBe(victim.pid);
+    // The replacement logs that it listens, then tells the primary over IPC; the log line travels
+    // through stdout pipes and may reach this test after /readyz already counts the worker.
+    const replacementPid = () =>
+      logLines()
+        .filter((line) => line.msg === 'gatehouse is listening' && line.worker === 2)
+        .at(-1)!.pid;
+    await expect.poll(replacementPid, { timeout: 5_000, interval: 10 }).not.toBe(victim.pid);
     expect(output).toMatch(/"msg":"worker exited; replacing it"/);
     const answers = await Promise.all(Array.from({ length: 8 }, () => fresh(`${url}/readyz`)));
     expect(answers.every((answer) => answer.status === 200)).toBe(true);
