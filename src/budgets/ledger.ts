@@ -65,138 +65,6 @@ export function hasRoom(line: CounterLine, total: Amount): boolean {
   );
 }
 
-interface MemoryCounter {
-  used: Amount;
-  /** The end of its window, as the requests' lines name it; 0 while it was only read (the account page). */
-  endsAt: number;
-  reservations: Map<string, { amount: Amount; expiresAt: number }>;
-  /** The sum of `reservations`, kept as they change so a check costs no walk over them. */
-  reserved: Amount;
-  /** The earliest expiry among `reservations`: until then none has lapsed and `reserved` is current. */
-  nextExpiry: number;
-}
-
-/** Drops the counter's reservations that expired by `now` (their replica died) and sums the rest again. */
-function dropLapsed(counter: MemoryCounter, now: number): void {
-  counter.reserved = { tokens: 0, micros: 0 };
-  counter.nextExpiry = Infinity;
-  for (const [id, held] of counter.reservations) {
-    if (held.expiresAt <= now) counter.reservations.delete(id);
-    else {
-      counter.reserved.tokens += held.amount.tokens;
-      counter.reserved.micros += held.amount.micros;
-      counter.nextExpiry = Math.min(counter.nextExpiry, held.expiresAt);
-    }
-  }
-}
-
-/** Counters of one process: for a single gateway, and for tests. */
-export function memoryLedger(): Ledger {
-  return new MemoryCounters();
-}
-
-/** The memory ledger's work, synchronous, so the write-behind ledger adds no promise per call. */
-class MemoryCounters implements Ledger {
-  private readonly counters = new Map<string, MemoryCounter>();
-  /**
-   * Drops from memory the counters whose window has ended, that hold no reservation and that
-   * `keep` does not name (use not yet written): a long-running gateway would otherwise keep every
-   * day's counter of every user. Returns their names.
-   */
-  dropEnded(now: number, keep: (id: string) => boolean): string[] {
-    const dropped: string[] = [];
-    for (const [id, counter] of this.counters) {
-      if (counter.endsAt > 0 && counter.endsAt <= now && counter.reservations.size === 0 && !keep(id)) {
-        this.counters.delete(id);
-        dropped.push(id);
-      }
-    }
-    return dropped;
-  }
-
-  private counterOf(line: CounterLine): MemoryCounter {
-    let counter = this.counters.get(line.id);
-    if (!counter) {
-      counter = {
-        used: { tokens: 0, micros: 0 },
-        endsAt: line.endsAt,
-        reservations: new Map(),
-        reserved: { tokens: 0, micros: 0 },
-        nextExpiry: Infinity,
-      };
-      this.counters.set(line.id, counter);
-    } else if (line.endsAt > counter.endsAt) counter.endsAt = line.endsAt;
-    return counter;
-  }
-
-  private totalOf(counter: MemoryCounter, now: number): Amount {
-    if (now >= counter.nextExpiry) dropLapsed(counter, now);
-    return {
-      tokens: counter.used.tokens + counter.reserved.tokens,
-      micros: counter.used.micros + counter.reserved.micros,
-    };
-  }
-
-  reserveNow(lines: readonly CounterLine[], id: string, amount: Amount, expiresAt: number, now: number): Reservation {
-    const counters = lines.map((line) => this.counterOf(line));
-    const totals: Amount[] = [];
-    let refused: number | undefined;
-    for (let index = 0; index < lines.length; index++) {
-      totals.push(this.totalOf(counters[index]!, now));
-      if (refused === undefined && !hasRoom(lines[index]!, totals[index]!)) refused = index;
-    }
-    if (refused !== undefined) return { refused, totals };
-    for (let index = 0; index < lines.length; index++) {
-      const counter = counters[index]!;
-      const held = counter.reservations.get(id);
-      if (held) {
-        held.amount.tokens += amount.tokens;
-        held.amount.micros += amount.micros;
-        held.expiresAt = expiresAt;
-      } else counter.reservations.set(id, { amount: { tokens: amount.tokens, micros: amount.micros }, expiresAt });
-      counter.reserved.tokens += amount.tokens;
-      counter.reserved.micros += amount.micros;
-      if (expiresAt < counter.nextExpiry) counter.nextExpiry = expiresAt;
-      totals[index]!.tokens += amount.tokens;
-      totals[index]!.micros += amount.micros;
-    }
-    return { totals };
-  }
-
-  settleNow(lines: readonly CounterLine[], id: string, used: Amount): void {
-    for (const line of lines) {
-      const counter = this.counterOf(line);
-      const held = counter.reservations.get(id);
-      if (held) {
-        counter.reservations.delete(id);
-        counter.reserved.tokens -= held.amount.tokens;
-        counter.reserved.micros -= held.amount.micros;
-      }
-      counter.used.tokens += used.tokens;
-      counter.used.micros += used.micros;
-    }
-  }
-
-  readNow(ids: readonly string[]): Amount[] {
-    return ids.map((id) => {
-      const used = this.counters.get(id)?.used;
-      return { tokens: used?.tokens ?? 0, micros: used?.micros ?? 0 };
-    });
-  }
-
-  reserve(lines: readonly CounterLine[], id: string, amount: Amount, expiresAt: number, now: number) {
-    return this.reserveNow(lines, id, amount, expiresAt, now);
-  }
-
-  settle(lines: readonly CounterLine[], id: string, used: Amount) {
-    this.settleNow(lines, id, used);
-  }
-
-  async read(ids: readonly string[]) {
-    return this.readNow(ids);
-  }
-}
-
 /** Where a process's counters are kept between restarts. */
 export interface CounterStore {
   load(ids: readonly string[]): Promise<Amount[]>;
@@ -206,88 +74,263 @@ export interface CounterStore {
 
 const FLUSH_INTERVAL_MS = 2_000;
 
+/** One counter kept in this process. Measures are fields, not Amount objects: it is read on every request. */
+interface ProcessCounter {
+  id: string;
+  /** The end of its window, as the requests' lines name it; 0 while it was only read (the account page). */
+  endsAt: number;
+  usedTokens: number;
+  usedMicros: number;
+  /** The sum of the reservations held on it. */
+  reservedTokens: number;
+  reservedMicros: number;
+  /** How many reservations hold room on it: it leaves memory only at 0. */
+  holds: number;
+  /** Use added since the store was last written (write-behind only). */
+  unwrittenTokens: number;
+  unwrittenMicros: number;
+  unwritten: boolean;
+}
+
+/** One request's reservation: the same amount on each of its counters. */
+interface Hold {
+  counters: readonly ProcessCounter[];
+  tokens: number;
+  micros: number;
+  expiresAt: number;
+}
+
+/** Counters of one process, kept in memory only: for the Redis ledger while Redis is away, and for tests. */
+export function memoryLedger(): Ledger {
+  return new ProcessLedger();
+}
+
 /**
  * The counters of one process kept in memory, loaded from `store` the first time each is used and
  * written back in batches every two seconds, off the request path (as usage rows are). For a
  * single gateway on SQLite: reservations live only in this process, so they end with it.
  */
 export function writeBehindLedger(store: CounterStore, onError: (error: unknown) => void): Ledger {
-  const memory = new MemoryCounters();
-  const loaded = new Set<string>();
-  const loading = new Map<string, Promise<void>>();
-  let pending = new Map<string, { id: string; endsAt: number; amount: Amount }>();
-  const load = (line: CounterLine) => {
-    let loadingNow = loading.get(line.id);
-    if (!loadingNow) {
-      loadingNow = store.load([line.id]).then(([stored]) => {
-        // Seeded as an earlier settlement of its own, so nothing is written back for it.
-        if (stored && (stored.tokens || stored.micros)) memory.settleNow([line], '', stored);
-        loaded.add(line.id);
-        loading.delete(line.id);
-      });
-      loading.set(line.id, loadingNow);
-    }
-    return loadingNow;
-  };
-  /** Undefined once every counter is in memory: the usual case costs no promise. */
-  const loadMissing = (lines: readonly CounterLine[]): Promise<unknown> | undefined => {
-    let missing: CounterLine[] | undefined;
-    for (const line of lines) if (!loaded.has(line.id)) (missing ??= []).push(line);
-    return missing && Promise.all(missing.map(load));
-  };
-  const queue = (id: string, endsAt: number, amount: Amount) => {
-    const current = pending.get(id);
-    if (current) {
-      current.amount.tokens += amount.tokens;
-      current.amount.micros += amount.micros;
-    } else pending.set(id, { id, endsAt, amount: { tokens: amount.tokens, micros: amount.micros } });
-  };
+  return new ProcessLedger({ store, onError });
+}
+
+/**
+ * The ledger of counters in this process. Each request costs one lookup per counter and one for
+ * its reservation, and no promise once its counters are in memory: this runs on every request of
+ * a gateway with budgets, where each lookup and object showed in the CPU per request.
+ */
+class ProcessLedger implements Ledger {
+  private readonly counters = new Map<string, ProcessCounter>();
+  /** Reservations by id; each id is reserved on the same counters every time (an admission, then its stream's steps). */
+  private readonly holds = new Map<string, Hold>();
+  /** No reservation expires before it, so none needs looking at until then. */
+  private nextExpiry = Infinity;
+  private readonly loading = new Map<string, Promise<void>>();
+  /** The counters whose `unwritten` use the next flush writes. */
+  private unwritten: ProcessCounter[] = [];
   /** Writes under way: a slow database can have the timer's next flush start before one ends. */
-  let writing = 0;
-  const flush = async () => {
-    if (pending.size === 0) return;
-    const deltas = [...pending.values()];
-    pending = new Map();
-    writing++;
+  private writing = 0;
+  private readonly timer?: NodeJS.Timeout;
+
+  constructor(private readonly backing?: { store: CounterStore; onError: (error: unknown) => void }) {
+    if (backing) this.timer = setInterval(() => void this.flush(), FLUSH_INTERVAL_MS).unref();
+  }
+
+  reserve(lines: readonly CounterLine[], id: string, amount: Amount, expiresAt: number, now: number) {
+    const counters = this.countersOf(lines);
+    return counters instanceof Promise
+      ? counters.then((loaded) => this.reserveOn(loaded, lines, id, amount, expiresAt, now))
+      : this.reserveOn(counters, lines, id, amount, expiresAt, now);
+  }
+
+  settle(lines: readonly CounterLine[], id: string, used: Amount) {
+    const counters = this.countersOf(lines);
+    // Released only once the counters are here: a reservation waiting on the same load comes first.
+    return counters instanceof Promise
+      ? counters.then((loaded) => this.settleOn(loaded, id, used))
+      : this.settleOn(counters, id, used);
+  }
+
+  async read(ids: readonly string[]) {
+    const counters = await this.countersOf(ids.map((id) => ({ id, endsAt: 0 })));
+    return counters.map((counter) => ({ tokens: counter.usedTokens, micros: counter.usedMicros }));
+  }
+
+  async close() {
+    clearInterval(this.timer);
+    await this.flush();
+  }
+
+  /** The counters of `lines`; a promise of them when some must first be read from the store. */
+  private countersOf(lines: readonly CounterLine[]): MaybePromise<ProcessCounter[]> {
+    const counters: ProcessCounter[] = [];
+    let missing = false;
+    for (const line of lines) {
+      let counter = this.counters.get(line.id);
+      if (!counter && !this.backing) {
+        counter = newCounter(line.id, undefined);
+        this.counters.set(line.id, counter);
+      }
+      if (!counter) missing = true;
+      else {
+        if (line.endsAt > counter.endsAt) counter.endsAt = line.endsAt;
+        counters.push(counter);
+      }
+    }
+    if (!missing) return counters;
+    // Looked up again once loaded: a flush may have dropped another of them meanwhile.
+    return Promise.all(lines.map((line) => this.load(line.id))).then(() => this.countersOf(lines));
+  }
+
+  private load(id: string): Promise<void> {
+    let loading = this.loading.get(id);
+    if (!loading) {
+      const done = () => this.loading.delete(id);
+      loading = this.backing!.store.load([id]).then(
+        ([stored]) => {
+          done();
+          if (!this.counters.has(id)) this.counters.set(id, newCounter(id, stored));
+        },
+        // Not kept: the next request that needs the counter tries the store again.
+        (error: unknown) => {
+          done();
+          throw error;
+        },
+      );
+      this.loading.set(id, loading);
+    }
+    return loading;
+  }
+
+  private reserveOn(
+    counters: readonly ProcessCounter[],
+    lines: readonly CounterLine[],
+    id: string,
+    amount: Amount,
+    expiresAt: number,
+    now: number,
+  ): Reservation {
+    if (now >= this.nextExpiry) this.dropLapsed(now);
+    const totals: Amount[] = [];
+    let refused: number | undefined;
+    for (let index = 0; index < counters.length; index++) {
+      const counter = counters[index]!;
+      const total = {
+        tokens: counter.usedTokens + counter.reservedTokens,
+        micros: counter.usedMicros + counter.reservedMicros,
+      };
+      totals.push(total);
+      if (refused === undefined && !hasRoom(lines[index]!, total)) refused = index;
+    }
+    if (refused !== undefined) return { refused, totals };
+    const hold = this.holds.get(id);
+    if (hold) {
+      hold.tokens += amount.tokens;
+      hold.micros += amount.micros;
+      hold.expiresAt = expiresAt;
+    } else {
+      this.holds.set(id, { counters, tokens: amount.tokens, micros: amount.micros, expiresAt });
+      for (const counter of counters) counter.holds++;
+    }
+    if (expiresAt < this.nextExpiry) this.nextExpiry = expiresAt;
+    for (let index = 0; index < counters.length; index++) {
+      const counter = counters[index]!;
+      counter.reservedTokens += amount.tokens;
+      counter.reservedMicros += amount.micros;
+      totals[index]!.tokens += amount.tokens;
+      totals[index]!.micros += amount.micros;
+    }
+    return { totals };
+  }
+
+  private release(id: string, hold: Hold): void {
+    this.holds.delete(id);
+    for (const counter of hold.counters) {
+      counter.reservedTokens -= hold.tokens;
+      counter.reservedMicros -= hold.micros;
+      counter.holds--;
+    }
+  }
+
+  /** Releases the reservations that expired by `now` (their request never settled). */
+  private dropLapsed(now: number): void {
+    this.nextExpiry = Infinity;
+    for (const [id, hold] of this.holds) {
+      if (hold.expiresAt <= now) this.release(id, hold);
+      else if (hold.expiresAt < this.nextExpiry) this.nextExpiry = hold.expiresAt;
+    }
+  }
+
+  private settleOn(counters: readonly ProcessCounter[], id: string, used: Amount): void {
+    const hold = this.holds.get(id);
+    if (hold) this.release(id, hold);
+    for (const counter of counters) {
+      counter.usedTokens += used.tokens;
+      counter.usedMicros += used.micros;
+      if (this.backing) this.owe(counter, used);
+    }
+  }
+
+  /** Adds `amount` to what the next flush writes for `counter`. */
+  private owe(counter: ProcessCounter, amount: Amount): void {
+    counter.unwrittenTokens += amount.tokens;
+    counter.unwrittenMicros += amount.micros;
+    if (!counter.unwritten) {
+      counter.unwritten = true;
+      this.unwritten.push(counter);
+    }
+  }
+
+  private async flush(): Promise<void> {
+    if (!this.backing || this.unwritten.length === 0) return;
+    const counters = this.unwritten;
+    this.unwritten = [];
+    const deltas = counters.map((counter) => {
+      const delta = {
+        id: counter.id,
+        endsAt: counter.endsAt,
+        amount: { tokens: counter.unwrittenTokens, micros: counter.unwrittenMicros },
+      };
+      counter.unwrittenTokens = 0;
+      counter.unwrittenMicros = 0;
+      counter.unwritten = false;
+      return delta;
+    });
+    this.writing++;
     try {
-      await store.add(deltas);
+      await this.backing.store.add(deltas);
     } catch (error) {
       // Kept for the next flush rather than lost.
-      for (const delta of deltas) queue(delta.id, delta.endsAt, delta.amount);
-      onError(error);
+      for (const [index, counter] of counters.entries()) this.owe(counter, deltas[index]!.amount);
+      this.backing.onError(error);
       return;
     } finally {
-      writing--;
+      this.writing--;
     }
     // A counter of an ended window is read again from the store if a late request needs it, so it
     // may leave memory only once the store holds all of its use (no other write out) and while no
     // load waits to go on with it.
-    if (writing > 0 || loading.size > 0) return;
-    for (const id of memory.dropEnded(Date.now(), (unwritten) => pending.has(unwritten))) loaded.delete(id);
-  };
-  const timer = setInterval(() => void flush(), FLUSH_INTERVAL_MS).unref();
-  const settleNow = (lines: readonly CounterLine[], id: string, used: Amount) => {
-    memory.settleNow(lines, id, used);
-    for (const line of lines) queue(line.id, line.endsAt, used);
-  };
+    if (this.writing > 0 || this.loading.size > 0) return;
+    const now = Date.now();
+    for (const [id, counter] of this.counters) {
+      if (counter.endsAt > 0 && counter.endsAt <= now && counter.holds === 0 && !counter.unwritten) {
+        this.counters.delete(id);
+      }
+    }
+  }
+}
+
+function newCounter(id: string, stored: Amount | undefined): ProcessCounter {
   return {
-    reserve(lines, id, amount, expiresAt, now) {
-      const loading = loadMissing(lines);
-      if (!loading) return memory.reserveNow(lines, id, amount, expiresAt, now);
-      return loading.then(() => memory.reserveNow(lines, id, amount, expiresAt, now));
-    },
-    settle(lines, id, used) {
-      const loading = loadMissing(lines);
-      if (!loading) return settleNow(lines, id, used);
-      return loading.then(() => settleNow(lines, id, used));
-    },
-    async read(ids) {
-      await loadMissing(ids.map((id) => ({ id, endsAt: 0 })));
-      return memory.readNow(ids);
-    },
-    async close() {
-      clearInterval(timer);
-      await flush();
-    },
+    id,
+    endsAt: 0,
+    usedTokens: stored?.tokens ?? 0,
+    usedMicros: stored?.micros ?? 0,
+    reservedTokens: 0,
+    reservedMicros: 0,
+    holds: 0,
+    unwrittenTokens: 0,
+    unwrittenMicros: 0,
+    unwritten: false,
   };
 }

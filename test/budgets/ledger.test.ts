@@ -335,6 +335,29 @@ describe('the written-behind ledger', () => {
     await ledger.close?.();
   });
 
+  it('reads a counter again after its load failed, instead of failing every later request', async () => {
+    const storage = await openStorage('sqlite::memory:');
+    cleanups.push(() => storage.close());
+    const store = sqlCounterStore(storage.db);
+    await store.add([{ id: line(0).id, endsAt: line(0).endsAt, amount: { tokens: 40, micros: 0 } }]);
+    let failures = 1;
+    const ledger = writeBehindLedger(
+      {
+        load: (ids) => (failures-- > 0 ? Promise.reject(new Error('database is locked')) : store.load(ids)),
+        add: (deltas) => store.add(deltas),
+      },
+      (error) => {
+        throw error;
+      },
+    );
+    const lines = [line(1_000)];
+    await expect(ledger.reserve(lines, 'a', { tokens: 10, micros: 0 }, NOW + 60_000, NOW)).rejects.toThrow('locked');
+    expect(await ledger.reserve(lines, 'b', { tokens: 10, micros: 0 }, NOW + 60_000, NOW)).toEqual({
+      totals: [{ tokens: 50, micros: 0 }],
+    });
+    await ledger.close?.();
+  });
+
   it('keeps what was used across a restart, and only that', async () => {
     const storage = await openStorage('sqlite::memory:');
     cleanups.push(() => storage.close());
