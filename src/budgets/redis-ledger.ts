@@ -72,7 +72,11 @@ const SYNC_INTERVAL_MS = 1_000;
  * reservation in flight would have, whichever is later: the shortest reservation_seconds.
  */
 const IDLE_LEASE_MS = 10_000;
-/** A lease asks for this many times the largest reservation it has seen beyond what it needs now. */
+/**
+ * A lease asks for room for this many reservations of the largest size it has seen beyond what it
+ * needs now, or for as many as it admitted in the last second when more: a busy lease then lasts
+ * until its next renewal, instead of costing a script call every few requests.
+ */
 const CHUNK_REQUESTS = 16;
 /** Times a reservation asks again when the room it was granted went to requests that asked alongside. */
 const MAX_ASKS = 4;
@@ -93,8 +97,11 @@ interface Lease {
   heldUntil: number;
   /** The shared counter (everyone's use added so far) plus other replicas' holds, at the last sync. */
   others: Amount;
-  /** The largest reservation seen: the lease grows in steps of CHUNK_REQUESTS of them. */
+  /** The largest reservation seen: the lease grows in steps of (at least CHUNK_REQUESTS of) them. */
   largest: Amount;
+  /** Reservations admitted since the last timer sync, and in the interval before it. */
+  admitted: number;
+  pace: number;
   /** Asked for by reservations waiting on the next sync, and the latest of their expiries. */
   asking: Amount;
   askingUntil: number;
@@ -162,6 +169,8 @@ export function redisLedger(redis: Redis, prefix: string, log: Logger): Ledger {
         heldUntil: 0,
         others: none(),
         largest: none(),
+        admitted: 0,
+        pace: 0,
         asking: none(),
         askingUntil: 0,
         active: false,
@@ -178,9 +187,8 @@ export function redisLedger(redis: Redis, prefix: string, log: Logger): Ledger {
     const argv = [holder, String(now)];
     const sent = [...batch].map(([lease, grow]) => {
       const { line, spent, held, asking, largest } = lease;
-      const chunk = grow
-        ? { tokens: largest.tokens * CHUNK_REQUESTS, micros: largest.micros * CHUNK_REQUESTS }
-        : none();
+      const requests = Math.max(CHUNK_REQUESTS, lease.pace, lease.admitted);
+      const chunk = grow ? { tokens: largest.tokens * requests, micros: largest.micros * requests } : none();
       keys.push(`${prefix}budget:used:${line.id}`, `${prefix}budget:held:${line.id}`);
       argv.push(String(spent.tokens), String(spent.micros));
       argv.push(String(held.tokens), String(asking.tokens), String(chunk.tokens), String(line.tokens ?? -1));
@@ -253,7 +261,10 @@ export function redisLedger(redis: Redis, prefix: string, log: Logger): Ledger {
     if (current) {
       add(current.amount, amount);
       current.expiresAt = expiresAt;
-    } else lease.inFlight.set(id, { amount: { ...amount }, expiresAt });
+    } else {
+      lease.inFlight.set(id, { amount: { ...amount }, expiresAt });
+      lease.admitted++;
+    }
     add(lease.held, amount);
     lease.heldUntil = Math.max(lease.heldUntil, expiresAt);
     lease.active = true;
@@ -291,6 +302,8 @@ export function redisLedger(redis: Redis, prefix: string, log: Logger): Ledger {
       if (unsent || grow || (spare && !lease.active) || (spare && closing)) synced.push(schedule(lease, grow, now));
       else if (lease.inFlight.size === 0 && !spare && !waiting.has(lease)) leases.delete(id);
       lease.active = false;
+      lease.pace = lease.admitted;
+      lease.admitted = 0;
     }
     await Promise.all(synced);
   };

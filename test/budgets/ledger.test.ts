@@ -205,6 +205,23 @@ describe('the Redis ledger: leases', () => {
   );
 
   it.skipIf(!redisAvailable)(
+    'renews a busy lease with room for as many requests as it admitted in the last second, so it costs no call per 16',
+    async () => {
+      const { a, holds } = await leasedReplicas();
+      const lines = [{ id: 'user:u5|2026-12', endsAt: Date.now() + 86_400_000, tokens: 1_000_000 }];
+      const now = Date.now();
+      for (let i = 0; i < 40; i++) {
+        expect((await a.reserve(lines, `p${i}`, { tokens: 100, micros: 0 }, now + 60_000, now)).refused).toBeUndefined();
+      }
+      // 4,000 in flight. However the second's renewal split the 40 admissions, one side holds 20 or
+      // more: the renewal after it asks for room for that many, more than the 16 of an idle lease.
+      await expect
+        .poll(async () => Number(Object.values(await holds(lines[0]!.id))[0]?.split(' ')[0] ?? 0), { timeout: 5_000 })
+        .toBeGreaterThanOrEqual(4_000 + 20 * 100);
+    },
+  );
+
+  it.skipIf(!redisAvailable)(
     'lets two replicas together overspend by at most one reservation each, and use the whole budget',
     async () => {
       const { a, b } = await leasedReplicas();
