@@ -211,7 +211,9 @@ describe('the Redis ledger: leases', () => {
       const lines = [{ id: 'user:u5|2026-12', endsAt: Date.now() + 86_400_000, tokens: 1_000_000 }];
       const now = Date.now();
       for (let i = 0; i < 40; i++) {
-        expect((await a.reserve(lines, `p${i}`, { tokens: 100, micros: 0 }, now + 60_000, now)).refused).toBeUndefined();
+        expect(
+          (await a.reserve(lines, `p${i}`, { tokens: 100, micros: 0 }, now + 60_000, now)).refused,
+        ).toBeUndefined();
       }
       // 4,000 in flight. However the second's renewal split the 40 admissions, one side holds 20 or
       // more: the renewal after it asks for room for that many, more than the 16 of an idle lease.
