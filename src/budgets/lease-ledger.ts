@@ -98,12 +98,18 @@ function add(into: Amount, amount: Amount): void {
   into.micros += amount.micros;
 }
 
-/** Room left in the lease on every measure the counter limits. */
+/**
+ * Room left in the lease on every measure the counter limits, and in the budget as this replica
+ * last saw it: a lease granted over a full budget only covers requests in flight, and one that
+ * settles below its reservation must not open room the budget no longer has.
+ */
 function hasLeaseRoom(lease: Lease): boolean {
-  const { line, granted, spent, held } = lease;
+  const { line, granted, spent, held, others } = lease;
   return (
-    (line.tokens === undefined || spent.tokens + held.tokens < granted.tokens) &&
-    (line.micros === undefined || spent.micros + held.micros < granted.micros)
+    (line.tokens === undefined ||
+      (spent.tokens + held.tokens < granted.tokens && others.tokens + spent.tokens + held.tokens < line.tokens)) &&
+    (line.micros === undefined ||
+      (spent.micros + held.micros < granted.micros && others.micros + spent.micros + held.micros < line.micros))
   );
 }
 

@@ -60,7 +60,7 @@ export function createBudgets(
   const ledger = redis
     ? redisLedger(redis, config.redis.key_prefix, log)
     : storage.kind === 'postgres'
-      ? sqlLedger(storage.db, 'postgres')
+      ? sqlLedger(storage.db, 'postgres', log)
       : (workerLink()?.budgetLedger ?? writeBehindSqlLedger(storage, log));
   return new Budgets(config.budgets, ledger, new BudgetStore(storage.db), {
     metrics: { spend: metrics.budgetSpend, tokens: metrics.budgetTokens, refusals: metrics.budgetRefusals },

@@ -1,94 +1,33 @@
 import { sql } from 'kysely';
 import type { Db } from '../storage/database.js';
-import { hasRoom, type Amount, type CounterStore, type Ledger } from './ledger.js';
+import type { Logger } from '../log.js';
+import { grantOn, leaseLedger, type LeaseGrant, type LeaseRenewal, type LeaseStore } from './lease-ledger.js';
+import type { Amount, CounterStore, Ledger } from './ledger.js';
 
 /**
- * Counters in the database, shared by every replica using it. A reservation locks the request's
- * counter rows (PostgreSQL `FOR UPDATE`, in id order so two requests never wait on each other;
- * SQLite runs one write transaction at a time), so two replicas cannot both take the last room.
+ * Counters in the database, shared by every replica using it, which each admit requests into
+ * leases of room held there (lease-ledger.ts): a lease is a row of budget_reservations under the
+ * replica's holder id. A renewal locks the counter rows it touches, in id order so two replicas
+ * never wait on each other (SQLite runs one write transaction at a time), so two replicas cannot
+ * both take the last room.
  */
-export function sqlLedger(db: Db, kind: 'sqlite' | 'postgres'): Ledger {
-  /**
-   * A budget transaction holds the user's counter rows locked until it commits. On PostgreSQL it
-   * commits without waiting for its WAL to reach the disk: otherwise every admission of one user
-   * waits for the previous one's flush. A database crash can then lose the counters' last fraction
-   * of a second (wal_writer_delay), never leave them inconsistent.
-   */
-  const unflushed = async (trx: Db) => {
-    if (kind === 'postgres') await sql`SET LOCAL synchronous_commit = off`.execute(trx);
-  };
+export function sqlLedger(db: Db, kind: 'sqlite' | 'postgres', log: Logger): Ledger {
+  return leaseLedger(sqlLeaseStore(db, kind), log, 'the database');
+}
+
+function sqlLeaseStore(db: Db, kind: 'sqlite' | 'postgres'): LeaseStore {
   return {
-    reserve: (lines, id, amount, expiresAt, now) =>
+    renew: (holder, now, renewals) =>
       db.transaction().execute(async (trx) => {
-        await unflushed(trx);
-        const ids = lines.map((line) => line.id);
-        await trx
-          .insertInto('budget_counters')
-          .values(lines.map((line) => ({ counter: line.id, tokens: 0, micros: 0, ends_at: line.endsAt })))
-          .onConflict((conflict) => conflict.column('counter').doNothing())
-          .execute();
-        let used = trx
-          .selectFrom('budget_counters')
-          .select(['counter', 'tokens', 'micros'])
-          .where('counter', 'in', ids);
-        if (kind === 'postgres') used = used.orderBy('counter').forUpdate();
-        const rows = await used.execute();
-        await trx
-          .deleteFrom('budget_reservations')
-          .where('counter', 'in', ids)
-          .where('expires_at', '<=', now)
-          .execute();
-        const held = await trx
-          .selectFrom('budget_reservations')
-          .select(['counter', sql<number>`sum(tokens)`.as('tokens'), sql<number>`sum(micros)`.as('micros')])
-          .where('counter', 'in', ids)
-          .groupBy('counter')
-          .execute();
-        const totals = lines.map((line): Amount => {
-          const row = rows.find((r) => r.counter === line.id);
-          const reserved = held.find((r) => r.counter === line.id);
-          return {
-            tokens: Number(row?.tokens ?? 0) + Number(reserved?.tokens ?? 0),
-            micros: Number(row?.micros ?? 0) + Number(reserved?.micros ?? 0),
-          };
-        });
-        const refused = lines.findIndex((line, index) => !hasRoom(line, totals[index]!));
-        if (refused >= 0) return { refused, totals };
-        await trx
-          .insertInto('budget_reservations')
-          .values(
-            ids.map((counter) => ({
-              id,
-              counter,
-              tokens: amount.tokens,
-              micros: amount.micros,
-              expires_at: expiresAt,
-            })),
-          )
-          .onConflict((conflict) =>
-            conflict.columns(['counter', 'id']).doUpdateSet((eb) => ({
-              tokens: eb('budget_reservations.tokens', '+', eb.ref('excluded.tokens')),
-              micros: eb('budget_reservations.micros', '+', eb.ref('excluded.micros')),
-              expires_at: eb.ref('excluded.expires_at'),
-            })),
-          )
-          .execute();
-        return {
-          totals: totals.map((total) => ({
-            tokens: total.tokens + amount.tokens,
-            micros: total.micros + amount.micros,
-          })),
-        };
-      }),
-    settle: (lines, id, used) =>
-      db.transaction().execute(async (trx) => {
-        await unflushed(trx);
-        const ids = lines.map((line) => line.id);
-        await trx.deleteFrom('budget_reservations').where('id', '=', id).where('counter', 'in', ids).execute();
-        await addTo(
-          trx,
-          lines.map((line) => ({ id: line.id, endsAt: line.endsAt, amount: used })),
-        );
+        // A renewal holds the counter rows locked until it commits. On PostgreSQL it commits
+        // without waiting for its WAL to reach the disk: a database crash can then lose the
+        // counters' last fraction of a second (wal_writer_delay), never leave them inconsistent.
+        if (kind === 'postgres') await sql`SET LOCAL synchronous_commit = off`.execute(trx);
+        const grants = new Map<string, LeaseGrant>();
+        for (const renewal of [...renewals].sort((a, b) => (a.line.id < b.line.id ? -1 : 1))) {
+          grants.set(renewal.line.id, await renewOne(trx, holder, now, renewal));
+        }
+        return renewals.map((renewal) => grants.get(renewal.line.id)!);
       }),
     async read(ids) {
       if (ids.length === 0) return [];
@@ -99,6 +38,59 @@ export function sqlLedger(db: Db, kind: 'sqlite' | 'postgres'): Ledger {
       });
     },
   };
+}
+
+/** Adds one counter's use, drops the other replicas' lapsed leases, and sets this replica's. */
+async function renewOne(trx: Db, holder: string, now: number, renewal: LeaseRenewal): Promise<LeaseGrant> {
+  const { line, spent, keep, ask, chunk, holdUntil } = renewal;
+  // Inserting or adding locks the row: the lease below is decided on counts nobody else changes.
+  const used = await trx
+    .insertInto('budget_counters')
+    .values({ counter: line.id, tokens: spent.tokens, micros: spent.micros, ends_at: line.endsAt })
+    .onConflict((conflict) =>
+      conflict.column('counter').doUpdateSet((eb) => ({
+        tokens: eb('budget_counters.tokens', '+', eb.ref('excluded.tokens')),
+        micros: eb('budget_counters.micros', '+', eb.ref('excluded.micros')),
+      })),
+    )
+    .returning(['tokens', 'micros'])
+    .executeTakeFirstOrThrow();
+  await trx
+    .deleteFrom('budget_reservations')
+    .where('counter', '=', line.id)
+    .where('id', '!=', holder)
+    .where('expires_at', '<=', now)
+    .execute();
+  const held = await trx
+    .selectFrom('budget_reservations')
+    .select([sql<number>`coalesce(sum(tokens), 0)`.as('tokens'), sql<number>`coalesce(sum(micros), 0)`.as('micros')])
+    .where('counter', '=', line.id)
+    .where('id', '!=', holder)
+    .executeTakeFirstOrThrow();
+  const others = {
+    tokens: Number(used.tokens) + Number(held.tokens),
+    micros: Number(used.micros) + Number(held.micros),
+  };
+  const granted = {
+    tokens: grantOn(line.tokens, others.tokens, keep.tokens, ask.tokens, chunk.tokens),
+    micros: grantOn(line.micros, others.micros, keep.micros, ask.micros, chunk.micros),
+  };
+  if (granted.tokens === 0 && granted.micros === 0) {
+    await trx.deleteFrom('budget_reservations').where('counter', '=', line.id).where('id', '=', holder).execute();
+  } else {
+    await trx
+      .insertInto('budget_reservations')
+      .values({ id: holder, counter: line.id, tokens: granted.tokens, micros: granted.micros, expires_at: holdUntil })
+      .onConflict((conflict) =>
+        conflict.columns(['counter', 'id']).doUpdateSet((eb) => ({
+          tokens: eb.ref('excluded.tokens'),
+          micros: eb.ref('excluded.micros'),
+          expires_at: eb.ref('excluded.expires_at'),
+        })),
+      )
+      .execute();
+  }
+  return { others, granted };
 }
 
 /** Adds each delta to its counter row, creating it when missing. */
