@@ -138,7 +138,7 @@ export interface BudgetCountersTable {
   ends_at: number;
 }
 
-/** An admitted request's estimate, held until it settles or, when its replica died, until it expires. */
+/** A replica's lease of room on a budget counter (`id` is the replica's holder id), held until renewed or, when the replica died, until it expires. */
 export interface BudgetReservationsTable {
   id: string;
   counter: string;
