@@ -91,6 +91,12 @@ interface Lease {
   active: boolean;
   /** The last renewal granted less than was asked: the budget has no more room. */
   exhausted: boolean;
+  /**
+   * While a renewal is out: the most this replica may have used and reserved until it answers,
+   * what the renewal adds to the shared counter plus what it keeps. The store may shrink the
+   * lease to that, so admitting past it would hand other replicas room already taken here.
+   */
+  renewing?: Amount;
 }
 
 function add(into: Amount, amount: Amount): void {
@@ -104,13 +110,25 @@ function add(into: Amount, amount: Amount): void {
  * settles below its reservation must not open room the budget no longer has.
  */
 function hasLeaseRoom(lease: Lease): boolean {
-  const { line, granted, spent, held, others } = lease;
+  const { line, granted, spent, held, others, renewing } = lease;
   return (
     (line.tokens === undefined ||
-      (spent.tokens + held.tokens < granted.tokens && others.tokens + spent.tokens + held.tokens < line.tokens)) &&
+      (spent.tokens + held.tokens < granted.tokens &&
+        others.tokens + spent.tokens + held.tokens < line.tokens &&
+        (renewing === undefined || spent.tokens + held.tokens < renewing.tokens))) &&
     (line.micros === undefined ||
-      (spent.micros + held.micros < granted.micros && others.micros + spent.micros + held.micros < line.micros))
+      (spent.micros + held.micros < granted.micros &&
+        others.micros + spent.micros + held.micros < line.micros &&
+        (renewing === undefined || spent.micros + held.micros < renewing.micros)))
   );
+}
+
+/** Drops reservation `id` from the lease: settled, or lapsed. */
+function release(lease: Lease, id: string, amount: Amount): void {
+  lease.inFlight.delete(id);
+  lease.held.tokens -= amount.tokens;
+  lease.held.micros -= amount.micros;
+  if (lease.inFlight.size === 0) lease.heldUntil = 0;
 }
 
 /** Used plus every reservation, as this replica sees it. */
@@ -168,10 +186,19 @@ export function leaseLedger(store: LeaseStore, log: Logger, where: string): Ledg
     const sent = [...batch].map(([lease, grow]) => {
       const { line, spent, held, asking, largest } = lease;
       const requests = Math.max(CHUNK_REQUESTS, lease.pace, lease.admitted);
+      // A growing lease keeps all the room it has (admissions go on into it while the call is out);
+      // one given back keeps what is in flight, and admits nothing more until the answer.
+      const keep = grow
+        ? {
+            tokens: Math.max(held.tokens, lease.granted.tokens - spent.tokens),
+            micros: Math.max(held.micros, lease.granted.micros - spent.micros),
+          }
+        : { ...held };
+      lease.renewing = { tokens: spent.tokens + keep.tokens, micros: spent.micros + keep.micros };
       const renewal: LeaseRenewal = {
         line,
         spent: { ...spent },
-        keep: { ...held },
+        keep,
         ask: { ...asking },
         chunk: grow ? { tokens: largest.tokens * requests, micros: largest.micros * requests } : none(),
         holdUntil: Math.max(lease.heldUntil, lease.askingUntil, now + IDLE_LEASE_MS),
@@ -180,11 +207,16 @@ export function leaseLedger(store: LeaseStore, log: Logger, where: string): Ledg
       lease.askingUntil = 0;
       return { lease, renewal };
     });
-    const grants = await store.renew(
-      holder,
-      now,
-      sent.map(({ renewal }) => renewal),
-    );
+    let grants: LeaseGrant[];
+    try {
+      grants = await store.renew(
+        holder,
+        now,
+        sent.map(({ renewal }) => renewal),
+      );
+    } finally {
+      for (const { lease } of sent) lease.renewing = undefined;
+    }
     for (const [index, { lease, renewal }] of sent.entries()) {
       const { others, granted } = grants[index]!;
       // What was settled while the call was out is added next time.
@@ -273,6 +305,10 @@ export function leaseLedger(store: LeaseStore, log: Logger, where: string): Ledg
     const synced: Array<Promise<void>> = [];
     const now = Date.now();
     for (const [id, lease] of leases) {
+      // A reservation never settled (its request was lost) stops holding room once it expires.
+      for (const [reservation, { amount, expiresAt }] of lease.inFlight) {
+        if (expiresAt <= now) release(lease, reservation, amount);
+      }
       const spare = lease.granted.tokens > lease.held.tokens || lease.granted.micros > lease.held.micros;
       const unsent = lease.spent.tokens !== 0 || lease.spent.micros !== 0;
       const grow = lease.active && !closing;
@@ -301,22 +337,19 @@ export function leaseLedger(store: LeaseStore, log: Logger, where: string): Ledg
         for (const lease of leased) hold(lease, id, amount, expiresAt);
         return { totals: leased.map(totalOf) };
       }
-      return reserveShared(leased, id, amount, expiresAt, now).catch((error: unknown) => {
+      return reserveShared(leased, id, amount, expiresAt, now).catch(async (error: unknown) => {
         fallBack(error);
-        localIds.add(id);
-        return local.reserve(lines, id, amount, expiresAt, now);
+        const reservation = await local.reserve(lines, id, amount, expiresAt, now);
+        // Only an admitted request settles, and so takes its id out again.
+        if (reservation.refused === undefined) localIds.add(id);
+        return reservation;
       });
     },
     settle(lines, id, used) {
       for (const line of lines) {
         const lease = leaseOf(line);
         const current = lease.inFlight.get(id);
-        if (current) {
-          lease.inFlight.delete(id);
-          lease.held.tokens -= current.amount.tokens;
-          lease.held.micros -= current.amount.micros;
-          if (lease.inFlight.size === 0) lease.heldUntil = 0;
-        }
+        if (current) release(lease, id, current.amount);
         add(lease.spent, used);
       }
       if (localIds.delete(id)) return local.settle(lines, id, used);
