@@ -73,6 +73,8 @@ export interface CounterStore {
 }
 
 const FLUSH_INTERVAL_MS = 2_000;
+/** Times a settlement whose counters could not be loaded is tried, FLUSH_INTERVAL_MS apart. */
+const SETTLE_ATTEMPTS = 5;
 
 /** One counter kept in this process. Measures are fields, not Amount objects: it is read on every request. */
 interface ProcessCounter {
@@ -144,11 +146,27 @@ class ProcessLedger implements Ledger {
   }
 
   settle(lines: readonly CounterLine[], id: string, used: Amount) {
+    return this.settleTrying(lines, id, used, 1);
+  }
+
+  private settleTrying(lines: readonly CounterLine[], id: string, used: Amount, attempt: number): MaybePromise<void> {
     const counters = this.countersOf(lines);
+    if (!(counters instanceof Promise)) return this.settleOn(counters, id, used);
     // Released only once the counters are here: a reservation waiting on the same load comes first.
-    return counters instanceof Promise
-      ? counters.then((loaded) => this.settleOn(loaded, id, used))
-      : this.settleOn(counters, id, used);
+    return counters.then(
+      (loaded) => this.settleOn(loaded, id, used),
+      (error: unknown) => {
+        // A load that failed (the database busy) is tried again, so the use is not lost and the
+        // reservation does not hold its room until it expires.
+        if (attempt < SETTLE_ATTEMPTS) {
+          setTimeout(
+            () => void Promise.resolve(this.settleTrying(lines, id, used, attempt + 1)).catch(() => undefined),
+            FLUSH_INTERVAL_MS,
+          ).unref();
+        }
+        throw error;
+      },
+    );
   }
 
   async read(ids: readonly string[]) {

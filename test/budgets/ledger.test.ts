@@ -558,6 +558,39 @@ describe('the written-behind ledger', () => {
     await ledger.close?.();
   });
 
+  it('settles again when a counter could not be loaded, so neither the use nor the room is lost', async () => {
+    const storage = await openStorage('sqlite::memory:');
+    cleanups.push(() => storage.close());
+    const store = sqlCounterStore(storage.db);
+    const day = { id: 'user:u1|2026-12-03', endsAt: NOW + 86_400_000 };
+    let failures = 1;
+    const ledger = writeBehindLedger(
+      {
+        load: (ids) =>
+          ids.includes(day.id) && failures-- > 0 ? Promise.reject(new Error('database is locked')) : store.load(ids),
+        add: (deltas) => store.add(deltas),
+      },
+      (error) => {
+        throw error;
+      },
+    );
+    const month = line(1_000);
+    await ledger.reserve([month], 'a', { tokens: 900, micros: 0 }, NOW + 60_000, NOW);
+    // The settlement also adds to the day's counter, whose first load fails.
+    await expect(ledger.settle([month, day], 'a', { tokens: 40, micros: 0 })).rejects.toThrow('locked');
+    await expect
+      .poll(() => ledger.read([month.id, day.id]), { timeout: 6_000, interval: 200 })
+      .toEqual([
+        { tokens: 40, micros: 0 },
+        { tokens: 40, micros: 0 },
+      ]);
+    // The reservation of 900 is released with it: room for 900 more.
+    expect(await ledger.reserve([month], 'b', { tokens: 900, micros: 0 }, NOW + 60_000, NOW)).toEqual({
+      totals: [{ tokens: 940, micros: 0 }],
+    });
+    await ledger.close?.();
+  });
+
   it('keeps what was used across a restart, and only that', async () => {
     const storage = await openStorage('sqlite::memory:');
     cleanups.push(() => storage.close());
