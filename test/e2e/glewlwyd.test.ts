@@ -199,22 +199,21 @@ describe.skipIf(!available)('Gatehouse with glewlwyd, an OpenID-certified provid
       });
     });
     await page.goto(`${gateway.url}/v1/auth/logout`);
-    await page.getByRole('button', { name: 'Logout' }).click();
-    let timer: NodeJS.Timeout | undefined;
-    const stuck = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(
-        () =>
-          void page
-            .locator('body')
-            .innerText()
-            .then((text) => reject(new Error(`no return to the website from ${page.url()}: ${text.slice(0, 500)}`))),
-        RETURN_TIMEOUT_MS,
-      );
-    });
-    try {
-      return await Promise.race([returned, stuck]);
-    } finally {
-      clearTimeout(timer);
+    // glewlwyd's end-session page is a script-built page: a click that comes before its script is
+    // ready, or that meets a failed call of its own, leaves the page blank (seen once in eight CI
+    // runs). Then the page is loaded again and clicked again, as a person would.
+    for (let attempt = 1; ; attempt++) {
+      await page.getByRole('button', { name: 'Logout' }).click();
+      const waited = await Promise.race([
+        returned,
+        new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), RETURN_TIMEOUT_MS / 2)),
+      ]);
+      if (waited) return waited;
+      if (attempt === 2) {
+        const text = await page.locator('body').innerText();
+        throw new Error(`no return to the website from ${page.url()}: ${text.slice(0, 500)}`);
+      }
+      await page.reload();
     }
   }
 
