@@ -200,6 +200,34 @@ describe.each(backends)('$name ledger', ({ available, replicas, leased }) => {
   });
 });
 
+/**
+ * Waves of 20 concurrent reservations of `reserved` tokens, spread over `ledgers` in turn, each one
+ * admitted then settled at `settled`; what was admitted, and used once every ledger has closed.
+ */
+async function inWaves(
+  ledgers: readonly Ledger[],
+  lines: readonly CounterLine[],
+  { waves, reserved, settled }: { waves: number; reserved: number; settled: number },
+): Promise<{ admitted: number; used: number }> {
+  let admitted = 0;
+  for (let wave = 0; wave < waves; wave++) {
+    const now = Date.now();
+    const ids = Array.from({ length: 20 }, (_, i) => `w${wave}r${i}`);
+    const ledgerOf = (i: number) => ledgers[i % ledgers.length]!;
+    const results = await Promise.all(
+      ids.map((id, i) => ledgerOf(i).reserve(lines, id, { tokens: reserved, micros: 0 }, now + 60_000, now)),
+    );
+    for (const [i, result] of results.entries()) {
+      if (result.refused !== undefined) continue;
+      admitted++;
+      await ledgerOf(i).settle(lines, ids[i]!, { tokens: settled, micros: 0 });
+    }
+  }
+  for (const ledger of ledgers) await ledger.close?.();
+  const used = (await ledgers[0]!.read([lines[0]!.id]))[0]!.tokens;
+  return { admitted, used };
+}
+
 /** Two leased replicas and, per counter, the tokens of each replica's lease as the store holds them. */
 interface LeasedReplicas {
   a: Ledger;
@@ -297,22 +325,8 @@ describe.each(leasedBackends)('$name ledger: leases', ({ available, replicas }) 
       const { a } = await replicas();
       const limit = 500;
       const lines = [{ id: 'user:u6|2026-12', endsAt: Date.now() + 86_400_000, tokens: limit }];
-      let admitted = 0;
-      for (let wave = 0; wave < 5; wave++) {
-        const now = Date.now();
-        const ids = Array.from({ length: 20 }, (_, i) => `s${wave}r${i}`);
-        const results = await Promise.all(
-          ids.map((id) => a.reserve(lines, id, { tokens: 70, micros: 0 }, now + 60_000, now)),
-        );
-        for (const [i, result] of results.entries()) {
-          if (result.refused !== undefined) continue;
-          admitted++;
-          // Each answer is shorter than its reservation, as most are.
-          await a.settle(lines, ids[i]!, { tokens: 42, micros: 0 });
-        }
-      }
-      await a.close?.();
-      const used = (await a.read([lines[0]!.id]))[0]!.tokens;
+      // Each answer is shorter than its reservation, as most are.
+      const { admitted, used } = await inWaves([a], lines, { waves: 5, reserved: 70, settled: 42 });
       console.log(`reserved 70, settled 42: ${admitted} admitted, ${used} used of ${limit} (bound ${limit + 69})`);
       expect(used).toBe(admitted * 42);
       expect(used).toBeGreaterThanOrEqual(limit);
@@ -344,22 +358,7 @@ describe.each(leasedBackends)('$name ledger: leases', ({ available, replicas }) 
       const { a, b } = await replicas();
       const limit = 1_000;
       const lines = [{ id: 'user:u4|2026-12', endsAt: Date.now() + 86_400_000, tokens: limit }];
-      let admitted = 0;
-      for (let wave = 0; wave < 4; wave++) {
-        const now = Date.now();
-        const ids = Array.from({ length: 20 }, (_, i) => `w${wave}r${i}`);
-        const results = await Promise.all(
-          ids.map((id, i) => (i % 2 ? a : b).reserve(lines, id, { tokens: 100, micros: 0 }, now + 60_000, now)),
-        );
-        for (const [i, result] of results.entries()) {
-          if (result.refused !== undefined) continue;
-          admitted++;
-          await (i % 2 ? a : b).settle(lines, ids[i]!, { tokens: 100, micros: 0 });
-        }
-      }
-      await a.close?.();
-      await b.close?.();
-      const used = (await a.read([lines[0]!.id]))[0]!.tokens;
+      const { admitted, used } = await inWaves([a, b], lines, { waves: 4, reserved: 100, settled: 100 });
       console.log(`two leased replicas: ${admitted} of 80 admitted, ${used} used of ${limit} (bound ${limit + 200})`);
       expect(used).toBe(admitted * 100);
       expect(used).toBeGreaterThanOrEqual(limit);
