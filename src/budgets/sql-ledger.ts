@@ -29,14 +29,7 @@ function sqlLeaseStore(db: Db, kind: 'sqlite' | 'postgres'): LeaseStore {
         }
         return renewals.map((renewal) => grants.get(renewal.line.id)!);
       }),
-    async read(ids) {
-      if (ids.length === 0) return [];
-      const rows = await db.selectFrom('budget_counters').selectAll().where('counter', 'in', ids).execute();
-      return ids.map((id) => {
-        const row = rows.find((r) => r.counter === id);
-        return { tokens: Number(row?.tokens ?? 0), micros: Number(row?.micros ?? 0) };
-      });
-    },
+    read: (ids) => readCounters(db, ids),
   };
 }
 
@@ -44,17 +37,7 @@ function sqlLeaseStore(db: Db, kind: 'sqlite' | 'postgres'): LeaseStore {
 async function renewOne(trx: Db, holder: string, now: number, renewal: LeaseRenewal): Promise<LeaseGrant> {
   const { line, spent, keep, ask, chunk, holdUntil } = renewal;
   // Inserting or adding locks the row: the lease below is decided on counts nobody else changes.
-  const used = await trx
-    .insertInto('budget_counters')
-    .values({ counter: line.id, tokens: spent.tokens, micros: spent.micros, ends_at: line.endsAt })
-    .onConflict((conflict) =>
-      conflict.column('counter').doUpdateSet((eb) => ({
-        tokens: eb('budget_counters.tokens', '+', eb.ref('excluded.tokens')),
-        micros: eb('budget_counters.micros', '+', eb.ref('excluded.micros')),
-      })),
-    )
-    .returning(['tokens', 'micros'])
-    .executeTakeFirstOrThrow();
+  const used = await addToCounter(trx, line.id, line.endsAt, spent);
   await trx
     .deleteFrom('budget_reservations')
     .where('counter', '=', line.id)
@@ -93,32 +76,38 @@ async function renewOne(trx: Db, holder: string, now: number, renewal: LeaseRene
   return { others, granted };
 }
 
-/** Adds each delta to its counter row, creating it when missing. */
-async function addTo(trx: Db, deltas: ReadonlyArray<{ id: string; endsAt: number; amount: Amount }>): Promise<void> {
-  for (const delta of deltas) {
-    await trx
-      .insertInto('budget_counters')
-      .values({ counter: delta.id, tokens: delta.amount.tokens, micros: delta.amount.micros, ends_at: delta.endsAt })
-      .onConflict((conflict) =>
-        conflict.column('counter').doUpdateSet((eb) => ({
-          tokens: eb('budget_counters.tokens', '+', eb.ref('excluded.tokens')),
-          micros: eb('budget_counters.micros', '+', eb.ref('excluded.micros')),
-        })),
-      )
-      .execute();
-  }
+/** Adds `amount` to the counter row, creating it when missing; answers the row's new totals. */
+function addToCounter(trx: Db, counter: string, endsAt: number, amount: Amount) {
+  return trx
+    .insertInto('budget_counters')
+    .values({ counter, tokens: amount.tokens, micros: amount.micros, ends_at: endsAt })
+    .onConflict((conflict) =>
+      conflict.column('counter').doUpdateSet((eb) => ({
+        tokens: eb('budget_counters.tokens', '+', eb.ref('excluded.tokens')),
+        micros: eb('budget_counters.micros', '+', eb.ref('excluded.micros')),
+      })),
+    )
+    .returning(['tokens', 'micros'])
+    .executeTakeFirstOrThrow();
+}
+
+/** Each counter's use, zero for one without a row. */
+async function readCounters(db: Db, ids: readonly string[]): Promise<Amount[]> {
+  if (ids.length === 0) return [];
+  const rows = await db.selectFrom('budget_counters').selectAll().where('counter', 'in', ids).execute();
+  return ids.map((id) => {
+    const row = rows.find((r) => r.counter === id);
+    return { tokens: Number(row?.tokens ?? 0), micros: Number(row?.micros ?? 0) };
+  });
 }
 
 /** budget_counters as the store of a write-behind ledger (a single gateway on SQLite). */
 export function sqlCounterStore(db: Db): CounterStore {
   return {
-    async load(ids) {
-      const rows = await db.selectFrom('budget_counters').selectAll().where('counter', 'in', ids).execute();
-      return ids.map((id) => {
-        const row = rows.find((r) => r.counter === id);
-        return { tokens: Number(row?.tokens ?? 0), micros: Number(row?.micros ?? 0) };
-      });
-    },
-    add: (deltas) => db.transaction().execute((trx) => addTo(trx, deltas)),
+    load: (ids) => readCounters(db, ids),
+    add: (deltas) =>
+      db.transaction().execute(async (trx) => {
+        for (const delta of deltas) await addToCounter(trx, delta.id, delta.endsAt, delta.amount);
+      }),
   };
 }
