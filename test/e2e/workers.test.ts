@@ -224,6 +224,8 @@ describe('gatehouse serve with gateway.workers: 2', () => {
   });
 
   it('counts failed keys from one address across both workers, then refuses it everywhere', async () => {
+    // The limit counts per wall-clock minute: all of these requests must fall in one.
+    await inOneMinuteWindow(10_000);
     const from = { 'x-forwarded-for': '203.0.113.9' };
     const failures: Answer[] = [];
     for (let index = 0; index < FAILED_AUTH_PER_MINUTE; index++) {
@@ -311,6 +313,8 @@ describe('gatehouse serve with gateway.workers: 2', () => {
   });
 
   it('holds device codes to the per-address limit across both workers', async () => {
+    // The limit counts per wall-clock minute: all of these requests must fall in one.
+    await inOneMinuteWindow(10_000);
     const from = { 'x-forwarded-for': '192.0.2.77', 'content-type': 'application/x-www-form-urlencoded' };
     const answers: Answer[] = [];
     for (let index = 0; index < 2 * DEVICE_CODES_PER_MINUTE + 2; index++) {
