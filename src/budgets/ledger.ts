@@ -58,7 +58,7 @@ export interface Ledger {
 }
 
 /** True when every limited measure of the counter is below its limit. */
-export function hasRoom(line: CounterLine, total: Amount): boolean {
+function hasRoom(line: CounterLine, total: Amount): boolean {
   return (
     (line.tokens === undefined || total.tokens < line.tokens) &&
     (line.micros === undefined || total.micros < line.micros)
@@ -139,10 +139,9 @@ class ProcessLedger implements Ledger {
   }
 
   reserve(lines: readonly CounterLine[], id: string, amount: Amount, expiresAt: number, now: number) {
-    const counters = this.countersOf(lines);
-    return counters instanceof Promise
-      ? counters.then((loaded) => this.reserveOn(loaded, lines, id, amount, expiresAt, now))
-      : this.reserveOn(counters, lines, id, amount, expiresAt, now);
+    return whenAnswered(this.countersOf(lines), (counters) =>
+      this.reserveOn(counters, lines, id, amount, expiresAt, now),
+    );
   }
 
   settle(lines: readonly CounterLine[], id: string, used: Amount) {
