@@ -76,6 +76,9 @@ function logLines(): LogLine[] {
     .map((line) => JSON.parse(line) as LogLine);
 }
 
+/** How long a worker's access log line may take to reach this test: each worker writes its log in batches. */
+const LOG_ARRIVES_MS = 5_000;
+
 /** The worker slots whose access log lines carry these request ids. */
 function workersThatServed(answers: Answer[]): Set<number | undefined> {
   const ids = new Set(answers.map((answer) => answer.requestId));
@@ -175,7 +178,12 @@ describe('gatehouse serve with gateway.workers: 2', () => {
     const statuses = answers.map((answer) => answer.status);
     expect(statuses.filter((status) => status === 200)).toHaveLength(10);
     expect(statuses.filter((status) => status === 429)).toHaveLength(14);
-    expect(workersThatServed(answers), 'both workers answered some of the requests').toEqual(new Set([1, 2]));
+    await expect
+      .poll(() => workersThatServed(answers), {
+        timeout: LOG_ARRIVES_MS,
+        message: 'both workers answered some of the requests',
+      })
+      .toEqual(new Set([1, 2]));
   });
 
   it('holds a key to one token budget across both workers, overspending less than one request estimate per counting process', async () => {
@@ -218,7 +226,12 @@ describe('gatehouse serve with gateway.workers: 2', () => {
       `key budget of ${limit} tokens across 2 workers: ${served.length} admitted, ${used} tokens used ` +
         `(overspend ${used - limit}, bound ${counting * estimate - 1})`,
     );
-    expect(workersThatServed(served), 'both workers admitted some of the requests').toEqual(new Set([1, 2]));
+    await expect
+      .poll(() => workersThatServed(served), {
+        timeout: LOG_ARRIVES_MS,
+        message: 'both workers admitted some of the requests',
+      })
+      .toEqual(new Set([1, 2]));
     expect(used).toBeGreaterThanOrEqual(limit);
     expect(used - limit).toBeLessThan(counting * estimate);
   });
@@ -297,7 +310,7 @@ describe('gatehouse serve with gateway.workers: 2', () => {
     for (let index = 0; index < 12; index++) {
       answers.push(await fresh(`${url}/echo/counted-${index}`, { authorization: `Bearer ${key}` }));
     }
-    expect(workersThatServed(answers)).toEqual(new Set([1, 2]));
+    await expect.poll(() => workersThatServed(answers), { timeout: LOG_ARRIVES_MS }).toEqual(new Set([1, 2]));
     // Each worker writes its batch every 2 s; the rows are incremented, never overwritten.
     await expect
       .poll(
@@ -323,7 +336,12 @@ describe('gatehouse serve with gateway.workers: 2', () => {
     const statuses = answers.map((answer) => answer.status);
     expect(statuses.filter((status) => status === 200)).toHaveLength(DEVICE_CODES_PER_MINUTE);
     expect(statuses.filter((status) => status === 429)).toHaveLength(DEVICE_CODES_PER_MINUTE + 2);
-    expect(workersThatServed(answers), 'both workers answered some of the requests').toEqual(new Set([1, 2]));
+    await expect
+      .poll(() => workersThatServed(answers), {
+        timeout: LOG_ARRIVES_MS,
+        message: 'both workers answered some of the requests',
+      })
+      .toEqual(new Set([1, 2]));
   });
 
   it("serves the metrics port from the primary, with both workers' requests summed", async () => {
@@ -342,7 +360,7 @@ describe('gatehouse serve with gateway.workers: 2', () => {
       answers.push(await fresh(`${url}/echo/measured-${index}`, { authorization: `Bearer ${key}` }));
     }
     expect(answers.every((answer) => answer.status === 200)).toBe(true);
-    expect(workersThatServed(answers)).toEqual(new Set([1, 2]));
+    await expect.poll(() => workersThatServed(answers), { timeout: LOG_ARRIVES_MS }).toEqual(new Set([1, 2]));
     expect(await platformAnswers()).toBe(before + 12);
   });
 
