@@ -1,9 +1,10 @@
 /**
  * `gateway.workers: 2`: two processes serve one port as one service. What must be global holds
- * across them without Redis (rate limits, the failed-auth limit, revocations, usage counts), a
- * killed worker is replaced while /readyz says so, and SIGTERM drains both.
+ * across them without Redis (rate limits per key and per user, budgets, the failed-auth and
+ * device-code limits, revocations, disabled users, usage counts), a killed worker is replaced while
+ * /readyz says so, and SIGTERM drains both.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -59,51 +60,32 @@ interface LogLine {
   reqId?: string;
 }
 
-let dir: string;
-let platform: SamplePlatform;
-let provider: FaultyProvider;
-let url: string;
-let metricsUrl: string;
-let child: ReturnType<typeof spawn>;
-let output = '';
-let exited: Promise<number | null>;
-let browser: Browserless;
-
-function logLines(): LogLine[] {
-  return output
-    .split('\n')
-    .filter((line) => line.startsWith('{'))
-    .map((line) => JSON.parse(line) as LogLine);
-}
-
 /** How long a worker's access log line may take to reach this test: each worker writes its log in batches. */
 const LOG_ARRIVES_MS = 5_000;
 
-/** The worker slots whose access log lines carry these request ids. */
-function workersThatServed(answers: Answer[]): Set<number | undefined> {
-  const ids = new Set(answers.map((answer) => answer.requestId));
-  return new Set(
-    logLines()
-      .filter((line) => line.msg === 'request' && ids.has(line.reqId!))
-      .map((line) => line.worker),
-  );
+/** A `gatehouse serve` with two workers, its own provider and SQLite file (or PostgreSQL schema), and what it logs. */
+interface WorkersService {
+  url: string;
+  metricsUrl: string;
+  provider: FaultyProvider;
+  child: ChildProcess;
+  /** The exit code, once the service has exited. */
+  exited: Promise<number | null>;
+  /** Everything the primary and the workers wrote so far. */
+  output: string;
+  logLines(): LogLine[];
+  /** The worker slots whose access log lines carry these answers' request ids. */
+  workersThatServed(answers: Answer[]): Set<number | undefined>;
+  readyStatus(): Promise<number>;
+  close(): Promise<void>;
 }
 
-async function readyStatus(): Promise<number> {
-  return fresh(`${url}/readyz`).then(
-    (answer) => answer.status,
-    () => 0,
-  );
-}
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'gatehouse-workers-'));
-  platform = await startSamplePlatform();
+async function startWorkersService(platform: SamplePlatform, auth: Record<string, unknown>): Promise<WorkersService> {
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-workers-'));
   const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
+  const url = `http://127.0.0.1:${port}`;
   const metricsPort = await freePort();
-  metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
-  provider = await startFaultyProvider({
+  const provider = await startFaultyProvider({
     clientId: CLIENT_ID,
     clientSecret: CLIENT_SECRET,
     redirectUri: `${url}/v1/auth/auth`,
@@ -115,10 +97,7 @@ beforeAll(async () => {
     configFile,
     JSON.stringify({
       powerml: { website: url },
-      auth: {
-        failed_auth_per_minute: FAILED_AUTH_PER_MINUTE,
-        device: { codes_per_minute: DEVICE_CODES_PER_MINUTE },
-      },
+      auth,
       auth_provider: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, server_metadata_url: provider.metadataUrl },
       gateway: {
         host: '127.0.0.1',
@@ -135,60 +114,167 @@ beforeAll(async () => {
       budgets: { enabled: true },
     }),
   );
-  child = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
+  const child = spawn(process.execPath, gatehouseArgs('serve', '--config', configFile), {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
-  exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const service: WorkersService = {
+    url,
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
+    provider,
+    child,
+    exited,
+    output: '',
+    logLines: () =>
+      service.output
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as LogLine),
+    workersThatServed(answers) {
+      const ids = new Set(answers.map((answer) => answer.requestId));
+      return new Set(
+        service
+          .logLines()
+          .filter((line) => line.msg === 'request' && ids.has(line.reqId!))
+          .map((line) => line.worker),
+      );
+    },
+    readyStatus: () =>
+      fresh(`${url}/readyz`).then(
+        (answer) => answer.status,
+        () => 0,
+      ),
+    async close() {
+      if (child.exitCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      provider.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  child.stdout!.on('data', (chunk: Buffer) => (service.output += chunk.toString('utf8')));
+  child.stderr!.on('data', (chunk: Buffer) => (service.output += chunk.toString('utf8')));
   const started = Date.now();
-  while ((await readyStatus()) !== 200) {
-    if (child.exitCode !== null || Date.now() - started > 60_000) throw new Error(`not ready:\n${output}`);
+  while ((await service.readyStatus()) !== 200) {
+    if (child.exitCode !== null || Date.now() - started > 60_000) throw new Error(`not ready:\n${service.output}`);
     await sleep(100);
   }
-  browser = new Browserless();
-  await signInForSession({ url }, browser);
+  return service;
+}
+
+/** Signs `browser` in at `service` as `who`; the provider's next sign-ins are `who` too. */
+async function signedInAs(service: WorkersService, who: { sub: string; email: string }): Promise<Browserless> {
+  Object.assign(service.provider, { subject: who.sub, email: who.email });
+  const browser = new Browserless();
+  await signInForSession(service, browser);
+  return browser;
+}
+
+/**
+ * Polls until every worker refuses `key` with `status`, and logs how long after `since` each was
+ * first seen refusing it. Each round comes from an address of its own, below the failed-auth
+ * limit, so the refusal seen is the one asked for and not that limit's 429.
+ */
+async function refusedEverywhere(
+  service: WorkersService,
+  key: string,
+  status: number,
+  since: number,
+  what: string,
+): Promise<void> {
+  const firstRefusal = new Map<number | undefined, number>();
+  let round = 0;
+  await expect
+    .poll(
+      async () => {
+        const from = { 'x-forwarded-for': `198.51.100.${++round}` };
+        const startedAt = Date.now();
+        const tries = await Promise.all(
+          Array.from({ length: FAILED_AUTH_PER_MINUTE - 1 }, () =>
+            fresh(`${service.url}/echo/after`, { ...from, authorization: `Bearer ${key}` }),
+          ),
+        );
+        const refused = tries.filter((answer) => answer.status === status);
+        // When each worker was first seen refusing: the start of the round whose request it refused.
+        for (const worker of service.workersThatServed(refused)) {
+          if (!firstRefusal.has(worker)) firstRefusal.set(worker, startedAt - since);
+        }
+        return refused.length === tries.length && service.workersThatServed(tries).size === 2;
+      },
+      // Well past the 1 s promised: the machine running the tests may be loaded.
+      { timeout: 3_000, interval: 20 },
+    )
+    .toBe(true);
+  console.log(
+    `${what}: first refused by worker 1 / worker 2 in the round that began ` +
+      `${firstRefusal.get(1)} / ${firstRefusal.get(2)} ms after it`,
+  );
+}
+
+/**
+ * Sends 24 requests to `/echo/<name>-N`, each on a connection of its own and with `keys` in turn,
+ * within one minute window: under a limit of 10 a minute, 10 pass and 14 are refused, and both
+ * workers answered some of them.
+ */
+async function expectTenOfTwentyFour(service: WorkersService, keys: string[], name: string): Promise<void> {
+  await inOneMinuteWindow();
+  const answers: Answer[] = [];
+  for (let index = 0; index < 24; index++) {
+    const authorization = `Bearer ${keys[index % keys.length]!}`;
+    answers.push(await fresh(`${service.url}/echo/${name}-${index}`, { authorization }));
+  }
+  const statuses = answers.map((answer) => answer.status);
+  expect(statuses.filter((status) => status === 200)).toHaveLength(10);
+  expect(statuses.filter((status) => status === 429)).toHaveLength(14);
+  await expect
+    .poll(() => service.workersThatServed(answers), {
+      timeout: LOG_ARRIVES_MS,
+      message: 'both workers answered some of the requests',
+    })
+    .toEqual(new Set([1, 2]));
+}
+
+const ADMIN = { sub: 'test-user-1', email: 'ada@example.test' };
+const MEMBER = { sub: 'member-1', email: 'member@example.test' };
+
+let platform: SamplePlatform;
+let main: WorkersService;
+let url: string;
+let browser: Browserless;
+
+beforeAll(async () => {
+  platform = await startSamplePlatform();
+  main = await startWorkersService(platform, {
+    failed_auth_per_minute: FAILED_AUTH_PER_MINUTE,
+    device: { codes_per_minute: DEVICE_CODES_PER_MINUTE },
+    admin_emails: [ADMIN.email],
+  });
+  url = main.url;
+  browser = await signedInAs(main, ADMIN);
 }, 90_000);
 
 afterAll(async () => {
-  if (child?.exitCode === null) {
-    child.kill('SIGKILL');
-    await exited;
-  }
-  provider?.close();
+  await main?.close();
   await platform?.close();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 describe('gatehouse serve with gateway.workers: 2', () => {
   it('starts two workers on one port, each logging its slot', () => {
-    const listening = logLines().filter((line) => line.msg === 'gatehouse is listening');
+    const listening = main.logLines().filter((line) => line.msg === 'gatehouse is listening');
     expect(new Set(listening.map((line) => line.worker))).toEqual(new Set([1, 2]));
   });
 
   it('holds a key to 10 requests a minute across both workers, not 10 each', async () => {
-    const { key } = await createKey({ url }, browser, { name: 'limited', requests_per_minute: 10 });
-    await inOneMinuteWindow();
-    const answers: Answer[] = [];
-    for (let index = 0; index < 24; index++) {
-      answers.push(await fresh(`${url}/echo/limited-${index}`, { authorization: `Bearer ${key}` }));
-    }
-    const statuses = answers.map((answer) => answer.status);
-    expect(statuses.filter((status) => status === 200)).toHaveLength(10);
-    expect(statuses.filter((status) => status === 429)).toHaveLength(14);
-    await expect
-      .poll(() => workersThatServed(answers), {
-        timeout: LOG_ARRIVES_MS,
-        message: 'both workers answered some of the requests',
-      })
-      .toEqual(new Set([1, 2]));
+    const { key } = await createKey(main, browser, { name: 'limited', requests_per_minute: 10 });
+    await expectTenOfTwentyFour(main, [key], 'limited');
   });
 
   it('holds a key to one token budget across both workers, overspending less than one request estimate per counting process', async () => {
     const limit = 500;
-    const { key } = await createKey({ url }, browser, { name: 'budgeted', budget: { tokens: limit, period: 'day' } });
+    const { key } = await createKey(main, browser, { name: 'budgeted', budget: { tokens: limit, period: 'day' } });
     const maxTokens = 30;
     // The sample platform reports 20 prompt tokens and 22 completion tokens for this question.
     const question = JSON.stringify({
@@ -227,7 +313,7 @@ describe('gatehouse serve with gateway.workers: 2', () => {
         `(overspend ${used - limit}, bound ${counting * estimate - 1})`,
     );
     await expect
-      .poll(() => workersThatServed(served), {
+      .poll(() => main.workersThatServed(served), {
         timeout: LOG_ARRIVES_MS,
         message: 'both workers admitted some of the requests',
       })
@@ -252,7 +338,7 @@ describe('gatehouse serve with gateway.workers: 2', () => {
           const refusals = await Promise.all(
             Array.from({ length: 8 }, () => fresh(`${url}/echo/guess`, { ...from, authorization: 'Bearer sk-again' })),
           );
-          return refusals.every((answer) => answer.status === 429) && workersThatServed(refusals).size === 2;
+          return refusals.every((answer) => answer.status === 429) && main.workersThatServed(refusals).size === 2;
         },
         { timeout: 5_000, interval: 50 },
       )
@@ -262,7 +348,7 @@ describe('gatehouse serve with gateway.workers: 2', () => {
   });
 
   it('refuses a key revoked through one worker on every worker within 1 s', async () => {
-    const { id, key } = await createKey({ url }, browser, { name: 'to revoke' });
+    const { id, key } = await createKey(main, browser, { name: 'to revoke' });
     const warm = await Promise.all(
       Array.from({ length: 8 }, (_, index) => fresh(`${url}/echo/warm-${index}`, { authorization: `Bearer ${key}` })),
     );
@@ -272,45 +358,37 @@ describe('gatehouse serve with gateway.workers: 2', () => {
       headers: { origin: url },
     });
     expect(revoked.status).toBe(204);
-    const revokedAt = Date.now();
-    // When each worker was first seen refusing the key: the start of the round whose request it refused.
-    const firstRefusal = new Map<number | undefined, number>();
-    let round = 0;
-    await expect
-      .poll(
-        async () => {
-          // Each round from an address of its own, below the failed-auth limit, so the refusal
-          // seen is the revocation's 401 and not that limit's 429.
-          const from = { 'x-forwarded-for': `198.51.100.${++round}` };
-          const startedAt = Date.now();
-          const tries = await Promise.all(
-            Array.from({ length: FAILED_AUTH_PER_MINUTE - 1 }, () =>
-              fresh(`${url}/echo/after`, { ...from, authorization: `Bearer ${key}` }),
-            ),
-          );
-          const refused = tries.filter((answer) => answer.status === 401);
-          for (const worker of workersThatServed(refused)) {
-            if (!firstRefusal.has(worker)) firstRefusal.set(worker, startedAt - revokedAt);
-          }
-          return refused.length === tries.length && workersThatServed(tries).size === 2;
-        },
-        // Well past the 1 s promised: the machine running the tests may be loaded.
-        { timeout: 3_000, interval: 20 },
-      )
-      .toBe(true);
-    console.log(
-      `revoked key first refused by worker 1 / worker 2 in the round that began ` +
-        `${firstRefusal.get(1)} / ${firstRefusal.get(2)} ms after the revocation`,
+    await refusedEverywhere(main, key, 401, Date.now(), 'revoked key');
+  });
+
+  it('refuses the keys of a user disabled through one worker on every worker within 1 s', async () => {
+    const member = await signedInAs(main, MEMBER);
+    main.provider.subject = ADMIN.sub;
+    main.provider.email = ADMIN.email;
+    const { key } = await createKey(main, member, { name: 'member key' });
+    const warm = await Promise.all(
+      Array.from({ length: 8 }, (_, index) => fresh(`${url}/echo/member-${index}`, { authorization: `Bearer ${key}` })),
     );
+    expect(warm.map((answer) => answer.status)).toEqual(Array(8).fill(200));
+    const users = (await (await browser.fetch(`${url}/v1/auth/admin/users`)).json()) as {
+      data: Array<{ id: string; subject: string }>;
+    };
+    const memberId = users.data.find((user) => user.subject === MEMBER.sub)!.id;
+    const disabled = await browser.fetch(`${url}/v1/auth/admin/users/${memberId}/disable`, {
+      method: 'POST',
+      headers: { origin: url },
+    });
+    expect(disabled.status).toBe(200);
+    await refusedEverywhere(main, key, 403, Date.now(), 'disabled user');
   });
 
   it('sums the usage both workers counted', async () => {
-    const { id, key } = await createKey({ url }, browser, { name: 'counted' });
+    const { id, key } = await createKey(main, browser, { name: 'counted' });
     const answers: Answer[] = [];
     for (let index = 0; index < 12; index++) {
       answers.push(await fresh(`${url}/echo/counted-${index}`, { authorization: `Bearer ${key}` }));
     }
-    await expect.poll(() => workersThatServed(answers), { timeout: LOG_ARRIVES_MS }).toEqual(new Set([1, 2]));
+    await expect.poll(() => main.workersThatServed(answers), { timeout: LOG_ARRIVES_MS }).toEqual(new Set([1, 2]));
     // Each worker writes its batch every 2 s; the rows are incremented, never overwritten.
     await expect
       .poll(
@@ -337,7 +415,7 @@ describe('gatehouse serve with gateway.workers: 2', () => {
     expect(statuses.filter((status) => status === 200)).toHaveLength(DEVICE_CODES_PER_MINUTE);
     expect(statuses.filter((status) => status === 429)).toHaveLength(DEVICE_CODES_PER_MINUTE + 2);
     await expect
-      .poll(() => workersThatServed(answers), {
+      .poll(() => main.workersThatServed(answers), {
         timeout: LOG_ARRIVES_MS,
         message: 'both workers answered some of the requests',
       })
@@ -345,9 +423,9 @@ describe('gatehouse serve with gateway.workers: 2', () => {
   });
 
   it("serves the metrics port from the primary, with both workers' requests summed", async () => {
-    const { key } = await createKey({ url }, browser, { name: 'measured' });
+    const { key } = await createKey(main, browser, { name: 'measured' });
     const platformAnswers = async () => {
-      const response = await fetch(metricsUrl);
+      const response = await fetch(main.metricsUrl);
       expect(response.status).toBe(200);
       const text = await response.text();
       return [...text.matchAll(/^gatehouse_requests_total\{([^}]*)\} (\d+)$/gm)]
@@ -360,41 +438,60 @@ describe('gatehouse serve with gateway.workers: 2', () => {
       answers.push(await fresh(`${url}/echo/measured-${index}`, { authorization: `Bearer ${key}` }));
     }
     expect(answers.every((answer) => answer.status === 200)).toBe(true);
-    await expect.poll(() => workersThatServed(answers), { timeout: LOG_ARRIVES_MS }).toEqual(new Set([1, 2]));
+    await expect.poll(() => main.workersThatServed(answers), { timeout: LOG_ARRIVES_MS }).toEqual(new Set([1, 2]));
     expect(await platformAnswers()).toBe(before + 12);
   });
 
   it('replaces a killed worker, and /readyz is 503 until the replacement listens', async () => {
-    const before = logLines().filter((line) => line.msg === 'gatehouse is listening');
+    const before = main.logLines().filter((line) => line.msg === 'gatehouse is listening');
     const victim = before.find((line) => line.worker === 2)!;
     process.kill(victim.pid!, 'SIGKILL');
-    await expect.poll(readyStatus, { timeout: 5_000, interval: 10 }).toBe(503);
-    await expect.poll(readyStatus, { timeout: 60_000, interval: 100 }).toBe(200);
+    await expect.poll(() => main.readyStatus(), { timeout: 5_000, interval: 10 }).toBe(503);
+    await expect.poll(() => main.readyStatus(), { timeout: 60_000, interval: 100 }).toBe(200);
     // The replacement logs that it listens, then tells the primary over IPC; the log line travels
     // through stdout pipes and may reach this test after /readyz already counts the worker.
     const replacementPid = () =>
-      logLines()
+      main
+        .logLines()
         .filter((line) => line.msg === 'gatehouse is listening' && line.worker === 2)
         .at(-1)!.pid;
     await expect.poll(replacementPid, { timeout: 5_000, interval: 10 }).not.toBe(victim.pid);
     // The primary's line travels through its own logger and pipe: it may come after the worker's.
-    await expect.poll(() => output, { timeout: 5_000, interval: 10 }).toMatch(/"msg":"worker exited; replacing it"/);
+    await expect
+      .poll(() => main.output, { timeout: 5_000, interval: 10 })
+      .toMatch(/"msg":"worker exited; replacing it"/);
     const answers = await Promise.all(Array.from({ length: 8 }, () => fresh(`${url}/readyz`)));
     expect(answers.every((answer) => answer.status === 200)).toBe(true);
   }, 90_000);
 
   it('drains both workers on SIGTERM: an open stream finishes, then the service exits 0', async () => {
-    const { key } = await createKey({ url }, browser, { name: 'streaming' });
+    const { key } = await createKey(main, browser, { name: 'streaming' });
     const response = await fetch(`${url}/slow-stream?chunks=10&delayMs=100`, {
       headers: { authorization: `Bearer ${key}` },
     });
     expect(response.status).toBe(200);
     const body = response.text();
     await sleep(200);
-    child.kill('SIGTERM');
+    main.child.kill('SIGTERM');
     const text = await body;
     expect(text).toContain('[DONE]');
-    expect(await exited, output.slice(-3_000)).toBe(0);
-    expect(logLines().filter((line) => line.msg === 'stopped' && line.worker !== undefined)).toHaveLength(2);
+    expect(await main.exited, main.output.slice(-3_000)).toBe(0);
+    expect(main.logLines().filter((line) => line.msg === 'stopped' && line.worker !== undefined)).toHaveLength(2);
   }, 60_000);
+});
+
+describe('gatehouse serve with gateway.workers: 2 and auth.user_requests_per_minute: 10', () => {
+  let limited: WorkersService;
+  afterAll(() => limited?.close());
+
+  it('holds a user to 10 requests a minute over two keys and both workers, not 10 each', async () => {
+    limited = await startWorkersService(platform, { failed_auth_per_minute: 0, user_requests_per_minute: 10 });
+    const owner = await signedInAs(limited, MEMBER);
+    const keys = [await createKey(limited, owner, { name: 'one' }), await createKey(limited, owner, { name: 'two' })];
+    await expectTenOfTwentyFour(
+      limited,
+      keys.map(({ key }) => key),
+      'user-limited',
+    );
+  }, 90_000);
 });
