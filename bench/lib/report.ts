@@ -170,9 +170,10 @@ export function targetsOf(results: Results): Target[] {
     targets.push(
       {
         name: `API key, ${connections} conns, vs nginx proxy`,
-        goal: '≥ 0.6×',
+        // Issue 18 withdrew it: the bare Node floor itself reaches about 0.4× here. Still shown, not judged.
+        goal: '≥ 0.6× (withdrawn)',
         measured: times(vsNginx),
-        ok: Number.isFinite(vsNginx) ? vsNginx >= 0.6 : undefined,
+        ok: undefined,
       },
       {
         name: `API key, ${connections} conns, vs Express key peer`,
