@@ -35,10 +35,8 @@ export function createPlatformControls({ limiter, usage, bodyLimit, budgets }: P
     const started = performance.now();
     let reported = false;
     let admission: Admission | undefined;
-    let closed = false;
     // Emitted once: `on` spares the closure `once` wraps a listener in, held while a stream is open.
     response.on('close', () => {
-      closed = true;
       const status = response.writableFinished ? response.statusCode : 499;
       // A client that left mid-answer (499) is charged what it was sent; a refusal or failure nothing.
       const costMicros = admission?.settle(reported ? spent : undefined, response.statusCode >= 400);
@@ -74,7 +72,7 @@ export function createPlatformControls({ limiter, usage, bodyLimit, budgets }: P
       });
       admission = admitted instanceof Promise ? await admitted : admitted;
       // The client left while the ledger answered: nothing will be sent, so nothing is held.
-      if (closed) admission.settle(undefined, true);
+      if (response.closed) admission.settle(undefined, true);
       plan.answerHeaders = headers ? withHeaders(headers, admission.headers) : admission.headers;
       plan.meter = admission;
     } else plan.answerHeaders = headers;
